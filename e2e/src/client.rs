@@ -1,0 +1,200 @@
+//! A small HTTP/1.1 client over a raw TCP stream: it sends exactly the bytes
+//! a test asks for (malformed ones included) and parses what comes back.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+#[derive(Debug, Clone)]
+pub struct Request {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Request {
+    pub fn get(path: &str) -> Request {
+        Request {
+            method: "GET".into(),
+            path: path.into(),
+            headers: vec![("host".into(), "example.com".into())],
+            body: Bytes::new(),
+        }
+    }
+
+    pub fn method(mut self, m: &str) -> Self {
+        self.method = m.into();
+        self
+    }
+
+    /// Sets a header, replacing an earlier one of the same name.
+    pub fn header(mut self, name: &str, value: &str) -> Self {
+        self.headers.retain(|(k, _)| !k.eq_ignore_ascii_case(name));
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    pub fn body(mut self, body: &str) -> Self {
+        self.body = Bytes::from(body.to_string());
+        self
+    }
+
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut out = format!("{} {} HTTP/1.1\r\n", self.method, self.path);
+        for (k, v) in &self.headers {
+            out.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if !self.body.is_empty() {
+            out.push_str(&format!("content-length: {}\r\n", self.body.len()));
+        }
+        out.push_str("\r\n");
+        let mut bytes = out.into_bytes();
+        bytes.extend_from_slice(&self.body);
+        bytes
+    }
+}
+
+/// What a client observed of one response.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Observed {
+    pub status: u16,
+    /// Lower-cased names, in arrival order.
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Observed {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    pub fn body_str(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The parts two proxies must agree on: volatile values (date, timings,
+    /// generated ids) are masked, headers sorted by name.
+    pub fn normalized(&self) -> Observed {
+        let mut headers: Vec<(String, String)> = self
+            .headers
+            .iter()
+            .filter(|(k, _)| k != "date")
+            // Deliberate difference: Pingora states `connection: keep-alive`
+            // on HTTP/1.1 responses, Envoy leaves the default implicit.
+            // Both mean the same; `connection: close` is still compared.
+            .filter(|(k, v)| !(k == "connection" && v.eq_ignore_ascii_case("keep-alive")))
+            .map(|(k, v)| match k.as_str() {
+                "x-envoy-upstream-service-time" | "x-request-id" => (k.clone(), "<masked>".into()),
+                _ => (k.clone(), v.clone()),
+            })
+            .collect();
+        headers.sort();
+        Observed {
+            status: self.status,
+            headers,
+            body: self.body.clone(),
+        }
+    }
+}
+
+/// Sends a request on a new connection and reads one response.
+pub async fn send(port: u16, req: &Request) -> std::io::Result<Observed> {
+    let raw = send_raw(port, &req.to_bytes(), req.method == "HEAD").await?;
+    parse(&raw, req.method == "HEAD").ok_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("unparsable response: {:?}", String::from_utf8_lossy(&raw)),
+        )
+    })
+}
+
+/// Writes raw bytes and reads until one full response (or EOF/timeout).
+pub async fn send_raw(port: u16, bytes: &[u8], head: bool) -> std::io::Result<Vec<u8>> {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    tcp.write_all(bytes).await?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    loop {
+        if parse(&buf, head).is_some() {
+            return Ok(buf);
+        }
+        match tokio::time::timeout(Duration::from_secs(20), tcp.read(&mut chunk)).await {
+            Ok(Ok(0)) | Err(_) => return Ok(buf),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) if buf.is_empty() => return Err(e),
+            Ok(Err(_)) => return Ok(buf),
+        }
+    }
+}
+
+/// Parses one complete response, or `None` if more bytes are needed.
+pub fn parse(buf: &[u8], head: bool) -> Option<Observed> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(len) = resp.parse(buf).ok()? else {
+        return None;
+    };
+    let status = resp.code?;
+    let headers: Vec<(String, String)> = resp
+        .headers
+        .iter()
+        .map(|h| {
+            (
+                h.name.to_ascii_lowercase(),
+                String::from_utf8_lossy(h.value).into_owned(),
+            )
+        })
+        .collect();
+    let rest = &buf[len..];
+    let get = |n: &str| headers.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let body = if head || status == 204 || status == 304 || (100..200).contains(&status) {
+        Bytes::new()
+    } else if get("transfer-encoding").is_some_and(|te| te.eq_ignore_ascii_case("chunked")) {
+        Bytes::from(dechunk(rest)?)
+    } else if let Some(cl) = get("content-length") {
+        let n: usize = cl.trim().parse().ok()?;
+        if rest.len() < n {
+            return None;
+        }
+        Bytes::copy_from_slice(&rest[..n])
+    } else {
+        return None; // read until close: the caller stops at EOF
+    };
+    Some(Observed {
+        status,
+        headers,
+        body,
+    })
+}
+
+fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    loop {
+        let line_end = rest.windows(2).position(|w| w == b"\r\n")?;
+        let size_text = std::str::from_utf8(&rest[..line_end]).ok()?;
+        let size = usize::from_str_radix(size_text.split(';').next()?.trim(), 16).ok()?;
+        rest = &rest[line_end + 2..];
+        if size == 0 {
+            return Some(out);
+        }
+        if rest.len() < size + 2 {
+            return None;
+        }
+        out.extend_from_slice(&rest[..size]);
+        rest = &rest[size + 2..];
+    }
+}

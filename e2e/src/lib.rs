@@ -1,0 +1,24 @@
+//! Test kit for whole-system tests: upstream servers that record what they
+//! see, a raw HTTP/1.1 client, and launchers for weft-proxy and the Envoy
+//! oracle running the same bootstrap.
+//!
+//! ```text
+//!  client ──► proxy (Envoy | weft-proxy) ──► Upstream (records Seen)
+//!     └── Observed { status, headers, body } ──┘ compared across proxies
+//! ```
+
+pub mod client;
+pub mod proxy;
+pub mod upstream;
+
+pub use client::{Observed, Request};
+pub use proxy::{Kind, Proxy};
+pub use upstream::{Seen, Upstream};
+
+/// A free loopback port (bound then released; good enough for tests).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("bind an ephemeral port")
+}

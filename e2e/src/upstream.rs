@@ -1,0 +1,171 @@
+//! An upstream HTTP server (HTTP/1.1 and h2c) that records every request and
+//! answers as the request's `x-test-*` headers ask:
+//! - `x-test-status: N` — answer with status N;
+//! - `x-test-fail-times: K` — only the first K requests carrying the same
+//!   `x-test-key` get that status, later ones get 200 (for retries);
+//! - `x-test-delay-ms: N` — wait before answering.
+//!
+//! The body is `<name>` so a client sees which upstream answered.
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+
+/// What the upstream saw of one request.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Bytes,
+}
+
+impl Seen {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+pub struct Upstream {
+    pub name: String,
+    pub addr: SocketAddr,
+    pub seen: Arc<Mutex<Vec<Seen>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Upstream {
+    /// Starts on an ephemeral loopback port.
+    pub async fn start(name: &str) -> Upstream {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::start_on(name, any).await.expect("bind upstream")
+    }
+
+    pub async fn start_on(name: &str, addr: SocketAddr) -> std::io::Result<Upstream> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
+        let addr = listener.local_addr()?;
+        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
+        let failures: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
+        let (n, s) = (name.to_string(), seen.clone());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((tcp, _)) = listener.accept().await else {
+                    continue;
+                };
+                let (n, s, f) = (n.clone(), s.clone(), failures.clone());
+                tokio::spawn(async move {
+                    let svc = service_fn(move |req| handle(n.clone(), s.clone(), f.clone(), req));
+                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+                        .serve_connection(TokioIo::new(tcp), svc)
+                        .await;
+                });
+            }
+        });
+        Ok(Upstream {
+            name: name.to_string(),
+            addr,
+            seen,
+            task,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn count(&self) -> usize {
+        self.seen.lock().expect("lock").len()
+    }
+
+    pub fn take(&self) -> Vec<Seen> {
+        std::mem::take(&mut *self.seen.lock().expect("lock"))
+    }
+}
+
+async fn handle(
+    name: String,
+    seen: Arc<Mutex<Vec<Seen>>>,
+    failures: Arc<Mutex<HashMap<String, u32>>>,
+    req: hyper::Request<hyper::body::Incoming>,
+) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let body = body
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
+    let header = |n: &str| {
+        parts
+            .headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+    };
+    let mut headers: Vec<(String, String)> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_string(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    if let Some(auth) = parts.uri.authority() {
+        // HTTP/2 carries the host as :authority.
+        headers.push((":authority".into(), auth.to_string()));
+    }
+    {
+        let mut log = seen.lock().expect("lock");
+        if log.len() >= 100_000 {
+            log.clear(); // long-running demo/bench processes: keep memory bounded
+        }
+        log.push(Seen {
+            method: parts.method.to_string(),
+            path: parts
+                .uri
+                .path_and_query()
+                .map(|p| p.to_string())
+                .unwrap_or_default(),
+            headers,
+            body: body.clone(),
+        });
+    }
+    if let Some(ms) = header("x-test-delay-ms").and_then(|v| v.parse().ok()) {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
+    let mut status: u16 = header("x-test-status")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200);
+    if let Some(times) = header("x-test-fail-times").and_then(|v| v.parse::<u32>().ok()) {
+        let key = header("x-test-key").unwrap_or_default();
+        let mut f = failures.lock().expect("lock");
+        let n = f.entry(key).or_insert(0);
+        *n += 1;
+        if *n > times {
+            status = 200;
+        }
+    }
+    let resp = hyper::Response::builder()
+        .status(status)
+        .header("x-upstream", &name)
+        .header("server", "test-upstream")
+        .body(Full::new(Bytes::from(name)))
+        .expect("valid response");
+    Ok(resp)
+}

@@ -1,0 +1,104 @@
+//! Virtual hosts, route matching, route actions and header mutations.
+
+use weft_e2e::{Kind, Request, Upstream};
+
+use crate::{assert_same_on_both, run};
+
+const ROUTING: &str = include_str!("bootstraps/routing.yaml");
+
+fn api(path: &str) -> Request {
+    Request::get(path).header("host", "api.example.com")
+}
+
+#[tokio::test]
+async fn routing_matches_envoy() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let requests = vec![
+        // virtual host selection
+        api("/"),
+        Request::get("/").header("host", "API.Example.com"),
+        Request::get("/").header("host", "api.example.com:8080"),
+        Request::get("/").header("host", "api.example.com:9090"),
+        Request::get("/").header("host", "www.example.com"),
+        Request::get("/").header("host", "x.deep.example.com"),
+        Request::get("/").header("host", "static.cdn.net"),
+        Request::get("/only").header("host", "unknown.net"),
+        Request::get("/nothing").header("host", "unknown.net"),
+        // path matching
+        api("/exact"),
+        api("/exact?x=1"),
+        api("/exact/more"),
+        api("/items/42"),
+        api("/items/42?q"),
+        api("/items/x"),
+        api("/sep"),
+        api("/sep/x"),
+        api("/separate"),
+        api("/case/x"),
+        api("/CASE/y"),
+        // header matching
+        api("/h").header("x-exact", "yes"),
+        api("/h").header("x-exact", "no"),
+        api("/h").header("x-pre", "abc").header("x-suf", "XYZ"),
+        api("/h").header("x-range", "15"),
+        api("/h").header("x-range", "20"),
+        api("/h").header("x-range", "abc"),
+        api("/h").header("x-present", ""),
+        api("/h").header("x-present", "1").header("x-absent", "1"),
+        api("/h")
+            .header("x-re", "v12")
+            .header("x-contains", "amidst"),
+        api("/h")
+            .header("x-re", "v12x")
+            .header("x-contains", "amidst"),
+        // query parameters
+        api("/q?debug&mode=full"),
+        api("/q?mode=full"),
+        api("/q?debug=1&mode=partial"),
+        // rewrites and redirects
+        api("/rewrite/thing?x=1"),
+        api("/regex-rewrite/abc/def"),
+        api("/host/path"),
+        api("/redirect/x?y=1"),
+        api("/https/p?q=1"),
+        // header mutations at every level
+        api("/headers")
+            .header("x-remove-me", "1")
+            .header("x-only-if", "orig")
+            .header("x-client", "mine"),
+        api("/headers").header("x-global", "client"),
+        // direct responses with and without bodies, methods
+        api("/").method("POST").body("payload"),
+        api("/").method("HEAD"),
+    ];
+    assert_same_on_both(ROUTING, &[&a, &b], &requests).await;
+}
+
+#[tokio::test]
+async fn weighted_split_matches_envoy_proportions() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    const N: usize = 1000;
+    let requests: Vec<Request> = (0..N)
+        .map(|_| Request::get("/").header("host", "split.test"))
+        .collect();
+    for kind in Kind::BOTH {
+        let outcomes = run(kind, ROUTING, &[&a, &b], &requests).await;
+        let to_a = outcomes
+            .iter()
+            .filter(|o| o.response.body_str() == "a")
+            .count();
+        // 80/20 over 1000 requests: 5 standard deviations is ±63.
+        assert!(
+            (737..=863).contains(&to_a),
+            "{kind:?}: {to_a} of {N} went to a, expected ~800"
+        );
+        // the weighted cluster's own headers reach the chosen upstream only
+        for o in &outcomes {
+            let (name, seen) = &o.upstream[0];
+            assert!(
+                seen.contains(&format!("x-split: {name}")),
+                "{kind:?}: {seen}"
+            );
+        }
+    }
+}

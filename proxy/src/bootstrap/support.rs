@@ -1,0 +1,336 @@
+//! The subset of the Envoy API that weft-proxy implements, as data.
+//!
+//! Each message type lists the fields we act on. [`check`] walks a decoded
+//! config and rejects any set field outside the list with its path and
+//! "not supported by weft-proxy". Adding a field here is a promise that the
+//! model compiler implements it and a differential test covers it.
+
+use weft_envoy_api::prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage, Value};
+
+/// A field or extension type that weft-proxy does not implement.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {what} is not supported by weft-proxy")]
+pub struct Unsupported {
+    pub path: String,
+    pub what: String,
+}
+
+/// Message types we accept, with the fields we implement.
+/// `google.protobuf.*` wrappers and durations are leaves and always accepted.
+const SUPPORTED: &[(&str, &[&str])] = &[
+    (
+        "envoy.config.bootstrap.v3.Bootstrap",
+        &["node", "static_resources", "admin"],
+    ),
+    (
+        "envoy.config.bootstrap.v3.Bootstrap.StaticResources",
+        &["listeners", "clusters"],
+    ),
+    ("envoy.config.bootstrap.v3.Admin", &["address"]),
+    ("envoy.config.core.v3.Node", &["id", "cluster", "metadata"]),
+    ("envoy.config.core.v3.Address", &["socket_address"]),
+    (
+        "envoy.config.core.v3.SocketAddress",
+        &["address", "port_value", "protocol"],
+    ),
+    (
+        "envoy.config.listener.v3.Listener",
+        &["name", "address", "filter_chains", "stat_prefix"],
+    ),
+    ("envoy.config.listener.v3.FilterChain", &["filters", "name"]),
+    ("envoy.config.listener.v3.Filter", &["name", "typed_config"]),
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        &[
+            "stat_prefix",
+            "codec_type",
+            "route_config",
+            "http_filters",
+            "use_remote_address",
+            "server_name",
+            "generate_request_id",
+        ],
+    ),
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
+        &["name", "typed_config"],
+    ),
+    ("envoy.extensions.filters.http.router.v3.Router", &[]),
+    (
+        "envoy.config.route.v3.RouteConfiguration",
+        &[
+            "name",
+            "virtual_hosts",
+            "request_headers_to_add",
+            "request_headers_to_remove",
+            "response_headers_to_add",
+            "response_headers_to_remove",
+        ],
+    ),
+    (
+        "envoy.config.route.v3.VirtualHost",
+        &[
+            "name",
+            "domains",
+            "routes",
+            "request_headers_to_add",
+            "request_headers_to_remove",
+            "response_headers_to_add",
+            "response_headers_to_remove",
+            "retry_policy",
+        ],
+    ),
+    (
+        "envoy.config.route.v3.Route",
+        &[
+            "name",
+            "match",
+            "route",
+            "redirect",
+            "direct_response",
+            "request_headers_to_add",
+            "request_headers_to_remove",
+            "response_headers_to_add",
+            "response_headers_to_remove",
+        ],
+    ),
+    (
+        "envoy.config.route.v3.RouteMatch",
+        &[
+            "prefix",
+            "path",
+            "safe_regex",
+            "path_separated_prefix",
+            "case_sensitive",
+            "headers",
+            "query_parameters",
+        ],
+    ),
+    (
+        "envoy.type.matcher.v3.RegexMatcher",
+        &["google_re2", "regex"],
+    ),
+    ("envoy.type.matcher.v3.RegexMatcher.GoogleRE2", &[]),
+    (
+        "envoy.config.route.v3.HeaderMatcher",
+        &[
+            "name",
+            "exact_match",
+            "safe_regex_match",
+            "range_match",
+            "present_match",
+            "prefix_match",
+            "suffix_match",
+            "contains_match",
+            "string_match",
+            "invert_match",
+            "treat_missing_header_as_empty",
+        ],
+    ),
+    (
+        "envoy.type.matcher.v3.StringMatcher",
+        &[
+            "exact",
+            "prefix",
+            "suffix",
+            "contains",
+            "safe_regex",
+            "ignore_case",
+        ],
+    ),
+    ("envoy.type.v3.Int64Range", &["start", "end"]),
+    (
+        "envoy.config.route.v3.QueryParameterMatcher",
+        &["name", "string_match", "present_match"],
+    ),
+    (
+        "envoy.config.route.v3.RouteAction",
+        &[
+            "cluster",
+            "weighted_clusters",
+            "timeout",
+            "retry_policy",
+            "prefix_rewrite",
+            "regex_rewrite",
+            "host_rewrite_literal",
+        ],
+    ),
+    (
+        "envoy.config.route.v3.WeightedCluster",
+        &["clusters", "total_weight"],
+    ),
+    (
+        "envoy.config.route.v3.WeightedCluster.ClusterWeight",
+        &[
+            "name",
+            "weight",
+            "request_headers_to_add",
+            "request_headers_to_remove",
+            "response_headers_to_add",
+            "response_headers_to_remove",
+        ],
+    ),
+    (
+        "envoy.config.route.v3.RetryPolicy",
+        &[
+            "retry_on",
+            "num_retries",
+            "per_try_timeout",
+            "retriable_status_codes",
+            "retry_back_off",
+        ],
+    ),
+    (
+        "envoy.config.route.v3.RetryPolicy.RetryBackOff",
+        &["base_interval", "max_interval"],
+    ),
+    (
+        "envoy.config.route.v3.RedirectAction",
+        &[
+            "https_redirect",
+            "scheme_redirect",
+            "host_redirect",
+            "port_redirect",
+            "path_redirect",
+            "response_code",
+            "strip_query",
+        ],
+    ),
+    (
+        "envoy.config.route.v3.DirectResponseAction",
+        &["status", "body"],
+    ),
+    (
+        "envoy.config.core.v3.DataSource",
+        &["inline_string", "inline_bytes", "filename"],
+    ),
+    (
+        "envoy.config.core.v3.HeaderValueOption",
+        &["header", "append", "append_action", "keep_empty_value"],
+    ),
+    ("envoy.config.core.v3.HeaderValue", &["key", "value"]),
+    (
+        "envoy.type.matcher.v3.RegexMatchAndSubstitute",
+        &["pattern", "substitution"],
+    ),
+    (
+        "envoy.config.cluster.v3.Cluster",
+        &[
+            "name",
+            "type",
+            "connect_timeout",
+            "lb_policy",
+            "load_assignment",
+        ],
+    ),
+    (
+        "envoy.config.endpoint.v3.ClusterLoadAssignment",
+        &["cluster_name", "endpoints"],
+    ),
+    (
+        "envoy.config.endpoint.v3.LocalityLbEndpoints",
+        &["lb_endpoints"],
+    ),
+    ("envoy.config.endpoint.v3.LbEndpoint", &["endpoint"]),
+    ("envoy.config.endpoint.v3.Endpoint", &["address"]),
+];
+
+fn supported_fields(message: &str) -> Option<&'static [&'static str]> {
+    SUPPORTED
+        .iter()
+        .find(|(name, _)| *name == message)
+        .map(|(_, fields)| *fields)
+}
+
+/// Rejects any set field outside [`SUPPORTED`], naming its path.
+pub fn check(msg: &DynamicMessage) -> Result<(), Unsupported> {
+    walk(msg, &mut String::new())
+}
+
+fn walk(msg: &DynamicMessage, path: &mut String) -> Result<(), Unsupported> {
+    let desc = msg.descriptor();
+    let name = desc.full_name();
+    if name.starts_with("google.protobuf.") && name != "google.protobuf.Any" {
+        return Ok(());
+    }
+    if name == "google.protobuf.Any" {
+        return walk_any(msg, path);
+    }
+    let Some(allowed) = supported_fields(name) else {
+        return Err(Unsupported {
+            path: display(path),
+            what: format!("message type {name}"),
+        });
+    };
+    for (field, value) in msg.fields() {
+        let len = path.len();
+        if !path.is_empty() {
+            path.push('.');
+        }
+        path.push_str(field.name());
+        if !allowed.contains(&field.name()) {
+            return Err(Unsupported {
+                path: path.clone(),
+                what: format!("field `{}`", field.name()),
+            });
+        }
+        walk_value(value, path)?;
+        path.truncate(len);
+    }
+    Ok(())
+}
+
+fn walk_value(value: &Value, path: &mut String) -> Result<(), Unsupported> {
+    match value {
+        Value::Message(m) => walk(m, path),
+        Value::List(items) => {
+            for (i, item) in items.iter().enumerate() {
+                let len = path.len();
+                path.push_str(&format!("[{i}]"));
+                walk_value(item, path)?;
+                path.truncate(len);
+            }
+            Ok(())
+        }
+        Value::Map(entries) => {
+            for item in entries.values() {
+                walk_value(item, path)?;
+            }
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+/// `typed_config` and friends: the inner type must be one we implement.
+fn walk_any(msg: &DynamicMessage, path: &mut String) -> Result<(), Unsupported> {
+    let type_url = msg
+        .get_field_by_name("type_url")
+        .and_then(|v| v.as_str().map(str::to_owned))
+        .unwrap_or_default();
+    let bytes = msg
+        .get_field_by_name("value")
+        .and_then(|v| v.as_bytes().cloned())
+        .unwrap_or_default();
+    let type_name = weft_envoy_api::type_name(&type_url);
+    let inner: Option<MessageDescriptor> = weft_envoy_api::message(type_name);
+    let Some(inner) = inner.filter(|_| supported_fields(type_name).is_some()) else {
+        return Err(Unsupported {
+            path: display(path),
+            what: format!("extension type {type_url}"),
+        });
+    };
+    let decoded = DynamicMessage::decode(inner, bytes.as_ref()).map_err(|e| Unsupported {
+        path: display(path),
+        what: format!("undecodable {type_url} ({e})"),
+    })?;
+    walk(&decoded, path)
+}
+
+fn display(path: &str) -> String {
+    if path.is_empty() {
+        "<root>".into()
+    } else {
+        path.to_string()
+    }
+}

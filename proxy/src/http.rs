@@ -1,0 +1,277 @@
+//! The HTTP connection manager: what Envoy's `http_connection_manager` and
+//! router filter do for each downstream request.
+//!
+//! ```text
+//!  downstream ─► request headers (xff, x-request-id) ─► route ─┬─ direct_response / redirect ─► local reply
+//!                                                              └─ forward (retries, timeouts) ─► upstream
+//! ```
+//! Pingora parses HTTP/1.1 and HTTP/2 (h2c and ALPN) and hands us one
+//! `ServerSession` per request; everything after that is here.
+
+mod forward;
+mod local;
+
+use std::sync::Arc;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use http::header::{self, HeaderValue};
+use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora_core::connectors::http::Connector;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_http::RequestHeader;
+
+use crate::model::listener::HttpManager;
+use crate::model::route::Action;
+
+pub use local::LocalReply;
+
+/// One listener's HTTP application. The manager is swapped atomically on a
+/// config change; requests in flight keep the snapshot they started with.
+pub struct HttpProxy {
+    pub manager: ArcSwap<HttpManager>,
+    connector: Connector,
+    options: HttpServerOptions,
+}
+
+impl HttpProxy {
+    pub fn new(manager: Arc<HttpManager>) -> Self {
+        let mut options = HttpServerOptions::default();
+        // Envoy's codec_type AUTO accepts HTTP/2 prior knowledge on cleartext.
+        options.h2c = true;
+        HttpProxy {
+            manager: ArcSwap::new(manager),
+            connector: Connector::new(None),
+            options,
+        }
+    }
+}
+
+#[async_trait]
+impl HttpServerApp for HttpProxy {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        mut session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        match session.read_request().await {
+            Ok(true) => {}
+            Ok(false) => return None,
+            Err(e) => {
+                // Malformed requests: Pingora answers 400 where HTTP allows it.
+                tracing::debug!(error = %e, "bad downstream request");
+                let _ = session.respond_error(400).await;
+                return None;
+            }
+        }
+        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        if header_bytes(&session) > MAX_REQUEST_HEADERS {
+            session.set_keepalive(None);
+            let _ = session.respond_error(431).await;
+            return None;
+        }
+        if is_smuggling_attempt(&session) {
+            // Envoy refuses both framings at once (request smuggling).
+            session.set_keepalive(None);
+            let _ = session.respond_error(400).await;
+            return None;
+        }
+        let manager = self.manager.load_full();
+        manager.stats.rq_total.inc();
+        let status = self.handle(&manager, &mut session).await;
+        if let Some(status) = status {
+            manager.stats.response(status);
+        }
+        let settings = pingora_core::apps::HttpPersistentSettings::for_session(&session);
+        match status {
+            Some(_) => match session.finish().await {
+                Ok(reusable) => {
+                    reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
+                }
+                Err(_) => None,
+            },
+            None => None,
+        }
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.options)
+    }
+}
+
+impl HttpProxy {
+    /// Serves one request; returns the status sent, or `None` when the
+    /// stream was aborted and the connection must not be reused.
+    async fn handle(&self, manager: &HttpManager, session: &mut ServerSession) -> Option<u16> {
+        let mut req = session.req_header().clone();
+        prepare_request(manager, session, &mut req);
+        let host = authority(&req).unwrap_or_default();
+        let path = String::from_utf8_lossy(req.raw_path()).into_owned();
+        let table = &manager.routes;
+        let Some(vhost) = table.virtual_host(&host) else {
+            return LocalReply::new(404, "").send(manager, session, &[]).await;
+        };
+        let Some(route) = vhost.route(&path, &req.headers) else {
+            return LocalReply::new(404, "").send(manager, session, &[]).await;
+        };
+        tracing::debug!(route_config = %table.name, vhost = %vhost.name, route = %route.name, %path, "routed");
+        // Response mutations, most specific first (Envoy's default order).
+        let levels = [
+            &route.response_headers,
+            &vhost.response_headers,
+            &table.response_headers,
+        ];
+        match &route.action {
+            Action::Direct { status, body } => {
+                let mut reply = LocalReply::new(*status, "");
+                reply.body = body.clone();
+                // Envoy points `location` at the request URL for 201 and 3xx.
+                if *status == 201 || (300..400).contains(status) {
+                    let scheme = req
+                        .headers
+                        .get("x-forwarded-proto")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("http");
+                    reply.location =
+                        HeaderValue::from_str(&format!("{scheme}://{host}{path}")).ok();
+                }
+                reply.send(manager, session, &levels).await
+            }
+            Action::Redirect(r) => {
+                local::redirect(r, &req, &host, &path)
+                    .send(manager, session, &levels)
+                    .await
+            }
+            Action::Forward(fwd) => {
+                if let Some(new) = &fwd.prefix_rewrite {
+                    let rewritten = route.matcher.rewrite_prefix(&path, new);
+                    forward::set_path(&mut req, &path, &rewritten);
+                }
+                let target = fwd.pick(rand::random::<u64>());
+                for m in [
+                    &target.request_headers,
+                    &route.request_headers,
+                    &vhost.request_headers,
+                    &table.request_headers,
+                ] {
+                    m.apply(&mut req);
+                }
+                let levels = [
+                    &target.response_headers,
+                    &route.response_headers,
+                    &vhost.response_headers,
+                    &table.response_headers,
+                ];
+                forward::forward(&self.connector, manager, session, req, fwd, target, &levels).await
+            }
+        }
+    }
+}
+
+/// What the connection manager does to every request before routing:
+/// `x-forwarded-for`, `x-forwarded-proto` and `x-request-id`.
+fn prepare_request(manager: &HttpManager, session: &ServerSession, req: &mut RequestHeader) {
+    if manager.use_remote_address {
+        if let Some(ip) = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+        {
+            let xff = match req
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
+                Some(prev) => format!("{prev},{ip}"),
+                None => ip.to_string(),
+            };
+            if let Ok(v) = HeaderValue::from_str(&xff) {
+                let _ = req.insert_header("x-forwarded-for", v);
+            }
+        }
+    }
+    if manager.use_remote_address || !req.headers.contains_key("x-forwarded-proto") {
+        let _ = req.insert_header("x-forwarded-proto", HeaderValue::from_static("http"));
+    }
+    if manager.generate_request_id && !req.headers.contains_key("x-request-id") {
+        let id = uuid::Uuid::new_v4().to_string();
+        if let Ok(v) = HeaderValue::from_str(&id) {
+            let _ = req.insert_header("x-request-id", v);
+        }
+    }
+}
+
+/// Envoy's default `max_request_headers_kb` (60 KiB).
+const MAX_REQUEST_HEADERS: usize = 60 * 1024;
+
+/// The size of the request's headers, as Envoy counts it against its limit.
+fn header_bytes(session: &ServerSession) -> usize {
+    match session.as_http1() {
+        Some(h1) => h1.get_headers_raw_bytes().len(),
+        None => {
+            let req = session.req_header();
+            req.headers
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len())
+                .sum::<usize>()
+                + req.raw_path().len()
+        }
+    }
+}
+
+/// Both `content-length` and `transfer-encoding`, or conflicting lengths.
+/// Pingora drops `content-length` when both are present (RFC 9112), so the
+/// raw header bytes are checked; only requests carrying `transfer-encoding`
+/// pay for the scan.
+fn is_smuggling_attempt(session: &ServerSession) -> bool {
+    let req = session.req_header();
+    let lengths: Vec<_> = req.headers.get_all(header::CONTENT_LENGTH).iter().collect();
+    if lengths.windows(2).any(|w| w[0] != w[1]) {
+        return true;
+    }
+    if !req.headers.contains_key(header::TRANSFER_ENCODING) {
+        return false;
+    }
+    let Some(h1) = session.as_http1() else {
+        return false; // HTTP/2 has no transfer-encoding framing
+    };
+    let raw = h1.get_headers_raw_bytes();
+    raw.split(|b| *b == b'\n')
+        .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+}
+
+/// The request's authority: `:authority` (HTTP/2) or `Host` (HTTP/1.1).
+fn authority(req: &RequestHeader) -> Option<String> {
+    req.uri
+        .authority()
+        .map(|a| a.as_str().to_string())
+        .or_else(|| {
+            req.headers
+                .get(header::HOST)
+                .and_then(|h| h.to_str().ok())
+                .map(str::to_string)
+        })
+}
+
+/// Header mutations on Pingora's request/response headers.
+macro_rules! pingora_headers {
+    ($t:ty) => {
+        impl crate::model::header::Headers for $t {
+            fn contains(&self, name: &http::HeaderName) -> bool {
+                self.headers.contains_key(name)
+            }
+            fn insert(&mut self, name: &http::HeaderName, value: &HeaderValue) {
+                let _ = self.insert_header(name.clone(), value.clone());
+            }
+            fn append(&mut self, name: &http::HeaderName, value: &HeaderValue) {
+                let _ = self.append_header(name.clone(), value.clone());
+            }
+            fn remove(&mut self, name: &http::HeaderName) {
+                self.remove_header(name);
+            }
+        }
+    };
+}
+pingora_headers!(RequestHeader);
+pingora_headers!(pingora_http::ResponseHeader);

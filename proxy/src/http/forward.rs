@@ -1,0 +1,391 @@
+//! The router: sends a request to a cluster with Envoy's timeouts and
+//! retries, and streams the response back.
+//!
+//! ```text
+//!  attempt ─► connect ─► write request ─► read response headers
+//!     ▲   retriable failure or status, budget left: back off, next attempt
+//!     └──────────────────────────────────────────────┘
+//! ```
+//! The request body is buffered so that every attempt sends the same bytes.
+
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderValue};
+use pingora_core::connectors::http::Connector;
+use pingora_core::protocols::http::client::HttpSession;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::upstreams::peer::HttpPeer;
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use super::local::{finish_response_headers, LocalReply};
+use crate::model::header::HeaderMutations;
+use crate::model::listener::HttpManager;
+use crate::model::route::{Forward, RetryPolicy, Target};
+
+/// Request bodies above this are refused with 413 (Envoy's default buffer
+/// limit for a retriable request is 1 MiB; we buffer every request for now).
+const MAX_BUFFERED_BODY: usize = 16 * 1024 * 1024;
+
+/// Headers that describe one hop and are never forwarded.
+const HOP_BY_HOP: &[&str] = &[
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "upgrade",
+    "te",
+    "trailer",
+];
+
+/// Request headers that steer the router; consumed, never forwarded.
+const ROUTER_CONTROL: &[&str] = &[
+    "x-envoy-retry-on",
+    "x-envoy-max-retries",
+    "x-envoy-retriable-status-codes",
+    "x-envoy-upstream-rq-timeout-ms",
+    "x-envoy-upstream-rq-per-try-timeout-ms",
+];
+
+/// How one attempt ended, when it did not produce a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Connect,
+    Reset,
+    PerTryTimeout,
+}
+
+// One value per attempt, moved once: boxing the session would cost an
+// allocation per attempt for nothing.
+#[allow(clippy::large_enum_variant)]
+enum Outcome {
+    Response(HttpSession, Box<ResponseHeader>, HttpPeer),
+    Failed(Failure),
+}
+
+pub async fn forward(
+    connector: &Connector,
+    manager: &HttpManager,
+    session: &mut ServerSession,
+    mut req: RequestHeader,
+    fwd: &Forward,
+    target: &Target,
+    levels: &[&HeaderMutations; 4],
+) -> Option<u16> {
+    let start = Instant::now();
+    let body = match read_body(session).await {
+        Ok(b) => b,
+        Err(status) => {
+            return LocalReply::new(status, "")
+                .send(manager, session, &levels[..])
+                .await
+        }
+    };
+    // Deliberately the route's policy only: Envoy 1.40 does not honour the
+    // x-envoy-retry-on / x-envoy-max-retries / x-envoy-upstream-rq-*
+    // headers from an untrusted client, and neither do we (tested).
+    let (retry, timeout) = (fwd.retry.clone(), fwd.timeout);
+    let per_try = retry.as_ref().and_then(|r| r.per_try_timeout);
+    for name in ROUTER_CONTROL.iter().chain(HOP_BY_HOP) {
+        req.remove_header(*name);
+    }
+    rewrite(&mut req, fwd);
+    if !body.is_empty() || req.headers.contains_key(header::CONTENT_LENGTH) {
+        let _ = req.insert_header(header::CONTENT_LENGTH, body.len().to_string());
+    }
+    req.remove_header(&header::TRANSFER_ENCODING);
+
+    let deadline = timeout.map(|t| start + t);
+    let cluster = &target.cluster;
+    let max_retries = retry.as_ref().map(|r| r.num_retries).unwrap_or(0);
+    let mut attempt = 0u32;
+    let outcome = loop {
+        cluster.stats.rq_total.inc();
+        let attempt_start = Instant::now();
+        let mut attempt_deadline = per_try.map(|p| attempt_start + p);
+        if let Some(d) = deadline {
+            attempt_deadline = Some(attempt_deadline.map_or(d, |a| a.min(d)));
+        }
+        // What the upstream may expect to have, as Envoy tells it: the
+        // attempt's own deadline, so it shrinks on every retry.
+        let elapsed = if attempt == 0 {
+            Duration::ZERO
+        } else {
+            start.elapsed()
+        };
+        let remaining = timeout.map(|t| t.saturating_sub(elapsed));
+        let expected = match (remaining, per_try) {
+            (Some(r), Some(p)) => Some(r.min(p)),
+            (r, p) => r.or(p),
+        };
+        if let Some(ms) = expected.map(|d| d.as_millis()) {
+            let _ = req.insert_header("x-envoy-expected-rq-timeout-ms", ms.to_string());
+        }
+        let result = match attempt_deadline {
+            Some(d) => {
+                match tokio::time::timeout_at(d.into(), try_once(connector, cluster, &req, &body))
+                    .await
+                {
+                    Ok(r) => r,
+                    Err(_) => Outcome::Failed(Failure::PerTryTimeout),
+                }
+            }
+            None => try_once(connector, cluster, &req, &body).await,
+        };
+        let global_timeout = deadline.is_some_and(|d| Instant::now() >= d);
+        let retriable = match (&result, &retry) {
+            (_, None) => false,
+            (Outcome::Response(_, resp, _), Some(p)) => {
+                let s = resp.status.as_u16();
+                cluster
+                    .stats
+                    .response(s, attempt_start.elapsed().as_secs_f64() * 1000.0);
+                p.retries_status(s)
+            }
+            (Outcome::Failed(f), Some(p)) => retries_failure(p, *f),
+        };
+        if let Outcome::Failed(f) = &result {
+            match f {
+                Failure::Connect => cluster.stats.cx_connect_fail.inc(),
+                Failure::PerTryTimeout => cluster.stats.rq_timeout.inc(),
+                Failure::Reset => {}
+            }
+        } else if retry.is_none() {
+            if let Outcome::Response(_, resp, _) = &result {
+                cluster.stats.response(
+                    resp.status.as_u16(),
+                    attempt_start.elapsed().as_secs_f64() * 1000.0,
+                );
+            }
+        }
+        if !retriable || attempt >= max_retries || global_timeout {
+            break result;
+        }
+        attempt += 1;
+        cluster.stats.rq_retry.inc();
+        if let Some(p) = &retry {
+            let wait = backoff(p, attempt);
+            if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+                break result;
+            }
+            tokio::time::sleep(wait).await;
+        }
+    };
+
+    match outcome {
+        Outcome::Failed(f) => {
+            let timed_out =
+                f == Failure::PerTryTimeout || deadline.is_some_and(|d| Instant::now() >= d);
+            if timed_out {
+                return LocalReply::new(504, "upstream request timeout")
+                    .send(manager, session, &levels[..])
+                    .await;
+            }
+            // Envoy's wording, so clients that match on it keep working.
+            let reason = match f {
+                Failure::Connect => "remote connection failure",
+                _ => "connection termination",
+            };
+            let retried = if attempt > 0 {
+                "retried and the latest reset reason"
+            } else {
+                "reset reason"
+            };
+            let mut reply = LocalReply::new(503, "");
+            reply.body = Bytes::from(format!(
+                "upstream connect error or disconnect/reset before headers. {retried}: {reason}"
+            ));
+            reply.send(manager, session, &levels[..]).await
+        }
+        Outcome::Response(upstream, resp, peer) => {
+            stream_response(
+                connector,
+                manager,
+                session,
+                upstream,
+                resp,
+                peer,
+                start,
+                deadline,
+                &levels[..],
+            )
+            .await
+        }
+    }
+}
+
+/// A retry's wait: fully jittered exponential back-off, as Envoy computes it.
+fn backoff(p: &RetryPolicy, attempt: u32) -> Duration {
+    let ceiling = p
+        .base_interval
+        .saturating_mul((1u32 << attempt.min(16)) - 1)
+        .min(p.max_interval);
+    let ms = ceiling.as_millis() as u64;
+    Duration::from_millis(if ms == 0 {
+        0
+    } else {
+        rand::random::<u64>() % (ms + 1)
+    })
+}
+
+fn retries_failure(p: &RetryPolicy, f: Failure) -> bool {
+    let on = p.on;
+    match f {
+        Failure::Connect => on.connect_failure || on.five_xx || on.gateway_error || on.reset,
+        Failure::Reset => on.reset || on.five_xx || on.gateway_error,
+        Failure::PerTryTimeout => on.five_xx || on.gateway_error,
+    }
+}
+
+/// Path and host rewrites of the route action.
+fn rewrite(req: &mut RequestHeader, fwd: &Forward) {
+    if let Some((re, sub)) = &fwd.regex_rewrite {
+        let full = String::from_utf8_lossy(req.raw_path()).into_owned();
+        let (path, query) = match full.split_once('?') {
+            Some((p, q)) => (p.to_string(), Some(q.to_string())),
+            None => (full.clone(), None),
+        };
+        let mut new = re.replace_all(&path, sub.as_str()).into_owned();
+        if let Some(q) = query {
+            new = format!("{new}?{q}");
+        }
+        set_path(req, &full, &new);
+    }
+    if let Some(host) = &fwd.host_rewrite {
+        // Envoy keeps the client's host for the upstream to see.
+        if let Some(original) = req.headers.get(header::HOST).cloned().or_else(|| {
+            req.uri
+                .authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        }) {
+            let _ = req.insert_header("x-envoy-original-host", original);
+        }
+        let _ = req.insert_header(header::HOST, host.clone());
+        if req.uri.authority().is_some() {
+            if let Ok(auth) = http::uri::Authority::try_from(host.as_bytes()) {
+                let mut parts = req.uri.clone().into_parts();
+                parts.authority = Some(auth);
+                if let Ok(uri) = http::Uri::from_parts(parts) {
+                    req.set_uri(uri);
+                }
+            }
+        }
+    }
+}
+
+/// Rewrites `:path`; `prefix_rewrite` is applied by the caller that knows the matched prefix.
+pub fn set_path(req: &mut RequestHeader, original: &str, new: &str) {
+    if let Ok(v) = HeaderValue::from_str(original) {
+        let _ = req.insert_header("x-envoy-original-path", v);
+    }
+    let _ = req.set_raw_path(new.as_bytes());
+}
+
+async fn read_body(session: &mut ServerSession) -> Result<Bytes, u16> {
+    let mut buf = BytesMut::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > MAX_BUFFERED_BODY {
+                    return Err(413);
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Err(_) => return Err(400),
+        }
+    }
+}
+
+/// One attempt: connect (or reuse), send the request, read response headers.
+async fn try_once(
+    connector: &Connector,
+    cluster: &crate::model::Cluster,
+    req: &RequestHeader,
+    body: &Bytes,
+) -> Outcome {
+    let Some(addr) = cluster.pick() else {
+        return Outcome::Failed(Failure::Connect);
+    };
+    let mut peer = HttpPeer::new(addr, false, String::new());
+    peer.options.connection_timeout = Some(cluster.connect_timeout);
+    // A pooled connection the upstream closed meanwhile is replaced once,
+    // without counting as a retry.
+    for _ in 0..2 {
+        let (mut upstream, reused) = match connector.get_http_session(&peer).await {
+            Ok(s) => s,
+            Err(_) => return Outcome::Failed(Failure::Connect),
+        };
+        let sent = async {
+            upstream.write_request_header(Box::new(req.clone())).await?;
+            if !body.is_empty() {
+                upstream.write_request_body(body.clone(), true).await?;
+            }
+            upstream.finish_request_body().await?;
+            upstream.read_response_header().await
+        }
+        .await;
+        match sent {
+            Ok(()) => {
+                let Some(resp) = upstream.response_header().cloned() else {
+                    return Outcome::Failed(Failure::Reset);
+                };
+                return Outcome::Response(upstream, Box::new(resp), peer);
+            }
+            Err(_) if reused => continue,
+            Err(_) => return Outcome::Failed(Failure::Reset),
+        }
+    }
+    Outcome::Failed(Failure::Reset)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn stream_response(
+    connector: &Connector,
+    manager: &HttpManager,
+    session: &mut ServerSession,
+    mut upstream: HttpSession,
+    mut resp: Box<ResponseHeader>,
+    peer: HttpPeer,
+    start: Instant,
+    deadline: Option<Instant>,
+    levels: &[&HeaderMutations],
+) -> Option<u16> {
+    let status = resp.status.as_u16();
+    for name in HOP_BY_HOP {
+        resp.remove_header(*name);
+    }
+    let service_ms = start.elapsed().as_millis().to_string();
+    let _ = resp.insert_header("x-envoy-upstream-service-time", service_ms);
+    finish_response_headers(manager, &mut resp, levels);
+    let end_now = upstream.response_done();
+    session.write_response_header(resp).await.ok()?;
+    if end_now {
+        session.write_response_body(Bytes::new(), true).await.ok()?;
+        connector.release_http_session(upstream, &peer, None).await;
+        return Some(status);
+    }
+    loop {
+        let read = upstream.read_response_body();
+        let chunk = match deadline {
+            Some(d) => tokio::time::timeout_at(d.into(), read).await.ok()?,
+            None => read.await,
+        };
+        match chunk {
+            Ok(Some(data)) => {
+                let done = upstream.response_done();
+                session.write_response_body(data, done).await.ok()?;
+                if done {
+                    break;
+                }
+            }
+            Ok(None) => {
+                session.write_response_body(Bytes::new(), true).await.ok()?;
+                break;
+            }
+            // Upstream reset mid-body: the downstream stream is reset too.
+            Err(_) => return None,
+        }
+    }
+    connector.release_http_session(upstream, &peer, None).await;
+    Some(status)
+}

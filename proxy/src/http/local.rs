@@ -1,0 +1,120 @@
+//! Replies the proxy makes itself: direct responses, redirects, and errors
+//! (no route, upstream failure), in Envoy's local-reply format.
+
+use bytes::Bytes;
+use http::header::{self, HeaderValue};
+use pingora_core::protocols::http::ServerSession;
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use crate::model::header::HeaderMutations;
+use crate::model::listener::HttpManager;
+use crate::model::route::Redirect;
+
+pub struct LocalReply {
+    pub status: u16,
+    pub body: Bytes,
+    pub location: Option<HeaderValue>,
+}
+
+impl LocalReply {
+    pub fn new(status: u16, body: &'static str) -> Self {
+        LocalReply {
+            status,
+            body: Bytes::from_static(body.as_bytes()),
+            location: None,
+        }
+    }
+
+    /// Writes the reply; `levels` are the response header mutations that
+    /// apply (route, virtual host, route config). Returns the status sent.
+    pub async fn send(
+        self,
+        manager: &HttpManager,
+        session: &mut ServerSession,
+        levels: &[&HeaderMutations],
+    ) -> Option<u16> {
+        let mut resp = ResponseHeader::build(self.status, Some(4)).ok()?;
+        if !self.body.is_empty() {
+            resp.insert_header(header::CONTENT_TYPE, "text/plain")
+                .ok()?;
+        }
+        resp.insert_header(header::CONTENT_LENGTH, self.body.len().to_string())
+            .ok()?;
+        if let Some(location) = self.location {
+            resp.insert_header(header::LOCATION, location).ok()?;
+        }
+        finish_response_headers(manager, &mut resp, levels);
+        session.write_response_header(Box::new(resp)).await.ok()?;
+        session.write_response_body(self.body, true).await.ok()?;
+        Some(self.status)
+    }
+}
+
+/// What every response gets on its way out: the route's header mutations,
+/// `date` when missing and `server` overwritten, as Envoy's defaults do.
+pub fn finish_response_headers(
+    manager: &HttpManager,
+    resp: &mut ResponseHeader,
+    levels: &[&HeaderMutations],
+) {
+    for m in levels {
+        m.apply(resp);
+    }
+    if !resp.headers.contains_key(header::DATE) {
+        let now = httpdate();
+        let _ = resp.insert_header(header::DATE, now);
+    }
+    let _ = resp.insert_header(header::SERVER, manager.server_name.clone());
+}
+
+fn httpdate() -> HeaderValue {
+    pingora_core::protocols::http::date::get_cached_date()
+}
+
+/// Builds the redirect for a request (`location` from the original URL
+/// with the configured parts replaced).
+pub fn redirect(r: &Redirect, req: &RequestHeader, host: &str, path: &str) -> LocalReply {
+    let scheme = r.scheme.clone().unwrap_or_else(|| {
+        req.headers
+            .get("x-forwarded-proto")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("http")
+            .to_string()
+    });
+    let (orig_host, orig_port) = split_host_port(host);
+    let host_part = r.host.clone().unwrap_or_else(|| orig_host.to_string());
+    let port = match r.port {
+        Some(p) => Some(p.to_string()),
+        // A scheme change drops the old scheme's port, as Envoy does.
+        None if r.scheme.is_some() => None,
+        None => orig_port.map(str::to_string),
+    };
+    let (orig_path, orig_query) = match path.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (path, None),
+    };
+    let mut new_path = r.path.clone().unwrap_or_else(|| orig_path.to_string());
+    if !new_path.contains('?') && !r.strip_query {
+        if let Some(q) = orig_query {
+            new_path = format!("{new_path}?{q}");
+        }
+    }
+    let authority = match port {
+        Some(p) if !((scheme == "http" && p == "80") || (scheme == "https" && p == "443")) => {
+            format!("{host_part}:{p}")
+        }
+        _ => host_part,
+    };
+    let location = format!("{scheme}://{authority}{new_path}");
+    let mut reply = LocalReply::new(r.status, "");
+    reply.location = HeaderValue::from_str(&location).ok();
+    reply
+}
+
+fn split_host_port(host: &str) -> (&str, Option<&str>) {
+    match host.rsplit_once(':') {
+        Some((h, _)) if !h.ends_with(']') && h.contains(':') => (host, None), // bare IPv6
+        Some((h, p)) if p.bytes().all(|b| b.is_ascii_digit()) => (h, Some(p)),
+        _ => (host, None),
+    }
+}

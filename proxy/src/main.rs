@@ -1,0 +1,108 @@
+//! weft-proxy: an Envoy-config-compatible proxy built on Pingora.
+//!
+//! ```text
+//!  bootstrap (file / --config-yaml) ─► bootstrap::load ─► model::Config::compile ─► server::run
+//!                                        support check        compiled tables          listeners ─► http (router)
+//! ```
+//! Started like Envoy: `weft-proxy -c bootstrap.yaml [--concurrency N]
+//! [--log-level info] [--mode validate]`.
+
+#![forbid(unsafe_code)]
+
+mod admin;
+mod bootstrap;
+mod http;
+mod model;
+mod server;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "weft-proxy",
+    version,
+    about = "Envoy-config-compatible proxy on Pingora"
+)]
+struct Args {
+    /// Envoy v3 bootstrap file (YAML or JSON).
+    #[arg(short = 'c', long = "config-path")]
+    config_path: Option<PathBuf>,
+    /// Bootstrap YAML merged over the file (as Envoy's --config-yaml).
+    #[arg(long = "config-yaml")]
+    config_yaml: Option<String>,
+    /// Worker threads (default: number of cores).
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// trace, debug, info, warning, error, critical or off.
+    #[arg(short = 'l', long = "log-level", default_value = "info")]
+    log_level: String,
+    /// `serve` (default) or `validate`: check the config and exit 0/1.
+    #[arg(long, default_value = "serve")]
+    mode: String,
+    /// How long to let in-flight requests finish after SIGTERM.
+    #[arg(long = "drain-time-s", default_value_t = 5)]
+    drain_time_s: u64,
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    init_logging(&args.log_level);
+    let bootstrap = match bootstrap::load(args.config_path.as_deref(), args.config_yaml.as_deref())
+    {
+        Ok(b) => b,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let config = match model::Config::compile(&bootstrap) {
+        Ok(c) => c,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let origin = args
+        .config_path
+        .as_ref()
+        .map(|p| p.display().to_string())
+        .unwrap_or_else(|| "--config-yaml".into());
+    match args.mode.as_str() {
+        "validate" => {
+            println!("configuration '{origin}' OK");
+            ExitCode::SUCCESS
+        }
+        "serve" => {
+            let opts = server::Options {
+                concurrency: args
+                    .concurrency
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                drain_time: Duration::from_secs(args.drain_time_s),
+            };
+            match server::run(config, bootstrap::to_json(&bootstrap), opts) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+        other => fail(&format!("--mode {other}: expected serve or validate")),
+    }
+}
+
+fn fail(message: &str) -> ExitCode {
+    eprintln!("error initializing configuration: {message}");
+    ExitCode::FAILURE
+}
+
+fn init_logging(level: &str) {
+    let level = match level {
+        "warning" => "warn",
+        "critical" => "error",
+        other => other,
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        tracing_subscriber::EnvFilter::new(format!("{level},pingora_core=warn"))
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,147 @@
+//! The compiled, immutable configuration the data path reads.
+//!
+//! ```text
+//!  pb Bootstrap ──compile──► Config { listeners, clusters } ──ArcSwap──► workers
+//! ```
+//! Compilation checks everything a request would otherwise trip over (bad
+//! regex, unknown cluster, duplicate names) and reports it with the field
+//! path. A `Config` that compiled is safe to serve.
+
+pub mod cluster;
+pub mod header;
+pub mod listener;
+pub mod matcher;
+pub mod route;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use weft_envoy_api::pb::envoy::config::bootstrap::v3::Bootstrap;
+use weft_envoy_api::pb::envoy::config::core::v3 as xds_core;
+
+pub use cluster::Cluster;
+pub use listener::Listener;
+
+/// A config error at a field path, e.g.
+/// `static_resources.listeners[0].address: missing socket_address`.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(path: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            path: path.into(),
+            message: message.into(),
+        }
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ConfigError>;
+
+/// Everything the proxy serves, compiled from one bootstrap (or one xDS snapshot).
+#[derive(Debug)]
+pub struct Config {
+    pub listeners: Vec<Listener>,
+    pub clusters: HashMap<String, Arc<Cluster>>,
+    pub admin: Option<SocketAddr>,
+}
+
+impl Config {
+    pub fn compile(bootstrap: &Bootstrap) -> Result<Config> {
+        let statics = bootstrap.static_resources.clone().unwrap_or_default();
+        let mut clusters = HashMap::new();
+        for (i, c) in statics.clusters.iter().enumerate() {
+            let path = format!("static_resources.clusters[{i}]");
+            let cluster = Cluster::compile(c, &path)?;
+            if clusters
+                .insert(cluster.name.clone(), Arc::new(cluster))
+                .is_some()
+            {
+                return Err(ConfigError::new(
+                    format!("{path}.name"),
+                    format!("duplicate cluster name \"{}\"", c.name),
+                ));
+            }
+        }
+        let mut listeners: Vec<Listener> = Vec::new();
+        for (i, l) in statics.listeners.iter().enumerate() {
+            let path = format!("static_resources.listeners[{i}]");
+            let listener = Listener::compile(l, &path, &clusters)?;
+            if listeners.iter().any(|other| other.name == listener.name) {
+                return Err(ConfigError::new(
+                    format!("{path}.name"),
+                    format!("duplicate listener name \"{}\"", listener.name),
+                ));
+            }
+            if listeners
+                .iter()
+                .any(|other| other.address == listener.address)
+            {
+                return Err(ConfigError::new(
+                    format!("{path}.address"),
+                    format!("duplicate listener address {}", listener.address),
+                ));
+            }
+            listeners.push(listener);
+        }
+        let admin = match bootstrap.admin.as_ref().and_then(|a| a.address.as_ref()) {
+            Some(addr) => Some(socket_address(Some(addr), "admin.address")?),
+            None => None,
+        };
+        Ok(Config {
+            listeners,
+            clusters,
+            admin,
+        })
+    }
+}
+
+/// A `core.v3.Address` as a socket address (TCP, literal IP).
+pub fn socket_address(addr: Option<&xds_core::Address>, path: &str) -> Result<SocketAddr> {
+    use xds_core::address::Address as Kind;
+    use xds_core::socket_address::PortSpecifier;
+    let Some(Kind::SocketAddress(sa)) = addr.and_then(|a| a.address.as_ref()) else {
+        return Err(ConfigError::new(path, "missing socket_address"));
+    };
+    let port = match sa.port_specifier {
+        Some(PortSpecifier::PortValue(p)) if p <= u16::MAX as u32 => p as u16,
+        Some(PortSpecifier::PortValue(p)) => {
+            return Err(ConfigError::new(
+                format!("{path}.socket_address.port_value"),
+                format!("port {p} is out of range"),
+            ))
+        }
+        _ => {
+            return Err(ConfigError::new(
+                format!("{path}.socket_address"),
+                "missing port_value",
+            ))
+        }
+    };
+    if sa.protocol != xds_core::socket_address::Protocol::Tcp as i32 {
+        return Err(ConfigError::new(
+            format!("{path}.socket_address.protocol"),
+            "only TCP is supported by weft-proxy",
+        ));
+    }
+    let ip: std::net::IpAddr = sa.address.parse().map_err(|_| {
+        ConfigError::new(
+            format!("{path}.socket_address.address"),
+            format!(
+                "\"{}\" is not an IP address (use a STRICT_DNS cluster for names)",
+                sa.address
+            ),
+        )
+    })?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// A `google.protobuf.Duration` as a std Duration.
+pub fn duration(d: &weft_envoy_api::pb::google::protobuf::Duration) -> std::time::Duration {
+    std::time::Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
+}

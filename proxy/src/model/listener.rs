@@ -1,0 +1,191 @@
+//! Listeners and their network filters (`http_connection_manager`).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use prost::Message;
+use weft_envoy_api::pb::envoy::config::core::v3 as xds_core;
+use weft_envoy_api::pb::envoy::config::listener::v3 as xds_listener;
+use weft_envoy_api::pb::envoy::extensions::filters::network::http_connection_manager::v3 as xds_hcm;
+use weft_envoy_api::pb::google::protobuf::Any;
+use weft_envoy_api::prost;
+
+use super::cluster::Cluster;
+use super::route::RouteTable;
+use super::{socket_address, ConfigError, Result};
+use crate::stats::HttpStats;
+
+const HCM: &str =
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
+
+#[derive(Debug)]
+pub struct Listener {
+    pub name: String,
+    pub address: SocketAddr,
+    pub http: Arc<HttpManager>,
+}
+
+/// A compiled `http_connection_manager`.
+#[derive(Debug)]
+pub struct HttpManager {
+    pub server_name: http::HeaderValue,
+    pub use_remote_address: bool,
+    pub generate_request_id: bool,
+    pub routes: RouteTable,
+    pub stats: HttpStats,
+}
+
+impl Listener {
+    pub fn compile(
+        l: &xds_listener::Listener,
+        path: &str,
+        clusters: &HashMap<String, Arc<Cluster>>,
+    ) -> Result<Self> {
+        let address = socket_address(l.address.as_ref(), &format!("{path}.address"))?;
+        let name = if l.name.is_empty() {
+            address.to_string()
+        } else {
+            l.name.clone()
+        };
+        if l.filter_chains.len() != 1 {
+            return Err(ConfigError::new(
+                format!("{path}.filter_chains"),
+                format!(
+                    "exactly one filter chain is supported by weft-proxy for now, found {}",
+                    l.filter_chains.len()
+                ),
+            ));
+        }
+        let chain = &l.filter_chains[0];
+        let cpath = format!("{path}.filter_chains[0]");
+        if chain.filters.len() != 1 {
+            return Err(ConfigError::new(
+                format!("{cpath}.filters"),
+                "exactly one network filter (http_connection_manager) is required",
+            ));
+        }
+        let filter = &chain.filters[0];
+        let fpath = format!("{cpath}.filters[0]");
+        use xds_listener::filter::ConfigType;
+        let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
+            return Err(ConfigError::new(
+                format!("{fpath}.typed_config"),
+                "typed_config is required",
+            ));
+        };
+        let hcm: xds_hcm::HttpConnectionManager =
+            unpack(any, HCM, &format!("{fpath}.typed_config"))?;
+        let http = HttpManager::compile(&hcm, &format!("{fpath}.typed_config"), clusters)?;
+        Ok(Listener {
+            name,
+            address,
+            http: Arc::new(http),
+        })
+    }
+}
+
+impl HttpManager {
+    fn compile(
+        hcm: &xds_hcm::HttpConnectionManager,
+        path: &str,
+        clusters: &HashMap<String, Arc<Cluster>>,
+    ) -> Result<Self> {
+        use xds_hcm::http_connection_manager::RouteSpecifier;
+        if hcm.stat_prefix.is_empty() {
+            return Err(ConfigError::new(
+                format!("{path}.stat_prefix"),
+                "stat_prefix is required",
+            ));
+        }
+        let Some(RouteSpecifier::RouteConfig(rc)) = &hcm.route_specifier else {
+            return Err(ConfigError::new(
+                format!("{path}.route_config"),
+                "an inline route_config is required (rds comes with xDS)",
+            ));
+        };
+        let routes = RouteTable::compile(rc, &format!("{path}.route_config"), clusters)?;
+        // The router must be the last filter, as in Envoy.
+        let filters = &hcm.http_filters;
+        for (i, f) in filters.iter().enumerate() {
+            let fpath = format!("{path}.http_filters[{i}]");
+            use xds_hcm::http_filter::ConfigType;
+            let type_url = match &f.config_type {
+                Some(ConfigType::TypedConfig(any)) => any.type_url.clone(),
+                _ => {
+                    return Err(ConfigError::new(
+                        format!("{fpath}.typed_config"),
+                        "typed_config is required",
+                    ))
+                }
+            };
+            let is_router = weft_envoy_api::type_name(&type_url) == ROUTER;
+            if is_router != (i + 1 == filters.len()) {
+                return Err(ConfigError::new(
+                    fpath,
+                    "the router filter must be the last HTTP filter",
+                ));
+            }
+        }
+        if filters.is_empty() {
+            return Err(ConfigError::new(
+                format!("{path}.http_filters"),
+                "the router filter is required",
+            ));
+        }
+        let server_name = if hcm.server_name.is_empty() {
+            "envoy"
+        } else {
+            hcm.server_name.as_str()
+        };
+        Ok(HttpManager {
+            server_name: http::HeaderValue::from_str(server_name).map_err(|_| {
+                ConfigError::new(format!("{path}.server_name"), "invalid header value")
+            })?,
+            use_remote_address: hcm
+                .use_remote_address
+                .as_ref()
+                .map(|b| b.value)
+                .unwrap_or(false),
+            generate_request_id: hcm
+                .generate_request_id
+                .as_ref()
+                .map(|b| b.value)
+                .unwrap_or(true),
+            routes,
+            stats: HttpStats::new(&hcm.stat_prefix),
+        })
+    }
+}
+
+/// Decodes an `Any` of the expected type.
+pub fn unpack<M: Message + Default>(any: &Any, expected: &str, path: &str) -> Result<M> {
+    let got = weft_envoy_api::type_name(&any.type_url);
+    if got != expected {
+        return Err(ConfigError::new(
+            path,
+            format!("expected {expected}, got {got}"),
+        ));
+    }
+    M::decode(any.value.as_slice())
+        .map_err(|e| ConfigError::new(path, format!("cannot decode {expected}: {e}")))
+}
+
+/// Reads a `DataSource` (inline string/bytes or a file).
+pub fn data_source(ds: &xds_core::DataSource, path: &str) -> Result<Bytes> {
+    use xds_core::data_source::Specifier as S;
+    match &ds.specifier {
+        Some(S::InlineString(s)) => Ok(Bytes::from(s.clone())),
+        Some(S::InlineBytes(b)) => Ok(Bytes::from(b.clone())),
+        Some(S::Filename(f)) => std::fs::read(f).map(Bytes::from).map_err(|e| {
+            ConfigError::new(format!("{path}.filename"), format!("cannot read {f}: {e}"))
+        }),
+        Some(_) => Err(ConfigError::new(
+            path,
+            "this data source is not supported by weft-proxy",
+        )),
+        None => Ok(Bytes::new()),
+    }
+}

@@ -1,0 +1,173 @@
+//! Prometheus statistics under Envoy's names and labels, so dashboards built
+//! for Envoy read weft-proxy unchanged (`envoy_cluster_upstream_rq_total
+//! {envoy_cluster_name="..."}`, `envoy_http_downstream_rq_xx{...}`).
+//!
+//! Handles are resolved once per cluster / connection manager at config
+//! compile time; the data path only increments atomics.
+
+use std::sync::OnceLock;
+
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+
+/// Envoy's default histogram buckets (milliseconds).
+const BUCKETS_MS: &[f64] = &[
+    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
+    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
+];
+
+struct Families {
+    registry: Registry,
+    upstream_rq_total: IntCounterVec,
+    upstream_rq_xx: IntCounterVec,
+    upstream_rq: IntCounterVec,
+    upstream_rq_retry: IntCounterVec,
+    upstream_rq_timeout: IntCounterVec,
+    upstream_cx_connect_fail: IntCounterVec,
+    upstream_rq_time: HistogramVec,
+    downstream_rq_total: IntCounterVec,
+    downstream_rq_xx: IntCounterVec,
+}
+
+fn families() -> &'static Families {
+    static F: OnceLock<Families> = OnceLock::new();
+    F.get_or_init(|| {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c =
+                IntCounterVec::new(Opts::new(name, help), labels).expect("invariant: valid metric");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("invariant: metric registered once");
+            c
+        };
+        let cl = &["envoy_cluster_name"];
+        let code_cl = &["envoy_response_code_class", "envoy_cluster_name"];
+        let hcm = &["envoy_http_conn_manager_prefix"];
+        let code_hcm = &[
+            "envoy_response_code_class",
+            "envoy_http_conn_manager_prefix",
+        ];
+        let upstream_rq_time = HistogramVec::new(
+            HistogramOpts::new(
+                "envoy_cluster_upstream_rq_time",
+                "upstream request time (ms)",
+            )
+            .buckets(BUCKETS_MS.to_vec()),
+            cl,
+        )
+        .expect("invariant: valid metric");
+        registry
+            .register(Box::new(upstream_rq_time.clone()))
+            .expect("invariant: metric registered once");
+        Families {
+            upstream_rq_total: counter("envoy_cluster_upstream_rq_total", "upstream requests", cl),
+            upstream_rq_xx: counter(
+                "envoy_cluster_upstream_rq_xx",
+                "upstream responses by class",
+                code_cl,
+            ),
+            upstream_rq: counter(
+                "envoy_cluster_upstream_rq",
+                "upstream responses by code",
+                &["envoy_response_code", "envoy_cluster_name"],
+            ),
+            upstream_rq_retry: counter("envoy_cluster_upstream_rq_retry", "upstream retries", cl),
+            upstream_rq_timeout: counter(
+                "envoy_cluster_upstream_rq_timeout",
+                "upstream request timeouts",
+                cl,
+            ),
+            upstream_cx_connect_fail: counter(
+                "envoy_cluster_upstream_cx_connect_fail",
+                "upstream connect failures",
+                cl,
+            ),
+            downstream_rq_total: counter(
+                "envoy_http_downstream_rq_total",
+                "downstream requests",
+                hcm,
+            ),
+            downstream_rq_xx: counter(
+                "envoy_http_downstream_rq_xx",
+                "downstream responses by class",
+                code_hcm,
+            ),
+            upstream_rq_time,
+            registry,
+        }
+    })
+}
+
+fn class_counters(vec: &IntCounterVec, name: &str) -> [IntCounter; 5] {
+    ["1", "2", "3", "4", "5"].map(|class| vec.with_label_values(&[class, name]))
+}
+
+fn class_index(status: u16) -> usize {
+    (status / 100).clamp(1, 5) as usize - 1
+}
+
+/// A cluster's counters (`cluster.<name>.*` in Envoy).
+#[derive(Debug, Clone)]
+pub struct ClusterStats {
+    name: String,
+    pub rq_total: IntCounter,
+    rq_xx: [IntCounter; 5],
+    pub rq_retry: IntCounter,
+    pub rq_timeout: IntCounter,
+    pub cx_connect_fail: IntCounter,
+    rq_time: prometheus::Histogram,
+}
+
+impl ClusterStats {
+    pub fn new(cluster: &str) -> Self {
+        let f = families();
+        ClusterStats {
+            name: cluster.to_string(),
+            rq_total: f.upstream_rq_total.with_label_values(&[cluster]),
+            rq_xx: class_counters(&f.upstream_rq_xx, cluster),
+            rq_retry: f.upstream_rq_retry.with_label_values(&[cluster]),
+            rq_timeout: f.upstream_rq_timeout.with_label_values(&[cluster]),
+            cx_connect_fail: f.upstream_cx_connect_fail.with_label_values(&[cluster]),
+            rq_time: f.upstream_rq_time.with_label_values(&[cluster]),
+        }
+    }
+
+    /// An upstream response arrived with `status` after `ms` milliseconds.
+    pub fn response(&self, status: u16, ms: f64) {
+        self.rq_xx[class_index(status)].inc();
+        families()
+            .upstream_rq
+            .with_label_values(&[&status.to_string(), &self.name])
+            .inc();
+        self.rq_time.observe(ms);
+    }
+}
+
+/// A connection manager's counters (`http.<stat_prefix>.*` in Envoy).
+#[derive(Debug, Clone)]
+pub struct HttpStats {
+    pub rq_total: IntCounter,
+    rq_xx: [IntCounter; 5],
+}
+
+impl HttpStats {
+    pub fn new(prefix: &str) -> Self {
+        let f = families();
+        HttpStats {
+            rq_total: f.downstream_rq_total.with_label_values(&[prefix]),
+            rq_xx: class_counters(&f.downstream_rq_xx, prefix),
+        }
+    }
+
+    pub fn response(&self, status: u16) {
+        self.rq_xx[class_index(status)].inc();
+    }
+}
+
+/// The Prometheus text exposition of every statistic.
+pub fn prometheus_text() -> Vec<u8> {
+    let mut out = Vec::new();
+    // Encoding into a Vec cannot fail for well-formed families.
+    let _ = prometheus::TextEncoder::new().encode(&families().registry.gather(), &mut out);
+    out
+}
