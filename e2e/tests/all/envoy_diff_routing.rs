@@ -102,3 +102,25 @@ async fn weighted_split_matches_envoy_proportions() {
         }
     }
 }
+
+#[tokio::test]
+async fn h2c_downstream_matches_envoy() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let requests = [api("/"), api("/items/7"), api("/h").header("x-range", "12"), api("/nothing").header("host", "unknown.net")];
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = weft_e2e::Proxy::start(kind, ROUTING, &[&a, &b]).await.expect("start");
+        a.take();
+        b.take();
+        let mut outcomes = Vec::new();
+        for req in &requests {
+            let resp = weft_e2e::client::send_h2c(proxy.port, req).await.expect("h2c request").normalized();
+            let upstream: Vec<String> = a.take().iter().chain(b.take().iter()).map(crate::describe).collect();
+            outcomes.push((resp, upstream));
+        }
+        seen.push(outcomes);
+    }
+    for (i, (e, w)) in seen[0].iter().zip(&seen[1]).enumerate() {
+        assert_eq!(e, w, "h2c request {i} differs (left Envoy)");
+    }
+}

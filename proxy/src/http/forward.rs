@@ -88,6 +88,7 @@ pub async fn forward(
     for name in ROUTER_CONTROL.iter().chain(HOP_BY_HOP) {
         req.remove_header(*name);
     }
+    to_http1_upstream(&mut req);
     rewrite(&mut req, fwd);
     if !body.is_empty() || req.headers.contains_key(header::CONTENT_LENGTH) {
         let _ = req.insert_header(header::CONTENT_LENGTH, body.len().to_string());
@@ -234,6 +235,21 @@ fn retries_failure(p: &RetryPolicy, f: Failure) -> bool {
         Failure::Reset => on.reset || on.five_xx || on.gateway_error,
         Failure::PerTryTimeout => on.five_xx || on.gateway_error,
     }
+}
+
+/// Upstreams speak HTTP/1.1: an HTTP/2 request's `:authority` becomes
+/// `Host` and the URI becomes origin-form.
+fn to_http1_upstream(req: &mut RequestHeader) {
+    if let Some(authority) = req.uri.authority().map(|a| a.as_str().to_string()) {
+        if !req.headers.contains_key(header::HOST) {
+            if let Ok(v) = HeaderValue::from_str(&authority) {
+                let _ = req.insert_header(header::HOST, v);
+            }
+        }
+        let origin_form = req.uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+        let _ = req.set_raw_path(origin_form.as_bytes());
+    }
+    req.set_version(http::Version::HTTP_11);
 }
 
 /// Path and host rewrites of the route action.

@@ -38,8 +38,11 @@ impl LocalReply {
             resp.insert_header(header::CONTENT_TYPE, "text/plain")
                 .ok()?;
         }
-        resp.insert_header(header::CONTENT_LENGTH, self.body.len().to_string())
-            .ok()?;
+        // Envoy ends an empty HTTP/2 reply on its headers, with no length.
+        if !(self.body.is_empty() && session.is_http2()) {
+            resp.insert_header(header::CONTENT_LENGTH, self.body.len().to_string())
+                .ok()?;
+        }
         if let Some(location) = self.location {
             resp.insert_header(header::LOCATION, location).ok()?;
         }

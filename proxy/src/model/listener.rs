@@ -31,6 +31,8 @@ pub struct Listener {
 /// A compiled `http_connection_manager`.
 #[derive(Debug)]
 pub struct HttpManager {
+    /// `codec_type: AUTO` accepts HTTP/2 prior knowledge (h2c); `HTTP1` does not.
+    pub h2c: bool,
     pub server_name: http::HeaderValue,
     pub use_remote_address: bool,
     pub generate_request_id: bool,
@@ -140,7 +142,20 @@ impl HttpManager {
         } else {
             hcm.server_name.as_str()
         };
+        use xds_hcm::http_connection_manager::CodecType;
+        let h2c = match CodecType::try_from(hcm.codec_type) {
+            Ok(CodecType::Auto) => true,
+            Ok(CodecType::Http1) => false,
+            Ok(other) => {
+                return Err(ConfigError::new(
+                    format!("{path}.codec_type"),
+                    format!("{} is not supported by weft-proxy yet", other.as_str_name()),
+                ))
+            }
+            Err(_) => return Err(ConfigError::new(format!("{path}.codec_type"), format!("unknown codec_type {}", hcm.codec_type))),
+        };
         Ok(HttpManager {
+            h2c,
             server_name: http::HeaderValue::from_str(server_name).map_err(|_| {
                 ConfigError::new(format!("{path}.server_name"), "invalid header value")
             })?,

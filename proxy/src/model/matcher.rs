@@ -217,3 +217,89 @@ impl QueryMatcher {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use xds_matcher::string_matcher::MatchPattern as P;
+
+    fn header(spec: xds_route::header_matcher::HeaderMatchSpecifier, invert: bool) -> HeaderMatcher {
+        let m = xds_route::HeaderMatcher {
+            name: "x-h".into(),
+            header_match_specifier: Some(spec),
+            invert_match: invert,
+            ..Default::default()
+        };
+        HeaderMatcher::compile(&m, "h").expect("compiles")
+    }
+
+    fn headers(values: &[&str]) -> http::HeaderMap {
+        let mut map = http::HeaderMap::new();
+        for v in values {
+            map.append("x-h", v.parse().expect("value"));
+        }
+        map
+    }
+
+    #[test]
+    fn inverted_matchers_never_match_absent_headers() {
+        use xds_route::header_matcher::HeaderMatchSpecifier as S;
+        let sm = |p| S::StringMatch(xds_matcher::StringMatcher { match_pattern: Some(p), ignore_case: false });
+        let m = header(sm(P::Exact("a".into())), true);
+        assert!(m.matches(&headers(&["b"])));
+        assert!(!m.matches(&headers(&["a"])));
+        assert!(!m.matches(&headers(&[])));
+        // present_match: true inverted matches exactly when absent
+        let p = header(S::PresentMatch(true), true);
+        assert!(p.matches(&headers(&[])));
+        assert!(!p.matches(&headers(&["x"])));
+    }
+
+    #[test]
+    fn repeated_headers_are_joined_with_commas() {
+        use xds_route::header_matcher::HeaderMatchSpecifier as S;
+        let m = header(S::StringMatch(xds_matcher::StringMatcher { match_pattern: Some(P::Exact("a,b".into())), ignore_case: false }), false);
+        assert!(m.matches(&headers(&["a", "b"])));
+    }
+
+    #[test]
+    fn range_is_half_open_and_numeric() {
+        use weft_envoy_api::pb::envoy::r#type::v3::Int64Range;
+        use xds_route::header_matcher::HeaderMatchSpecifier as S;
+        let m = header(S::RangeMatch(Int64Range { start: -5, end: 10 }), false);
+        assert!(m.matches(&headers(&["-5"])));
+        assert!(m.matches(&headers(&["9"])));
+        assert!(!m.matches(&headers(&["10"])));
+        assert!(!m.matches(&headers(&["nine"])));
+    }
+
+    #[test]
+    fn regexes_must_match_the_whole_value() {
+        let r = xds_matcher::RegexMatcher { regex: "v[0-9]".into(), ..Default::default() };
+        let re = regex(&r, "p").expect("valid");
+        assert!(re.is_match("v1"));
+        assert!(!re.is_match("v12"));
+        let bad = xds_matcher::RegexMatcher { regex: "(".into(), ..Default::default() };
+        assert_eq!(regex(&bad, "p").expect_err("invalid").path, "p.regex");
+    }
+
+    #[test]
+    fn query_parameters_use_the_first_occurrence() {
+        let m = QueryMatcher::compile(
+            &xds_route::QueryParameterMatcher {
+                name: "a".into(),
+                query_parameter_match_specifier: Some(
+                    xds_route::query_parameter_matcher::QueryParameterMatchSpecifier::StringMatch(xds_matcher::StringMatcher {
+                        match_pattern: Some(P::Exact("1".into())),
+                        ignore_case: false,
+                    }),
+                ),
+            },
+            "q",
+        )
+        .expect("compiles");
+        assert!(m.matches("a=1&a=2"));
+        assert!(!m.matches("a=2&a=1"));
+        assert!(!m.matches("b=1"));
+    }
+}

@@ -764,3 +764,88 @@ impl Redirect {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_envoy_api::pb::envoy::config::route::v3 as r;
+
+    fn table(domains: &[&[&str]]) -> RouteTable {
+        let rc = r::RouteConfiguration {
+            virtual_hosts: domains
+                .iter()
+                .enumerate()
+                .map(|(i, d)| r::VirtualHost {
+                    name: format!("vh{i}"),
+                    domains: d.iter().map(|s| s.to_string()).collect(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        RouteTable::compile(&rc, "rc", &HashMap::new()).expect("compiles")
+    }
+
+    fn pick<'a>(t: &'a RouteTable, host: &str) -> Option<&'a str> {
+        t.virtual_host(host).map(|v| v.name.as_str())
+    }
+
+    #[test]
+    fn domain_precedence_is_exact_then_longest_suffix_then_prefix_then_any() {
+        let t = table(&[&["*"], &["*.com"], &["*.example.com"], &["api.example.com"], &["api.*"]]);
+        assert_eq!(pick(&t, "api.example.com"), Some("vh3"));
+        assert_eq!(pick(&t, "API.EXAMPLE.COM"), Some("vh3"));
+        assert_eq!(pick(&t, "www.example.com"), Some("vh2"));
+        assert_eq!(pick(&t, "other.com"), Some("vh1"));
+        assert_eq!(pick(&t, "api.net"), Some("vh4"));
+        assert_eq!(pick(&t, "elsewhere"), Some("vh0"));
+        // a wildcard must cover at least one character
+        assert_eq!(pick(&t, ".example.com"), Some("vh1"));
+    }
+
+    #[test]
+    fn duplicate_domains_are_rejected_with_path() {
+        let rc = r::RouteConfiguration {
+            virtual_hosts: vec![
+                r::VirtualHost { name: "a".into(), domains: vec!["x.com".into()], ..Default::default() },
+                r::VirtualHost { name: "b".into(), domains: vec!["X.com".into()], ..Default::default() },
+            ],
+            ..Default::default()
+        };
+        let err = RouteTable::compile(&rc, "rc", &HashMap::new()).expect_err("duplicate");
+        assert_eq!(err.path, "rc.virtual_hosts[1].domains[0]");
+    }
+
+    #[test]
+    fn retry_on_parses_envoy_tokens_and_names_unknown_ones() {
+        let on = RetryOn::parse("5xx, gateway-error,retriable-status-codes").expect("parses");
+        assert!(on.five_xx && on.gateway_error && on.retriable_status_codes && !on.reset);
+        let err = RetryOn::parse("5xx,envoy-ratelimited").expect_err("unsupported");
+        assert!(err.contains("envoy-ratelimited"), "{err}");
+    }
+
+    #[test]
+    fn retriable_statuses_follow_the_policy() {
+        let policy = |spec: &str, codes: Vec<u16>| RetryPolicy {
+            on: RetryOn::parse(spec).expect("parses"),
+            num_retries: 1,
+            per_try_timeout: None,
+            status_codes: codes,
+            base_interval: Duration::from_millis(25),
+            max_interval: Duration::from_millis(250),
+        };
+        assert!(policy("5xx", vec![]).retries_status(500));
+        assert!(!policy("gateway-error", vec![]).retries_status(500));
+        assert!(policy("gateway-error", vec![]).retries_status(503));
+        assert!(policy("retriable-4xx", vec![]).retries_status(409));
+        assert!(!policy("retriable-4xx", vec![]).retries_status(404));
+        assert!(policy("retriable-status-codes", vec![418]).retries_status(418));
+        assert!(!policy("5xx", vec![418]).retries_status(418));
+    }
+
+    #[test]
+    fn re2_backreferences_become_regex_crate_syntax() {
+        assert_eq!(re2_substitution("/\\2/\\1"), "/${2}/${1}");
+        assert_eq!(re2_substitution("a$b"), "a$$b");
+    }
+}
