@@ -17,13 +17,13 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::header::{self, HeaderValue};
 use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
-use pingora_core::connectors::http::Connector;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_http::RequestHeader;
 
 use crate::model::listener::HttpManager;
 use crate::model::route::Action;
+use crate::upstream::Connector;
 
 pub use local::LocalReply;
 
@@ -43,7 +43,7 @@ impl HttpProxy {
         options.h2c = manager.h2c;
         HttpProxy {
             manager: ArcSwap::new(manager),
-            connector: Connector::new(None),
+            connector: Connector::new(),
             options,
         }
     }

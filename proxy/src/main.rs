@@ -15,6 +15,7 @@ mod http;
 mod model;
 mod server;
 mod stats;
+mod upstream;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,11 +1,17 @@
-//! Process wiring: worker runtime, listener accept loops, admin, signals,
-//! graceful drain and whole-config swaps.
+//! Process wiring: workers, listener sockets, admin, signals, graceful drain.
 //!
-//! Each listener is a tokio accept loop handing connections to Pingora's
-//! HTTP machinery (`ServerApp::process_new`), so listeners can be added and
-//! removed at run time (LDS) rather than fixed at start-up.
+//! ```text
+//!  main thread: signals ─► shutdown watch ─► drain wait
+//!  worker 0..N: own single-threaded runtime, own SO_REUSEPORT socket per
+//!               listener (the kernel spreads connections), own upstream pool
+//!  admin thread: the admin listener
+//! ```
+//! This is Envoy's threading model: a request never crosses threads, so
+//! the data path needs no locks and no cross-thread wake-ups. Each listener
+//! is an accept loop handing connections to Pingora's HTTP machinery
+//! (`ServerApp::process_new`), so listeners can come and go at run time.
 
-use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,71 +31,97 @@ pub struct Options {
     pub drain_time: Duration,
 }
 
-/// Runs the proxy until SIGTERM/SIGINT or `/quitquitquit`.
-pub fn run(config: Config, bootstrap_json: serde_json::Value, opts: Options) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(opts.concurrency.max(1))
-        .thread_name("weft-worker")
-        .enable_all()
-        .build()?;
-    runtime.block_on(serve(config, bootstrap_json, opts))
+/// Binds a listening socket that other workers can bind too.
+fn bind(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(addr), socket2::Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
 }
 
-async fn serve(
-    config: Config,
-    bootstrap_json: serde_json::Value,
-    opts: Options,
-) -> anyhow::Result<()> {
+fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_current_thread().enable_all().build()
+}
+
+/// Runs the proxy until SIGTERM/SIGINT or `/quitquitquit`.
+pub fn run(config: Config, bootstrap_json: serde_json::Value, opts: Options) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let active = Arc::new(AtomicUsize::new(0));
-    let mut apps: HashMap<String, Arc<HttpProxy>> = HashMap::new();
+
+    // Bind everything first so that a bad address fails start-up, not a worker.
+    let workers = opts.concurrency.max(1);
+    let mut per_worker: Vec<Vec<(std::net::TcpListener, Arc<HttpProxy>)>> = (0..workers).map(|_| Vec::new()).collect();
     for l in &config.listeners {
-        let listener = TcpListener::bind(l.address)
-            .await
-            .map_err(|e| anyhow::anyhow!("listener {} cannot bind {}: {e}", l.name, l.address))?;
         let app = Arc::new(HttpProxy::new(l.http.clone()));
-        apps.insert(l.name.clone(), app.clone());
-        tokio::spawn(accept_loop(
-            listener,
-            app,
-            shutdown_rx.clone(),
-            active.clone(),
-        ));
-        tracing::info!(listener = %l.name, address = %l.address, "listening");
+        for sockets in per_worker.iter_mut() {
+            let socket = bind(l.address).map_err(|e| anyhow::anyhow!("listener {} cannot bind {}: {e}", l.name, l.address))?;
+            sockets.push((socket, app.clone()));
+        }
+        tracing::info!(listener = %l.name, address = %l.address, workers, "listening");
     }
     let config = Arc::new(ArcSwap::from_pointee(config));
     let (quit_tx, mut quit_rx) = tokio::sync::mpsc::unbounded_channel();
+    let mut threads = Vec::new();
     if let Some(addr) = config.load().admin {
         let admin = Arc::new(Admin {
             config: config.clone(),
             bootstrap_json: Arc::new(ArcSwap::from_pointee(bootstrap_json)),
             quit: quit_tx.clone(),
         });
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|e| anyhow::anyhow!("admin cannot bind {addr}: {e}"))?;
-        tokio::spawn(accept_loop(
-            listener,
-            admin,
-            shutdown_rx.clone(),
-            Arc::new(AtomicUsize::new(0)),
-        ));
+        let socket = bind(addr).map_err(|e| anyhow::anyhow!("admin cannot bind {addr}: {e}"))?;
+        let shutdown = shutdown_rx.clone();
+        threads.push(std::thread::Builder::new().name("weft-admin".into()).spawn(move || -> std::io::Result<()> {
+            runtime()?.block_on(async move {
+                let listener = TcpListener::from_std(socket)?;
+                accept_loop(listener, admin, shutdown, Arc::new(AtomicUsize::new(0))).await;
+                Ok(())
+            })
+        })?);
         tracing::info!(address = %addr, "admin listening");
     }
+    for (i, sockets) in per_worker.into_iter().enumerate() {
+        let (shutdown, active) = (shutdown_rx.clone(), active.clone());
+        threads.push(std::thread::Builder::new().name(format!("weft-worker-{i}")).spawn(move || -> std::io::Result<()> {
+            runtime()?.block_on(async move {
+                let mut loops = Vec::new();
+                for (socket, app) in sockets {
+                    let listener = TcpListener::from_std(socket)?;
+                    loops.push(tokio::spawn(accept_loop(listener, app, shutdown.clone(), active.clone())));
+                }
+                for l in loops {
+                    let _ = l.await;
+                }
+                // Let this worker's connections finish their current request.
+                let mut waiting = shutdown.clone();
+                let _ = waiting.wait_for(|closed| *closed).await;
+                while active.load(Ordering::Relaxed) > 0 {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+                Ok(())
+            })
+        })?);
+    }
 
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: draining"),
-        _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
-        _ = quit_rx.recv() => tracing::info!("quitquitquit: exiting"),
-    }
-    // Stop accepting, let in-flight requests finish (connections close after
-    // their current request), bounded by the drain time.
-    let _ = shutdown_tx.send(true);
-    let deadline = tokio::time::Instant::now() + opts.drain_time;
-    while active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    runtime()?.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: draining"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
+            _ = quit_rx.recv() => tracing::info!("quitquitquit: exiting"),
+        }
+        // Stop accepting; in-flight requests finish (connections close after
+        // their current request), bounded by the drain time.
+        let _ = shutdown_tx.send(true);
+        let deadline = tokio::time::Instant::now() + opts.drain_time;
+        while active.load(Ordering::Relaxed) > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok::<_, anyhow::Error>(())
+    })?;
+    // Workers still busy after the drain time are abandoned with the process.
     Ok(())
 }
 
@@ -102,12 +134,8 @@ impl Drop for ActiveGuard {
     }
 }
 
-async fn accept_loop<A>(
-    listener: TcpListener,
-    app: Arc<A>,
-    mut shutdown: watch::Receiver<bool>,
-    active: Arc<AtomicUsize>,
-) where
+async fn accept_loop<A>(listener: TcpListener, app: Arc<A>, mut shutdown: watch::Receiver<bool>, active: Arc<AtomicUsize>)
+where
     A: ServerApp + Send + Sync + 'static,
 {
     loop {

@@ -12,8 +12,8 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
-use pingora_core::connectors::http::Connector;
-use pingora_core::protocols::http::client::HttpSession;
+use pingora_core::protocols::http::v1::client::HttpSession;
+use pingora_core::protocols::http::HttpTask;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -22,6 +22,7 @@ use super::local::{finish_response_headers, LocalReply};
 use crate::model::header::HeaderMutations;
 use crate::model::listener::HttpManager;
 use crate::model::route::{Forward, RetryPolicy, Target};
+use crate::upstream::Connector;
 
 /// Request bodies above this are refused with 413 (Envoy's default buffer
 /// limit for a retriable request is 1 MiB; we buffer every request for now).
@@ -58,7 +59,7 @@ enum Failure {
 // allocation per attempt for nothing.
 #[allow(clippy::large_enum_variant)]
 enum Outcome {
-    Response(HttpSession, Box<ResponseHeader>, HttpPeer),
+    Response(HttpSession, Box<ResponseHeader>, std::net::SocketAddr),
     Failed(Failure),
 }
 
@@ -313,12 +314,7 @@ async fn read_body(session: &mut ServerSession) -> Result<Bytes, u16> {
 }
 
 /// One attempt: connect (or reuse), send the request, read response headers.
-async fn try_once(
-    connector: &Connector,
-    cluster: &crate::model::Cluster,
-    req: &RequestHeader,
-    body: &Bytes,
-) -> Outcome {
+async fn try_once(connector: &Connector, cluster: &crate::model::Cluster, req: &RequestHeader, body: &Bytes) -> Outcome {
     let Some(addr) = cluster.pick() else {
         return Outcome::Failed(Failure::Connect);
     };
@@ -327,25 +323,25 @@ async fn try_once(
     // A pooled connection the upstream closed meanwhile is replaced once,
     // without counting as a retry.
     for _ in 0..2 {
-        let (mut upstream, reused) = match connector.get_http_session(&peer).await {
+        let (mut upstream, reused) = match connector.checkout(&peer, addr).await {
             Ok(s) => s,
             Err(_) => return Outcome::Failed(Failure::Connect),
         };
         let sent = async {
             upstream.write_request_header(Box::new(req.clone())).await?;
             if !body.is_empty() {
-                upstream.write_request_body(body.clone(), true).await?;
+                upstream.write_body(body).await?;
             }
-            upstream.finish_request_body().await?;
-            upstream.read_response_header().await
+            upstream.finish_body().await?;
+            upstream.read_response().await
         }
         .await;
         match sent {
-            Ok(()) => {
-                let Some(resp) = upstream.response_header().cloned() else {
+            Ok(_) => {
+                let Some(resp) = upstream.resp_header().cloned() else {
                     return Outcome::Failed(Failure::Reset);
                 };
-                return Outcome::Response(upstream, Box::new(resp), peer);
+                return Outcome::Response(upstream, Box::new(resp), addr);
             }
             Err(_) if reused => continue,
             Err(_) => return Outcome::Failed(Failure::Reset),
@@ -354,6 +350,8 @@ async fn try_once(
     Outcome::Failed(Failure::Reset)
 }
 
+/// Sends the response downstream. The header goes out together with the
+/// first body chunk (one write for small responses, as Envoy does).
 #[allow(clippy::too_many_arguments)]
 async fn stream_response(
     connector: &Connector,
@@ -361,7 +359,7 @@ async fn stream_response(
     session: &mut ServerSession,
     mut upstream: HttpSession,
     mut resp: Box<ResponseHeader>,
-    peer: HttpPeer,
+    addr: std::net::SocketAddr,
     start: Instant,
     deadline: Option<Instant>,
     levels: &[&HeaderMutations],
@@ -373,35 +371,35 @@ async fn stream_response(
     let service_ms = start.elapsed().as_millis().to_string();
     let _ = resp.insert_header("x-envoy-upstream-service-time", service_ms);
     finish_response_headers(manager, &mut resp, levels);
-    let end_now = upstream.response_done();
-    session.write_response_header(resp).await.ok()?;
-    if end_now {
-        session.write_response_body(Bytes::new(), true).await.ok()?;
-        connector.release_http_session(upstream, &peer, None).await;
-        return Some(status);
-    }
+    let mut header = Some(resp);
     loop {
-        let read = upstream.read_response_body();
-        let chunk = match deadline {
-            Some(d) => tokio::time::timeout_at(d.into(), read).await.ok()?,
-            None => read.await,
+        let (data, done) = if upstream.is_body_done() {
+            (None, true)
+        } else {
+            let read = upstream.read_body_bytes();
+            let chunk = match deadline {
+                Some(d) => tokio::time::timeout_at(d.into(), read).await.ok()?,
+                None => read.await,
+            };
+            match chunk {
+                Ok(Some(data)) => (Some(data), upstream.is_body_done()),
+                Ok(None) => (None, true),
+                // Upstream reset mid-body: the downstream stream is reset too.
+                Err(_) => return None,
+            }
         };
-        match chunk {
-            Ok(Some(data)) => {
-                let done = upstream.response_done();
-                session.write_response_body(data, done).await.ok()?;
-                if done {
-                    break;
-                }
-            }
-            Ok(None) => {
-                session.write_response_body(Bytes::new(), true).await.ok()?;
-                break;
-            }
-            // Upstream reset mid-body: the downstream stream is reset too.
-            Err(_) => return None,
+        let mut tasks = Vec::with_capacity(2);
+        if let Some(h) = header.take() {
+            tasks.push(HttpTask::Header(h, done && data.is_none()));
+        }
+        if data.is_some() || done {
+            tasks.push(HttpTask::Body(data, done));
+        }
+        session.response_duplex_vec(tasks).await.ok()?;
+        if done {
+            break;
         }
     }
-    connector.release_http_session(upstream, &peer, None).await;
+    connector.checkin(upstream, addr).await;
     Some(status)
 }
