@@ -40,6 +40,8 @@ pub struct Upstream {
     pub name: String,
     pub addr: SocketAddr,
     pub seen: Arc<Mutex<Vec<Seen>>>,
+    /// TCP connections accepted so far (to observe connection reuse).
+    pub connections: Arc<std::sync::atomic::AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -61,12 +63,14 @@ impl Upstream {
         let addr = listener.local_addr()?;
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let failures: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
-        let (n, s) = (name.to_string(), seen.clone());
+        let connections: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
+        let (n, s, c) = (name.to_string(), seen.clone(), connections.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
+                c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let (n, s, f) = (n.clone(), s.clone(), failures.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req| handle(n.clone(), s.clone(), f.clone(), req));
@@ -80,6 +84,7 @@ impl Upstream {
             name: name.to_string(),
             addr,
             seen,
+            connections,
             task,
         })
     }

@@ -106,7 +106,7 @@ impl HttpProxy {
     /// stream was aborted and the connection must not be reused.
     async fn handle(&self, manager: &HttpManager, session: &mut ServerSession) -> Option<u16> {
         let mut req = session.req_header().clone();
-        prepare_request(manager, session, &mut req);
+        prepare_request(manager, &mut req);
         let host = authority(&req).unwrap_or_default();
         let path = String::from_utf8_lossy(req.raw_path()).into_owned();
         let table = &manager.routes;
@@ -171,28 +171,10 @@ impl HttpProxy {
 }
 
 /// What the connection manager does to every request before routing:
-/// `x-forwarded-for`, `x-forwarded-proto` and `x-request-id`.
-fn prepare_request(manager: &HttpManager, session: &ServerSession, req: &mut RequestHeader) {
-    if manager.use_remote_address {
-        if let Some(ip) = session
-            .client_addr()
-            .and_then(|a| a.as_inet())
-            .map(|a| a.ip())
-        {
-            let xff = match req
-                .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) => format!("{prev},{ip}"),
-                None => ip.to_string(),
-            };
-            if let Ok(v) = HeaderValue::from_str(&xff) {
-                let _ = req.insert_header("x-forwarded-for", v);
-            }
-        }
-    }
-    if manager.use_remote_address || !req.headers.contains_key("x-forwarded-proto") {
+/// `x-forwarded-proto` and `x-request-id` (use_remote_address is false:
+/// x-forwarded-for is left as the client sent it).
+fn prepare_request(manager: &HttpManager, req: &mut RequestHeader) {
+    if !req.headers.contains_key("x-forwarded-proto") {
         let _ = req.insert_header("x-forwarded-proto", HeaderValue::from_static("http"));
     }
     if manager.generate_request_id && !req.headers.contains_key("x-request-id") {

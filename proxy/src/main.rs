@@ -12,6 +12,7 @@
 mod admin;
 mod bootstrap;
 mod http;
+mod io;
 mod model;
 mod server;
 mod stats;

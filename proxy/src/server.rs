@@ -18,12 +18,12 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use pingora_core::apps::ServerApp;
-use pingora_core::protocols::l4::stream::Stream;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::admin::Admin;
 use crate::http::HttpProxy;
+use crate::io::Buffered;
 use crate::model::Config;
 
 pub struct Options {
@@ -159,7 +159,7 @@ where
         let guard = ActiveGuard(active.clone());
         tokio::spawn(async move {
             let _guard = guard;
-            let stream: pingora_core::protocols::Stream = Box::new(Stream::from(tcp));
+            let stream: pingora_core::protocols::Stream = Box::new(Buffered::new(tcp));
             let _ = app.process_new(stream, &shutdown).await;
         });
     }

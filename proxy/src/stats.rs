@@ -116,6 +116,9 @@ pub struct ClusterStats {
     pub rq_timeout: IntCounter,
     pub cx_connect_fail: IntCounter,
     rq_time: prometheus::Histogram,
+    /// `upstream_rq{envoy_response_code}` handles, resolved on first use so
+    /// the data path does no label lookup (index: status - 100).
+    rq_code: std::sync::Arc<[OnceLock<IntCounter>]>,
 }
 
 impl ClusterStats {
@@ -129,16 +132,17 @@ impl ClusterStats {
             rq_timeout: f.upstream_rq_timeout.with_label_values(&[cluster]),
             cx_connect_fail: f.upstream_cx_connect_fail.with_label_values(&[cluster]),
             rq_time: f.upstream_rq_time.with_label_values(&[cluster]),
+            rq_code: (100..600).map(|_| OnceLock::new()).collect(),
         }
     }
 
     /// An upstream response arrived with `status` after `ms` milliseconds.
     pub fn response(&self, status: u16, ms: f64) {
         self.rq_xx[class_index(status)].inc();
-        families()
-            .upstream_rq
-            .with_label_values(&[&status.to_string(), &self.name])
-            .inc();
+        if let Some(slot) = status.checked_sub(100).and_then(|i| self.rq_code.get(i as usize)) {
+            slot.get_or_init(|| families().upstream_rq.with_label_values(&[&status.to_string(), &self.name]))
+                .inc();
+        }
         self.rq_time.observe(ms);
     }
 }

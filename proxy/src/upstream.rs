@@ -48,7 +48,10 @@ impl Connector {
     }
 
     /// Returns a finished session to this worker's pool if it can be reused.
-    pub async fn checkin(&self, session: HttpSession, addr: SocketAddr) {
+    pub async fn checkin(&self, mut session: HttpSession, addr: SocketAddr) {
+        // Keep-alive as the response allows (HTTP/1.1 default, `connection:
+        // close`, HTTP/1.0, a body we could not delimit).
+        session.respect_keepalive();
         if let Some(stream) = session.reuse().await {
             IDLE.with(|idle| {
                 let mut idle = idle.borrow_mut();

@@ -133,3 +133,12 @@ fn unsupported_field_is_named_not_ignored() {
         "{out}"
     );
 }
+
+#[test]
+fn use_remote_address_is_refused_until_implemented() {
+    let text = good().replace("stat_prefix: main", "stat_prefix: main\n          use_remote_address: true");
+    let (ok, _) = validate(Kind::Envoy, &text);
+    assert!(ok);
+    let (ok, out) = validate(Kind::Weft, &text);
+    assert!(!ok && out.contains("typed_config.use_remote_address"), "{out}");
+}

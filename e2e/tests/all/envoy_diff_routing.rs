@@ -124,3 +124,20 @@ async fn h2c_downstream_matches_envoy() {
         assert_eq!(e, w, "h2c request {i} differs (left Envoy)");
     }
 }
+
+/// Sequential requests reuse one upstream connection on both proxies
+/// (HTTP/1.1 keep-alive pooling), and `connection: close` from the
+/// upstream is respected.
+#[tokio::test]
+async fn upstream_connections_are_reused_like_envoy() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    for kind in Kind::BOTH {
+        let proxy = weft_e2e::Proxy::start(kind, ROUTING, &[&a, &b]).await.expect("start");
+        let before = a.connections.load(std::sync::atomic::Ordering::Relaxed);
+        for _ in 0..20 {
+            assert_eq!(proxy.send(&api("/")).await.status, 200);
+        }
+        let used = a.connections.load(std::sync::atomic::Ordering::Relaxed) - before;
+        assert_eq!(used, 1, "{kind:?} opened {used} upstream connections for 20 sequential requests");
+    }
+}

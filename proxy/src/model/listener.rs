@@ -34,7 +34,6 @@ pub struct HttpManager {
     /// `codec_type: AUTO` accepts HTTP/2 prior knowledge (h2c); `HTTP1` does not.
     pub h2c: bool,
     pub server_name: http::HeaderValue,
-    pub use_remote_address: bool,
     pub generate_request_id: bool,
     pub routes: RouteTable,
     pub stats: HttpStats,
@@ -154,16 +153,19 @@ impl HttpManager {
             }
             Err(_) => return Err(ConfigError::new(format!("{path}.codec_type"), format!("unknown codec_type {}", hcm.codec_type))),
         };
+        if hcm.use_remote_address.as_ref().is_some_and(|b| b.value) {
+            // Envoy's edge semantics (x-envoy-external-address, trusted hops,
+            // internal address ranges) are not implemented yet.
+            return Err(ConfigError::new(
+                format!("{path}.use_remote_address"),
+                "use_remote_address: true is not supported by weft-proxy yet",
+            ));
+        }
         Ok(HttpManager {
             h2c,
             server_name: http::HeaderValue::from_str(server_name).map_err(|_| {
                 ConfigError::new(format!("{path}.server_name"), "invalid header value")
             })?,
-            use_remote_address: hcm
-                .use_remote_address
-                .as_ref()
-                .map(|b| b.value)
-                .unwrap_or(false),
             generate_request_id: hcm
                 .generate_request_id
                 .as_ref()
