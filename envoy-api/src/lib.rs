@@ -8,8 +8,6 @@
 //! bootstrap file and the xDS stream share one model (ARCHITECTURE principle 1).
 //! This crate holds no logic beyond that decoding.
 
-use std::sync::OnceLock;
-
 pub use envoy_types::pb;
 pub use prost;
 pub use prost_reflect;
@@ -19,17 +17,13 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MessageDescriptor};
 static DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_types.bin"));
 
 /// The descriptor pool of every message `envoy-types` compiles.
-pub fn pool() -> &'static DescriptorPool {
-    static POOL: OnceLock<DescriptorPool> = OnceLock::new();
-    POOL.get_or_init(|| {
-        DescriptorPool::decode(DESCRIPTORS)
-            .expect("invariant: envoy-types ships a valid descriptor set")
-    })
-}
-
-/// The descriptor of a message by its full name (`envoy.config.bootstrap.v3.Bootstrap`).
-pub fn message(full_name: &str) -> Option<MessageDescriptor> {
-    pool().get_message_by_name(full_name)
+///
+/// Decoded on each call (about 30 ms) and freed when the last handle and
+/// the messages decoded with it are dropped: it takes some 40 MB, which a
+/// proxy should not keep between config loads. Hold one pool for a whole
+/// load rather than calling this per message.
+pub fn pool() -> DescriptorPool {
+    DescriptorPool::decode(DESCRIPTORS).expect("invariant: envoy-types ships a valid descriptor set")
 }
 
 /// The full message name in an `Any` type URL (`type.googleapis.com/NAME`).

@@ -14,7 +14,8 @@ use std::path::Path;
 
 use prost::Message;
 use weft_envoy_api::pb::envoy::config::bootstrap::v3::Bootstrap;
-use weft_envoy_api::{prost, prost_reflect::DynamicMessage};
+use weft_envoy_api::prost;
+use weft_envoy_api::prost_reflect::{DynamicMessage, MessageDescriptor};
 
 const BOOTSTRAP: &str = "envoy.config.bootstrap.v3.Bootstrap";
 
@@ -37,21 +38,32 @@ pub enum LoadError {
     Unsupported(#[from] support::Unsupported),
     #[error("no configuration: pass -c FILE or --config-yaml")]
     Empty,
+    #[error("the config loader panicked (a weft-proxy bug; please report it with the config)")]
+    LoaderPanicked,
+}
+
+/// A loaded bootstrap, and its JSON form for `/config_dump`.
+pub struct Loaded {
+    pub bootstrap: Bootstrap,
+    pub json: serde_json::Value,
 }
 
 /// Loads the bootstrap from a file and/or inline YAML (inline wins for
 /// scalars and appends to lists, as Envoy's `--config-yaml` does).
-pub fn load(file: Option<&Path>, inline_yaml: Option<&str>) -> Result<Bootstrap, LoadError> {
+pub fn load(file: Option<&Path>, inline_yaml: Option<&str>) -> Result<Loaded, LoadError> {
+    // One descriptor pool for the whole load, freed when it returns.
+    let pool = weft_envoy_api::pool();
+    let desc = pool.get_message_by_name(BOOTSTRAP).expect("invariant: Bootstrap is in the pool");
     let mut parts = Vec::new();
     if let Some(path) = file {
         let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        parts.push(decode_text(&path.display().to_string(), &text)?);
+        parts.push(decode_text(&desc, &path.display().to_string(), &text)?);
     }
     if let Some(text) = inline_yaml {
-        parts.push(decode_text("--config-yaml", text)?);
+        parts.push(decode_text(&desc, "--config-yaml", text)?);
     }
     if parts.is_empty() {
         return Err(LoadError::Empty);
@@ -59,46 +71,32 @@ pub fn load(file: Option<&Path>, inline_yaml: Option<&str>) -> Result<Bootstrap,
     // Concatenated protobuf encodings decode as MergeFrom of each part.
     let mut bytes = Vec::new();
     for part in &parts {
-        part.encode(&mut bytes).map_err(|e| LoadError::Syntax {
-            origin: "bootstrap".into(),
-            message: e.to_string(),
-        })?;
+        part.encode(&mut bytes).map_err(|e| syntax("bootstrap", e))?;
     }
-    let desc = weft_envoy_api::message(BOOTSTRAP).expect("invariant: Bootstrap is in the pool");
-    let merged = DynamicMessage::decode(desc, bytes.as_slice()).map_err(|e| LoadError::Syntax {
-        origin: "bootstrap".into(),
-        message: e.to_string(),
-    })?;
+    let merged = DynamicMessage::decode(desc, bytes.as_slice()).map_err(|e| syntax("bootstrap", e))?;
     support::check(&merged)?;
-    Bootstrap::decode(bytes.as_slice()).map_err(|e| LoadError::Syntax {
-        origin: "bootstrap".into(),
-        message: e.to_string(),
-    })
+    let bootstrap = Bootstrap::decode(bytes.as_slice()).map_err(|e| syntax("bootstrap", e))?;
+    Ok(Loaded { bootstrap, json: to_json(&merged) })
+}
+
+fn syntax(origin: &str, e: impl std::fmt::Display) -> LoadError {
+    LoadError::Syntax { origin: origin.into(), message: e.to_string() }
 }
 
 /// Parses YAML (a superset of JSON) and decodes it as a Bootstrap.
-fn decode_text(origin: &str, text: &str) -> Result<DynamicMessage, LoadError> {
-    let value: serde_json::Value = serde_yaml::from_str(text).map_err(|e| LoadError::Syntax {
-        origin: origin.into(),
-        message: e.to_string(),
-    })?;
-    let desc = weft_envoy_api::message(BOOTSTRAP).expect("invariant: Bootstrap is in the pool");
-    weft_envoy_api::decode_json(desc, &value).map_err(|error| LoadError::Decode {
+fn decode_text(desc: &MessageDescriptor, origin: &str, text: &str) -> Result<DynamicMessage, LoadError> {
+    let value: serde_json::Value = serde_yaml::from_str(text).map_err(|e| syntax(origin, e))?;
+    weft_envoy_api::decode_json(desc.clone(), &value).map_err(|error| LoadError::Decode {
         origin: origin.into(),
         error,
     })
 }
 
-/// The bootstrap as proto3 JSON with Envoy's snake_case field names
-/// (what Envoy's `/config_dump` shows).
-pub fn to_json(bootstrap: &Bootstrap) -> serde_json::Value {
-    let desc = weft_envoy_api::message(BOOTSTRAP).expect("invariant: Bootstrap is in the pool");
-    let bytes = bootstrap.encode_to_vec();
-    let Ok(dynamic) = DynamicMessage::decode(desc, bytes.as_slice()) else {
-        return serde_json::Value::Null;
-    };
+/// Proto3 JSON with Envoy's snake_case field names (what Envoy's
+/// `/config_dump` shows).
+fn to_json(message: &DynamicMessage) -> serde_json::Value {
     let options = weft_envoy_api::prost_reflect::SerializeOptions::new().use_proto_field_name(true);
-    dynamic
+    message
         .serialize_with_options(serde_json::value::Serializer, &options)
         .unwrap_or(serde_json::Value::Null)
 }

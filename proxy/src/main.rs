@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use clap::Parser;
 
+
 #[derive(Debug, Parser)]
 #[command(
     name = "weft-proxy",
@@ -54,12 +55,19 @@ struct Args {
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(&args.log_level);
-    let bootstrap = match bootstrap::load(args.config_path.as_deref(), args.config_yaml.as_deref())
-    {
+    // Loading decodes the whole Envoy descriptor pool (~40 MB of small
+    // allocations). On a thread of its own, glibc serves it from a separate
+    // arena and can hand the memory back when the pool is dropped; on the
+    // main thread it would stay in the process heap for good.
+    let (file, inline) = (args.config_path.clone(), args.config_yaml.clone());
+    let loaded = std::thread::spawn(move || bootstrap::load(file.as_deref(), inline.as_deref()))
+        .join()
+        .unwrap_or(Err(bootstrap::LoadError::LoaderPanicked));
+    let loaded = match loaded {
         Ok(b) => b,
         Err(e) => return fail(&e.to_string()),
     };
-    let config = match model::Config::compile(&bootstrap) {
+    let config = match model::Config::compile(&loaded.bootstrap) {
         Ok(c) => c,
         Err(e) => return fail(&e.to_string()),
     };
@@ -80,7 +88,7 @@ fn main() -> ExitCode {
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
                 drain_time: Duration::from_secs(args.drain_time_s),
             };
-            match server::run(config, bootstrap::to_json(&bootstrap), opts) {
+            match server::run(config, loaded.json, opts) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e.to_string()),
             }

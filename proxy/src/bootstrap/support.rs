@@ -313,7 +313,7 @@ fn walk_any(msg: &DynamicMessage, path: &mut String) -> Result<(), Unsupported> 
         .and_then(|v| v.as_bytes().cloned())
         .unwrap_or_default();
     let type_name = weft_envoy_api::type_name(&type_url);
-    let inner: Option<MessageDescriptor> = weft_envoy_api::message(type_name);
+    let inner: Option<MessageDescriptor> = msg.descriptor().parent_pool().get_message_by_name(type_name);
     let Some(inner) = inner.filter(|_| supported_fields(type_name).is_some()) else {
         return Err(Unsupported {
             path: display(path),
