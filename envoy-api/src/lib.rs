@@ -18,12 +18,61 @@ static DESCRIPTORS: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/envoy_type
 
 /// The descriptor pool of every message `envoy-types` compiles.
 ///
-/// Decoded on each call (about 30 ms) and freed when the last handle and
-/// the messages decoded with it are dropped: it takes some 40 MB, which a
-/// proxy should not keep between config loads. Hold one pool for a whole
-/// load rather than calling this per message.
+/// Decoded on each call and freed when the last handle and the messages
+/// decoded with it are dropped: it takes tens of MB, which a proxy should
+/// not keep between config loads. Prefer [`pool_for`].
 pub fn pool() -> DescriptorPool {
     DescriptorPool::decode(DESCRIPTORS).expect("invariant: envoy-types ships a valid descriptor set")
+}
+
+/// A pool holding only the files that define `roots` (message full names)
+/// and what they import: enough to decode those messages from JSON, a
+/// fraction of the full pool's memory and time. Types outside it (in `Any`)
+/// fail to decode; [`known`] tells whether Envoy would know them.
+pub fn pool_for(roots: &[&str]) -> DescriptorPool {
+    use std::collections::{HashMap, HashSet};
+    let set = <prost_types::FileDescriptorSet as prost::Message>::decode(DESCRIPTORS)
+        .expect("invariant: envoy-types ships a valid descriptor set");
+    let by_name: HashMap<&str, &prost_types::FileDescriptorProto> =
+        set.file.iter().map(|f| (f.name(), f)).collect();
+    let mut wanted: Vec<&str> = set
+        .file
+        .iter()
+        .filter(|f| roots.iter().any(|r| defines(f, r)))
+        .map(|f| f.name())
+        .collect();
+    let mut keep: HashSet<&str> = HashSet::new();
+    while let Some(name) = wanted.pop() {
+        if keep.insert(name) {
+            if let Some(file) = by_name.get(name) {
+                wanted.extend(file.dependency.iter().map(String::as_str));
+            }
+        }
+    }
+    let subset = prost_types::FileDescriptorSet {
+        file: set.file.iter().filter(|f| keep.contains(f.name())).cloned().collect(),
+    };
+    DescriptorPool::from_file_descriptor_set(subset).expect("invariant: an import-closed subset is valid")
+}
+
+/// Whether `full_name` is a message Envoy's API defines (in the full set).
+pub fn known(full_name: &str) -> bool {
+    let Ok(set) = <prost_types::FileDescriptorSet as prost::Message>::decode(DESCRIPTORS) else {
+        return false;
+    };
+    set.file.iter().any(|f| defines(f, full_name))
+}
+
+/// Whether a file defines a message (top-level or nested) named `full_name`.
+fn defines(file: &prost_types::FileDescriptorProto, full_name: &str) -> bool {
+    let Some(rest) = full_name.strip_prefix(file.package()).and_then(|r| r.strip_prefix('.')) else {
+        return false;
+    };
+    fn find(messages: &[prost_types::DescriptorProto], path: &str) -> bool {
+        let (head, tail) = path.split_once('.').map_or((path, None), |(h, t)| (h, Some(t)));
+        messages.iter().any(|m| m.name() == head && tail.is_none_or(|t| find(&m.nested_type, t)))
+    }
+    find(&file.message_type, rest)
 }
 
 /// The full message name in an `Any` type URL (`type.googleapis.com/NAME`).

@@ -52,7 +52,7 @@ pub struct Loaded {
 /// scalars and appends to lists, as Envoy's `--config-yaml` does).
 pub fn load(file: Option<&Path>, inline_yaml: Option<&str>) -> Result<Loaded, LoadError> {
     // One descriptor pool for the whole load, freed when it returns.
-    let pool = weft_envoy_api::pool();
+    let pool = weft_envoy_api::pool_for(&support::roots());
     let desc = pool.get_message_by_name(BOOTSTRAP).expect("invariant: Bootstrap is in the pool");
     let mut parts = Vec::new();
     if let Some(path) = file {
@@ -86,9 +86,17 @@ fn syntax(origin: &str, e: impl std::fmt::Display) -> LoadError {
 /// Parses YAML (a superset of JSON) and decodes it as a Bootstrap.
 fn decode_text(desc: &MessageDescriptor, origin: &str, text: &str) -> Result<DynamicMessage, LoadError> {
     let value: serde_json::Value = serde_yaml::from_str(text).map_err(|e| syntax(origin, e))?;
-    weft_envoy_api::decode_json(desc.clone(), &value).map_err(|error| LoadError::Decode {
-        origin: origin.into(),
-        error,
+    weft_envoy_api::decode_json(desc.clone(), &value).map_err(|error| {
+        // The pool holds only what weft-proxy implements: an `Any` of another
+        // type Envoy knows is unsupported, not unknown.
+        let missing = error.message.strip_prefix("message '").and_then(|m| m.strip_suffix("' not found"));
+        match missing {
+            Some(name) if weft_envoy_api::known(name) => LoadError::Unsupported(support::Unsupported {
+                path: error.path.clone(),
+                what: format!("extension type {name}"),
+            }),
+            _ => LoadError::Decode { origin: origin.into(), error },
+        }
     })
 }
 

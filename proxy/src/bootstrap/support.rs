@@ -235,6 +235,12 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.endpoint.v3.Endpoint", &["address"]),
 ];
 
+/// Every message type of the supported subset: the roots of the descriptor
+/// pool a load needs.
+pub fn roots() -> Vec<&'static str> {
+    SUPPORTED.iter().map(|(name, _)| *name).collect()
+}
+
 fn supported_fields(message: &str) -> Option<&'static [&'static str]> {
     SUPPORTED
         .iter()
