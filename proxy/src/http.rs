@@ -21,6 +21,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_http::RequestHeader;
 
+use crate::filter::Verdict;
 use crate::model::listener::HttpManager;
 use crate::model::route::Action;
 use crate::upstream::Connector;
@@ -110,10 +111,25 @@ impl HttpProxy {
         let host = authority(&req).unwrap_or_default();
         let path = String::from_utf8_lossy(req.raw_path()).into_owned();
         let table = &manager.routes;
-        let Some(vhost) = table.virtual_host(&host) else {
-            return LocalReply::new(404, "").send(manager, session, &[]).await;
-        };
-        let Some(route) = vhost.route(&path, &req.headers) else {
+        let vhost = table.virtual_host(&host);
+        let route = vhost.and_then(|v| v.route(&path, &req.headers));
+        // Filters before the router see the route (for their per-route
+        // config) even when there is none; the router answers 404 after.
+        for (name, filter) in &manager.filters {
+            let per_route = route
+                .and_then(|r| r.per_filter.get(name))
+                .or_else(|| vhost.and_then(|v| v.per_filter.get(name)));
+            if let Verdict::Respond(reply) = filter.on_request(&req.headers, per_route).await {
+                // Envoy finalizes a filter's local reply with the route's
+                // response headers when there is a route.
+                let levels = match (route, vhost) {
+                    (Some(r), Some(v)) => vec![&r.response_headers, &v.response_headers, &table.response_headers],
+                    _ => Vec::new(),
+                };
+                return reply.send(manager, session, &levels).await;
+            }
+        }
+        let (Some(vhost), Some(route)) = (vhost, route) else {
             return LocalReply::new(404, "").send(manager, session, &[]).await;
         };
         tracing::debug!(route_config = %table.name, vhost = %vhost.name, route = %route.name, %path, "routed");

@@ -145,15 +145,15 @@ fn use_remote_address_is_refused_until_implemented() {
 
 #[test]
 fn known_but_unimplemented_extension_is_named() {
-    // Envoy's fault filter, which weft-proxy does not implement yet.
-    let fault = "          - name: envoy.filters.http.fault\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault\n              abort: { http_status: 503, percentage: { numerator: 100 } }\n";
-    let text = good().replacen("          http_filters:\n", &format!("          http_filters:\n{fault}"), 1);
+    // Envoy's CORS filter, which weft-proxy does not implement yet.
+    let cors = "          - name: envoy.filters.http.cors\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors\n";
+    let text = good().replacen("          http_filters:\n", &format!("          http_filters:\n{cors}"), 1);
     let (ok, out) = validate(Kind::Envoy, &text);
     assert!(ok, "{out}");
     let (ok, out) = validate(Kind::Weft, &text);
     assert!(!ok);
     assert!(
-        out.contains("http_filters[0].typed_config") && out.contains("envoy.extensions.filters.http.fault.v3.HTTPFault is not supported by weft-proxy"),
+        out.contains("http_filters[0].typed_config") && out.contains("envoy.extensions.filters.http.cors.v3.Cors is not supported by weft-proxy"),
         "{out}"
     );
 }

@@ -57,6 +57,15 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ),
     ("envoy.extensions.filters.http.router.v3.Router", &[]),
     (
+        "envoy.extensions.filters.http.fault.v3.HTTPFault",
+        &["delay", "abort", "headers", "max_active_faults"],
+    ),
+    ("envoy.extensions.filters.common.fault.v3.FaultDelay", &["fixed_delay", "header_delay", "percentage"]),
+    ("envoy.extensions.filters.common.fault.v3.FaultDelay.HeaderDelay", &[]),
+    ("envoy.extensions.filters.http.fault.v3.FaultAbort", &["http_status", "header_abort", "percentage", "response_body"]),
+    ("envoy.extensions.filters.http.fault.v3.FaultAbort.HeaderAbort", &[]),
+    ("envoy.type.v3.FractionalPercent", &["numerator", "denominator"]),
+    (
         "envoy.config.route.v3.RouteConfiguration",
         &[
             "name",
@@ -78,6 +87,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "response_headers_to_add",
             "response_headers_to_remove",
             "retry_policy",
+            "typed_per_filter_config",
         ],
     ),
     (
@@ -88,6 +98,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "route",
             "redirect",
             "direct_response",
+            "typed_per_filter_config",
             "request_headers_to_add",
             "request_headers_to_remove",
             "response_headers_to_add",

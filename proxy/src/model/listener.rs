@@ -15,6 +15,7 @@ use weft_envoy_api::prost;
 use super::cluster::Cluster;
 use super::route::RouteTable;
 use super::{socket_address, ConfigError, Result};
+use crate::filter::HttpFilter;
 use crate::stats::HttpStats;
 
 const HCM: &str =
@@ -36,6 +37,8 @@ pub struct HttpManager {
     pub server_name: http::HeaderValue,
     pub generate_request_id: bool,
     pub routes: RouteTable,
+    /// Filters before the router, by name, in order.
+    pub filters: Vec<(String, HttpFilter)>,
     pub stats: HttpStats,
 }
 
@@ -110,24 +113,20 @@ impl HttpManager {
         let routes = RouteTable::compile(rc, &format!("{path}.route_config"), clusters)?;
         // The router must be the last filter, as in Envoy.
         let filters = &hcm.http_filters;
+        let mut http_filters = Vec::new();
         for (i, f) in filters.iter().enumerate() {
             let fpath = format!("{path}.http_filters[{i}]");
             use xds_hcm::http_filter::ConfigType;
-            let type_url = match &f.config_type {
-                Some(ConfigType::TypedConfig(any)) => any.type_url.clone(),
-                _ => {
-                    return Err(ConfigError::new(
-                        format!("{fpath}.typed_config"),
-                        "typed_config is required",
-                    ))
-                }
+            let Some(ConfigType::TypedConfig(any)) = &f.config_type else {
+                return Err(ConfigError::new(format!("{fpath}.typed_config"), "typed_config is required"));
             };
-            let is_router = weft_envoy_api::type_name(&type_url) == ROUTER;
+            let is_router = weft_envoy_api::type_name(&any.type_url) == ROUTER;
             if is_router != (i + 1 == filters.len()) {
-                return Err(ConfigError::new(
-                    fpath,
-                    "the router filter must be the last HTTP filter",
-                ));
+                return Err(ConfigError::new(fpath, "the router filter must be the last HTTP filter"));
+            }
+            if !is_router {
+                let filter = HttpFilter::compile(any, &format!("{fpath}.typed_config"))?;
+                http_filters.push((f.name.clone(), filter));
             }
         }
         if filters.is_empty() {
@@ -172,6 +171,7 @@ impl HttpManager {
                 .map(|b| b.value)
                 .unwrap_or(true),
             routes,
+            filters: http_filters,
             stats: HttpStats::new(&hcm.stat_prefix),
         })
     }

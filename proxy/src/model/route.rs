@@ -12,6 +12,7 @@ use regex::Regex;
 use weft_envoy_api::pb::envoy::config::route::v3 as xds_route;
 
 use super::cluster::Cluster;
+use crate::filter::PerRoute;
 use super::header::HeaderMutations;
 use super::matcher::{regex, HeaderMatcher, QueryMatcher};
 use super::{duration, ConfigError, Result};
@@ -34,6 +35,7 @@ pub struct VirtualHost {
     pub routes: Vec<Route>,
     pub request_headers: HeaderMutations,
     pub response_headers: HeaderMutations,
+    pub per_filter: PerFilter,
 }
 
 #[derive(Debug)]
@@ -43,6 +45,28 @@ pub struct Route {
     pub action: Action,
     pub request_headers: HeaderMutations,
     pub response_headers: HeaderMutations,
+    pub per_filter: PerFilter,
+}
+
+/// `typed_per_filter_config`: filter overrides keyed by filter name.
+#[derive(Debug, Default)]
+pub struct PerFilter(Vec<(String, PerRoute)>);
+
+impl PerFilter {
+    fn compile(map: &HashMap<String, weft_envoy_api::pb::google::protobuf::Any>, path: &str) -> Result<Self> {
+        let mut names: Vec<&String> = map.keys().collect();
+        names.sort(); // stable error order
+        let mut out = Vec::new();
+        for name in names {
+            let p = format!("{path}.typed_per_filter_config[\"{name}\"]");
+            out.push((name.clone(), PerRoute::compile(&map[name], &p)?));
+        }
+        Ok(PerFilter(out))
+    }
+
+    pub fn get(&self, filter: &str) -> Option<&PerRoute> {
+        self.0.iter().find(|(n, _)| n == filter).map(|(_, p)| p)
+    }
 }
 
 #[derive(Debug)]
@@ -349,6 +373,7 @@ impl VirtualHost {
                 path,
                 "response",
             )?,
+            per_filter: PerFilter::compile(&vh.typed_per_filter_config, path)?,
         })
     }
 
@@ -439,6 +464,7 @@ impl Route {
                 path,
                 "response",
             )?,
+            per_filter: PerFilter::compile(&r.typed_per_filter_config, path)?,
         })
     }
 }

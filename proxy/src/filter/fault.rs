@@ -1,0 +1,201 @@
+//! `envoy.filters.http.fault`: injected delays and aborts, by percentage,
+//! by request header (`x-envoy-fault-*`), limited to requests matching
+//! `headers` and to `max_active_faults` at once.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use weft_envoy_api::pb::envoy::extensions::filters::common::fault::v3 as xds_common_fault;
+use weft_envoy_api::pb::envoy::extensions::filters::http::fault::v3 as xds_fault;
+use weft_envoy_api::pb::envoy::r#type::v3::FractionalPercent;
+
+use super::Verdict;
+use crate::http::LocalReply;
+use crate::model::matcher::HeaderMatcher;
+use crate::model::{duration, ConfigError, Result};
+
+pub const TYPE: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
+
+const DELAY_HEADER: &str = "x-envoy-fault-delay-request";
+const DELAY_PERCENT_HEADER: &str = "x-envoy-fault-delay-request-percentage";
+const ABORT_HEADER: &str = "x-envoy-fault-abort-request";
+const ABORT_PERCENT_HEADER: &str = "x-envoy-fault-abort-request-percentage";
+
+/// A fraction as numerator / denominator (100, 10 000 or 1 000 000).
+#[derive(Debug, Clone, Copy)]
+struct Fraction {
+    numerator: u64,
+    denominator: u64,
+}
+
+impl Fraction {
+    fn compile(p: Option<&FractionalPercent>, path: &str) -> Result<Self> {
+        let Some(p) = p else {
+            return Ok(Fraction { numerator: 0, denominator: 100 }); // unset: never
+        };
+        let denominator = match p.denominator {
+            0 => 100,
+            1 => 10_000,
+            2 => 1_000_000,
+            n => return Err(ConfigError::new(format!("{path}.denominator"), format!("unknown denominator {n}"))),
+        };
+        Ok(Fraction { numerator: (p.numerator as u64).min(denominator), denominator })
+    }
+
+    /// Header-provided numerator over the configured denominator, capped
+    /// by the configured percentage (Envoy never exceeds the config).
+    fn with_header_numerator(self, headers: &http::HeaderMap, name: &str) -> Self {
+        match headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok()) {
+            Some(n) => Fraction { numerator: n.min(self.numerator), denominator: self.denominator },
+            None => self,
+        }
+    }
+
+    fn roll(self) -> bool {
+        self.numerator > 0 && rand::random::<u64>() % self.denominator < self.numerator
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Delay {
+    Fixed(Duration),
+    FromHeader,
+}
+
+#[derive(Debug, Clone)]
+enum AbortStatus {
+    Fixed(u16),
+    FromHeader,
+}
+
+#[derive(Debug)]
+pub struct Fault {
+    delay: Option<(Delay, Fraction)>,
+    abort: Option<(AbortStatus, Fraction, Bytes)>,
+    headers: Vec<HeaderMatcher>,
+    max_active: Option<u64>,
+    active: Arc<AtomicU64>,
+}
+
+impl Fault {
+    pub fn compile(f: &xds_fault::HttpFault, path: &str) -> Result<Self> {
+        use xds_common_fault::fault_delay::FaultDelaySecifier as D;
+        use xds_fault::fault_abort::ErrorType as A;
+        let delay = match &f.delay {
+            Some(d) => {
+                let dpath = format!("{path}.delay");
+                let kind = match &d.fault_delay_secifier {
+                    Some(D::FixedDelay(t)) => Delay::Fixed(duration(t)),
+                    Some(D::HeaderDelay(_)) => Delay::FromHeader,
+                    None => return Err(ConfigError::new(dpath, "fixed_delay or header_delay is required")),
+                };
+                Some((kind, Fraction::compile(d.percentage.as_ref(), &format!("{dpath}.percentage"))?))
+            }
+            None => None,
+        };
+        let abort = match &f.abort {
+            Some(a) => {
+                let apath = format!("{path}.abort");
+                let status = match &a.error_type {
+                    Some(A::HttpStatus(s)) if (200..600).contains(s) => AbortStatus::Fixed(*s as u16),
+                    Some(A::HttpStatus(s)) => {
+                        return Err(ConfigError::new(format!("{apath}.http_status"), format!("{s} is not in [200, 600)")))
+                    }
+                    Some(A::HeaderAbort(_)) => AbortStatus::FromHeader,
+                    Some(A::GrpcStatus(_)) => {
+                        return Err(ConfigError::new(format!("{apath}.grpc_status"), "grpc_status is not supported by weft-proxy yet"))
+                    }
+                    None => return Err(ConfigError::new(apath, "http_status or header_abort is required")),
+                };
+                let body = if a.response_body.is_empty() {
+                    Bytes::from_static(b"fault filter abort")
+                } else {
+                    Bytes::from(a.response_body.clone())
+                };
+                Some((status, Fraction::compile(a.percentage.as_ref(), &format!("{apath}.percentage"))?, body))
+            }
+            None => None,
+        };
+        let headers = f
+            .headers
+            .iter()
+            .enumerate()
+            .map(|(i, h)| HeaderMatcher::compile(h, &format!("{path}.headers[{i}]")))
+            .collect::<Result<_>>()?;
+        Ok(Fault {
+            delay,
+            abort,
+            headers,
+            max_active: f.max_active_faults.as_ref().map(|m| m.value as u64),
+            active: Arc::default(),
+        })
+    }
+
+    pub async fn on_request(&self, headers: &http::HeaderMap) -> Verdict {
+        if !self.headers.iter().all(|m| m.matches(headers)) {
+            return Verdict::Continue;
+        }
+        if self.max_active.is_some_and(|max| self.active.load(Ordering::Relaxed) >= max) {
+            return Verdict::Continue;
+        }
+        // Counted as active for the duration of the delay (Envoy's gauge).
+        let _active = ActiveFault::new(&self.active);
+        if let Some(wait) = self.delay_for(headers) {
+            tokio::time::sleep(wait).await;
+        }
+        match self.abort_with(headers) {
+            Some(reply) => Verdict::Respond(reply),
+            None => Verdict::Continue,
+        }
+    }
+
+    fn delay_for(&self, headers: &http::HeaderMap) -> Option<Duration> {
+        let (kind, fraction) = self.delay.as_ref()?;
+        let (wait, fraction) = match kind {
+            Delay::Fixed(d) => (*d, *fraction),
+            Delay::FromHeader => {
+                let ms = headers.get(DELAY_HEADER)?.to_str().ok()?.trim().parse::<u64>().ok()?;
+                (Duration::from_millis(ms), fraction.with_header_numerator(headers, DELAY_PERCENT_HEADER))
+            }
+        };
+        fraction.roll().then_some(wait)
+    }
+
+    fn abort_with(&self, headers: &http::HeaderMap) -> Option<LocalReply> {
+        let (kind, fraction, body) = self.abort.as_ref()?;
+        let (status, fraction) = match kind {
+            AbortStatus::Fixed(s) => (*s, *fraction),
+            AbortStatus::FromHeader => {
+                let s = headers.get(ABORT_HEADER)?.to_str().ok()?.trim().parse::<u16>().ok()?;
+                if !(200..600).contains(&s) {
+                    return None; // Envoy ignores an out-of-range header value
+                }
+                (s, fraction.with_header_numerator(headers, ABORT_PERCENT_HEADER))
+            }
+        };
+        if !fraction.roll() {
+            return None;
+        }
+        let mut reply = LocalReply::new(status, "");
+        reply.body = body.clone();
+        Some(reply)
+    }
+}
+
+/// Increments the active-fault count for its lifetime.
+struct ActiveFault<'a>(&'a AtomicU64);
+
+impl<'a> ActiveFault<'a> {
+    fn new(counter: &'a AtomicU64) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        ActiveFault(counter)
+    }
+}
+
+impl Drop for ActiveFault<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
