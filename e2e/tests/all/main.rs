@@ -7,6 +7,7 @@ mod envoy_diff_fault;
 mod envoy_diff_retries;
 mod envoy_diff_routing;
 mod malformed_http;
+mod traffic_drain;
 
 use weft_e2e::{Kind, Observed, Proxy, Request, Seen, Upstream};
 
