@@ -11,6 +11,7 @@
 
 mod admin;
 mod bootstrap;
+mod dns;
 mod filter;
 mod http;
 mod io;

@@ -51,6 +51,7 @@ pub fn run(config: Config, bootstrap_json: serde_json::Value, opts: Options) -> 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let active = Arc::new(AtomicUsize::new(0));
 
+    crate::dns::resolve_all_blocking(&config);
     // Bind everything first so that a bad address fails start-up, not a worker.
     let workers = opts.concurrency.max(1);
     let mut per_worker: Vec<Vec<(std::net::TcpListener, Arc<HttpProxy>)>> = (0..workers).map(|_| Vec::new()).collect();
@@ -105,7 +106,9 @@ pub fn run(config: Config, bootstrap_json: serde_json::Value, opts: Options) -> 
         })?);
     }
 
+    let dns_config = config.load_full();
     runtime()?.block_on(async {
+        crate::dns::spawn_refresh(&dns_config);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: draining"),

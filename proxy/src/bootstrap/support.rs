@@ -232,6 +232,8 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "connect_timeout",
             "lb_policy",
             "load_assignment",
+            "dns_lookup_family",
+            "dns_refresh_rate",
         ],
     ),
     (

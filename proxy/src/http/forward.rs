@@ -50,6 +50,8 @@ const ROUTER_CONTROL: &[&str] = &[
 /// How one attempt ended, when it did not produce a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Failure {
+    /// The cluster has no hosts (Envoy: "no healthy upstream").
+    NoHost,
     Connect,
     Reset,
     PerTryTimeout,
@@ -149,7 +151,7 @@ pub async fn forward(
             match f {
                 Failure::Connect => cluster.stats.cx_connect_fail.inc(),
                 Failure::PerTryTimeout => cluster.stats.rq_timeout.inc(),
-                Failure::Reset => {}
+                Failure::Reset | Failure::NoHost => {}
             }
         } else if retry.is_none() {
             if let Outcome::Response(_, resp, _) = &result {
@@ -181,6 +183,9 @@ pub async fn forward(
                 return LocalReply::new(504, "upstream request timeout")
                     .send(manager, session, &levels[..])
                     .await;
+            }
+            if f == Failure::NoHost {
+                return LocalReply::new(503, "no healthy upstream").send(manager, session, &levels[..]).await;
             }
             // Envoy's wording, so clients that match on it keep working.
             let reason = match f {
@@ -232,6 +237,8 @@ fn backoff(p: &RetryPolicy, attempt: u32) -> Duration {
 fn retries_failure(p: &RetryPolicy, f: Failure) -> bool {
     let on = p.on;
     match f {
+        // Nothing to retry against: Envoy answers at once.
+        Failure::NoHost => false,
         Failure::Connect => on.connect_failure || on.five_xx || on.gateway_error || on.reset,
         Failure::Reset => on.reset || on.five_xx || on.gateway_error,
         Failure::PerTryTimeout => on.five_xx || on.gateway_error,
@@ -316,7 +323,7 @@ async fn read_body(session: &mut ServerSession) -> Result<Bytes, u16> {
 /// One attempt: connect (or reuse), send the request, read response headers.
 async fn try_once(connector: &Connector, cluster: &crate::model::Cluster, req: &RequestHeader, body: &Bytes) -> Outcome {
     let Some(addr) = cluster.pick() else {
-        return Outcome::Failed(Failure::Connect);
+        return Outcome::Failed(Failure::NoHost);
     };
     let mut peer = HttpPeer::new(addr, false, String::new());
     peer.options.connection_timeout = Some(cluster.connect_timeout);

@@ -1,10 +1,17 @@
-//! Upstream clusters: endpoints, load balancing and connect settings.
+//! Upstream clusters: hosts, load balancing and connect settings.
+//!
+//! STATIC clusters have fixed hosts. STRICT_DNS and LOGICAL_DNS clusters
+//! name hosts by DNS; `server` resolves them before serving and refreshes
+//! them every `dns_refresh_rate`, swapping the host list atomically.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use weft_envoy_api::pb::envoy::config::cluster::v3 as xds_cluster;
+use weft_envoy_api::pb::envoy::config::core::v3 as xds_core;
 
 use super::{duration, socket_address, ConfigError, Result};
 use crate::stats::ClusterStats;
@@ -15,10 +22,60 @@ pub enum LbPolicy {
     Random,
 }
 
+/// Which resolved addresses a DNS cluster uses (`dns_lookup_family`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// IPv6 if there is any, else IPv4 (Envoy's AUTO).
+    Auto,
+    V4Only,
+    V6Only,
+    /// IPv4 if there is any, else IPv6.
+    V4Preferred,
+    All,
+}
+
+impl Family {
+    pub fn select(self, addrs: Vec<SocketAddr>) -> Vec<SocketAddr> {
+        let (v4, v6): (Vec<_>, Vec<_>) = addrs.into_iter().partition(SocketAddr::is_ipv4);
+        match self {
+            Family::V4Only => v4,
+            Family::V6Only => v6,
+            Family::Auto if !v6.is_empty() => v6,
+            Family::Auto => v4,
+            Family::V4Preferred if !v4.is_empty() => v4,
+            Family::V4Preferred => v6,
+            Family::All => v4.into_iter().chain(v6).collect(),
+        }
+    }
+}
+
+/// How a DNS cluster finds its hosts.
+#[derive(Debug, Clone)]
+pub struct Dns {
+    pub names: Vec<(String, u16)>,
+    pub family: Family,
+    pub refresh: Duration,
+    /// LOGICAL_DNS: one host, the first address of the latest answer.
+    pub logical: bool,
+}
+
+impl Dns {
+    /// The host list from the answers for each name (same order as `names`).
+    pub fn hosts(&self, answers: Vec<Vec<SocketAddr>>) -> Vec<SocketAddr> {
+        let mut hosts: Vec<SocketAddr> = answers.into_iter().flat_map(|a| self.family.select(a)).collect();
+        if self.logical {
+            hosts.truncate(1);
+        }
+        hosts
+    }
+}
+
 #[derive(Debug)]
 pub struct Cluster {
     pub name: String,
-    pub endpoints: Vec<SocketAddr>,
+    /// The current hosts; replaced as a whole when DNS answers change.
+    pub hosts: ArcSwap<Vec<SocketAddr>>,
+    pub dns: Option<Dns>,
     pub lb: LbPolicy,
     pub connect_timeout: Duration,
     pub stats: ClusterStats,
@@ -31,25 +88,22 @@ impl Cluster {
         if c.name.is_empty() {
             return Err(ConfigError::new(format!("{path}.name"), "name is required"));
         }
-        match &c.cluster_discovery_type {
-            None => {}
-            Some(D::Type(t)) if *t == DiscoveryType::Static as i32 => {}
-            Some(D::Type(t)) => {
-                let name = DiscoveryType::try_from(*t)
-                    .map(|d| d.as_str_name())
-                    .unwrap_or("?");
-                return Err(ConfigError::new(
-                    format!("{path}.type"),
-                    format!("cluster type {name} is not supported by weft-proxy yet"),
-                ));
-            }
+        let kind = match &c.cluster_discovery_type {
+            None => DiscoveryType::Static,
+            Some(D::Type(t)) => match DiscoveryType::try_from(*t) {
+                Ok(k @ (DiscoveryType::Static | DiscoveryType::StrictDns | DiscoveryType::LogicalDns)) => k,
+                Ok(other) => {
+                    return Err(ConfigError::new(
+                        format!("{path}.type"),
+                        format!("cluster type {} is not supported by weft-proxy yet", other.as_str_name()),
+                    ))
+                }
+                Err(_) => return Err(ConfigError::new(format!("{path}.type"), format!("unknown cluster type {t}"))),
+            },
             Some(_) => {
-                return Err(ConfigError::new(
-                    format!("{path}.cluster_type"),
-                    "custom cluster types are not supported by weft-proxy",
-                ))
+                return Err(ConfigError::new(format!("{path}.cluster_type"), "custom cluster types are not supported by weft-proxy"))
             }
-        }
+        };
         let lb = match xds_cluster::cluster::LbPolicy::try_from(c.lb_policy) {
             Ok(xds_cluster::cluster::LbPolicy::RoundRobin) => LbPolicy::RoundRobin,
             Ok(xds_cluster::cluster::LbPolicy::Random) => LbPolicy::Random,
@@ -59,40 +113,52 @@ impl Cluster {
                     format!("{} is not supported by weft-proxy yet", other.as_str_name()),
                 ))
             }
-            Err(_) => {
-                return Err(ConfigError::new(
-                    format!("{path}.lb_policy"),
-                    format!("unknown lb_policy {}", c.lb_policy),
-                ))
-            }
+            Err(_) => return Err(ConfigError::new(format!("{path}.lb_policy"), format!("unknown lb_policy {}", c.lb_policy))),
         };
-        let mut endpoints = Vec::new();
-        if let Some(la) = &c.load_assignment {
-            for (i, locality) in la.endpoints.iter().enumerate() {
-                for (j, lb_ep) in locality.lb_endpoints.iter().enumerate() {
-                    use weft_envoy_api::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
-                    let epath = format!("{path}.load_assignment.endpoints[{i}].lb_endpoints[{j}]");
-                    let Some(HostIdentifier::Endpoint(ep)) = &lb_ep.host_identifier else {
-                        return Err(ConfigError::new(
-                            format!("{epath}.endpoint"),
-                            "endpoint is required",
-                        ));
-                    };
-                    endpoints.push(socket_address(
-                        ep.address.as_ref(),
-                        &format!("{epath}.endpoint.address"),
-                    )?);
-                }
+        let addresses = endpoint_addresses(c, path)?;
+        let (hosts, dns) = if kind == DiscoveryType::Static {
+            let hosts = addresses
+                .iter()
+                .map(|(addr, p)| socket_address(Some(addr), p))
+                .collect::<Result<Vec<_>>>()?;
+            (hosts, None)
+        } else {
+            let logical = kind == DiscoveryType::LogicalDns;
+            if logical && addresses.len() != 1 {
+                return Err(ConfigError::new(
+                    format!("{path}.load_assignment"),
+                    format!("LOGICAL_DNS clusters must have exactly one endpoint, found {}", addresses.len()),
+                ));
             }
-        }
-        let connect_timeout = c
-            .connect_timeout
-            .as_ref()
-            .map(duration)
-            .unwrap_or(Duration::from_secs(5));
+            let names = addresses
+                .iter()
+                .map(|(addr, p)| host_port(addr, p))
+                .collect::<Result<Vec<_>>>()?;
+            let family = match xds_cluster::cluster::DnsLookupFamily::try_from(c.dns_lookup_family) {
+                Ok(xds_cluster::cluster::DnsLookupFamily::Auto) => Family::Auto,
+                Ok(xds_cluster::cluster::DnsLookupFamily::V4Only) => Family::V4Only,
+                Ok(xds_cluster::cluster::DnsLookupFamily::V6Only) => Family::V6Only,
+                Ok(xds_cluster::cluster::DnsLookupFamily::V4Preferred) => Family::V4Preferred,
+                Ok(xds_cluster::cluster::DnsLookupFamily::All) => Family::All,
+                Err(_) => {
+                    return Err(ConfigError::new(
+                        format!("{path}.dns_lookup_family"),
+                        format!("unknown dns_lookup_family {}", c.dns_lookup_family),
+                    ))
+                }
+            };
+            #[allow(deprecated)] // still Envoy's field for DNS clusters
+            let refresh = c.dns_refresh_rate.as_ref().map(duration).unwrap_or(Duration::from_secs(5));
+            if refresh < Duration::from_millis(1) {
+                return Err(ConfigError::new(format!("{path}.dns_refresh_rate"), "must be at least 1ms"));
+            }
+            (Vec::new(), Some(Dns { names, family, refresh, logical }))
+        };
+        let connect_timeout = c.connect_timeout.as_ref().map(duration).unwrap_or(Duration::from_secs(5));
         Ok(Cluster {
             name: c.name.clone(),
-            endpoints,
+            hosts: ArcSwap::from_pointee(hosts),
+            dns,
             lb,
             connect_timeout,
             stats: ClusterStats::new(&c.name),
@@ -100,15 +166,87 @@ impl Cluster {
         })
     }
 
-    /// Picks an endpoint, or `None` when the cluster has no hosts.
+    /// Picks a host, or `None` when the cluster has none.
     pub fn pick(&self) -> Option<SocketAddr> {
-        if self.endpoints.is_empty() {
+        let hosts = self.hosts.load();
+        if hosts.is_empty() {
             return None;
         }
         let i = match self.lb {
             LbPolicy::RoundRobin => self.rr_next.fetch_add(1, Ordering::Relaxed),
             LbPolicy::Random => rand::random::<u32>() as usize,
         };
-        self.endpoints.get(i % self.endpoints.len()).copied()
+        hosts.get(i % hosts.len()).copied()
+    }
+
+    pub fn set_hosts(&self, hosts: Vec<SocketAddr>) {
+        if **self.hosts.load() != hosts {
+            self.hosts.store(Arc::new(hosts));
+        }
+    }
+}
+
+/// Every endpoint address of the load assignment, with its path.
+fn endpoint_addresses(c: &xds_cluster::Cluster, path: &str) -> Result<Vec<(xds_core::Address, String)>> {
+    use weft_envoy_api::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
+    let mut out = Vec::new();
+    let Some(la) = &c.load_assignment else {
+        return Ok(out);
+    };
+    for (i, locality) in la.endpoints.iter().enumerate() {
+        for (j, lb_ep) in locality.lb_endpoints.iter().enumerate() {
+            let epath = format!("{path}.load_assignment.endpoints[{i}].lb_endpoints[{j}]");
+            let Some(HostIdentifier::Endpoint(ep)) = &lb_ep.host_identifier else {
+                return Err(ConfigError::new(format!("{epath}.endpoint"), "endpoint is required"));
+            };
+            let Some(addr) = &ep.address else {
+                return Err(ConfigError::new(format!("{epath}.endpoint.address"), "address is required"));
+            };
+            out.push((addr.clone(), format!("{epath}.endpoint.address")));
+        }
+    }
+    Ok(out)
+}
+
+/// A socket address whose `address` may be a DNS name.
+fn host_port(addr: &xds_core::Address, path: &str) -> Result<(String, u16)> {
+    use xds_core::address::Address as Kind;
+    use xds_core::socket_address::PortSpecifier;
+    let Some(Kind::SocketAddress(sa)) = &addr.address else {
+        return Err(ConfigError::new(path, "missing socket_address"));
+    };
+    match sa.port_specifier {
+        Some(PortSpecifier::PortValue(p)) if p <= u16::MAX as u32 && !sa.address.is_empty() => Ok((sa.address.clone(), p as u16)),
+        Some(PortSpecifier::PortValue(p)) if p > u16::MAX as u32 => {
+            Err(ConfigError::new(format!("{path}.socket_address.port_value"), format!("port {p} is out of range")))
+        }
+        _ => Err(ConfigError::new(format!("{path}.socket_address"), "address and port_value are required")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn addrs(list: &[&str]) -> Vec<SocketAddr> {
+        list.iter().map(|a| a.parse().expect("addr")).collect()
+    }
+
+    #[test]
+    fn lookup_families_choose_like_envoy() {
+        let both = addrs(&["127.0.0.1:80", "[::1]:80"]);
+        assert_eq!(Family::V4Only.select(both.clone()), addrs(&["127.0.0.1:80"]));
+        assert_eq!(Family::V6Only.select(both.clone()), addrs(&["[::1]:80"]));
+        assert_eq!(Family::Auto.select(both.clone()), addrs(&["[::1]:80"]));
+        assert_eq!(Family::Auto.select(addrs(&["127.0.0.1:80"])), addrs(&["127.0.0.1:80"]));
+        assert_eq!(Family::V4Preferred.select(both.clone()), addrs(&["127.0.0.1:80"]));
+        assert_eq!(Family::V4Preferred.select(addrs(&["[::1]:80"])), addrs(&["[::1]:80"]));
+        assert_eq!(Family::All.select(both).len(), 2);
+    }
+
+    #[test]
+    fn logical_dns_keeps_only_the_first_address() {
+        let dns = Dns { names: vec![], family: Family::All, refresh: Duration::from_secs(5), logical: true };
+        assert_eq!(dns.hosts(vec![addrs(&["127.0.0.2:1", "127.0.0.3:1"])]), addrs(&["127.0.0.2:1"]));
     }
 }
