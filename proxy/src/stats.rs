@@ -23,6 +23,8 @@ struct Families {
     upstream_rq_retry: IntCounterVec,
     upstream_rq_timeout: IntCounterVec,
     upstream_cx_connect_fail: IntCounterVec,
+    upstream_rq_pending_overflow: IntCounterVec,
+    upstream_rq_retry_overflow: IntCounterVec,
     upstream_rq_time: HistogramVec,
     downstream_rq_total: IntCounterVec,
     downstream_rq_xx: IntCounterVec,
@@ -82,6 +84,16 @@ fn families() -> &'static Families {
                 "upstream connect failures",
                 cl,
             ),
+            upstream_rq_pending_overflow: counter(
+                "envoy_cluster_upstream_rq_pending_overflow",
+                "requests refused by the max_requests circuit breaker",
+                cl,
+            ),
+            upstream_rq_retry_overflow: counter(
+                "envoy_cluster_upstream_rq_retry_overflow",
+                "retries not attempted because of the max_retries circuit breaker",
+                cl,
+            ),
             downstream_rq_total: counter(
                 "envoy_http_downstream_rq_total",
                 "downstream requests",
@@ -115,6 +127,8 @@ pub struct ClusterStats {
     pub rq_retry: IntCounter,
     pub rq_timeout: IntCounter,
     pub cx_connect_fail: IntCounter,
+    pub rq_pending_overflow: IntCounter,
+    pub rq_retry_overflow: IntCounter,
     rq_time: prometheus::Histogram,
     /// `upstream_rq{envoy_response_code}` handles, resolved on first use so
     /// the data path does no label lookup (index: status - 100).
@@ -131,6 +145,8 @@ impl ClusterStats {
             rq_retry: f.upstream_rq_retry.with_label_values(&[cluster]),
             rq_timeout: f.upstream_rq_timeout.with_label_values(&[cluster]),
             cx_connect_fail: f.upstream_cx_connect_fail.with_label_values(&[cluster]),
+            rq_pending_overflow: f.upstream_rq_pending_overflow.with_label_values(&[cluster]),
+            rq_retry_overflow: f.upstream_rq_retry_overflow.with_label_values(&[cluster]),
             rq_time: f.upstream_rq_time.with_label_values(&[cluster]),
             rq_code: (100..600).map(|_| OnceLock::new()).collect(),
         }

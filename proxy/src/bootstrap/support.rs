@@ -234,8 +234,11 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "load_assignment",
             "dns_lookup_family",
             "dns_refresh_rate",
+            "circuit_breakers",
         ],
     ),
+    ("envoy.config.cluster.v3.CircuitBreakers", &["thresholds"]),
+    ("envoy.config.cluster.v3.CircuitBreakers.Thresholds", &["priority", "max_requests", "max_retries"]),
     (
         "envoy.config.endpoint.v3.ClusterLoadAssignment",
         &["cluster_name", "endpoints"],

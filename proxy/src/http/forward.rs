@@ -21,6 +21,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use super::local::{finish_response_headers, LocalReply};
 use crate::model::header::HeaderMutations;
 use crate::model::listener::HttpManager;
+use crate::model::cluster::Breakers;
 use crate::model::route::{Forward, RetryPolicy, Target};
 use crate::upstream::Connector;
 
@@ -100,6 +101,14 @@ pub async fn forward(
 
     let deadline = timeout.map(|t| start + t);
     let cluster = &target.cluster;
+    let breakers = &cluster.breakers;
+    let Some(_request_slot) = Breakers::try_acquire(&breakers.active_requests, breakers.max_requests) else {
+        cluster.stats.rq_pending_overflow.inc();
+        let mut reply = LocalReply::new(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow");
+        reply.extra_headers.push(("x-envoy-overloaded", HeaderValue::from_static("true")));
+        return reply.send(manager, session, &levels[..]).await;
+    };
+    let mut _retry_slot = None;
     let max_retries = retry.as_ref().map(|r| r.num_retries).unwrap_or(0);
     let mut attempt = 0u32;
     let outcome = loop {
@@ -164,6 +173,12 @@ pub async fn forward(
         if !retriable || attempt >= max_retries || global_timeout {
             break result;
         }
+        // The max_retries breaker bounds retries in flight across the cluster.
+        let Some(slot) = Breakers::try_acquire(&breakers.active_retries, breakers.max_retries) else {
+            cluster.stats.rq_retry_overflow.inc();
+            break result;
+        };
+        _retry_slot = Some(slot);
         attempt += 1;
         cluster.stats.rq_retry.inc();
         if let Some(p) = &retry {

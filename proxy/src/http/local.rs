@@ -14,6 +14,8 @@ pub struct LocalReply {
     pub status: u16,
     pub body: Bytes,
     pub location: Option<HeaderValue>,
+    /// Headers of the reply itself (`x-envoy-overloaded`).
+    pub extra_headers: Vec<(&'static str, HeaderValue)>,
 }
 
 impl LocalReply {
@@ -22,6 +24,7 @@ impl LocalReply {
             status,
             body: Bytes::from_static(body.as_bytes()),
             location: None,
+            extra_headers: Vec::new(),
         }
     }
 
@@ -45,6 +48,9 @@ impl LocalReply {
         }
         if let Some(location) = self.location {
             resp.insert_header(header::LOCATION, location).ok()?;
+        }
+        for (name, value) in self.extra_headers {
+            resp.insert_header(name, value).ok()?;
         }
         finish_response_headers(manager, &mut resp, levels);
         session.write_response_header(Box::new(resp)).await.ok()?;

@@ -70,9 +70,68 @@ impl Dns {
     }
 }
 
+/// `circuit_breakers` thresholds at DEFAULT priority, with Envoy's defaults.
+#[derive(Debug)]
+pub struct Breakers {
+    pub max_requests: usize,
+    pub max_retries: usize,
+    pub active_requests: AtomicUsize,
+    pub active_retries: AtomicUsize,
+}
+
+impl Breakers {
+    fn compile(cb: Option<&xds_cluster::CircuitBreakers>, path: &str) -> Result<Self> {
+        let mut b = Breakers {
+            max_requests: 1024,
+            max_retries: 3,
+            active_requests: AtomicUsize::new(0),
+            active_retries: AtomicUsize::new(0),
+        };
+        let Some(cb) = cb else { return Ok(b) };
+        for (i, t) in cb.thresholds.iter().enumerate() {
+            let tpath = format!("{path}.circuit_breakers.thresholds[{i}]");
+            if t.priority != xds_core::RoutingPriority::Default as i32 {
+                return Err(ConfigError::new(format!("{tpath}.priority"), "only DEFAULT priority is supported by weft-proxy"));
+            }
+            if let Some(v) = &t.max_requests {
+                b.max_requests = v.value as usize;
+            }
+            if let Some(v) = &t.max_retries {
+                b.max_retries = v.value as usize;
+            }
+        }
+        Ok(b)
+    }
+
+    /// Takes a slot of `active` if fewer than `max` are taken.
+    pub fn try_acquire<'a>(active: &'a AtomicUsize, max: usize) -> Option<Slot<'a>> {
+        let mut current = active.load(Ordering::Relaxed);
+        loop {
+            if current >= max {
+                return None;
+            }
+            match active.compare_exchange_weak(current, current + 1, Ordering::AcqRel, Ordering::Relaxed) {
+                Ok(_) => return Some(Slot(active)),
+                Err(now) => current = now,
+            }
+        }
+    }
+}
+
+/// A taken circuit-breaker slot, released on drop.
+#[derive(Debug)]
+pub struct Slot<'a>(&'a AtomicUsize);
+
+impl Drop for Slot<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 #[derive(Debug)]
 pub struct Cluster {
     pub name: String,
+    pub breakers: Breakers,
     /// The current hosts; replaced as a whole when DNS answers change.
     pub hosts: ArcSwap<Vec<SocketAddr>>,
     pub dns: Option<Dns>,
@@ -156,6 +215,7 @@ impl Cluster {
         };
         let connect_timeout = c.connect_timeout.as_ref().map(duration).unwrap_or(Duration::from_secs(5));
         Ok(Cluster {
+            breakers: Breakers::compile(c.circuit_breakers.as_ref(), path)?,
             name: c.name.clone(),
             hosts: ArcSwap::from_pointee(hosts),
             dns,
