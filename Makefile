@@ -10,7 +10,13 @@ APT_PACKAGES := cmake clang libclang-dev python3-venv
 BENCH_PACKAGES := wrk nginx-light
 export ENVOY_BIN := $(abspath $(ENVOY))
 
-.PHONY: all deps bench-deps build test demo bench clean
+.PHONY: all deps bench-deps build test fuzz demo bench clean
+
+FUZZ_SECONDS ?= 30
+# cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain
+# accept them. No sanitizer: the targets check for panics, and an ASan
+# rebuild of Pingora/BoringSSL would double the build.
+FUZZ := RUSTC_BOOTSTRAP=1 cargo fuzz
 
 all: build
 
@@ -32,9 +38,17 @@ $(ENVOY):
 build: deps
 	$(CARGO) build --workspace --bins
 
+# Fuzz targets (fuzz/): the config loader and request routing, bounded.
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	mkdir -p fuzz/corpus/config_load fuzz/corpus/request_routing
+	cp config/samples/proxy/*.yaml e2e/tests/all/bootstraps/*.yaml fuzz/corpus/config_load/
+	cd fuzz && $(FUZZ) run --sanitizer none -O config_load corpus/config_load -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096
+	cd fuzz && $(FUZZ) run --sanitizer none -O request_routing corpus/request_routing -- -max_total_time=$(FUZZ_SECONDS)
+
 # Ends with one "N passed, N failed" line summing every test binary (cargo
 # prints a line per binary, and the last one is often an empty doc-test run).
-test: deps $(ENVOY) build
+test: deps $(ENVOY) build fuzz
 	@set -o pipefail; $(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test.log; status=$$?; \
 	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' target/test.log; \
 	exit $$status

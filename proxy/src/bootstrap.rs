@@ -51,32 +51,60 @@ pub struct Loaded {
 /// Loads the bootstrap from a file and/or inline YAML (inline wins for
 /// scalars and appends to lists, as Envoy's `--config-yaml` does).
 pub fn load(file: Option<&Path>, inline_yaml: Option<&str>) -> Result<Loaded, LoadError> {
-    // One descriptor pool for the whole load, freed when it returns.
-    let pool = weft_envoy_api::pool_for(&support::roots());
-    let desc = pool.get_message_by_name(BOOTSTRAP).expect("invariant: Bootstrap is in the pool");
-    let mut parts = Vec::new();
+    let mut texts = Vec::new();
     if let Some(path) = file {
         let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
             path: path.display().to_string(),
             source,
         })?;
-        parts.push(decode_text(&desc, &path.display().to_string(), &text)?);
+        texts.push((path.display().to_string(), text));
     }
     if let Some(text) = inline_yaml {
-        parts.push(decode_text(&desc, "--config-yaml", text)?);
+        texts.push(("--config-yaml".to_string(), text.to_string()));
     }
-    if parts.is_empty() {
-        return Err(LoadError::Empty);
+    load_texts(&texts)
+}
+
+/// Loads a bootstrap from YAML/JSON texts, each named by its origin for
+/// error messages; later texts merge over earlier ones.
+pub fn load_texts(texts: &[(String, String)]) -> Result<Loaded, LoadError> {
+    // One descriptor pool for the whole load, freed when it returns.
+    Loader::new().load_texts(texts)
+}
+
+/// Holds the descriptor pool across loads, for callers that load often
+/// (fuzzing, and later config streams); a one-off load should not keep it.
+pub struct Loader {
+    pool: weft_envoy_api::prost_reflect::DescriptorPool,
+}
+
+impl Default for Loader {
+    fn default() -> Self {
+        Self::new()
     }
-    // Concatenated protobuf encodings decode as MergeFrom of each part.
-    let mut bytes = Vec::new();
-    for part in &parts {
-        part.encode(&mut bytes).map_err(|e| syntax("bootstrap", e))?;
+}
+
+impl Loader {
+    pub fn new() -> Self {
+        Loader { pool: weft_envoy_api::pool_for(&support::roots()) }
     }
-    let merged = DynamicMessage::decode(desc, bytes.as_slice()).map_err(|e| syntax("bootstrap", e))?;
-    support::check(&merged)?;
-    let bootstrap = Bootstrap::decode(bytes.as_slice()).map_err(|e| syntax("bootstrap", e))?;
-    Ok(Loaded { bootstrap, json: to_json(&merged) })
+
+    pub fn load_texts(&self, texts: &[(String, String)]) -> Result<Loaded, LoadError> {
+        if texts.is_empty() {
+            return Err(LoadError::Empty);
+        }
+        let desc = self.pool.get_message_by_name(BOOTSTRAP).expect("invariant: Bootstrap is in the pool");
+        // Concatenated protobuf encodings decode as MergeFrom of each part.
+        let mut bytes = Vec::new();
+        for (origin, text) in texts {
+            let part = decode_text(&desc, origin, text)?;
+            part.encode(&mut bytes).map_err(|e| syntax("bootstrap", e))?;
+        }
+        let merged = DynamicMessage::decode(desc, bytes.as_slice()).map_err(|e| syntax("bootstrap", e))?;
+        support::check(&merged)?;
+        let bootstrap = Bootstrap::decode(bytes.as_slice()).map_err(|e| syntax("bootstrap", e))?;
+        Ok(Loaded { bootstrap, json: to_json(&merged) })
+    }
 }
 
 fn syntax(origin: &str, e: impl std::fmt::Display) -> LoadError {

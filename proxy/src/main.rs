@@ -1,24 +1,8 @@
-//! weft-proxy: an Envoy-config-compatible proxy built on Pingora.
-//!
-//! ```text
-//!  bootstrap (file / --config-yaml) ─► bootstrap::load ─► model::Config::compile ─► server::run
-//!                                        support check        compiled tables          listeners ─► http (router)
-//! ```
-//! Started like Envoy: `weft-proxy -c bootstrap.yaml [--concurrency N]
-//! [--log-level info] [--mode validate]`.
+//! The `weft-proxy` command: Envoy's command line over [`weft_proxy`].
 
 #![forbid(unsafe_code)]
 
-mod admin;
-mod bootstrap;
-mod dns;
-mod filter;
-mod http;
-mod io;
-mod model;
-mod server;
-mod stats;
-mod upstream;
+use weft_proxy::{bootstrap, model, server};
 
 use std::path::PathBuf;
 use std::process::ExitCode;

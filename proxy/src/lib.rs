@@ -1,0 +1,21 @@
+//! weft-proxy: an Envoy-config-compatible proxy built on Pingora.
+//!
+//! ```text
+//!  bootstrap (file / --config-yaml) ─► bootstrap::load ─► model::Config::compile ─► server::run
+//!                                        support check        compiled tables          listeners ─► http (router)
+//! ```
+//! Started like Envoy: `weft-proxy -c bootstrap.yaml [--concurrency N]
+//! [--log-level info] [--mode validate]`.
+
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod bootstrap;
+pub mod dns;
+pub mod filter;
+pub mod http;
+pub mod io;
+pub mod model;
+pub mod server;
+pub mod stats;
+pub mod upstream;
