@@ -130,6 +130,7 @@ impl HttpProxy {
             }
         }
         let (Some(vhost), Some(route)) = (vhost, route) else {
+            tracing::debug!(%host, %path, vhost = vhost.map(|v| v.name.as_str()), "no route");
             return LocalReply::new(404, "").send(manager, session, &[]).await;
         };
         tracing::debug!(route_config = %table.name, vhost = %vhost.name, route = %route.name, %path, "routed");
@@ -190,6 +191,7 @@ impl HttpProxy {
 /// `x-forwarded-proto` and `x-request-id` (use_remote_address is false:
 /// x-forwarded-for is left as the client sent it).
 fn prepare_request(manager: &HttpManager, req: &mut RequestHeader) {
+    absolute_to_origin_form(req);
     if !req.headers.contains_key("x-forwarded-proto") {
         let _ = req.insert_header("x-forwarded-proto", HeaderValue::from_static("http"));
     }
@@ -199,6 +201,25 @@ fn prepare_request(manager: &HttpManager, req: &mut RequestHeader) {
             let _ = req.insert_header("x-request-id", v);
         }
     }
+}
+
+/// An HTTP/1.1 request in absolute form (`GET http://host/path`, as sent
+/// through `HTTP_PROXY`) is routed like Envoy routes it: the URL's host is
+/// the authority, overriding `Host`, and the path is the origin form.
+fn absolute_to_origin_form(req: &mut RequestHeader) {
+    let raw = req.raw_path();
+    let absolute = raw.len() > 7 && (raw[..7].eq_ignore_ascii_case(b"http://") || raw[..8.min(raw.len())].eq_ignore_ascii_case(b"https://"));
+    if !absolute {
+        return;
+    }
+    // Pingora keeps the raw target; parse it for its parts.
+    let Ok(uri) = http::Uri::try_from(raw) else { return };
+    let Some(authority) = uri.authority().map(|a| a.as_str().to_string()) else { return };
+    let origin = uri.path_and_query().map(|p| p.as_str().to_string()).unwrap_or_else(|| "/".into());
+    if let Ok(host) = HeaderValue::from_str(&authority) {
+        let _ = req.insert_header(header::HOST, host);
+    }
+    let _ = req.set_raw_path(origin.as_bytes());
 }
 
 /// Envoy's default `max_request_headers_kb` (60 KiB).

@@ -32,6 +32,12 @@ pub struct Connector {
     transport: TransportConnector,
 }
 
+impl Default for Connector {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl Connector {
     pub fn new() -> Self {
         Connector { transport: TransportConnector::new(None) }

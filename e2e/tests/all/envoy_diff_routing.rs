@@ -141,3 +141,19 @@ async fn upstream_connections_are_reused_like_envoy() {
         assert_eq!(used, 1, "{kind:?} opened {used} upstream connections for 20 sequential requests");
     }
 }
+
+/// Requests in absolute form (`GET http://host/path`), as clients send them
+/// through an HTTP proxy (`HTTP_PROXY`): the URL's host picks the virtual
+/// host, and the upstream gets origin form.
+#[tokio::test]
+async fn absolute_form_requests_match_envoy() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let mut absolute = Request::get("http://api.example.com/items/9?x=1");
+    absolute.headers.retain(|(k, _)| k != "host");
+    let requests = vec![
+        absolute.clone().header("host", "api.example.com"),
+        Request::get("http://www.example.com/").header("host", "www.example.com"),
+        Request::get("http://api.example.com/exact").header("host", "api.example.com"),
+    ];
+    assert_same_on_both(ROUTING, &[&a, &b], &requests).await;
+}
