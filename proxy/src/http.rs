@@ -32,7 +32,7 @@ pub use local::LocalReply;
 /// config change; requests in flight keep the snapshot they started with.
 pub struct HttpProxy {
     pub manager: ArcSwap<HttpManager>,
-    connector: Connector,
+    connector: Arc<Connector>,
     options: HttpServerOptions,
 }
 
@@ -44,7 +44,7 @@ impl HttpProxy {
         options.h2c = manager.h2c;
         HttpProxy {
             manager: ArcSwap::new(manager),
-            connector: Connector::new(),
+            connector: Arc::new(Connector::new()),
             options,
         }
     }

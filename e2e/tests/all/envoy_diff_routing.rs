@@ -157,3 +157,33 @@ async fn absolute_form_requests_match_envoy() {
     ];
     assert_same_on_both(ROUTING, &[&a, &b], &requests).await;
 }
+
+/// Mirrored requests reach the shadow cluster with `-shadow` on the host;
+/// the client sees only the primary's response.
+#[tokio::test]
+async fn mirroring_matches_envoy() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = weft_e2e::Proxy::start(kind, ROUTING, &[&a, &b]).await.expect("start");
+        a.take();
+        b.take();
+        let response = proxy.send(&api("/mirror/x").method("POST").body("payload")).await.normalized();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        while b.count() == 0 && std::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let primary: Vec<String> = a.take().iter().map(crate::describe).collect();
+        let shadow: Vec<String> = b.take().iter().map(crate::describe).collect();
+        // Half of the requests to /mirror-half are mirrored.
+        for _ in 0..200 {
+            proxy.send(&api("/mirror-half")).await;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        let mirrored = b.take().len();
+        assert!((60..=140).contains(&mirrored), "{kind:?}: {mirrored} of 200 mirrored, expected ~100");
+        seen.push((response, primary, shadow));
+    }
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    assert!(seen[1].2[0].contains("host: api.example.com-shadow"), "{:?}", seen[1].2);
+}

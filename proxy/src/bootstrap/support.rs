@@ -164,8 +164,14 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "prefix_rewrite",
             "regex_rewrite",
             "host_rewrite_literal",
+            "request_mirror_policies",
         ],
     ),
+    (
+        "envoy.config.route.v3.RouteAction.RequestMirrorPolicy",
+        &["cluster", "runtime_fraction", "disable_shadow_host_suffix_append"],
+    ),
+    ("envoy.config.core.v3.RuntimeFractionalPercent", &["default_value", "runtime_key"]),
     (
         "envoy.config.route.v3.WeightedCluster",
         &["clusters", "total_weight"],

@@ -8,6 +8,7 @@
 //! ```
 //! The request body is buffered so that every attempt sends the same bytes.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -22,7 +23,7 @@ use super::local::{finish_response_headers, LocalReply};
 use crate::model::header::HeaderMutations;
 use crate::model::listener::HttpManager;
 use crate::model::cluster::Breakers;
-use crate::model::route::{Forward, RetryPolicy, Target};
+use crate::model::route::{Forward, Mirror, RetryPolicy, Target};
 use crate::upstream::Connector;
 
 /// Request bodies above this are refused with 413 (Envoy's default buffer
@@ -67,7 +68,7 @@ enum Outcome {
 }
 
 pub async fn forward(
-    connector: &Connector,
+    connector: &Arc<Connector>,
     manager: &HttpManager,
     session: &mut ServerSession,
     mut req: RequestHeader,
@@ -98,6 +99,9 @@ pub async fn forward(
         let _ = req.insert_header(header::CONTENT_LENGTH, body.len().to_string());
     }
     req.remove_header(&header::TRANSFER_ENCODING);
+    for mirror in fwd.mirrors.iter().filter(|m| m.sampled()) {
+        shadow(connector, mirror, &req, &body, fwd.timeout);
+    }
 
     let deadline = timeout.map(|t| start + t);
     let cluster = &target.cluster;
@@ -233,6 +237,67 @@ pub async fn forward(
             .await
         }
     }
+}
+
+/// Sends a copy of the request to a mirror cluster and forgets it: the
+/// response is read and dropped, failures only show in the mirror
+/// cluster's stats. The host gets Envoy's `-shadow` suffix.
+fn shadow(connector: &Arc<Connector>, mirror: &Mirror, req: &RequestHeader, body: &Bytes, timeout: Option<Duration>) {
+    let mut req = req.clone();
+    if mirror.shadow_suffix {
+        if let Some(host) = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
+            if let Ok(v) = HeaderValue::from_str(&format!("{host}-shadow")) {
+                let _ = req.insert_header(header::HOST, v);
+            }
+        }
+    }
+    if let Some(ms) = timeout.map(|t| t.as_millis()) {
+        let _ = req.insert_header("x-envoy-expected-rq-timeout-ms", ms.to_string());
+    }
+    // Envoy sends the shadow as an internal request from this host.
+    let _ = req.insert_header("x-envoy-internal", HeaderValue::from_static("true"));
+    if let Some(local) = local_address() {
+        let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            Some(prev) => format!("{prev},{local}"),
+            None => local.to_string(),
+        };
+        if let Ok(v) = HeaderValue::from_str(&xff) {
+            let _ = req.insert_header("x-forwarded-for", v);
+        }
+    }
+    let (connector, cluster, body) = (connector.clone(), mirror.cluster.clone(), body.clone());
+    tokio::spawn(async move {
+        cluster.stats.rq_total.inc();
+        let attempt = async {
+            let start = Instant::now();
+            if let Outcome::Response(mut upstream, resp, addr) = try_once(&connector, &cluster, &req, &body).await {
+                cluster.stats.response(resp.status.as_u16(), start.elapsed().as_secs_f64() * 1000.0);
+                while let Ok(Some(_)) = upstream.read_body_bytes().await {}
+                connector.checkin(upstream, addr).await;
+            }
+        };
+        match timeout {
+            Some(t) => {
+                let _ = tokio::time::timeout(t, attempt).await;
+            }
+            None => attempt.await,
+        }
+    });
+}
+
+/// This host's address as Envoy picks it: the first non-loopback IPv4
+/// address of the interfaces, else the first IPv6 one.
+fn local_address() -> Option<std::net::IpAddr> {
+    static LOCAL: std::sync::OnceLock<Option<std::net::IpAddr>> = std::sync::OnceLock::new();
+    *LOCAL.get_or_init(|| {
+        let ips: Vec<std::net::IpAddr> = if_addrs::get_if_addrs()
+            .ok()?
+            .into_iter()
+            .filter(|i| !i.is_loopback())
+            .map(|i| i.ip())
+            .collect();
+        ips.iter().find(|ip| ip.is_ipv4()).or_else(|| ips.first()).copied()
+    })
 }
 
 /// A retry's wait: fully jittered exponential back-off, as Envoy computes it.

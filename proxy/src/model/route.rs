@@ -111,6 +111,56 @@ pub struct Forward {
     pub prefix_rewrite: Option<String>,
     pub regex_rewrite: Option<(Regex, String)>,
     pub host_rewrite: Option<http::HeaderValue>,
+    pub mirrors: Vec<Mirror>,
+}
+
+/// `request_mirror_policies[]`: a fire-and-forget copy of the request.
+#[derive(Debug)]
+pub struct Mirror {
+    pub cluster: Arc<Cluster>,
+    /// Share of requests mirrored, as numerator / denominator.
+    pub numerator: u64,
+    pub denominator: u64,
+    /// Append `-shadow` to the host, as Envoy does unless disabled.
+    pub shadow_suffix: bool,
+}
+
+impl Mirror {
+    fn compile(
+        m: &xds_route::route_action::RequestMirrorPolicy,
+        path: &str,
+        clusters: &HashMap<String, Arc<Cluster>>,
+    ) -> Result<Self> {
+        let cluster = clusters
+            .get(&m.cluster)
+            .cloned()
+            .ok_or_else(|| ConfigError::new(format!("{path}.cluster"), format!("unknown cluster \"{}\"", m.cluster)))?;
+        // Without a runtime layer a runtime_key always falls back to the
+        // default, as it does in an Envoy with no runtime configured.
+        let (numerator, denominator) = match m.runtime_fraction.as_ref().and_then(|f| f.default_value.as_ref()) {
+            Some(p) => {
+                let denominator = match p.denominator {
+                    0 => 100,
+                    1 => 10_000,
+                    2 => 1_000_000,
+                    n => {
+                        return Err(ConfigError::new(
+                            format!("{path}.runtime_fraction.default_value.denominator"),
+                            format!("unknown denominator {n}"),
+                        ))
+                    }
+                };
+                ((p.numerator as u64).min(denominator), denominator)
+            }
+            None => (100, 100),
+        };
+        Ok(Mirror { cluster, numerator, denominator, shadow_suffix: !m.disable_shadow_host_suffix_append })
+    }
+
+    /// Whether this request is mirrored.
+    pub fn sampled(&self) -> bool {
+        self.numerator >= self.denominator || rand::random::<u64>() % self.denominator < self.numerator
+    }
 }
 
 #[derive(Debug)]
@@ -706,6 +756,12 @@ impl Forward {
             }
             None => None,
         };
+        let mirrors = ra
+            .request_mirror_policies
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Mirror::compile(m, &format!("{path}.request_mirror_policies[{i}]"), clusters))
+            .collect::<Result<_>>()?;
         Ok(Forward {
             targets,
             total_weight,
@@ -714,6 +770,7 @@ impl Forward {
             prefix_rewrite,
             regex_rewrite,
             host_rewrite,
+            mirrors,
         })
     }
 
