@@ -58,7 +58,17 @@ impl Upstream {
         Self::start_on(name, any).await.expect("bind upstream")
     }
 
+    /// Starts an upstream that waits `delay` before every answer (a slow host).
+    pub async fn start_slow(name: &str, delay: Duration) -> Upstream {
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
+        Self::start_with(name, any, delay).await.expect("bind upstream")
+    }
+
     pub async fn start_on(name: &str, addr: SocketAddr) -> std::io::Result<Upstream> {
+        Self::start_with(name, addr, Duration::ZERO).await
+    }
+
+    async fn start_with(name: &str, addr: SocketAddr, delay: Duration) -> std::io::Result<Upstream> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
@@ -73,7 +83,7 @@ impl Upstream {
                 c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let (n, s, f) = (n.clone(), s.clone(), failures.clone());
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(n.clone(), s.clone(), f.clone(), req));
+                    let svc = service_fn(move |req| handle(n.clone(), s.clone(), f.clone(), delay, req));
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tcp), svc)
                         .await;
@@ -106,6 +116,7 @@ async fn handle(
     name: String,
     seen: Arc<Mutex<Vec<Seen>>>,
     failures: Arc<Mutex<HashMap<String, u32>>>,
+    delay: Duration,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
@@ -151,8 +162,10 @@ async fn handle(
             body: body.clone(),
         });
     }
-    if let Some(ms) = header("x-test-delay-ms").and_then(|v| v.parse().ok()) {
-        tokio::time::sleep(Duration::from_millis(ms)).await;
+    let ms = header("x-test-delay-ms").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let wait = delay + Duration::from_millis(ms);
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
     }
     let mut status: u16 = header("x-test-status")
         .and_then(|v| v.parse().ok())

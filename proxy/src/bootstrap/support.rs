@@ -241,8 +241,10 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "dns_lookup_family",
             "dns_refresh_rate",
             "circuit_breakers",
+            "least_request_lb_config",
         ],
     ),
+    ("envoy.config.cluster.v3.Cluster.LeastRequestLbConfig", &["choice_count"]),
     ("envoy.config.cluster.v3.CircuitBreakers", &["thresholds"]),
     ("envoy.config.cluster.v3.CircuitBreakers.Thresholds", &["priority", "max_requests", "max_retries"]),
     (

@@ -22,7 +22,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use super::local::{finish_response_headers, LocalReply};
 use crate::model::header::HeaderMutations;
 use crate::model::listener::HttpManager;
-use crate::model::cluster::Breakers;
+use crate::model::cluster::{Breakers, InFlight};
 use crate::model::route::{Forward, Mirror, RetryPolicy, Target};
 use crate::upstream::Connector;
 
@@ -63,7 +63,7 @@ enum Failure {
 // allocation per attempt for nothing.
 #[allow(clippy::large_enum_variant)]
 enum Outcome {
-    Response(HttpSession, Box<ResponseHeader>, std::net::SocketAddr),
+    Response(HttpSession, Box<ResponseHeader>, InFlight),
     Failed(Failure),
 }
 
@@ -270,10 +270,10 @@ fn shadow(connector: &Arc<Connector>, mirror: &Mirror, req: &RequestHeader, body
         cluster.stats.rq_total.inc();
         let attempt = async {
             let start = Instant::now();
-            if let Outcome::Response(mut upstream, resp, addr) = try_once(&connector, &cluster, &req, &body).await {
+            if let Outcome::Response(mut upstream, resp, host) = try_once(&connector, &cluster, &req, &body).await {
                 cluster.stats.response(resp.status.as_u16(), start.elapsed().as_secs_f64() * 1000.0);
                 while let Ok(Some(_)) = upstream.read_body_bytes().await {}
-                connector.checkin(upstream, addr).await;
+                connector.checkin(upstream, host.addr()).await;
             }
         };
         match timeout {
@@ -402,9 +402,10 @@ async fn read_body(session: &mut ServerSession) -> Result<Bytes, u16> {
 
 /// One attempt: connect (or reuse), send the request, read response headers.
 async fn try_once(connector: &Connector, cluster: &crate::model::Cluster, req: &RequestHeader, body: &Bytes) -> Outcome {
-    let Some(addr) = cluster.pick() else {
+    let Some(host) = cluster.pick() else {
         return Outcome::Failed(Failure::NoHost);
     };
+    let addr = host.addr();
     let mut peer = HttpPeer::new(addr, false, String::new());
     peer.options.connection_timeout = Some(cluster.connect_timeout);
     // A pooled connection the upstream closed meanwhile is replaced once,
@@ -428,7 +429,7 @@ async fn try_once(connector: &Connector, cluster: &crate::model::Cluster, req: &
                 let Some(resp) = upstream.resp_header().cloned() else {
                     return Outcome::Failed(Failure::Reset);
                 };
-                return Outcome::Response(upstream, Box::new(resp), addr);
+                return Outcome::Response(upstream, Box::new(resp), host);
             }
             Err(_) if reused => continue,
             Err(_) => return Outcome::Failed(Failure::Reset),
@@ -446,7 +447,7 @@ async fn stream_response(
     session: &mut ServerSession,
     mut upstream: HttpSession,
     mut resp: Box<ResponseHeader>,
-    addr: std::net::SocketAddr,
+    host: InFlight,
     start: Instant,
     deadline: Option<Instant>,
     levels: &[&HeaderMutations],
@@ -487,6 +488,6 @@ async fn stream_response(
             break;
         }
     }
-    connector.checkin(upstream, addr).await;
+    connector.checkin(upstream, host.addr()).await;
     Some(status)
 }

@@ -20,6 +20,46 @@ use crate::stats::ClusterStats;
 pub enum LbPolicy {
     RoundRobin,
     Random,
+    /// Envoy's power-of-N-choices: the least busy of `choices` random hosts.
+    LeastRequest { choices: u32 },
+}
+
+/// An upstream host and its requests in flight (for LEAST_REQUEST).
+#[derive(Debug)]
+pub struct Host {
+    pub addr: SocketAddr,
+    active: AtomicUsize,
+}
+
+impl Host {
+    pub fn new(addr: SocketAddr) -> Arc<Host> {
+        Arc::new(Host { addr, active: AtomicUsize::new(0) })
+    }
+
+    pub fn active(&self) -> usize {
+        self.active.load(Ordering::Relaxed)
+    }
+}
+
+/// A request in flight on a host; ends when dropped.
+#[derive(Debug)]
+pub struct InFlight(Arc<Host>);
+
+impl InFlight {
+    fn start(host: Arc<Host>) -> Self {
+        host.active.fetch_add(1, Ordering::Relaxed);
+        InFlight(host)
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.0.addr
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Which resolved addresses a DNS cluster uses (`dns_lookup_family`).
@@ -133,7 +173,7 @@ pub struct Cluster {
     pub name: String,
     pub breakers: Breakers,
     /// The current hosts; replaced as a whole when DNS answers change.
-    pub hosts: ArcSwap<Vec<SocketAddr>>,
+    pub hosts: ArcSwap<Vec<Arc<Host>>>,
     pub dns: Option<Dns>,
     pub lb: LbPolicy,
     pub connect_timeout: Duration,
@@ -166,6 +206,20 @@ impl Cluster {
         let lb = match xds_cluster::cluster::LbPolicy::try_from(c.lb_policy) {
             Ok(xds_cluster::cluster::LbPolicy::RoundRobin) => LbPolicy::RoundRobin,
             Ok(xds_cluster::cluster::LbPolicy::Random) => LbPolicy::Random,
+            Ok(xds_cluster::cluster::LbPolicy::LeastRequest) => {
+                use xds_cluster::cluster::LbConfig;
+                let choices = match &c.lb_config {
+                    Some(LbConfig::LeastRequestLbConfig(l)) => l.choice_count.as_ref().map_or(2, |n| n.value),
+                    _ => 2,
+                };
+                if choices < 2 {
+                    return Err(ConfigError::new(
+                        format!("{path}.least_request_lb_config.choice_count"),
+                        "must be at least 2",
+                    ));
+                }
+                LbPolicy::LeastRequest { choices }
+            }
             Ok(other) => {
                 return Err(ConfigError::new(
                     format!("{path}.lb_policy"),
@@ -217,7 +271,7 @@ impl Cluster {
         Ok(Cluster {
             breakers: Breakers::compile(c.circuit_breakers.as_ref(), path)?,
             name: c.name.clone(),
-            hosts: ArcSwap::from_pointee(hosts),
+            hosts: ArcSwap::from_pointee(hosts.into_iter().map(Host::new).collect()),
             dns,
             lb,
             connect_timeout,
@@ -226,23 +280,43 @@ impl Cluster {
         })
     }
 
-    /// Picks a host, or `None` when the cluster has none.
-    pub fn pick(&self) -> Option<SocketAddr> {
+    /// Picks a host for a request, or `None` when the cluster has none.
+    pub fn pick(&self) -> Option<InFlight> {
         let hosts = self.hosts.load();
         if hosts.is_empty() {
             return None;
         }
+        let random = || rand::random::<u32>() as usize % hosts.len();
         let i = match self.lb {
-            LbPolicy::RoundRobin => self.rr_next.fetch_add(1, Ordering::Relaxed),
-            LbPolicy::Random => rand::random::<u32>() as usize,
+            LbPolicy::RoundRobin => self.rr_next.fetch_add(1, Ordering::Relaxed) % hosts.len(),
+            LbPolicy::Random => random(),
+            LbPolicy::LeastRequest { choices } => {
+                // Candidates drawn with replacement; the first of the least
+                // busy wins, as in Envoy.
+                let mut best = random();
+                for _ in 1..choices {
+                    let candidate = random();
+                    if hosts[candidate].active() < hosts[best].active() {
+                        best = candidate;
+                    }
+                }
+                best
+            }
         };
-        hosts.get(i % hosts.len()).copied()
+        hosts.get(i).cloned().map(InFlight::start)
     }
 
-    pub fn set_hosts(&self, hosts: Vec<SocketAddr>) {
-        if **self.hosts.load() != hosts {
-            self.hosts.store(Arc::new(hosts));
+    /// Replaces the hosts, keeping the state of those that stay.
+    pub fn set_hosts(&self, addrs: Vec<SocketAddr>) {
+        let current = self.hosts.load();
+        if current.iter().map(|h| h.addr).eq(addrs.iter().copied()) {
+            return;
         }
+        let hosts = addrs
+            .into_iter()
+            .map(|a| current.iter().find(|h| h.addr == a).cloned().unwrap_or_else(|| Host::new(a)))
+            .collect();
+        self.hosts.store(Arc::new(hosts));
     }
 }
 
