@@ -12,6 +12,7 @@ pub mod fault;
 
 use weft_envoy_api::pb::google::protobuf::Any;
 
+use crate::access_log::Entry;
 use crate::http::LocalReply;
 use crate::model::listener::unpack;
 use crate::model::Result;
@@ -44,9 +45,10 @@ impl HttpFilter {
     }
 
     /// Runs the filter on a request, with the route's override if any.
-    pub async fn on_request(&self, headers: &http::HeaderMap, per_route: Option<&PerRoute>) -> Verdict {
+    /// `log` takes the response flags a filter sets (FI, DI).
+    pub async fn on_request(&self, headers: &http::HeaderMap, per_route: Option<&PerRoute>, log: &mut Entry) -> Verdict {
         match (self, per_route) {
-            (HttpFilter::Fault(_), Some(PerRoute::Fault(f))) | (HttpFilter::Fault(f), None) => f.on_request(headers).await,
+            (HttpFilter::Fault(_), Some(PerRoute::Fault(f))) | (HttpFilter::Fault(f), None) => f.on_request(headers, log).await,
         }
     }
 }

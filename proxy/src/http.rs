@@ -21,6 +21,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_http::RequestHeader;
 
+use crate::access_log::Entry;
 use crate::filter::Verdict;
 use crate::model::listener::HttpManager;
 use crate::model::route::Action;
@@ -81,9 +82,23 @@ impl HttpServerApp for HttpProxy {
         }
         let manager = self.manager.load_full();
         manager.stats.rq_total.inc();
-        let status = self.handle(&manager, &mut session).await;
+        let started = (std::time::SystemTime::now(), std::time::Instant::now());
+        let mut log = Entry::default();
+        let status = self.handle(&manager, &mut session, &mut log).await;
         if let Some(status) = status {
             manager.stats.response(status);
+        }
+        if !manager.access_logs.is_empty() {
+            log.start = Some(started.0);
+            log.duration_ms = started.1.elapsed().as_millis();
+            log.status = status.unwrap_or(0);
+            log.protocol = if session.is_http2() { "HTTP/2" } else { "HTTP/1.1" };
+            log.bytes_received = session.body_bytes_read();
+            log.bytes_sent = session.body_bytes_sent();
+            let line = log.format();
+            for access_log in &manager.access_logs {
+                access_log.write(line.clone());
+            }
         }
         let settings = pingora_core::apps::HttpPersistentSettings::for_session(&session);
         match status {
@@ -105,9 +120,12 @@ impl HttpServerApp for HttpProxy {
 impl HttpProxy {
     /// Serves one request; returns the status sent, or `None` when the
     /// stream was aborted and the connection must not be reused.
-    async fn handle(&self, manager: &HttpManager, session: &mut ServerSession) -> Option<u16> {
+    async fn handle(&self, manager: &HttpManager, session: &mut ServerSession, log: &mut Entry) -> Option<u16> {
         let mut req = session.req_header().clone();
         prepare_request(manager, &mut req);
+        if !manager.access_logs.is_empty() {
+            log.describe_request(&req);
+        }
         let host = authority(&req).unwrap_or_default();
         let path = String::from_utf8_lossy(req.raw_path()).into_owned();
         let table = &manager.routes;
@@ -119,7 +137,7 @@ impl HttpProxy {
             let per_route = route
                 .and_then(|r| r.per_filter.get(name))
                 .or_else(|| vhost.and_then(|v| v.per_filter.get(name)));
-            if let Verdict::Respond(reply) = filter.on_request(&req.headers, per_route).await {
+            if let Verdict::Respond(reply) = filter.on_request(&req.headers, per_route, log).await {
                 // Envoy finalizes a filter's local reply with the route's
                 // response headers when there is a route.
                 let levels = match (route, vhost) {
@@ -131,6 +149,7 @@ impl HttpProxy {
         }
         let (Some(vhost), Some(route)) = (vhost, route) else {
             tracing::debug!(%host, %path, vhost = vhost.map(|v| v.name.as_str()), "no route");
+            log.flag("NR");
             return LocalReply::new(404, "").send(manager, session, &[]).await;
         };
         tracing::debug!(route_config = %table.name, vhost = %vhost.name, route = %route.name, %path, "routed");
@@ -181,7 +200,8 @@ impl HttpProxy {
                     &vhost.response_headers,
                     &table.response_headers,
                 ];
-                forward::forward(&self.connector, manager, session, req, fwd, target, &levels).await
+                let plan = forward::Plan { fwd, target, levels };
+                forward::forward(&self.connector, manager, session, req, plan, log).await
             }
         }
     }

@@ -3,6 +3,7 @@
 //! observe; `config_*` check bad input is rejected with its field path.
 
 mod config_errors;
+mod envoy_diff_access_log;
 mod envoy_diff_balancing;
 mod envoy_diff_breakers;
 mod envoy_diff_dns;

@@ -49,8 +49,13 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "use_remote_address",
             "server_name",
             "generate_request_id",
+            "access_log",
         ],
     ),
+    ("envoy.config.accesslog.v3.AccessLog", &["name", "typed_config"]),
+    ("envoy.extensions.access_loggers.file.v3.FileAccessLog", &["path"]),
+    ("envoy.extensions.access_loggers.stream.v3.StdoutAccessLog", &[]),
+    ("envoy.extensions.access_loggers.stream.v3.StderrAccessLog", &[]),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
         &["name", "typed_config"],

@@ -12,6 +12,7 @@ use weft_envoy_api::pb::envoy::extensions::filters::http::fault::v3 as xds_fault
 use weft_envoy_api::pb::envoy::r#type::v3::FractionalPercent;
 
 use super::Verdict;
+use crate::access_log::Entry;
 use crate::http::LocalReply;
 use crate::model::matcher::HeaderMatcher;
 use crate::model::{duration, ConfigError, Result};
@@ -133,7 +134,7 @@ impl Fault {
         })
     }
 
-    pub async fn on_request(&self, headers: &http::HeaderMap) -> Verdict {
+    pub async fn on_request(&self, headers: &http::HeaderMap, log: &mut Entry) -> Verdict {
         if !self.headers.iter().all(|m| m.matches(headers)) {
             return Verdict::Continue;
         }
@@ -143,10 +144,14 @@ impl Fault {
         // Counted as active for the duration of the delay (Envoy's gauge).
         let _active = ActiveFault::new(&self.active);
         if let Some(wait) = self.delay_for(headers) {
+            log.flag("DI");
             tokio::time::sleep(wait).await;
         }
         match self.abort_with(headers) {
-            Some(reply) => Verdict::Respond(reply),
+            Some(reply) => {
+                log.flag("FI");
+                Verdict::Respond(reply)
+            }
             None => Verdict::Continue,
         }
     }

@@ -22,6 +22,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use super::local::{finish_response_headers, LocalReply};
 use crate::model::header::HeaderMutations;
 use crate::model::listener::HttpManager;
+use crate::access_log::Entry;
 use crate::model::cluster::{Breakers, InFlight};
 use crate::model::route::{Forward, Mirror, RetryPolicy, Target};
 use crate::upstream::Connector;
@@ -67,15 +68,25 @@ enum Outcome {
     Failed(Failure),
 }
 
+/// Where a routed request goes: the route action, the weighted target it
+/// picked, and the response header mutations of every level.
+pub struct Plan<'a> {
+    pub fwd: &'a Forward,
+    pub target: &'a Target,
+    pub levels: [&'a HeaderMutations; 4],
+}
+
+/// Forwards a routed request and streams the response back; returns the
+/// status sent, or `None` if the downstream stream had to be reset.
 pub async fn forward(
     connector: &Arc<Connector>,
     manager: &HttpManager,
     session: &mut ServerSession,
     mut req: RequestHeader,
-    fwd: &Forward,
-    target: &Target,
-    levels: &[&HeaderMutations; 4],
+    plan: Plan<'_>,
+    log: &mut Entry,
 ) -> Option<u16> {
+    let Plan { fwd, target, levels } = plan;
     let start = Instant::now();
     let body = match read_body(session).await {
         Ok(b) => b,
@@ -108,6 +119,7 @@ pub async fn forward(
     let breakers = &cluster.breakers;
     let Some(_request_slot) = Breakers::try_acquire(&breakers.active_requests, breakers.max_requests) else {
         cluster.stats.rq_pending_overflow.inc();
+        log.flag("UO");
         let mut reply = LocalReply::new(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow");
         reply.extra_headers.push(("x-envoy-overloaded", HeaderValue::from_static("true")));
         return reply.send(manager, session, &levels[..]).await;
@@ -139,14 +151,14 @@ pub async fn forward(
         }
         let result = match attempt_deadline {
             Some(d) => {
-                match tokio::time::timeout_at(d.into(), try_once(connector, cluster, &req, &body))
+                match tokio::time::timeout_at(d.into(), try_once(connector, cluster, &req, &body, &mut log.upstream_host))
                     .await
                 {
                     Ok(r) => r,
                     Err(_) => Outcome::Failed(Failure::PerTryTimeout),
                 }
             }
-            None => try_once(connector, cluster, &req, &body).await,
+            None => try_once(connector, cluster, &req, &body, &mut log.upstream_host).await,
         };
         let global_timeout = deadline.is_some_and(|d| Instant::now() >= d);
         let retriable = match (&result, &retry) {
@@ -174,6 +186,9 @@ pub async fn forward(
                 );
             }
         }
+        if retriable && attempt >= max_retries && !global_timeout {
+            log.flag("URX");
+        }
         if !retriable || attempt >= max_retries || global_timeout {
             break result;
         }
@@ -198,6 +213,12 @@ pub async fn forward(
         Outcome::Failed(f) => {
             let timed_out =
                 f == Failure::PerTryTimeout || deadline.is_some_and(|d| Instant::now() >= d);
+            log.flag(match f {
+                _ if timed_out => "UT",
+                Failure::NoHost => "UH",
+                Failure::Connect => "UF",
+                Failure::Reset | Failure::PerTryTimeout => "UC",
+            });
             if timed_out {
                 return LocalReply::new(504, "upstream request timeout")
                     .send(manager, session, &levels[..])
@@ -223,6 +244,7 @@ pub async fn forward(
             reply.send(manager, session, &levels[..]).await
         }
         Outcome::Response(upstream, resp, peer) => {
+            log.upstream_service_time = Some(start.elapsed().as_millis().to_string());
             stream_response(
                 connector,
                 manager,
@@ -270,7 +292,7 @@ fn shadow(connector: &Arc<Connector>, mirror: &Mirror, req: &RequestHeader, body
         cluster.stats.rq_total.inc();
         let attempt = async {
             let start = Instant::now();
-            if let Outcome::Response(mut upstream, resp, host) = try_once(&connector, &cluster, &req, &body).await {
+            if let Outcome::Response(mut upstream, resp, host) = try_once(&connector, &cluster, &req, &body, &mut None).await {
                 cluster.stats.response(resp.status.as_u16(), start.elapsed().as_secs_f64() * 1000.0);
                 while let Ok(Some(_)) = upstream.read_body_bytes().await {}
                 connector.checkin(upstream, host.addr()).await;
@@ -401,11 +423,19 @@ async fn read_body(session: &mut ServerSession) -> Result<Bytes, u16> {
 }
 
 /// One attempt: connect (or reuse), send the request, read response headers.
-async fn try_once(connector: &Connector, cluster: &crate::model::Cluster, req: &RequestHeader, body: &Bytes) -> Outcome {
+/// `attempted` records the host tried, for the access log.
+async fn try_once(
+    connector: &Connector,
+    cluster: &crate::model::Cluster,
+    req: &RequestHeader,
+    body: &Bytes,
+    attempted: &mut Option<std::net::SocketAddr>,
+) -> Outcome {
     let Some(host) = cluster.pick() else {
         return Outcome::Failed(Failure::NoHost);
     };
     let addr = host.addr();
+    *attempted = Some(addr);
     let mut peer = HttpPeer::new(addr, false, String::new());
     peer.options.connection_timeout = Some(cluster.connect_timeout);
     // A pooled connection the upstream closed meanwhile is replaced once,

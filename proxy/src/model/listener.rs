@@ -15,6 +15,7 @@ use weft_envoy_api::prost;
 use super::cluster::Cluster;
 use super::route::RouteTable;
 use super::{socket_address, ConfigError, Result};
+use crate::access_log::AccessLog;
 use crate::filter::HttpFilter;
 use crate::stats::HttpStats;
 
@@ -39,6 +40,7 @@ pub struct HttpManager {
     pub routes: RouteTable,
     /// Filters before the router, by name, in order.
     pub filters: Vec<(String, HttpFilter)>,
+    pub access_logs: Vec<AccessLog>,
     pub stats: HttpStats,
 }
 
@@ -172,6 +174,12 @@ impl HttpManager {
                 .unwrap_or(true),
             routes,
             filters: http_filters,
+            access_logs: hcm
+                .access_log
+                .iter()
+                .enumerate()
+                .map(|(i, l)| AccessLog::compile(l, &format!("{path}.access_log[{i}]")))
+                .collect::<Result<_>>()?,
             stats: HttpStats::new(&hcm.stat_prefix),
         })
     }

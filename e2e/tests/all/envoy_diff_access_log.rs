@@ -1,0 +1,112 @@
+//! Access logs in Envoy's default format, line for line (times, durations
+//! and generated ids masked).
+
+use std::time::Duration;
+
+use weft_e2e::{Kind, Proxy, Request, Upstream};
+
+const LOGGED: &str = r#"
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: ${ADMIN} } }
+static_resources:
+  listeners:
+  - name: main
+    address: { socket_address: { address: 127.0.0.1, port_value: ${LISTEN} } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: main
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: ${LOG}
+          route_config:
+            virtual_hosts:
+            - name: ok
+              domains: ["ok.test"]
+              routes:
+              - match: { prefix: "/direct" }
+                direct_response: { status: 200, body: { inline_string: "hi" } }
+              - match: { prefix: "/dead" }
+                route: { cluster: dead, retry_policy: { retry_on: connect-failure, num_retries: 1 } }
+              - match: { prefix: "/fault" }
+                route: { cluster: up }
+                typed_per_filter_config:
+                  envoy.filters.http.fault:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+                    abort: { http_status: 503, percentage: { numerator: 100 } }
+              - match: { prefix: "/" }
+                route: { cluster: up, prefix_rewrite: "/rewritten/" }
+          http_filters:
+          - name: envoy.filters.http.fault
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: up
+    load_assignment:
+      cluster_name: up
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: ${UP_up} } } }
+  - name: dead
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: dead
+      endpoints:
+      - lb_endpoints:
+        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: 1 } } }
+"#;
+
+/// A log line with volatile fields masked.
+fn normalize(line: &str) -> String {
+    let re = regex::Regex::new(
+        r#"^\[[^\]]+\] "([^"]*)" (\d+) (\S+) (\d+) (\d+) \d+ (\S+) "([^"]*)" "([^"]*)" "([^"]*)" "([^"]*)" "([^"]*)"$"#,
+    )
+    .expect("regex");
+    let Some(c) = re.captures(line) else {
+        return format!("UNPARSED: {line}");
+    };
+    let present = |v: &str| if v == "-" { "-" } else { "<set>" };
+    format!(
+        "\"{}\" {} {} {} {} ust={} xff={} ua={} rid={} auth={} upstream={}",
+        &c[1], &c[2], &c[3], &c[4], &c[5], present(&c[6]), &c[7], &c[8], present(&c[9]), &c[10], &c[11]
+    )
+}
+
+#[tokio::test]
+async fn access_log_lines_match_envoy() {
+    let up = Upstream::start("up").await;
+    let requests = [
+        Request::get("/page?x=1").header("host", "ok.test").header("user-agent", "test-agent/1.0"),
+        Request::get("/direct").header("host", "ok.test").header("x-forwarded-for", "203.0.113.9"),
+        Request::get("/").header("host", "ok.test").method("POST").body("hello"),
+        Request::get("/fault").header("host", "ok.test"),
+        Request::get("/dead").header("host", "ok.test"),
+        Request::get("/nowhere").header("host", "unknown.test"),
+    ];
+    let mut lines = Vec::new();
+    for kind in Kind::BOTH {
+        let log = std::env::temp_dir().join(format!("weft-e2e-access-{}-{kind:?}.log", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let template = LOGGED.replace("${LOG}", &log.display().to_string());
+        let mut proxy = Proxy::start(kind, &template, &[&up]).await.expect("start");
+        for r in &requests {
+            proxy.send(r).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        proxy.terminate(); // both flush access logs on shutdown
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        lines.push(text.lines().map(normalize).collect::<Vec<_>>());
+    }
+    assert_eq!(lines[0].len(), requests.len(), "Envoy logged:\n{}", lines[0].join("\n"));
+    for (i, (e, w)) in lines[0].iter().zip(&lines[1]).enumerate() {
+        assert_eq!(e, w, "line {i}: left Envoy, right weft-proxy");
+    }
+    assert_eq!(lines[0].len(), lines[1].len());
+}
