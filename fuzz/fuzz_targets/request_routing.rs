@@ -33,7 +33,8 @@ fuzz_target!(|data: &[u8]| {
             headers.append(n, v);
         }
     }
-    let table = &config().listeners[0].http.routes;
+    let weft_proxy::model::listener::ListenerKind::Http(manager) = &config().listeners[0].kind else { return };
+    let table = &manager.routes;
     if let Some(vhost) = table.virtual_host(&host) {
         if let Some(route) = vhost.route(&path, &headers) {
             let _ = route.matcher.rewrite_prefix(&path, "/new/");

@@ -19,4 +19,5 @@ pub mod io;
 pub mod model;
 pub mod server;
 pub mod stats;
+pub mod tcp;
 pub mod upstream;

@@ -24,7 +24,9 @@ use tokio::sync::watch;
 use crate::admin::Admin;
 use crate::http::HttpProxy;
 use crate::io::Buffered;
+use crate::model::listener::ListenerKind;
 use crate::model::Config;
+use crate::tcp::TcpProxy;
 
 pub struct Options {
     pub concurrency: usize,
@@ -54,9 +56,12 @@ pub fn run(config: Config, bootstrap_json: serde_json::Value, opts: Options) -> 
     crate::dns::resolve_all_blocking(&config);
     // Bind everything first so that a bad address fails start-up, not a worker.
     let workers = opts.concurrency.max(1);
-    let mut per_worker: Vec<Vec<(std::net::TcpListener, Arc<HttpProxy>)>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut per_worker: Vec<Vec<(std::net::TcpListener, App)>> = (0..workers).map(|_| Vec::new()).collect();
     for l in &config.listeners {
-        let app = Arc::new(HttpProxy::new(l.http.clone()));
+        let app = match &l.kind {
+            ListenerKind::Http(manager) => App::Http(Arc::new(HttpProxy::new(manager.clone()))),
+            ListenerKind::Tcp(tcp) => App::Tcp(tcp.clone()),
+        };
         for sockets in per_worker.iter_mut() {
             let socket = bind(l.address).map_err(|e| anyhow::anyhow!("listener {} cannot bind {}: {e}", l.name, l.address))?;
             sockets.push((socket, app.clone()));
@@ -90,7 +95,11 @@ pub fn run(config: Config, bootstrap_json: serde_json::Value, opts: Options) -> 
                 let mut loops = Vec::new();
                 for (socket, app) in sockets {
                     let listener = TcpListener::from_std(socket)?;
-                    loops.push(tokio::spawn(accept_loop(listener, app, shutdown.clone(), active.clone())));
+                    let (shutdown, active) = (shutdown.clone(), active.clone());
+                    loops.push(match app {
+                        App::Http(app) => tokio::spawn(accept_loop(listener, app, shutdown, active)),
+                        App::Tcp(tcp) => tokio::spawn(tcp_accept_loop(listener, tcp, shutdown, active)),
+                    });
                 }
                 for l in loops {
                     let _ = l.await;
@@ -126,6 +135,34 @@ pub fn run(config: Config, bootstrap_json: serde_json::Value, opts: Options) -> 
     })?;
     // Workers still busy after the drain time are abandoned with the process.
     Ok(())
+}
+
+/// What a listener runs on its connections.
+#[derive(Clone)]
+enum App {
+    Http(Arc<HttpProxy>),
+    Tcp(Arc<TcpProxy>),
+}
+
+/// Accepts connections for a `tcp_proxy` listener.
+async fn tcp_accept_loop(listener: TcpListener, tcp: Arc<TcpProxy>, mut shutdown: watch::Receiver<bool>, active: Arc<AtomicUsize>) {
+    loop {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = shutdown.changed() => return,
+        };
+        let Ok((stream, _)) = accepted else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        active.fetch_add(1, Ordering::Relaxed);
+        let (guard, tcp) = (ActiveGuard(active.clone()), tcp.clone());
+        tokio::spawn(async move {
+            let _guard = guard;
+            tcp.serve(stream).await;
+        });
+    }
 }
 
 /// Counts a connection as active for as long as it lives.

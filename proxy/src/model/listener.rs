@@ -17,6 +17,7 @@ use super::route::RouteTable;
 use super::{socket_address, ConfigError, Result};
 use crate::access_log::AccessLog;
 use crate::filter::HttpFilter;
+use crate::tcp::TcpProxy;
 use crate::stats::HttpStats;
 
 const HCM: &str =
@@ -27,7 +28,14 @@ const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
 pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
-    pub http: Arc<HttpManager>,
+    pub kind: ListenerKind,
+}
+
+/// The network filter a listener runs.
+#[derive(Debug, Clone)]
+pub enum ListenerKind {
+    Http(Arc<HttpManager>),
+    Tcp(Arc<TcpProxy>),
 }
 
 /// A compiled `http_connection_manager`.
@@ -82,13 +90,18 @@ impl Listener {
                 "typed_config is required",
             ));
         };
-        let hcm: xds_hcm::HttpConnectionManager =
-            unpack(any, HCM, &format!("{fpath}.typed_config"))?;
-        let http = HttpManager::compile(&hcm, &format!("{fpath}.typed_config"), clusters)?;
+        let tpath = format!("{fpath}.typed_config");
+        let kind = match weft_envoy_api::type_name(&any.type_url) {
+            crate::tcp::TYPE => ListenerKind::Tcp(Arc::new(TcpProxy::compile(&unpack(any, crate::tcp::TYPE, &tpath)?, &tpath, clusters)?)),
+            _ => {
+                let hcm: xds_hcm::HttpConnectionManager = unpack(any, HCM, &tpath)?;
+                ListenerKind::Http(Arc::new(HttpManager::compile(&hcm, &tpath, clusters)?))
+            }
+        };
         Ok(Listener {
             name,
             address,
-            http: Arc::new(http),
+            kind,
         })
     }
 }
