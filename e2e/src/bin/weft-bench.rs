@@ -19,34 +19,8 @@ use anyhow::{bail, Context, Result};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use weft_e2e::free_port;
 
-const BOOTSTRAP: &str = r#"
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: ${ADMIN} } }
-static_resources:
-  listeners:
-  - name: bench
-    address: { socket_address: { address: 127.0.0.1, port_value: ${LISTEN} } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: bench
-          route_config:
-            virtual_hosts:
-            - { name: all, domains: ["*"], routes: [ { match: { prefix: "/" }, route: { cluster: up } } ] }
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: up
-    load_assignment:
-      cluster_name: up
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: ${UP} } } }
-"#;
+/// The same bootstrap the e2e tests use; `${UP_up}` is the nginx upstream.
+const BOOTSTRAP: &str = include_str!("../../tests/all/bootstraps/simple.yaml");
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Target {
@@ -127,7 +101,7 @@ fn measure(target: Target, dir: &Path, up_port: u16, s: &Settings, rt: &tokio::r
             let yaml = BOOTSTRAP
                 .replace("${LISTEN}", &port.to_string())
                 .replace("${ADMIN}", &admin.to_string())
-                .replace("${UP}", &up_port.to_string());
+                .replace("${UP_up}", &up_port.to_string());
             let path = dir.join(format!("{target:?}.yaml"));
             std::fs::write(&path, yaml)?;
             let kind = if target == Target::Envoy { weft_e2e::Kind::Envoy } else { weft_e2e::Kind::Weft };

@@ -7,34 +7,7 @@ use std::time::{Duration, Instant};
 
 use weft_e2e::{Kind, Proxy, Request, Upstream};
 
-const SIMPLE: &str = r#"
-admin:
-  address: { socket_address: { address: 127.0.0.1, port_value: ${ADMIN} } }
-static_resources:
-  listeners:
-  - name: main
-    address: { socket_address: { address: 127.0.0.1, port_value: ${LISTEN} } }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: main
-          route_config:
-            virtual_hosts:
-            - { name: all, domains: ["*"], routes: [ { match: { prefix: "/" }, route: { cluster: up } } ] }
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: up
-    load_assignment:
-      cluster_name: up
-      endpoints:
-      - lb_endpoints:
-        - endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: ${UP_up} } } }
-"#;
+const SIMPLE: &str = include_str!("bootstraps/simple.yaml");
 
 #[tokio::test]
 async fn sigterm_lets_in_flight_requests_finish() {
