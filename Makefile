@@ -59,10 +59,10 @@ demo: deps build
 	@echo "  curl -s 127.0.0.1:10000/            # blue or green, 50/50"
 	@echo "  curl -s 127.0.0.1:10000/hello       # direct response"
 	@echo "  curl -s 127.0.0.1:9901/stats/prometheus | grep upstream_rq_total"
-	@trap 'kill 0' INT TERM EXIT; \
-	./target/debug/upstream blue=127.0.0.1:18081 green=127.0.0.1:18082 & \
-	./target/debug/weft-proxy -c config/samples/proxy/front-proxy.yaml & \
-	wait
+	@./target/debug/upstream blue=127.0.0.1:18081 green=127.0.0.1:18082 & up=$$!; \
+	./target/debug/weft-proxy -c config/samples/proxy/front-proxy.yaml & proxy=$$!; \
+	trap 'kill -TERM $$proxy $$up 2>/dev/null; wait $$proxy; kill $$up 2>/dev/null; exit 0' INT TERM; \
+	wait $$proxy; kill $$up 2>/dev/null
 
 bench-deps:
 	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(BENCH_PACKAGES)"
