@@ -176,6 +176,10 @@ impl HttpProxy {
                 reply.send(manager, session, &levels).await
             }
             Action::Redirect(r) => {
+                let path = match &r.prefix_rewrite {
+                    Some(p) => route.matcher.rewrite_prefix(&path, p),
+                    None => path,
+                };
                 local::redirect(r, &req, &host, &path)
                     .send(manager, session, &levels)
                     .await

@@ -61,6 +61,7 @@ async fn routing_matches_envoy() {
         api("/host/path"),
         api("/redirect/x?y=1"),
         api("/https/p?q=1"),
+        api("/old/page?q=2"),
         // header mutations at every level
         api("/headers")
             .header("x-remove-me", "1")

@@ -217,6 +217,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "host_redirect",
             "port_redirect",
             "path_redirect",
+            "prefix_rewrite",
             "response_code",
             "strip_query",
         ],

@@ -169,6 +169,8 @@ pub struct Redirect {
     pub host: Option<String>,
     pub port: Option<u32>,
     pub path: Option<String>,
+    /// Replaces the matched prefix in the redirect's path.
+    pub prefix_rewrite: Option<String>,
     pub status: u16,
     pub strip_query: bool,
 }
@@ -813,16 +815,16 @@ impl Redirect {
             Some(S::HttpsRedirect(false)) | None => None,
             Some(S::SchemeRedirect(s)) => Some(s.to_ascii_lowercase()),
         };
-        // prefix_rewrite is refused by the support table; regex_rewrite here.
-        let path_redirect = match &r.path_rewrite_specifier {
-            Some(P::PathRedirect(p)) => Some(p.clone()),
+        let (path_redirect, prefix_rewrite) = match &r.path_rewrite_specifier {
+            Some(P::PathRedirect(p)) => (Some(p.clone()), None),
+            Some(P::PrefixRewrite(p)) => (None, Some(p.clone())),
             Some(_) => {
                 return Err(ConfigError::new(
                     path,
-                    "this path rewrite in redirects is not supported by weft-proxy yet",
+                    "regex_rewrite in redirects is not supported by weft-proxy yet",
                 ))
             }
-            None => None,
+            None => (None, None),
         };
         let status = match r.response_code {
             0 => 301,
@@ -842,6 +844,7 @@ impl Redirect {
             host: (!r.host_redirect.is_empty()).then(|| r.host_redirect.clone()),
             port: (r.port_redirect != 0).then_some(r.port_redirect),
             path: path_redirect,
+            prefix_rewrite,
             status,
             strip_query: r.strip_query,
         })
