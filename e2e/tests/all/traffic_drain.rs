@@ -26,9 +26,13 @@ async fn sigterm_lets_in_flight_requests_finish() {
         let status = proxy.terminate();
         (status, proxy)
     });
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    // New connections are refused while draining.
-    assert!(tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err(), "listener still accepting after SIGTERM");
+    // New connections are refused while draining (within a bounded wait
+    // for the signal to be handled).
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+        assert!(Instant::now() < deadline, "listener still accepting 2 s after SIGTERM");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let response = slow.await.expect("join").expect("in-flight request completed");
     assert_eq!(response.status, 200);
     assert_eq!(response.body_str(), "up");
