@@ -82,15 +82,17 @@ impl HttpServerApp for HttpProxy {
         }
         let manager = self.manager.load_full();
         manager.stats.rq_total.inc();
-        let started = (std::time::SystemTime::now(), std::time::Instant::now());
+        // Clock reads only when an access log wants them.
+        let logging = !manager.access_logs.is_empty();
+        let started = logging.then(|| (std::time::SystemTime::now(), std::time::Instant::now()));
         let mut log = Entry::default();
         let status = self.handle(&manager, &mut session, &mut log).await;
         if let Some(status) = status {
             manager.stats.response(status);
         }
-        if !manager.access_logs.is_empty() {
-            log.start = Some(started.0);
-            log.duration_ms = started.1.elapsed().as_millis();
+        if let Some((wall, monotonic)) = started {
+            log.start = Some(wall);
+            log.duration_ms = monotonic.elapsed().as_millis();
             log.status = status.unwrap_or(0);
             log.protocol = if session.is_http2() { "HTTP/2" } else { "HTTP/1.1" };
             log.bytes_received = session.body_bytes_read();

@@ -145,3 +145,36 @@ pub fn socket_address(addr: Option<&xds_core::Address>, path: &str) -> Result<So
 pub fn duration(d: &weft_envoy_api::pb::google::protobuf::Duration) -> std::time::Duration {
     std::time::Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
 }
+
+/// A `FractionalPercent`: numerator over 100, 10 000 or 1 000 000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fraction {
+    pub numerator: u64,
+    pub denominator: u64,
+}
+
+impl Fraction {
+    pub const NEVER: Fraction = Fraction { numerator: 0, denominator: 100 };
+    pub const ALWAYS: Fraction = Fraction { numerator: 100, denominator: 100 };
+
+    /// `path` names the FractionalPercent; `unset` applies when it is absent.
+    pub fn compile(
+        p: Option<&weft_envoy_api::pb::envoy::r#type::v3::FractionalPercent>,
+        path: &str,
+        unset: Fraction,
+    ) -> Result<Self> {
+        let Some(p) = p else { return Ok(unset) };
+        let denominator = match p.denominator {
+            0 => 100,
+            1 => 10_000,
+            2 => 1_000_000,
+            n => return Err(ConfigError::new(format!("{path}.denominator"), format!("unknown denominator {n}"))),
+        };
+        Ok(Fraction { numerator: (p.numerator as u64).min(denominator), denominator })
+    }
+
+    /// Draws whether this request falls in the fraction.
+    pub fn roll(self) -> bool {
+        self.numerator > 0 && rand::random::<u64>() % self.denominator < self.numerator
+    }
+}

@@ -9,13 +9,12 @@ use std::time::Duration;
 use bytes::Bytes;
 use weft_envoy_api::pb::envoy::extensions::filters::common::fault::v3 as xds_common_fault;
 use weft_envoy_api::pb::envoy::extensions::filters::http::fault::v3 as xds_fault;
-use weft_envoy_api::pb::envoy::r#type::v3::FractionalPercent;
 
 use super::Verdict;
 use crate::access_log::Entry;
 use crate::http::LocalReply;
 use crate::model::matcher::HeaderMatcher;
-use crate::model::{duration, ConfigError, Result};
+use crate::model::{duration, ConfigError, Fraction, Result};
 
 pub const TYPE: &str = "envoy.extensions.filters.http.fault.v3.HTTPFault";
 
@@ -24,38 +23,12 @@ const DELAY_PERCENT_HEADER: &str = "x-envoy-fault-delay-request-percentage";
 const ABORT_HEADER: &str = "x-envoy-fault-abort-request";
 const ABORT_PERCENT_HEADER: &str = "x-envoy-fault-abort-request-percentage";
 
-/// A fraction as numerator / denominator (100, 10 000 or 1 000 000).
-#[derive(Debug, Clone, Copy)]
-struct Fraction {
-    numerator: u64,
-    denominator: u64,
-}
-
-impl Fraction {
-    fn compile(p: Option<&FractionalPercent>, path: &str) -> Result<Self> {
-        let Some(p) = p else {
-            return Ok(Fraction { numerator: 0, denominator: 100 }); // unset: never
-        };
-        let denominator = match p.denominator {
-            0 => 100,
-            1 => 10_000,
-            2 => 1_000_000,
-            n => return Err(ConfigError::new(format!("{path}.denominator"), format!("unknown denominator {n}"))),
-        };
-        Ok(Fraction { numerator: (p.numerator as u64).min(denominator), denominator })
-    }
-
-    /// Header-provided numerator over the configured denominator, capped
-    /// by the configured percentage (Envoy never exceeds the config).
-    fn with_header_numerator(self, headers: &http::HeaderMap, name: &str) -> Self {
-        match headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok()) {
-            Some(n) => Fraction { numerator: n.min(self.numerator), denominator: self.denominator },
-            None => self,
-        }
-    }
-
-    fn roll(self) -> bool {
-        self.numerator > 0 && rand::random::<u64>() % self.denominator < self.numerator
+/// Header-provided numerator over the configured denominator, capped by
+/// the configured percentage (Envoy never exceeds the config).
+fn with_header_numerator(f: Fraction, headers: &http::HeaderMap, name: &str) -> Fraction {
+    match headers.get(name).and_then(|v| v.to_str().ok()).and_then(|v| v.trim().parse::<u64>().ok()) {
+        Some(n) => Fraction { numerator: n.min(f.numerator), denominator: f.denominator },
+        None => f,
     }
 }
 
@@ -92,7 +65,7 @@ impl Fault {
                     Some(D::HeaderDelay(_)) => Delay::FromHeader,
                     None => return Err(ConfigError::new(dpath, "fixed_delay or header_delay is required")),
                 };
-                Some((kind, Fraction::compile(d.percentage.as_ref(), &format!("{dpath}.percentage"))?))
+                Some((kind, Fraction::compile(d.percentage.as_ref(), &format!("{dpath}.percentage"), Fraction::NEVER)?))
             }
             None => None,
         };
@@ -115,7 +88,7 @@ impl Fault {
                 } else {
                     Bytes::from(a.response_body.clone())
                 };
-                Some((status, Fraction::compile(a.percentage.as_ref(), &format!("{apath}.percentage"))?, body))
+                Some((status, Fraction::compile(a.percentage.as_ref(), &format!("{apath}.percentage"), Fraction::NEVER)?, body))
             }
             None => None,
         };
@@ -162,7 +135,7 @@ impl Fault {
             Delay::Fixed(d) => (*d, *fraction),
             Delay::FromHeader => {
                 let ms = headers.get(DELAY_HEADER)?.to_str().ok()?.trim().parse::<u64>().ok()?;
-                (Duration::from_millis(ms), fraction.with_header_numerator(headers, DELAY_PERCENT_HEADER))
+                (Duration::from_millis(ms), with_header_numerator(*fraction, headers, DELAY_PERCENT_HEADER))
             }
         };
         fraction.roll().then_some(wait)
@@ -177,7 +150,7 @@ impl Fault {
                 if !(200..600).contains(&s) {
                     return None; // Envoy ignores an out-of-range header value
                 }
-                (s, fraction.with_header_numerator(headers, ABORT_PERCENT_HEADER))
+                (s, with_header_numerator(*fraction, headers, ABORT_PERCENT_HEADER))
             }
         };
         if !fraction.roll() {

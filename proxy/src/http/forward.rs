@@ -161,31 +161,20 @@ pub async fn forward(
             None => try_once(connector, cluster, &req, &body, &mut log.upstream_host).await,
         };
         let global_timeout = deadline.is_some_and(|d| Instant::now() >= d);
+        // Every attempt's outcome is counted once, retried or not.
+        match &result {
+            Outcome::Response(_, resp, _) => {
+                cluster.stats.response(resp.status.as_u16(), attempt_start.elapsed().as_secs_f64() * 1000.0)
+            }
+            Outcome::Failed(Failure::Connect) => cluster.stats.cx_connect_fail.inc(),
+            Outcome::Failed(Failure::PerTryTimeout) => cluster.stats.rq_timeout.inc(),
+            Outcome::Failed(Failure::Reset | Failure::NoHost) => {}
+        }
         let retriable = match (&result, &retry) {
             (_, None) => false,
-            (Outcome::Response(_, resp, _), Some(p)) => {
-                let s = resp.status.as_u16();
-                cluster
-                    .stats
-                    .response(s, attempt_start.elapsed().as_secs_f64() * 1000.0);
-                p.retries_status(s)
-            }
+            (Outcome::Response(_, resp, _), Some(p)) => p.retries_status(resp.status.as_u16()),
             (Outcome::Failed(f), Some(p)) => retries_failure(p, *f),
         };
-        if let Outcome::Failed(f) = &result {
-            match f {
-                Failure::Connect => cluster.stats.cx_connect_fail.inc(),
-                Failure::PerTryTimeout => cluster.stats.rq_timeout.inc(),
-                Failure::Reset | Failure::NoHost => {}
-            }
-        } else if retry.is_none() {
-            if let Outcome::Response(_, resp, _) = &result {
-                cluster.stats.response(
-                    resp.status.as_u16(),
-                    attempt_start.elapsed().as_secs_f64() * 1000.0,
-                );
-            }
-        }
         if retriable && attempt >= max_retries && !global_timeout {
             log.flag("URX");
         }

@@ -15,7 +15,7 @@ use super::cluster::Cluster;
 use crate::filter::PerRoute;
 use super::header::HeaderMutations;
 use super::matcher::{regex, HeaderMatcher, QueryMatcher};
-use super::{duration, ConfigError, Result};
+use super::{duration, ConfigError, Fraction, Result};
 
 #[derive(Debug)]
 pub struct RouteTable {
@@ -118,9 +118,8 @@ pub struct Forward {
 #[derive(Debug)]
 pub struct Mirror {
     pub cluster: Arc<Cluster>,
-    /// Share of requests mirrored, as numerator / denominator.
-    pub numerator: u64,
-    pub denominator: u64,
+    /// Share of requests mirrored.
+    pub fraction: Fraction,
     /// Append `-shadow` to the host, as Envoy does unless disabled.
     pub shadow_suffix: bool,
 }
@@ -137,29 +136,17 @@ impl Mirror {
             .ok_or_else(|| ConfigError::new(format!("{path}.cluster"), format!("unknown cluster \"{}\"", m.cluster)))?;
         // Without a runtime layer a runtime_key always falls back to the
         // default, as it does in an Envoy with no runtime configured.
-        let (numerator, denominator) = match m.runtime_fraction.as_ref().and_then(|f| f.default_value.as_ref()) {
-            Some(p) => {
-                let denominator = match p.denominator {
-                    0 => 100,
-                    1 => 10_000,
-                    2 => 1_000_000,
-                    n => {
-                        return Err(ConfigError::new(
-                            format!("{path}.runtime_fraction.default_value.denominator"),
-                            format!("unknown denominator {n}"),
-                        ))
-                    }
-                };
-                ((p.numerator as u64).min(denominator), denominator)
-            }
-            None => (100, 100),
-        };
-        Ok(Mirror { cluster, numerator, denominator, shadow_suffix: !m.disable_shadow_host_suffix_append })
+        let fraction = Fraction::compile(
+            m.runtime_fraction.as_ref().and_then(|f| f.default_value.as_ref()),
+            &format!("{path}.runtime_fraction.default_value"),
+            Fraction::ALWAYS,
+        )?;
+        Ok(Mirror { cluster, fraction, shadow_suffix: !m.disable_shadow_host_suffix_append })
     }
 
     /// Whether this request is mirrored.
     pub fn sampled(&self) -> bool {
-        self.numerator >= self.denominator || rand::random::<u64>() % self.denominator < self.numerator
+        self.fraction.roll()
     }
 }
 
