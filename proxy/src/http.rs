@@ -10,6 +10,7 @@
 
 mod forward;
 mod local;
+pub mod xfcc;
 
 use std::sync::Arc;
 
@@ -25,7 +26,9 @@ use crate::access_log::Entry;
 use crate::filter::Verdict;
 use crate::model::listener::HttpManager;
 use crate::model::route::Action;
+use crate::tls::PeerIdentity;
 use crate::upstream::Connector;
+use pingora_core::protocols::tls::SslDigest;
 
 pub use local::LocalReply;
 
@@ -124,7 +127,8 @@ impl HttpProxy {
     /// stream was aborted and the connection must not be reused.
     async fn handle(&self, manager: &HttpManager, session: &mut ServerSession, log: &mut Entry) -> Option<u16> {
         let mut req = session.req_header().clone();
-        prepare_request(manager, &mut req);
+        let ssl = session.digest().and_then(|d| d.ssl_digest.clone());
+        prepare_request(manager, &mut req, ssl.as_deref());
         if !manager.access_logs.is_empty() {
             log.describe_request(&req);
         }
@@ -214,13 +218,16 @@ impl HttpProxy {
 }
 
 /// What the connection manager does to every request before routing:
-/// `x-forwarded-proto` and `x-request-id` (use_remote_address is false:
-/// x-forwarded-for is left as the client sent it).
-fn prepare_request(manager: &HttpManager, req: &mut RequestHeader) {
+/// `x-forwarded-proto`, `x-forwarded-client-cert` and `x-request-id`
+/// (use_remote_address is false: x-forwarded-for is left as the client
+/// sent it). `ssl` is the downstream TLS connection, if any.
+fn prepare_request(manager: &HttpManager, req: &mut RequestHeader, ssl: Option<&SslDigest>) {
     absolute_to_origin_form(req);
     if !req.headers.contains_key("x-forwarded-proto") {
-        let _ = req.insert_header("x-forwarded-proto", HeaderValue::from_static("http"));
+        let scheme = if ssl.is_some() { "https" } else { "http" };
+        let _ = req.insert_header("x-forwarded-proto", HeaderValue::from_static(scheme));
     }
+    manager.client_cert.apply(ssl.and_then(|d| d.extension.get::<PeerIdentity>()), req);
     if manager.generate_request_id && !req.headers.contains_key("x-request-id") {
         let id = uuid::Uuid::new_v4().to_string();
         if let Ok(v) = HeaderValue::from_str(&id) {

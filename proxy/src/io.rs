@@ -34,6 +34,11 @@ impl Buffered {
         stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
         Buffered(BufWriter::with_capacity(WRITE_BUFFER, stream))
     }
+
+    /// Puts bytes already read (by the TLS inspector) back in front.
+    pub fn rewind(&mut self, data: &[u8]) {
+        self.0.get_mut().rewind(data);
+    }
 }
 
 impl AsyncRead for Buffered {

@@ -20,4 +20,5 @@ pub mod model;
 pub mod server;
 pub mod stats;
 pub mod tcp;
+pub mod tls;
 pub mod upstream;

@@ -8,6 +8,7 @@
 //! path. A `Config` that compiled is safe to serve.
 
 pub mod cluster;
+pub mod filter_chain;
 pub mod header;
 pub mod listener;
 pub mod matcher;

@@ -18,15 +18,19 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use pingora_core::apps::ServerApp;
-use tokio::net::TcpListener;
+use pingora_core::protocols::tls::server::handshake_with_callback;
+use pingora_core::protocols::Stream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use crate::admin::Admin;
 use crate::http::HttpProxy;
 use crate::io::Buffered;
-use crate::model::listener::ListenerKind;
-use crate::model::Config;
+use crate::model::filter_chain::{FilterChains, NetworkFilter};
+use crate::model::{Config, Listener};
 use crate::tcp::TcpProxy;
+use crate::tls::inspector;
+use crate::tls::RecordPeer;
 
 pub struct Options {
     pub concurrency: usize,
@@ -56,12 +60,9 @@ pub fn run(config: Config, bootstrap_json: serde_json::Value, opts: Options) -> 
     crate::dns::resolve_all_blocking(&config);
     // Bind everything first so that a bad address fails start-up, not a worker.
     let workers = opts.concurrency.max(1);
-    let mut per_worker: Vec<Vec<(std::net::TcpListener, App)>> = (0..workers).map(|_| Vec::new()).collect();
+    let mut per_worker: Vec<Vec<(std::net::TcpListener, Arc<ListenerApp>)>> = (0..workers).map(|_| Vec::new()).collect();
     for l in &config.listeners {
-        let app = match &l.kind {
-            ListenerKind::Http(manager) => App::Http(Arc::new(HttpProxy::new(manager.clone()))),
-            ListenerKind::Tcp(tcp) => App::Tcp(tcp.clone()),
-        };
+        let app = Arc::new(ListenerApp::new(l));
         for sockets in per_worker.iter_mut() {
             let socket = bind(l.address).map_err(|e| anyhow::anyhow!("listener {} cannot bind {}: {e}", l.name, l.address))?;
             sockets.push((socket, app.clone()));
@@ -82,7 +83,16 @@ pub fn run(config: Config, bootstrap_json: serde_json::Value, opts: Options) -> 
         threads.push(std::thread::Builder::new().name("weft-admin".into()).spawn(move || -> std::io::Result<()> {
             runtime()?.block_on(async move {
                 let listener = TcpListener::from_std(socket)?;
-                accept_loop(listener, admin, shutdown, Arc::new(AtomicUsize::new(0))).await;
+                let serve = {
+                    let shutdown = shutdown.clone();
+                    move |tcp| {
+                        let (admin, shutdown) = (admin.clone(), shutdown.clone());
+                        async move {
+                            let _ = admin.process_new(Box::new(Buffered::new(tcp)), &shutdown).await;
+                        }
+                    }
+                };
+                accept_loop(listener, shutdown, Arc::new(AtomicUsize::new(0)), serve).await;
                 Ok(())
             })
         })?);
@@ -95,11 +105,11 @@ pub fn run(config: Config, bootstrap_json: serde_json::Value, opts: Options) -> 
                 let mut loops = Vec::new();
                 for (socket, app) in sockets {
                     let listener = TcpListener::from_std(socket)?;
-                    let (shutdown, active) = (shutdown.clone(), active.clone());
-                    loops.push(match app {
-                        App::Http(app) => tokio::spawn(accept_loop(listener, app, shutdown, active)),
-                        App::Tcp(tcp) => tokio::spawn(tcp_accept_loop(listener, tcp, shutdown, active)),
-                    });
+                    let serve = {
+                        let shutdown = shutdown.clone();
+                        move |tcp| app.clone().serve(tcp, shutdown.clone())
+                    };
+                    loops.push(tokio::spawn(accept_loop(listener, shutdown.clone(), active.clone(), serve)));
                 }
                 for l in loops {
                     let _ = l.await;
@@ -137,31 +147,69 @@ pub fn run(config: Config, bootstrap_json: serde_json::Value, opts: Options) -> 
     Ok(())
 }
 
-/// What a listener runs on its connections.
-#[derive(Clone)]
+/// A listener as the workers run it: its filter chains, each with the
+/// application serving the connections it matches.
+struct ListenerApp {
+    name: String,
+    inspect_tls: bool,
+    chains: FilterChains,
+    /// Parallel to `chains.all()`.
+    apps: Vec<App>,
+}
+
+/// What a filter chain runs on its connections.
 enum App {
     Http(Arc<HttpProxy>),
     Tcp(Arc<TcpProxy>),
 }
 
-/// Accepts connections for a `tcp_proxy` listener.
-async fn tcp_accept_loop(listener: TcpListener, tcp: Arc<TcpProxy>, mut shutdown: watch::Receiver<bool>, active: Arc<AtomicUsize>) {
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => return,
+impl ListenerApp {
+    fn new(l: &Listener) -> Self {
+        let apps = l
+            .chains
+            .all()
+            .map(|c| match &c.filter {
+                NetworkFilter::Http(manager) => App::Http(Arc::new(HttpProxy::new(manager.clone()))),
+                NetworkFilter::Tcp(tcp) => App::Tcp(tcp.clone()),
+            })
+            .collect();
+        ListenerApp { name: l.name.clone(), inspect_tls: l.inspect_tls, chains: l.chains.clone(), apps }
+    }
+
+    /// One downstream connection: inspect, pick a chain, terminate TLS,
+    /// hand over to the chain's HTTP or TCP proxy.
+    async fn serve(self: Arc<Self>, mut tcp: TcpStream, shutdown: watch::Receiver<bool>) {
+        let (prefix, hello) = if self.inspect_tls {
+            match inspector::inspect(&mut tcp).await {
+                Some((bytes, hello)) => (bytes, Some(hello)),
+                None => return,
+            }
+        } else {
+            (Vec::new(), None)
         };
-        let Ok((stream, _)) = accepted else {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-            continue;
+        let Some(index) = self.chains.select(hello.as_ref()) else {
+            tracing::debug!(listener = %self.name, ?hello, "no filter chain matches: closing");
+            return;
         };
-        let _ = stream.set_nodelay(true);
-        active.fetch_add(1, Ordering::Relaxed);
-        let (guard, tcp) = (ActiveGuard(active.clone()), tcp.clone());
-        tokio::spawn(async move {
-            let _guard = guard;
-            tcp.serve(stream).await;
-        });
+        let chain = self.chains.get(index);
+        let mut stream = Buffered::new(tcp);
+        stream.rewind(&prefix);
+        let stream: Stream = match &chain.tls {
+            Some(tls) => match handshake_with_callback(&tls.acceptor, stream, &RecordPeer).await {
+                Ok(s) => Box::new(s),
+                Err(e) => {
+                    tracing::debug!(listener = %self.name, chain = %chain.name, error = %e, "TLS handshake failed");
+                    return;
+                }
+            },
+            None => Box::new(stream),
+        };
+        match &self.apps[index] {
+            App::Http(http) => {
+                let _ = http.process_new(stream, &shutdown).await;
+            }
+            App::Tcp(tcp) => tcp.serve(stream).await,
+        }
     }
 }
 
@@ -174,9 +222,11 @@ impl Drop for ActiveGuard {
     }
 }
 
-async fn accept_loop<A>(listener: TcpListener, app: Arc<A>, mut shutdown: watch::Receiver<bool>, active: Arc<AtomicUsize>)
+/// Accepts connections until shutdown, serving each on its own task.
+async fn accept_loop<F, Fut>(listener: TcpListener, mut shutdown: watch::Receiver<bool>, active: Arc<AtomicUsize>, serve: F)
 where
-    A: ServerApp + Send + Sync + 'static,
+    F: Fn(TcpStream) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     loop {
         let accepted = tokio::select! {
@@ -193,14 +243,12 @@ where
             }
         };
         let _ = tcp.set_nodelay(true);
-        let app = app.clone();
-        let shutdown = shutdown.clone();
         active.fetch_add(1, Ordering::Relaxed);
         let guard = ActiveGuard(active.clone());
+        let connection = serve(tcp);
         tokio::spawn(async move {
             let _guard = guard;
-            let stream: pingora_core::protocols::Stream = Box::new(Buffered::new(tcp));
-            let _ = app.process_new(stream, &shutdown).await;
+            connection.await;
         });
     }
 }

@@ -5,11 +5,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncWrite};
 use weft_envoy_api::pb::envoy::extensions::filters::network::tcp_proxy::v3 as xds_tcp;
 
 use crate::model::cluster::Cluster;
 use crate::model::{ConfigError, Result};
+use crate::upstream::Target;
 
 pub const TYPE: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 
@@ -65,20 +66,16 @@ impl TcpProxy {
 
     /// Serves one downstream connection. Connection failures close the
     /// downstream connection, as Envoy does.
-    pub async fn serve(&self, mut downstream: TcpStream) {
+    pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&self, mut downstream: S) {
         let cluster = self.pick();
         let Some(host) = cluster.pick() else {
             return; // no healthy upstream
         };
-        let connect = tokio::time::timeout(cluster.connect_timeout, TcpStream::connect(host.addr())).await;
-        let mut upstream = match connect {
-            Ok(Ok(s)) => s,
-            _ => {
-                cluster.stats.cx_connect_fail.inc();
-                return;
-            }
+        let target = Target { addr: host.addr(), connect_timeout: cluster.connect_timeout, tls: cluster.tls.as_deref() };
+        let Ok(mut upstream) = crate::upstream::connect(&target).await else {
+            cluster.stats.cx_connect_fail.inc();
+            return;
         };
-        let _ = upstream.set_nodelay(true);
         let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
     }
 }

@@ -1,5 +1,5 @@
-//! Upstream connections: connecting through Pingora's transport connector,
-//! and a keep-alive pool per worker thread.
+//! Upstream connections: TCP, then TLS for clusters with a transport
+//! socket, and a keep-alive pool per worker thread.
 //!
 //! Each worker runs its own single-threaded runtime (see `server`), so the
 //! pool is thread-local: no locks, no idle-watch task per connection and no
@@ -11,10 +11,16 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use pingora_core::connectors::TransportConnector;
+use std::os::fd::AsRawFd;
+
 use pingora_core::protocols::http::v1::client::HttpSession;
-use pingora_core::protocols::Stream;
-use pingora_core::upstreams::peer::HttpPeer;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::tls::SslStream;
+use pingora_core::tls::error::ErrorStack;
+use pingora_core::protocols::{GetSocketDigest, SocketDigest, Stream};
+use tokio::net::TcpStream;
+
+use crate::tls::ClientTls;
 
 /// Idle connections kept per upstream address and worker.
 const MAX_IDLE_PER_HOST: usize = 256;
@@ -22,46 +28,63 @@ const MAX_IDLE_PER_HOST: usize = 256;
 /// default upstream idle timeout is 1 h; servers usually close sooner).
 const IDLE_TIMEOUT: Duration = Duration::from_secs(55);
 
+/// Pooled connections are told apart by address and by the TLS identity
+/// they were made with (0: plaintext).
+pub type PoolKey = (SocketAddr, u64);
+
 thread_local! {
-    static IDLE: RefCell<HashMap<SocketAddr, Vec<(Stream, Instant)>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<HashMap<PoolKey, Vec<(Stream, Instant)>>> = RefCell::new(HashMap::new());
 }
 
-/// Opens new upstream connections (Pingora's L4 connector: connect timeout,
-/// socket options, TLS later).
-pub struct Connector {
-    transport: TransportConnector,
+/// Where and how to connect: a cluster's host with the cluster's settings.
+pub struct Target<'a> {
+    pub addr: SocketAddr,
+    pub connect_timeout: Duration,
+    pub tls: Option<&'a ClientTls>,
 }
 
-impl Default for Connector {
-    fn default() -> Self {
-        Self::new()
+impl Target<'_> {
+    pub fn key(&self) -> PoolKey {
+        (self.addr, self.tls.map_or(0, |t| t.id))
     }
 }
+
+/// Why a new connection could not be made.
+#[derive(Debug)]
+pub enum ConnectError {
+    /// TCP: refused, unreachable, timed out.
+    Tcp,
+    /// The TLS handshake failed; BoringSSL's reason, as Envoy reports it.
+    Tls(String),
+}
+
+/// Opens upstream connections and keeps them alive per worker.
+#[derive(Default)]
+pub struct Connector;
 
 impl Connector {
     pub fn new() -> Self {
-        Connector { transport: TransportConnector::new(None) }
+        Connector
     }
 
-    /// A session to `peer`: a pooled connection when one is idle, else a new
-    /// one. The flag says whether it was reused.
-    pub async fn checkout(&self, peer: &HttpPeer, addr: SocketAddr) -> pingora_error::Result<(HttpSession, bool)> {
-        if let Some(stream) = take_idle(addr) {
+    /// A session to `target`: a pooled connection when one is idle, else a
+    /// new one. The flag says whether it was reused.
+    pub async fn checkout(&self, target: &Target<'_>) -> Result<(HttpSession, bool), ConnectError> {
+        if let Some(stream) = take_idle(target.key()) {
             return Ok((HttpSession::new(stream), true));
         }
-        let stream = self.transport.new_stream(peer).await?;
-        Ok((HttpSession::new_with_options(stream, peer), false))
+        Ok((HttpSession::new(connect(target).await?), false))
     }
 
     /// Returns a finished session to this worker's pool if it can be reused.
-    pub async fn checkin(&self, mut session: HttpSession, addr: SocketAddr) {
+    pub async fn checkin(&self, mut session: HttpSession, pool: PoolKey) {
         // Keep-alive as the response allows (HTTP/1.1 default, `connection:
         // close`, HTTP/1.0, a body we could not delimit).
         session.respect_keepalive();
         if let Some(stream) = session.reuse().await {
             IDLE.with(|idle| {
                 let mut idle = idle.borrow_mut();
-                let list = idle.entry(addr).or_default();
+                let list = idle.entry(pool).or_default();
                 if list.len() < MAX_IDLE_PER_HOST {
                     list.push((stream, Instant::now()));
                 }
@@ -70,10 +93,53 @@ impl Connector {
     }
 }
 
-fn take_idle(addr: SocketAddr) -> Option<Stream> {
+/// A new connection: TCP within the connect timeout, then TLS when the
+/// cluster has a transport socket (the handshake counts against the same
+/// timeout, as in Envoy).
+pub async fn connect(target: &Target<'_>) -> Result<Stream, ConnectError> {
+    let connecting = async {
+        let tcp = TcpStream::connect(target.addr).await.map_err(|_| ConnectError::Tcp)?;
+        let _ = tcp.set_nodelay(true);
+        let fd = tcp.as_raw_fd();
+        let mut l4 = L4Stream::from(tcp);
+        l4.set_socket_digest(SocketDigest::from_raw_fd(fd));
+        let Some(tls) = target.tls else {
+            return Ok(Box::new(l4) as Stream);
+        };
+        let ssl = tls.ssl().map_err(|e| ConnectError::Tls(envoy_tls_error(&e)))?;
+        let mut stream = SslStream::new(ssl, l4).map_err(|_| ConnectError::Tcp)?;
+        match stream.connect().await {
+            Ok(()) => Ok(Box::new(stream) as Stream),
+            Err(e) => Err(ConnectError::Tls(e.ssl_error().map(envoy_tls_error).unwrap_or_default())),
+        }
+    };
+    tokio::time::timeout(target.connect_timeout, connecting).await.map_err(|_| ConnectError::Tcp)?
+}
+
+/// BoringSSL's error queue the way Envoy prints a transport failure:
+/// `TLS_error:|268435581:SSL routines:OPENSSL_internal:CERTIFICATE_VERIFY_FAILED:TLS_error_end`.
+fn envoy_tls_error(stack: &ErrorStack) -> String {
+    let mut out = String::from("TLS_error:");
+    for e in stack.errors() {
+        // The packed code is what Envoy prints; `library_reason` would
+        // only give its parts.
+        #[allow(deprecated)]
+        let code = e.code();
+        out.push_str(&format!(
+            "|{}:{}:OPENSSL_internal:{}",
+            code,
+            e.library().unwrap_or(""),
+            e.reason().unwrap_or("")
+        ));
+    }
+    out.push_str(":TLS_error_end");
+    out
+}
+
+fn take_idle(key: PoolKey) -> Option<Stream> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(&key)?;
         // Most recently used first: the warmest connection is the least
         // likely to have been closed by the upstream.
         while let Some((stream, since)) = list.pop() {

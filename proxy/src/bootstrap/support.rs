@@ -35,9 +35,39 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ),
     (
         "envoy.config.listener.v3.Listener",
-        &["name", "address", "filter_chains", "stat_prefix"],
+        &["name", "address", "filter_chains", "default_filter_chain", "listener_filters", "stat_prefix"],
     ),
-    ("envoy.config.listener.v3.FilterChain", &["filters", "name"]),
+    ("envoy.config.listener.v3.ListenerFilter", &["name", "typed_config"]),
+    ("envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector", &[]),
+    (
+        "envoy.config.listener.v3.FilterChain",
+        &["filters", "name", "filter_chain_match", "transport_socket"],
+    ),
+    (
+        "envoy.config.listener.v3.FilterChainMatch",
+        &["server_names", "transport_protocol", "application_protocols"],
+    ),
+    ("envoy.config.core.v3.TransportSocket", &["name", "typed_config"]),
+    ("envoy.extensions.transport_sockets.raw_buffer.v3.RawBuffer", &[]),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+        &["common_tls_context", "require_client_certificate"],
+    ),
+    ("envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", &["common_tls_context", "sni"]),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.CommonTlsContext",
+        &["tls_params", "tls_certificates", "validation_context", "alpn_protocols"],
+    ),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.TlsParameters",
+        &["tls_minimum_protocol_version", "tls_maximum_protocol_version", "cipher_suites", "ecdh_curves"],
+    ),
+    ("envoy.extensions.transport_sockets.tls.v3.TlsCertificate", &["certificate_chain", "private_key"]),
+    (
+        "envoy.extensions.transport_sockets.tls.v3.CertificateValidationContext",
+        &["trusted_ca", "match_typed_subject_alt_names"],
+    ),
+    ("envoy.extensions.transport_sockets.tls.v3.SubjectAltNameMatcher", &["san_type", "matcher"]),
     ("envoy.config.listener.v3.Filter", &["name", "typed_config"]),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
@@ -50,7 +80,13 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "server_name",
             "generate_request_id",
             "access_log",
+            "forward_client_cert_details",
+            "set_current_client_cert_details",
         ],
+    ),
+    (
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.SetCurrentClientCertDetails",
+        &["subject", "uri", "dns"],
     ),
     ("envoy.config.accesslog.v3.AccessLog", &["name", "typed_config"]),
     ("envoy.extensions.access_loggers.file.v3.FileAccessLog", &["path"]),
@@ -251,6 +287,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "dns_refresh_rate",
             "circuit_breakers",
             "least_request_lb_config",
+            "transport_socket",
         ],
     ),
     ("envoy.config.cluster.v3.Cluster.LeastRequestLbConfig", &["choice_count"]),

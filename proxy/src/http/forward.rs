@@ -16,7 +16,6 @@ use http::header::{self, HeaderValue};
 use pingora_core::protocols::http::v1::client::HttpSession;
 use pingora_core::protocols::http::HttpTask;
 use pingora_core::protocols::http::ServerSession;
-use pingora_core::upstreams::peer::HttpPeer;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::local::{finish_response_headers, LocalReply};
@@ -25,7 +24,7 @@ use crate::model::listener::HttpManager;
 use crate::access_log::Entry;
 use crate::model::cluster::{Breakers, InFlight};
 use crate::model::route::{Forward, Mirror, RetryPolicy, Target};
-use crate::upstream::Connector;
+use crate::upstream::{self, ConnectError, Connector, PoolKey};
 
 /// Request bodies above this are refused with 413 (Envoy's default buffer
 /// limit for a retriable request is 1 MiB; we buffer every request for now).
@@ -64,8 +63,17 @@ enum Failure {
 // allocation per attempt for nothing.
 #[allow(clippy::large_enum_variant)]
 enum Outcome {
-    Response(HttpSession, Box<ResponseHeader>, InFlight),
+    Response(Exchange),
     Failed(Failure),
+}
+
+/// An attempt that got response headers: the upstream session, the host it
+/// holds a request slot on, and the pool the connection goes back to.
+struct Exchange {
+    upstream: HttpSession,
+    resp: Box<ResponseHeader>,
+    host: InFlight,
+    pool: PoolKey,
 }
 
 /// Where a routed request goes: the route action, the weighted target it
@@ -151,19 +159,19 @@ pub async fn forward(
         }
         let result = match attempt_deadline {
             Some(d) => {
-                match tokio::time::timeout_at(d.into(), try_once(connector, cluster, &req, &body, &mut log.upstream_host))
+                match tokio::time::timeout_at(d.into(), try_once(connector, cluster, &req, &body, log))
                     .await
                 {
                     Ok(r) => r,
                     Err(_) => Outcome::Failed(Failure::PerTryTimeout),
                 }
             }
-            None => try_once(connector, cluster, &req, &body, &mut log.upstream_host).await,
+            None => try_once(connector, cluster, &req, &body, log).await,
         };
         let global_timeout = deadline.is_some_and(|d| Instant::now() >= d);
         // Every attempt's outcome is counted once, retried or not.
         match &result {
-            Outcome::Response(_, resp, _) => {
+            Outcome::Response(Exchange { resp, .. }) => {
                 cluster.stats.response(resp.status.as_u16(), attempt_start.elapsed().as_secs_f64() * 1000.0)
             }
             Outcome::Failed(Failure::Connect) => cluster.stats.cx_connect_fail.inc(),
@@ -172,7 +180,7 @@ pub async fn forward(
         }
         let retriable = match (&result, &retry) {
             (_, None) => false,
-            (Outcome::Response(_, resp, _), Some(p)) => p.retries_status(resp.status.as_u16()),
+            (Outcome::Response(Exchange { resp, .. }), Some(p)) => p.retries_status(resp.status.as_u16()),
             (Outcome::Failed(f), Some(p)) => retries_failure(p, *f),
         };
         if retriable && attempt >= max_retries && !global_timeout {
@@ -217,6 +225,7 @@ pub async fn forward(
                 return LocalReply::new(503, "no healthy upstream").send(manager, session, &levels[..]).await;
             }
             // Envoy's wording, so clients that match on it keep working.
+            // Envoy 1.40 keeps TLS failure details out of the body.
             let reason = match f {
                 Failure::Connect => "remote connection failure",
                 _ => "connection termination",
@@ -232,20 +241,9 @@ pub async fn forward(
             ));
             reply.send(manager, session, &levels[..]).await
         }
-        Outcome::Response(upstream, resp, peer) => {
+        Outcome::Response(exchange) => {
             log.upstream_service_time = Some(start.elapsed().as_millis().to_string());
-            stream_response(
-                connector,
-                manager,
-                session,
-                upstream,
-                resp,
-                peer,
-                start,
-                deadline,
-                &levels[..],
-            )
-            .await
+            stream_response(connector, manager, session, exchange, start, deadline, &levels[..]).await
         }
     }
 }
@@ -281,10 +279,10 @@ fn shadow(connector: &Arc<Connector>, mirror: &Mirror, req: &RequestHeader, body
         cluster.stats.rq_total.inc();
         let attempt = async {
             let start = Instant::now();
-            if let Outcome::Response(mut upstream, resp, host) = try_once(&connector, &cluster, &req, &body, &mut None).await {
-                cluster.stats.response(resp.status.as_u16(), start.elapsed().as_secs_f64() * 1000.0);
-                while let Ok(Some(_)) = upstream.read_body_bytes().await {}
-                connector.checkin(upstream, host.addr()).await;
+            if let Outcome::Response(mut x) = try_once(&connector, &cluster, &req, &body, &mut Entry::default()).await {
+                cluster.stats.response(x.resp.status.as_u16(), start.elapsed().as_secs_f64() * 1000.0);
+                while let Ok(Some(_)) = x.upstream.read_body_bytes().await {}
+                connector.checkin(x.upstream, x.pool).await;
             }
         };
         match timeout {
@@ -412,27 +410,30 @@ async fn read_body(session: &mut ServerSession) -> Result<Bytes, u16> {
 }
 
 /// One attempt: connect (or reuse), send the request, read response headers.
-/// `attempted` records the host tried, for the access log.
+/// The log records the host tried.
 async fn try_once(
     connector: &Connector,
     cluster: &crate::model::Cluster,
     req: &RequestHeader,
     body: &Bytes,
-    attempted: &mut Option<std::net::SocketAddr>,
+    log: &mut Entry,
 ) -> Outcome {
     let Some(host) = cluster.pick() else {
         return Outcome::Failed(Failure::NoHost);
     };
-    let addr = host.addr();
-    *attempted = Some(addr);
-    let mut peer = HttpPeer::new(addr, false, String::new());
-    peer.options.connection_timeout = Some(cluster.connect_timeout);
+    let target = upstream::Target { addr: host.addr(), connect_timeout: cluster.connect_timeout, tls: cluster.tls.as_deref() };
+    log.upstream_host = Some(target.addr);
     // A pooled connection the upstream closed meanwhile is replaced once,
     // without counting as a retry.
     for _ in 0..2 {
-        let (mut upstream, reused) = match connector.checkout(&peer, addr).await {
+        let (mut upstream, reused) = match connector.checkout(&target).await {
             Ok(s) => s,
-            Err(_) => return Outcome::Failed(Failure::Connect),
+            Err(e) => {
+                if let ConnectError::Tls(reason) = e {
+                    tracing::debug!(cluster = %cluster.name, host = %target.addr, %reason, "upstream TLS handshake failed");
+                }
+                return Outcome::Failed(Failure::Connect);
+            }
         };
         let sent = async {
             upstream.write_request_header(Box::new(req.clone())).await?;
@@ -448,7 +449,7 @@ async fn try_once(
                 let Some(resp) = upstream.resp_header().cloned() else {
                     return Outcome::Failed(Failure::Reset);
                 };
-                return Outcome::Response(upstream, Box::new(resp), host);
+                return Outcome::Response(Exchange { upstream, resp: Box::new(resp), host, pool: target.key() });
             }
             Err(_) if reused => continue,
             Err(_) => return Outcome::Failed(Failure::Reset),
@@ -459,18 +460,16 @@ async fn try_once(
 
 /// Sends the response downstream. The header goes out together with the
 /// first body chunk (one write for small responses, as Envoy does).
-#[allow(clippy::too_many_arguments)]
 async fn stream_response(
     connector: &Connector,
     manager: &HttpManager,
     session: &mut ServerSession,
-    mut upstream: HttpSession,
-    mut resp: Box<ResponseHeader>,
-    host: InFlight,
+    exchange: Exchange,
     start: Instant,
     deadline: Option<Instant>,
     levels: &[&HeaderMutations],
 ) -> Option<u16> {
+    let Exchange { mut upstream, mut resp, host, pool } = exchange;
     let status = resp.status.as_u16();
     for name in HOP_BY_HOP {
         resp.remove_header(*name);
@@ -507,6 +506,7 @@ async fn stream_response(
             break;
         }
     }
-    connector.checkin(upstream, host.addr()).await;
+    connector.checkin(upstream, pool).await;
+    drop(host); // the request ends here for LEAST_REQUEST
     Some(status)
 }

@@ -14,7 +14,10 @@ use weft_envoy_api::pb::envoy::config::cluster::v3 as xds_cluster;
 use weft_envoy_api::pb::envoy::config::core::v3 as xds_core;
 
 use super::{duration, socket_address, ConfigError, Result};
+use super::listener::unpack;
 use crate::stats::ClusterStats;
+use crate::tls::{ClientTls, RAW_BUFFER, UPSTREAM_TLS};
+use weft_envoy_api::pb::envoy::extensions::transport_sockets::tls::v3 as xds_tls;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LbPolicy {
@@ -177,6 +180,8 @@ pub struct Cluster {
     pub dns: Option<Dns>,
     pub lb: LbPolicy,
     pub connect_timeout: Duration,
+    /// `transport_socket` with an `UpstreamTlsContext`.
+    pub tls: Option<Arc<ClientTls>>,
     pub stats: ClusterStats,
     rr_next: AtomicUsize,
 }
@@ -275,6 +280,7 @@ impl Cluster {
             dns,
             lb,
             connect_timeout,
+            tls: upstream_tls(c.transport_socket.as_ref(), &format!("{path}.transport_socket"))?,
             stats: ClusterStats::new(&c.name),
             rr_next: AtomicUsize::new(rand::random::<u32>() as usize),
         })
@@ -356,6 +362,21 @@ fn host_port(addr: &xds_core::Address, path: &str) -> Result<(String, u16)> {
         }
         _ => Err(ConfigError::new(format!("{path}.socket_address"), "address and port_value are required")),
     }
+}
+
+/// A cluster's `transport_socket`: TLS, or plaintext (`raw_buffer`).
+fn upstream_tls(ts: Option<&xds_core::TransportSocket>, path: &str) -> Result<Option<Arc<ClientTls>>> {
+    use xds_core::transport_socket::ConfigType;
+    let Some(ts) = ts else { return Ok(None) };
+    let Some(ConfigType::TypedConfig(any)) = &ts.config_type else {
+        return Err(ConfigError::new(format!("{path}.typed_config"), "typed_config is required"));
+    };
+    let tpath = format!("{path}.typed_config");
+    if weft_envoy_api::type_name(&any.type_url) == RAW_BUFFER {
+        return Ok(None);
+    }
+    let ctx: xds_tls::UpstreamTlsContext = unpack(any, UPSTREAM_TLS, &tpath)?;
+    Ok(Some(Arc::new(ClientTls::compile(&ctx, &tpath)?)))
 }
 
 #[cfg(test)]

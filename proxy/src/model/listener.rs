@@ -13,29 +13,27 @@ use weft_envoy_api::pb::google::protobuf::Any;
 use weft_envoy_api::prost;
 
 use super::cluster::Cluster;
+use super::filter_chain::{FilterChain, FilterChains};
 use super::route::RouteTable;
 use super::{socket_address, ConfigError, Result};
 use crate::access_log::AccessLog;
+use crate::http::xfcc::ClientCertPolicy;
 use crate::filter::HttpFilter;
-use crate::tcp::TcpProxy;
 use crate::stats::HttpStats;
 
-const HCM: &str =
+pub const HCM: &str =
     "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
 const ROUTER: &str = "envoy.extensions.filters.http.router.v3.Router";
+const TLS_INSPECTOR: &str = "envoy.extensions.filters.listener.tls_inspector.v3.TlsInspector";
 
 #[derive(Debug)]
 pub struct Listener {
     pub name: String,
     pub address: SocketAddr,
-    pub kind: ListenerKind,
-}
-
-/// The network filter a listener runs.
-#[derive(Debug, Clone)]
-pub enum ListenerKind {
-    Http(Arc<HttpManager>),
-    Tcp(Arc<TcpProxy>),
+    /// `tls_inspector` is configured: read the ClientHello before choosing
+    /// a filter chain.
+    pub inspect_tls: bool,
+    pub chains: FilterChains,
 }
 
 /// A compiled `http_connection_manager`.
@@ -50,6 +48,8 @@ pub struct HttpManager {
     pub filters: Vec<(String, HttpFilter)>,
     pub access_logs: Vec<AccessLog>,
     pub stats: HttpStats,
+    /// `forward_client_cert_details` and `set_current_client_cert_details`.
+    pub client_cert: ClientCertPolicy,
 }
 
 impl Listener {
@@ -64,50 +64,41 @@ impl Listener {
         } else {
             l.name.clone()
         };
-        if l.filter_chains.len() != 1 {
-            return Err(ConfigError::new(
-                format!("{path}.filter_chains"),
-                format!(
-                    "exactly one filter chain is supported by weft-proxy for now, found {}",
-                    l.filter_chains.len()
-                ),
-            ));
-        }
-        let chain = &l.filter_chains[0];
-        let cpath = format!("{path}.filter_chains[0]");
-        if chain.filters.len() != 1 {
-            return Err(ConfigError::new(
-                format!("{cpath}.filters"),
-                "exactly one network filter (http_connection_manager) is required",
-            ));
-        }
-        let filter = &chain.filters[0];
-        let fpath = format!("{cpath}.filters[0]");
-        use xds_listener::filter::ConfigType;
-        let Some(ConfigType::TypedConfig(any)) = &filter.config_type else {
-            return Err(ConfigError::new(
-                format!("{fpath}.typed_config"),
-                "typed_config is required",
-            ));
-        };
-        let tpath = format!("{fpath}.typed_config");
-        let kind = match weft_envoy_api::type_name(&any.type_url) {
-            crate::tcp::TYPE => ListenerKind::Tcp(Arc::new(TcpProxy::compile(&unpack(any, crate::tcp::TYPE, &tpath)?, &tpath, clusters)?)),
-            _ => {
-                let hcm: xds_hcm::HttpConnectionManager = unpack(any, HCM, &tpath)?;
-                ListenerKind::Http(Arc::new(HttpManager::compile(&hcm, &tpath, clusters)?))
+        let mut inspect_tls = false;
+        for (i, f) in l.listener_filters.iter().enumerate() {
+            let fpath = format!("{path}.listener_filters[{i}]");
+            use xds_listener::listener_filter::ConfigType;
+            match &f.config_type {
+                Some(ConfigType::TypedConfig(any)) if weft_envoy_api::type_name(&any.type_url) == TLS_INSPECTOR => {
+                    inspect_tls = true
+                }
+                Some(ConfigType::TypedConfig(any)) => {
+                    return Err(ConfigError::new(
+                        format!("{fpath}.typed_config"),
+                        format!("listener filter {} is not supported by weft-proxy", weft_envoy_api::type_name(&any.type_url)),
+                    ))
+                }
+                _ => return Err(ConfigError::new(format!("{fpath}.typed_config"), "typed_config is required")),
             }
-        };
-        Ok(Listener {
-            name,
-            address,
-            kind,
-        })
+        }
+        let chains = l
+            .filter_chains
+            .iter()
+            .enumerate()
+            .map(|(i, c)| FilterChain::compile(c, &format!("{path}.filter_chains[{i}]"), clusters))
+            .collect::<Result<Vec<_>>>()?;
+        let default = l
+            .default_filter_chain
+            .as_ref()
+            .map(|c| FilterChain::compile(c, &format!("{path}.default_filter_chain"), clusters))
+            .transpose()?;
+        let chains = FilterChains::new(chains, default, path)?;
+        Ok(Listener { name, address, inspect_tls: inspect_tls && chains.needs_hello(), chains })
     }
 }
 
 impl HttpManager {
-    fn compile(
+    pub fn compile(
         hcm: &xds_hcm::HttpConnectionManager,
         path: &str,
         clusters: &HashMap<String, Arc<Cluster>>,
@@ -194,6 +185,7 @@ impl HttpManager {
                 .map(|(i, l)| AccessLog::compile(l, &format!("{path}.access_log[{i}]")))
                 .collect::<Result<_>>()?,
             stats: HttpStats::new(&hcm.stat_prefix),
+            client_cert: ClientCertPolicy::compile(hcm, path)?,
         })
     }
 }

@@ -63,6 +63,14 @@ impl StringMatcher {
         })
     }
 
+    /// The value of an `exact` matcher (lower-cased when `ignore_case`).
+    pub fn exact(&self) -> Option<&str> {
+        match &self.kind {
+            StringMatch::Exact(s) => Some(s),
+            _ => None,
+        }
+    }
+
     pub fn matches(&self, value: &str) -> bool {
         let owned;
         let v = if self.ignore_case && !matches!(self.kind, StringMatch::Regex(_)) {
