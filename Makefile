@@ -6,7 +6,7 @@ CARGO ?= cargo
 VENV := .venv
 ENVOY := $(VENV)/bin/envoy
 ENVOY_VERSION := 1.40.0
-APT_PACKAGES := cmake clang libclang-dev python3-venv
+APT_PACKAGES := cmake clang libclang-dev python3-venv openssl
 BENCH_PACKAGES := wrk nginx-light
 export ENVOY_BIN := $(abspath $(ENVOY))
 
@@ -20,7 +20,8 @@ FUZZ := RUSTC_BOOTSTRAP=1 cargo fuzz
 
 all: build
 
-# Debian packages: BoringSSL (boring-sys) needs cmake and clang.
+# Debian packages: BoringSSL (boring-sys) needs cmake and clang; the TLS
+# tests make their certificates with the openssl CLI.
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -41,10 +42,11 @@ build: deps
 # Fuzz targets (fuzz/): the config loader and request routing, bounded.
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	mkdir -p fuzz/corpus/config_load fuzz/corpus/request_routing
+	mkdir -p fuzz/corpus/config_load fuzz/corpus/request_routing fuzz/corpus/client_hello
 	cp config/samples/proxy/*.yaml e2e/tests/all/bootstraps/*.yaml fuzz/corpus/config_load/
 	cd fuzz && $(FUZZ) run --sanitizer none -O config_load corpus/config_load -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096
 	cd fuzz && $(FUZZ) run --sanitizer none -O request_routing corpus/request_routing -- -max_total_time=$(FUZZ_SECONDS)
+	cd fuzz && $(FUZZ) run --sanitizer none -O client_hello corpus/client_hello -- -max_total_time=$(FUZZ_SECONDS)
 
 # Ends with one "N passed, N failed" line summing every test binary (cargo
 # prints a line per binary, and the last one is often an empty doc-test run).

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use bytes::Bytes;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 #[derive(Debug, Clone)]
@@ -124,7 +124,12 @@ pub async fn send(port: u16, req: &Request) -> std::io::Result<Observed> {
 
 /// Writes raw bytes and reads until one full response (or EOF/timeout).
 pub async fn send_raw(port: u16, bytes: &[u8], head: bool) -> std::io::Result<Vec<u8>> {
-    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    exchange_raw(tcp, bytes, head).await
+}
+
+/// Writes raw bytes on a connection and reads one full response.
+pub async fn exchange_raw<S: AsyncRead + AsyncWrite + Unpin>(mut tcp: S, bytes: &[u8], head: bool) -> std::io::Result<Vec<u8>> {
     tcp.write_all(bytes).await?;
     let mut buf = Vec::new();
     let mut chunk = [0u8; 16 * 1024];
@@ -202,13 +207,21 @@ fn dechunk(mut rest: &[u8]) -> Option<Vec<u8>> {
 /// Sends a request over HTTP/2 with prior knowledge (h2c). The `host`
 /// header becomes `:authority`.
 pub async fn send_h2c(port: u16, req: &Request) -> anyhow::Result<Observed> {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
+    exchange_h2(tcp, req, "http").await
+}
+
+/// One HTTP/2 request on an established connection (h2c or TLS with ALPN h2).
+pub async fn exchange_h2<S>(tcp: S, req: &Request, scheme: &str) -> anyhow::Result<Observed>
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     use http_body_util::{BodyExt, Full};
     use hyper_util::rt::{TokioExecutor, TokioIo};
-    let tcp = TcpStream::connect(("127.0.0.1", port)).await?;
     let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
     let driver = tokio::spawn(conn);
     let host = req.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case("host")).map(|(_, v)| v.as_str()).unwrap_or("example.com");
-    let mut builder = hyper::Request::builder().method(req.method.as_str()).uri(format!("http://{host}{}", req.path));
+    let mut builder = hyper::Request::builder().method(req.method.as_str()).uri(format!("{scheme}://{host}{}", req.path));
     for (k, v) in req.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("host")) {
         builder = builder.header(k, v);
     }

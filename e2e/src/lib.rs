@@ -8,11 +8,14 @@
 //! ```
 
 pub mod client;
+pub mod pki;
 pub mod proxy;
+pub mod tls_client;
 pub mod upstream;
 
 pub use client::{Observed, Request};
 pub use proxy::{Kind, Proxy};
+pub use tls_client::TlsClient;
 pub use upstream::{Seen, Upstream};
 
 /// A free loopback port (bound then released; good enough for tests).

@@ -1,7 +1,8 @@
 //! Launching weft-proxy or the Envoy oracle on the same bootstrap.
 //!
 //! Bootstraps are templates: `${LISTEN}` and `${ADMIN}` become fresh ports,
-//! `${UP_<name>}` the port of the named upstream.
+//! `${UP_<name>}` the port of the named upstream, `${CERTS}` the directory
+//! of the test certificates (see `pki`).
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -76,6 +77,9 @@ pub fn render(template: &str, listen: u16, admin: u16, upstreams: &[&Upstream]) 
     let mut out = template
         .replace("${LISTEN}", &listen.to_string())
         .replace("${ADMIN}", &admin.to_string());
+    if out.contains("${CERTS}") {
+        out = out.replace("${CERTS}", &crate::pki::dir().display().to_string());
+    }
     for u in upstreams {
         out = out.replace(&format!("${{UP_{}}}", u.name), &u.port().to_string());
     }

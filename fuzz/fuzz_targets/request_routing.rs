@@ -33,7 +33,8 @@ fuzz_target!(|data: &[u8]| {
             headers.append(n, v);
         }
     }
-    let weft_proxy::model::listener::ListenerKind::Http(manager) = &config().listeners[0].kind else { return };
+    let Some(chain) = config().listeners[0].chains.all().next() else { return };
+    let weft_proxy::model::filter_chain::NetworkFilter::Http(manager) = &chain.filter else { return };
     let table = &manager.routes;
     if let Some(vhost) = table.virtual_host(&host) {
         if let Some(route) = vhost.route(&path, &headers) {

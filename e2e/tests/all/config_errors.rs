@@ -157,3 +157,37 @@ fn known_but_unimplemented_extension_is_named() {
         "{out}"
     );
 }
+
+/// A TLS listener bootstrap with the test certificates filled in.
+fn tls_bootstrap(tls: &str, matcher: &str) -> String {
+    use crate::envoy_diff_tls::{bootstrap, chain, cluster};
+    let text = bootstrap(&[chain("tls", matcher, Some(tls), "")], &cluster("1001", ""));
+    weft_e2e::proxy::render(&text, 10000, 9901, &[])
+}
+
+#[test]
+fn tls_errors_name_the_field() {
+    let good = crate::envoy_diff_tls::server_tls("", Some(weft_e2e::pki::CLIENT_ID));
+    for kind in Kind::BOTH {
+        let (ok, out) = validate(kind, &tls_bootstrap(&good, "{}"));
+        assert!(ok, "{kind:?}: {out}");
+    }
+    // SAN checks on a chain nobody verified.
+    let no_ca = good.replace("trusted_ca: { filename: \"${CERTS}/ca.pem\" }, ", "");
+    rejected(&tls_bootstrap(&no_ca, "{}"), &["validation_context.trusted_ca", "without trusted CA"]);
+    let missing = good.replace("server.pem", "missing.pem");
+    rejected(&tls_bootstrap(&missing, "{}"), &["tls_certificates[0].certificate_chain.filename", "missing.pem"]);
+    let wrong_key = good.replace("server.key", "client.key");
+    rejected(&tls_bootstrap(&wrong_key, "{}"), &["tls_certificates[0].private_key", "does not match"]);
+    let bad_cipher = good.replace("alpn_protocols: []", "alpn_protocols: [], tls_params: { cipher_suites: [NOT-A-CIPHER] }");
+    rejected(&tls_bootstrap(&bad_cipher, "{}"), &["tls_params.cipher_suites[0]", "NOT-A-CIPHER"]);
+}
+
+#[test]
+fn filter_chains_with_the_same_match_are_rejected() {
+    use crate::envoy_diff_tls::{bootstrap, chain, cluster};
+    let a = chain("a", "{ server_names: [x.example.com, y.example.com] }", None, "");
+    let b = chain("b", "{ server_names: [y.example.com] }", None, "");
+    let text = weft_e2e::proxy::render(&bootstrap(&[a, b], &cluster("1001", "")), 10000, 9901, &[]);
+    rejected(&text, &["filter_chains[1].filter_chain_match", "multiple filter chains with the same matching rules"]);
+}

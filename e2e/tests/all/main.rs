@@ -11,6 +11,7 @@ mod envoy_diff_fault;
 mod envoy_diff_retries;
 mod envoy_diff_routing;
 mod envoy_diff_tcp;
+mod envoy_diff_tls;
 mod malformed_http;
 mod traffic_drain;
 
