@@ -14,10 +14,12 @@ use std::path::Path;
 
 use prost::Message;
 use weft_envoy_api::pb::envoy::config::bootstrap::v3::Bootstrap;
+use weft_envoy_api::pb::envoy::service::discovery::v3::DiscoveryResponse;
 use weft_envoy_api::prost;
 use weft_envoy_api::prost_reflect::{DynamicMessage, MessageDescriptor};
 
 const BOOTSTRAP: &str = "envoy.config.bootstrap.v3.Bootstrap";
+const DISCOVERY_RESPONSE: &str = "envoy.service.discovery.v3.DiscoveryResponse";
 
 /// Why a bootstrap could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,11 @@ pub struct Loaded {
 /// Loads the bootstrap from a file and/or inline YAML (inline wins for
 /// scalars and appends to lists, as Envoy's `--config-yaml` does).
 pub fn load(file: Option<&Path>, inline_yaml: Option<&str>) -> Result<Loaded, LoadError> {
+    load_with(&Loader::new(), file, inline_yaml)
+}
+
+/// [`load`] with a descriptor pool the caller keeps (to load more after).
+pub fn load_with(loader: &Loader, file: Option<&Path>, inline_yaml: Option<&str>) -> Result<Loaded, LoadError> {
     let mut texts = Vec::new();
     if let Some(path) = file {
         let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read {
@@ -62,7 +69,7 @@ pub fn load(file: Option<&Path>, inline_yaml: Option<&str>) -> Result<Loaded, Lo
     if let Some(text) = inline_yaml {
         texts.push(("--config-yaml".to_string(), text.to_string()));
     }
-    load_texts(&texts)
+    loader.load_texts(&texts)
 }
 
 /// Loads a bootstrap from YAML/JSON texts, each named by its origin for
@@ -105,13 +112,43 @@ impl Loader {
         let bootstrap = Bootstrap::decode(bytes.as_slice()).map_err(|e| syntax("bootstrap", e))?;
         Ok(Loaded { bootstrap, json: to_json(&merged) })
     }
+
+    /// Loads a file-based xDS source (`path_config_source`): a
+    /// `DiscoveryResponse` in YAML/JSON whose resources are all `type_name`
+    /// (e.g. `envoy.config.listener.v3.Listener`), checked like a bootstrap.
+    pub fn load_resources<M: Message + Default>(&self, path: &Path, type_name: &str) -> Result<Vec<M>, LoadError> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|source| LoadError::Read { path: origin.clone(), source })?;
+        let desc = self.pool.get_message_by_name(DISCOVERY_RESPONSE).expect("invariant: DiscoveryResponse is in the pool");
+        let message = decode_text(&desc, &origin, &text)?;
+        support::check(&message).map_err(|mut e| {
+            e.path = format!("{origin}: {}", e.path);
+            e
+        })?;
+        let response = DiscoveryResponse::decode(message.encode_to_vec().as_slice()).map_err(|e| syntax(&origin, e))?;
+        response
+            .resources
+            .iter()
+            .enumerate()
+            .map(|(i, any)| {
+                let got = weft_envoy_api::type_name(&any.type_url);
+                if got != type_name {
+                    return Err(LoadError::Syntax {
+                        origin: format!("{origin}: resources[{i}]"),
+                        message: format!("expected {type_name}, got {got}"),
+                    });
+                }
+                M::decode(any.value.as_slice()).map_err(|e| syntax(&format!("{origin}: resources[{i}]"), e))
+            })
+            .collect()
+    }
 }
 
 fn syntax(origin: &str, e: impl std::fmt::Display) -> LoadError {
     LoadError::Syntax { origin: origin.into(), message: e.to_string() }
 }
 
-/// Parses YAML (a superset of JSON) and decodes it as a Bootstrap.
+/// Parses YAML (a superset of JSON) and decodes it as the message `desc`.
 fn decode_text(desc: &MessageDescriptor, origin: &str, text: &str) -> Result<DynamicMessage, LoadError> {
     let value: serde_json::Value = serde_yaml::from_str(text).map_err(|e| syntax(origin, e))?;
     weft_envoy_api::decode_json(desc.clone(), &value).map_err(|error| {

@@ -44,13 +44,15 @@ fn lookup_blocking(cluster: &str, host: &str, port: u16) -> Vec<SocketAddr> {
     }
 }
 
-/// Spawns a refresh loop for every DNS cluster on the current runtime.
-pub fn spawn_refresh(config: &Config) {
-    for cluster in config.clusters.values() {
-        if cluster.dns.is_some() {
-            tokio::spawn(refresh(cluster.clone()));
-        }
-    }
+/// Spawns a refresh loop for every DNS cluster on the current runtime;
+/// abort the handles when the config is replaced.
+pub fn spawn_refresh(config: &Config) -> Vec<tokio::task::JoinHandle<()>> {
+    config
+        .clusters
+        .values()
+        .filter(|c| c.dns.is_some())
+        .map(|cluster| tokio::spawn(refresh(cluster.clone())))
+        .collect()
 }
 
 async fn refresh(cluster: Arc<Cluster>) {

@@ -12,6 +12,7 @@ mod forward;
 mod local;
 pub mod xfcc;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -38,6 +39,9 @@ pub struct HttpProxy {
     pub manager: ArcSwap<HttpManager>,
     connector: Arc<Connector>,
     options: HttpServerOptions,
+    /// Set when the listener was replaced: connections close after their
+    /// current request.
+    draining: AtomicBool,
 }
 
 impl HttpProxy {
@@ -50,7 +54,12 @@ impl HttpProxy {
             manager: ArcSwap::new(manager),
             connector: Arc::new(Connector::new()),
             options,
+            draining: AtomicBool::new(false),
         }
+    }
+
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 }
 
@@ -71,7 +80,8 @@ impl HttpServerApp for HttpProxy {
                 return None;
             }
         }
-        session.set_keepalive(if *shutdown.borrow() { None } else { Some(60) });
+        let closing = *shutdown.borrow() || self.draining.load(Ordering::Relaxed);
+        session.set_keepalive(if closing { None } else { Some(60) });
         if header_bytes(&session) > MAX_REQUEST_HEADERS {
             session.set_keepalive(None);
             let _ = session.respond_error(431).await;

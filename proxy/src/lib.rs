@@ -18,6 +18,7 @@ pub mod http;
 pub mod io;
 pub mod model;
 pub mod server;
+pub mod sources;
 pub mod stats;
 pub mod tcp;
 pub mod tls;

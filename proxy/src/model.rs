@@ -19,7 +19,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use weft_envoy_api::pb::envoy::config::bootstrap::v3::Bootstrap;
+use weft_envoy_api::pb::envoy::config::cluster::v3 as xds_cluster;
 use weft_envoy_api::pb::envoy::config::core::v3 as xds_core;
+use weft_envoy_api::pb::envoy::config::listener::v3 as xds_listener;
 
 pub use cluster::Cluster;
 pub use listener::Listener;
@@ -52,26 +54,44 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
 }
 
+/// Resources from the bootstrap's `dynamic_resources` (file-based xDS now,
+/// the ADS stream later), compiled together with the static ones.
+#[derive(Debug, Default, Clone)]
+pub struct Dynamic {
+    pub listeners: Vec<xds_listener::Listener>,
+    pub clusters: Vec<xds_cluster::Cluster>,
+}
+
 impl Config {
     pub fn compile(bootstrap: &Bootstrap) -> Result<Config> {
+        Self::compile_with(bootstrap, &Dynamic::default())
+    }
+
+    /// The bootstrap's static resources plus `dynamic` ones; a name used
+    /// twice is an error wherever the two come from.
+    pub fn compile_with(bootstrap: &Bootstrap, dynamic: &Dynamic) -> Result<Config> {
         let statics = bootstrap.static_resources.clone().unwrap_or_default();
         let mut clusters = HashMap::new();
-        for (i, c) in statics.clusters.iter().enumerate() {
-            let path = format!("static_resources.clusters[{i}]");
+        let all_clusters = statics
+            .clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("static_resources.clusters[{i}]"), c))
+            .chain(dynamic.clusters.iter().enumerate().map(|(i, c)| (format!("cds.resources[{i}]"), c)));
+        for (path, c) in all_clusters {
             let cluster = Cluster::compile(c, &path)?;
-            if clusters
-                .insert(cluster.name.clone(), Arc::new(cluster))
-                .is_some()
-            {
-                return Err(ConfigError::new(
-                    format!("{path}.name"),
-                    format!("duplicate cluster name \"{}\"", c.name),
-                ));
+            if clusters.insert(cluster.name.clone(), Arc::new(cluster)).is_some() {
+                return Err(ConfigError::new(format!("{path}.name"), format!("duplicate cluster name \"{}\"", c.name)));
             }
         }
         let mut listeners: Vec<Listener> = Vec::new();
-        for (i, l) in statics.listeners.iter().enumerate() {
-            let path = format!("static_resources.listeners[{i}]");
+        let all_listeners = statics
+            .listeners
+            .iter()
+            .enumerate()
+            .map(|(i, l)| (format!("static_resources.listeners[{i}]"), l))
+            .chain(dynamic.listeners.iter().enumerate().map(|(i, l)| (format!("lds.resources[{i}]"), l)));
+        for (path, l) in all_listeners {
             let listener = Listener::compile(l, &path, &clusters)?;
             if listeners.iter().any(|other| other.name == listener.name) {
                 return Err(ConfigError::new(
@@ -79,10 +99,7 @@ impl Config {
                     format!("duplicate listener name \"{}\"", listener.name),
                 ));
             }
-            if listeners
-                .iter()
-                .any(|other| other.address == listener.address)
-            {
+            if listeners.iter().any(|other| other.address == listener.address) {
                 return Err(ConfigError::new(
                     format!("{path}.address"),
                     format!("duplicate listener address {}", listener.address),
@@ -94,11 +111,7 @@ impl Config {
             Some(addr) => Some(socket_address(Some(addr), "admin.address")?),
             None => None,
         };
-        Ok(Config {
-            listeners,
-            clusters,
-            admin,
-        })
+        Ok(Config { listeners, clusters, admin })
     }
 }
 

@@ -1,7 +1,9 @@
-//! Process wiring: workers, listener sockets, admin, signals, graceful drain.
+//! Process wiring: workers, listener sockets, admin, signals, config
+//! updates, graceful drain.
 //!
 //! ```text
 //!  main thread: signals ─► shutdown watch ─► drain wait
+//!               config updates ─► Listeners::apply ─► Start/Stop commands to workers
 //!  worker 0..N: own single-threaded runtime, own SO_REUSEPORT socket per
 //!               listener (the kernel spreads connections), own upstream pool
 //!  admin thread: the admin listener
@@ -11,6 +13,10 @@
 //! is an accept loop handing connections to Pingora's HTTP machinery
 //! (`ServerApp::process_new`), so listeners can come and go at run time.
 
+mod listener;
+mod update;
+
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -18,23 +24,27 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use pingora_core::apps::ServerApp;
-use pingora_core::protocols::tls::server::handshake_with_callback;
-use pingora_core::protocols::Stream;
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::watch;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 
 use crate::admin::Admin;
-use crate::http::HttpProxy;
 use crate::io::Buffered;
-use crate::model::filter_chain::{FilterChains, NetworkFilter};
-use crate::model::{Config, Listener};
-use crate::tcp::TcpProxy;
-use crate::tls::inspector;
-use crate::tls::RecordPeer;
+use crate::model::Config;
+use listener::{accept_loop, ListenerApp};
+use update::Listeners;
 
 pub struct Options {
     pub concurrency: usize,
     pub drain_time: Duration,
+}
+
+/// What the main thread tells a worker.
+enum Command {
+    /// Accept on this worker's socket for the listener, serving whatever
+    /// application the shared slot holds at each accept.
+    Start { name: String, socket: std::net::TcpListener, app: Arc<ArcSwap<ListenerApp>> },
+    /// Stop accepting (open connections finish on their own).
+    Stop { name: String },
 }
 
 /// Binds a listening socket that other workers can bind too.
@@ -52,26 +62,36 @@ fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread().enable_all().build()
 }
 
-/// Runs the proxy until SIGTERM/SIGINT or `/quitquitquit`.
-pub fn run(config: Config, bootstrap_json: serde_json::Value, opts: Options) -> anyhow::Result<()> {
+/// Runs the proxy until SIGTERM/SIGINT or `/quitquitquit`, applying each
+/// config that arrives on `updates` (compiled and DNS-resolved already).
+pub fn run(
+    config: Config,
+    bootstrap_json: serde_json::Value,
+    opts: Options,
+    mut updates: mpsc::UnboundedReceiver<Config>,
+) -> anyhow::Result<()> {
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let active = Arc::new(AtomicUsize::new(0));
-
     crate::dns::resolve_all_blocking(&config);
-    // Bind everything first so that a bad address fails start-up, not a worker.
-    let workers = opts.concurrency.max(1);
-    let mut per_worker: Vec<Vec<(std::net::TcpListener, Arc<ListenerApp>)>> = (0..workers).map(|_| Vec::new()).collect();
-    for l in &config.listeners {
-        let app = Arc::new(ListenerApp::new(l));
-        for sockets in per_worker.iter_mut() {
-            let socket = bind(l.address).map_err(|e| anyhow::anyhow!("listener {} cannot bind {}: {e}", l.name, l.address))?;
-            sockets.push((socket, app.clone()));
-        }
-        tracing::info!(listener = %l.name, address = %l.address, workers, "listening");
-    }
-    let config = Arc::new(ArcSwap::from_pointee(config));
-    let (quit_tx, mut quit_rx) = tokio::sync::mpsc::unbounded_channel();
+
     let mut threads = Vec::new();
+    let mut commands = Vec::new();
+    for i in 0..opts.concurrency.max(1) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        commands.push(tx);
+        let (shutdown, active) = (shutdown_rx.clone(), active.clone());
+        threads.push(
+            std::thread::Builder::new()
+                .name(format!("weft-worker-{i}"))
+                .spawn(move || runtime().map(|rt| rt.block_on(worker(rx, shutdown, active))))?,
+        );
+    }
+    // Bind everything before serving so that a bad address fails start-up.
+    let mut listeners = Listeners::new(commands);
+    listeners.apply(&config).map_err(|e| anyhow::anyhow!(e))?;
+
+    let config = Arc::new(ArcSwap::from_pointee(config));
+    let (quit_tx, mut quit_rx) = mpsc::unbounded_channel();
     if let Some(addr) = config.load().admin {
         let admin = Arc::new(Admin {
             config: config.clone(),
@@ -80,59 +100,48 @@ pub fn run(config: Config, bootstrap_json: serde_json::Value, opts: Options) -> 
         });
         let socket = bind(addr).map_err(|e| anyhow::anyhow!("admin cannot bind {addr}: {e}"))?;
         let shutdown = shutdown_rx.clone();
-        threads.push(std::thread::Builder::new().name("weft-admin".into()).spawn(move || -> std::io::Result<()> {
-            runtime()?.block_on(async move {
-                let listener = TcpListener::from_std(socket)?;
-                let serve = {
-                    let shutdown = shutdown.clone();
-                    move |tcp| {
-                        let (admin, shutdown) = (admin.clone(), shutdown.clone());
-                        async move {
-                            let _ = admin.process_new(Box::new(Buffered::new(tcp)), &shutdown).await;
+        threads.push(std::thread::Builder::new().name("weft-admin".into()).spawn(move || {
+            runtime().map(|rt| {
+                rt.block_on(async move {
+                    let Ok(listener) = TcpListener::from_std(socket) else { return };
+                    let serve = {
+                        let shutdown = shutdown.clone();
+                        move |tcp| {
+                            let (admin, shutdown) = (admin.clone(), shutdown.clone());
+                            async move {
+                                let _ = admin.process_new(Box::new(Buffered::new(tcp)), &shutdown).await;
+                            }
                         }
-                    }
-                };
-                accept_loop(listener, shutdown, Arc::new(AtomicUsize::new(0)), serve).await;
-                Ok(())
+                    };
+                    accept_loop(listener, shutdown, Arc::new(AtomicUsize::new(0)), serve).await;
+                })
             })
         })?);
         tracing::info!(address = %addr, "admin listening");
     }
-    for (i, sockets) in per_worker.into_iter().enumerate() {
-        let (shutdown, active) = (shutdown_rx.clone(), active.clone());
-        threads.push(std::thread::Builder::new().name(format!("weft-worker-{i}")).spawn(move || -> std::io::Result<()> {
-            runtime()?.block_on(async move {
-                let mut loops = Vec::new();
-                for (socket, app) in sockets {
-                    let listener = TcpListener::from_std(socket)?;
-                    let serve = {
-                        let shutdown = shutdown.clone();
-                        move |tcp| app.clone().serve(tcp, shutdown.clone())
-                    };
-                    loops.push(tokio::spawn(accept_loop(listener, shutdown.clone(), active.clone(), serve)));
-                }
-                for l in loops {
-                    let _ = l.await;
-                }
-                // Let this worker's connections finish their current request.
-                let mut waiting = shutdown.clone();
-                let _ = waiting.wait_for(|closed| *closed).await;
-                while active.load(Ordering::Relaxed) > 0 {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                Ok(())
-            })
-        })?);
-    }
 
-    let dns_config = config.load_full();
     runtime()?.block_on(async {
-        crate::dns::spawn_refresh(&dns_config);
+        let mut dns = crate::dns::spawn_refresh(&config.load());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            _ = term.recv() => tracing::info!("SIGTERM: draining"),
-            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT: draining"),
-            _ = quit_rx.recv() => tracing::info!("quitquitquit: exiting"),
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: draining"); break }
+                _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: draining"); break }
+                _ = quit_rx.recv() => { tracing::info!("quitquitquit: exiting"); break }
+                Some(next) = updates.recv() => {
+                    if let Err(e) = listeners.apply(&next) {
+                        // Envoy keeps serving what it has when a listener
+                        // cannot bind; so do we, with the rest applied.
+                        tracing::warn!(error = %e, "config update partly applied");
+                    }
+                    for task in dns.drain(..) {
+                        task.abort();
+                    }
+                    dns = crate::dns::spawn_refresh(&next);
+                    config.store(Arc::new(next));
+                    tracing::info!("config updated");
+                }
+            }
         }
         // Stop accepting; in-flight requests finish (connections close after
         // their current request), bounded by the drain time.
@@ -147,108 +156,46 @@ pub fn run(config: Config, bootstrap_json: serde_json::Value, opts: Options) -> 
     Ok(())
 }
 
-/// A listener as the workers run it: its filter chains, each with the
-/// application serving the connections it matches.
-struct ListenerApp {
-    name: String,
-    inspect_tls: bool,
-    chains: FilterChains,
-    /// Parallel to `chains.all()`.
-    apps: Vec<App>,
-}
-
-/// What a filter chain runs on its connections.
-enum App {
-    Http(Arc<HttpProxy>),
-    Tcp(Arc<TcpProxy>),
-}
-
-impl ListenerApp {
-    fn new(l: &Listener) -> Self {
-        let apps = l
-            .chains
-            .all()
-            .map(|c| match &c.filter {
-                NetworkFilter::Http(manager) => App::Http(Arc::new(HttpProxy::new(manager.clone()))),
-                NetworkFilter::Tcp(tcp) => App::Tcp(tcp.clone()),
-            })
-            .collect();
-        ListenerApp { name: l.name.clone(), inspect_tls: l.inspect_tls, chains: l.chains.clone(), apps }
-    }
-
-    /// One downstream connection: inspect, pick a chain, terminate TLS,
-    /// hand over to the chain's HTTP or TCP proxy.
-    async fn serve(self: Arc<Self>, mut tcp: TcpStream, shutdown: watch::Receiver<bool>) {
-        let (prefix, hello) = if self.inspect_tls {
-            match inspector::inspect(&mut tcp).await {
-                Some((bytes, hello)) => (bytes, Some(hello)),
-                None => return,
-            }
-        } else {
-            (Vec::new(), None)
-        };
-        let Some(index) = self.chains.select(hello.as_ref()) else {
-            tracing::debug!(listener = %self.name, ?hello, "no filter chain matches: closing");
-            return;
-        };
-        let chain = self.chains.get(index);
-        let mut stream = Buffered::new(tcp);
-        stream.rewind(&prefix);
-        let stream: Stream = match &chain.tls {
-            Some(tls) => match handshake_with_callback(&tls.acceptor, stream, &RecordPeer).await {
-                Ok(s) => Box::new(s),
-                Err(e) => {
-                    tracing::debug!(listener = %self.name, chain = %chain.name, error = %e, "TLS handshake failed");
-                    return;
+/// A worker: runs the accept loops it is told to, until shutdown; then
+/// lets its connections finish their current request.
+async fn worker(mut commands: mpsc::UnboundedReceiver<Command>, shutdown: watch::Receiver<bool>, active: Arc<AtomicUsize>) {
+    let mut loops = HashMap::new();
+    let mut closed = shutdown.clone();
+    loop {
+        tokio::select! {
+            command = commands.recv() => match command {
+                Some(Command::Start { name, socket, app }) => {
+                    let listener = match TcpListener::from_std(socket) {
+                        Ok(l) => l,
+                        Err(e) => {
+                            tracing::error!(listener = %name, error = %e, "cannot register listener socket");
+                            continue;
+                        }
+                    };
+                    let serve = {
+                        let shutdown = shutdown.clone();
+                        move |tcp| app.load_full().serve(tcp, shutdown.clone())
+                    };
+                    let task = tokio::spawn(accept_loop(listener, shutdown.clone(), active.clone(), serve));
+                    if let Some(old) = loops.insert(name, task) {
+                        old.abort();
+                    }
                 }
+                Some(Command::Stop { name }) => {
+                    if let Some(task) = loops.remove(&name) {
+                        task.abort(); // closes the socket; connections live on
+                    }
+                }
+                None => break,
             },
-            None => Box::new(stream),
-        };
-        match &self.apps[index] {
-            App::Http(http) => {
-                let _ = http.process_new(stream, &shutdown).await;
-            }
-            App::Tcp(tcp) => tcp.serve(stream).await,
+            _ = closed.wait_for(|closed| *closed) => break,
         }
     }
-}
-
-/// Counts a connection as active for as long as it lives.
-struct ActiveGuard(Arc<AtomicUsize>);
-
-impl Drop for ActiveGuard {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::Relaxed);
+    for (_, task) in loops {
+        let _ = task.await;
     }
-}
-
-/// Accepts connections until shutdown, serving each on its own task.
-async fn accept_loop<F, Fut>(listener: TcpListener, mut shutdown: watch::Receiver<bool>, active: Arc<AtomicUsize>, serve: F)
-where
-    F: Fn(TcpStream) -> Fut,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    loop {
-        let accepted = tokio::select! {
-            a = listener.accept() => a,
-            _ = shutdown.changed() => return,
-        };
-        let (tcp, _peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(error = %e, "accept failed");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let _ = tcp.set_nodelay(true);
-        active.fetch_add(1, Ordering::Relaxed);
-        let guard = ActiveGuard(active.clone());
-        let connection = serve(tcp);
-        tokio::spawn(async move {
-            let _guard = guard;
-            connection.await;
-        });
+    let _ = closed.wait_for(|closed| *closed).await;
+    while active.load(Ordering::Relaxed) > 0 {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -20,8 +20,12 @@ pub struct Unsupported {
 const SUPPORTED: &[(&str, &[&str])] = &[
     (
         "envoy.config.bootstrap.v3.Bootstrap",
-        &["node", "static_resources", "admin"],
+        &["node", "static_resources", "dynamic_resources", "admin"],
     ),
+    ("envoy.config.bootstrap.v3.Bootstrap.DynamicResources", &["lds_config", "cds_config"]),
+    ("envoy.config.core.v3.ConfigSource", &["path", "path_config_source", "resource_api_version"]),
+    ("envoy.config.core.v3.PathConfigSource", &["path"]),
+    ("envoy.service.discovery.v3.DiscoveryResponse", &["version_info", "resources", "type_url"]),
     (
         "envoy.config.bootstrap.v3.Bootstrap.StaticResources",
         &["listeners", "clusters"],

@@ -34,6 +34,9 @@ pub struct Listener {
     /// a filter chain.
     pub inspect_tls: bool,
     pub chains: FilterChains,
+    /// What it was compiled from: an update with the same definition keeps
+    /// the listener's sockets and connections.
+    pub definition: xds_listener::Listener,
 }
 
 /// A compiled `http_connection_manager`.
@@ -93,7 +96,7 @@ impl Listener {
             .map(|c| FilterChain::compile(c, &format!("{path}.default_filter_chain"), clusters))
             .transpose()?;
         let chains = FilterChains::new(chains, default, path)?;
-        Ok(Listener { name, address, inspect_tls: inspect_tls && chains.needs_hello(), chains })
+        Ok(Listener { name, address, inspect_tls: inspect_tls && chains.needs_hello(), chains, definition: l.clone() })
     }
 }
 
