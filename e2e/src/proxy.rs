@@ -127,11 +127,10 @@ impl Proxy {
                 anyhow::bail!("{kind:?} exited with {status}: {}", proxy.log_text());
             }
             let ready = crate::client::send(admin, &crate::Request::get("/ready")).await;
-            if ready.is_ok_and(|r| r.status == 200)
-                && tokio::net::TcpStream::connect(("127.0.0.1", port))
-                    .await
-                    .is_ok()
-            {
+            // A bootstrap without `${LISTEN}` (dynamic listeners) is ready
+            // when the admin says so.
+            let listening = !template.contains("${LISTEN}") || tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok();
+            if ready.is_ok_and(|r| r.status == 200) && listening {
                 return Ok(proxy);
             }
             if Instant::now() > deadline {

@@ -7,6 +7,7 @@ mod envoy_diff_access_log;
 mod envoy_diff_balancing;
 mod envoy_diff_breakers;
 mod envoy_diff_dns;
+mod envoy_diff_dynamic;
 mod envoy_diff_fault;
 mod envoy_diff_retries;
 mod envoy_diff_routing;

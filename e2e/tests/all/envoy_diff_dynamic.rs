@@ -1,0 +1,172 @@
+//! Config updates without restart, against Envoy: listeners and clusters
+//! from files (`path_config_source`) are replaced by `mv` while traffic
+//! runs. Added, changed and removed listeners, a changed cluster, a bad
+//! update (rejected, last good config kept) and a request in flight across
+//! the swap must look the same to clients and upstreams on both proxies.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use weft_e2e::client::send;
+use weft_e2e::{free_port, Kind, Proxy, Request, Upstream};
+
+const BOOTSTRAP: &str = r#"
+node: { id: test-node, cluster: test }
+admin:
+  address: { socket_address: { address: 127.0.0.1, port_value: ${ADMIN} } }
+dynamic_resources:
+  cds_config: { resource_api_version: V3, path_config_source: { path: "${DIR}/cds.yaml" } }
+  lds_config: { resource_api_version: V3, path_config_source: { path: "${DIR}/lds.yaml" } }
+"#;
+
+fn cluster(name: &str, port: u16) -> String {
+    format!(
+        r#"- "@type": type.googleapis.com/envoy.config.cluster.v3.Cluster
+  name: {name}
+  connect_timeout: 1s
+  load_assignment:
+    cluster_name: {name}
+    endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }} }} }} ] }} ]
+"#
+    )
+}
+
+/// A listener whose single route is `route` (a RouteAction or a
+/// direct_response, as a flow mapping entry) for paths matching `regex`.
+fn listener(name: &str, port: u16, regex: &str, action: &str) -> String {
+    format!(
+        r#"- "@type": type.googleapis.com/envoy.config.listener.v3.Listener
+  name: {name}
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: {port} }} }}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: {name}
+        route_config:
+          virtual_hosts:
+          - {{ name: all, domains: ["*"], routes: [ {{ match: {{ safe_regex: {{ regex: "{regex}" }} }}, {action} }} ] }}
+        http_filters:
+        - name: envoy.filters.http.router
+          typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+"#
+    )
+}
+
+fn resources(items: &[String]) -> String {
+    format!("resources:\n{}", items.concat())
+}
+
+/// Replaces a watched file the way Envoy expects: write aside, then `mv`.
+fn replace(dir: &Path, name: &str, text: &str) {
+    let aside = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&aside, text).expect("write");
+    std::fs::rename(&aside, dir.join(name)).expect("mv");
+}
+
+/// Sends until `done` holds for the response (or the connection error),
+/// within five seconds: how long an update takes to show is not compared.
+async fn until(port: u16, req: &Request, done: impl Fn(&std::io::Result<weft_e2e::Observed>) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let r = send(port, req).await;
+        if done(&r) {
+            return;
+        }
+        assert!(Instant::now() < deadline, "update not applied within 5 s (last: {r:?})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn from(r: &std::io::Result<weft_e2e::Observed>, body: &str) -> bool {
+    r.as_ref().is_ok_and(|o| o.body_str() == body)
+}
+
+/// One step's view: the response (or "refused") and which upstreams saw it.
+fn outcome(r: std::io::Result<weft_e2e::Observed>, ups: &[&Upstream]) -> String {
+    let response = match r {
+        Ok(o) => format!("{:?}", o.normalized()),
+        Err(_) => "refused".into(),
+    };
+    let seen: Vec<String> = ups.iter().flat_map(|u| u.take().into_iter().map(|s| format!("{} {}", u.name, s.path))).collect();
+    format!("{response} <- {seen:?}")
+}
+
+async fn scenario(kind: Kind, a: &Upstream, b: &Upstream) -> Vec<String> {
+    let dir: PathBuf = std::env::temp_dir().join(format!("weft-e2e-dynamic-{}-{kind:?}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (l1, l2) = (free_port(), free_port());
+    let ups = [a, b];
+    let to = |c: &str| format!("route: {{ cluster: {c} }}");
+    let answer = r#"direct_response: { status: 200, body: { inline_string: "two" } }"#;
+    replace(&dir, "cds.yaml", &resources(&[cluster("ca", a.port())]));
+    replace(&dir, "lds.yaml", &resources(&[listener("one", l1, "/.*", &to("ca"))]));
+    let template = BOOTSTRAP.replace("${DIR}", &dir.display().to_string());
+    let _proxy = Proxy::start(kind, &template, &[]).await.unwrap_or_else(|e| panic!("{e}"));
+    let get = |p: &str| Request::get(p).header("host", "svc.local");
+    let mut steps = Vec::new();
+
+    until(l1, &get("/warm"), |r| from(r, "a")).await;
+    a.take();
+    steps.push(outcome(send(l1, &get("/first")).await, &ups));
+
+    // A request in flight while its listener is replaced.
+    let slow = tokio::spawn(async move { send(l1, &Request::get("/slow").header("host", "svc.local").header("x-test-delay-ms", "1500")).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    replace(&dir, "cds.yaml", &resources(&[cluster("ca", a.port()), cluster("cb", b.port())]));
+    replace(&dir, "lds.yaml", &resources(&[listener("one", l1, "/.*", &to("cb")), listener("two", l2, "/.*", answer)]));
+    until(l1, &get("/probe"), |r| from(r, "b")).await;
+    until(l2, &get("/probe"), |r| from(r, "two")).await;
+    ups.iter().for_each(|u| drop(u.take()));
+    steps.push(outcome(slow.await.expect("join"), &ups));
+    steps.push(outcome(send(l1, &get("/after")).await, &ups));
+    steps.push(outcome(send(l2, &get("/new")).await, &ups));
+
+    // A bad update changes nothing.
+    replace(&dir, "lds.yaml", &resources(&[listener("one", l1, "/[unclosed", &to("ca"))]));
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    steps.push(outcome(send(l1, &get("/kept")).await, &ups));
+    steps.push(outcome(send(l2, &get("/kept")).await, &ups));
+
+    // Removing a listener closes its port.
+    replace(&dir, "lds.yaml", &resources(&[listener("one", l1, "/.*", &to("cb"))]));
+    until(l2, &get("/gone"), |r| r.is_err()).await;
+    ups.iter().for_each(|u| drop(u.take()));
+    steps.push(outcome(send(l2, &get("/gone")).await, &ups));
+
+    // A cluster change alone reaches the unchanged listener.
+    replace(&dir, "cds.yaml", &resources(&[cluster("ca", a.port()), cluster("cb", a.port())]));
+    until(l1, &get("/probe"), |r| from(r, "a")).await;
+    ups.iter().for_each(|u| drop(u.take()));
+    steps.push(outcome(send(l1, &get("/moved")).await, &ups));
+    steps
+}
+
+#[tokio::test]
+async fn listener_and_cluster_updates_from_files_match_envoy() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let envoy = scenario(Kind::Envoy, &a, &b).await;
+    let weft = scenario(Kind::Weft, &a, &b).await;
+    for (i, (e, w)) in envoy.iter().zip(&weft).enumerate() {
+        assert_eq!(e, w, "step {i}: left Envoy, right weft-proxy");
+    }
+    // The steps showed what they name: the in-flight request finished on
+    // the old route, the changed listener moved to b, a bad listener kept
+    // its old version while the update still removed "two" (Envoy's
+    // state-of-the-world update), and a cluster change alone took effect.
+    let expect = [
+        ("a /first", "body: b\"a\""),
+        ("status: 200", "body: b\"a\""),
+        ("b /after", "body: b\"b\""),
+        ("[]", "body: b\"two\""),
+        ("b /kept", "body: b\"b\""),
+        ("refused", "refused"),
+        ("refused", "refused"),
+        ("a /moved", "body: b\"a\""),
+    ];
+    for (i, (step, (x, y))) in weft.iter().zip(expect).enumerate() {
+        assert!(step.contains(x) && step.contains(y), "step {i}: {step}");
+    }
+}
