@@ -101,7 +101,7 @@ impl Admin {
         let mut out = String::new();
         for name in names {
             let c = &config.clusters[name];
-            for host in c.hosts.load().iter() {
+            for host in c.hosts.load().hosts.iter() {
                 let ep = host.addr;
                 out.push_str(&format!("{name}::{ep}::health_flags::healthy\n"));
                 out.push_str(&format!("{name}::{ep}::weight::1\n"));

@@ -9,6 +9,7 @@
 
 pub mod cluster;
 pub mod filter_chain;
+pub mod hash_policy;
 pub mod header;
 pub mod listener;
 pub mod matcher;

@@ -68,7 +68,7 @@ impl TcpProxy {
     /// downstream connection, as Envoy does.
     pub async fn serve<S: AsyncRead + AsyncWrite + Unpin>(&self, mut downstream: S) {
         let cluster = self.pick();
-        let Some(host) = cluster.pick() else {
+        let Some(host) = cluster.pick(None) else {
             return; // no healthy upstream
         };
         let target = Target { addr: host.addr(), connect_timeout: cluster.connect_timeout, tls: cluster.tls.as_deref() };

@@ -69,3 +69,89 @@ async fn least_request_avoids_the_busy_host_like_envoy() {
         assert!((0.40..=0.60).contains(&round_robin), "{kind:?}: ROUND_ROBIN sent {round_robin:.2} to the slow host");
     }
 }
+
+/// Four hosts behind a hashing policy; the route hashes on `hash`
+/// (a flow sequence of `hash_policy` entries).
+fn hashing_bootstrap(policy: &str, lb_config: &str, hash: &str) -> String {
+    let endpoints: String = (0..4)
+        .map(|i| format!("        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{UP_h{i}}} }} }} }}\n"))
+        .collect();
+    format!(
+        r#"
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{ADMIN}} }} }}
+static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{LISTEN}} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: main
+          route_config:
+            virtual_hosts:
+            - {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, route: {{ cluster: up, hash_policy: {hash} }} }} ] }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+  - name: up
+    lb_policy: {policy}
+    {lb_config}
+    load_assignment:
+      cluster_name: up
+      endpoints:
+      - lb_endpoints:
+{endpoints}"#
+    )
+}
+
+/// Which host answered each request, on one proxy.
+async fn hosts_by_request(kind: Kind, template: &str, ups: &[&Upstream], requests: &[Request]) -> Vec<String> {
+    let proxy = Proxy::start(kind, template, ups).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut out = Vec::new();
+    for r in requests {
+        out.push(proxy.send(r).await.body_str());
+    }
+    out
+}
+
+#[tokio::test]
+async fn ring_hash_and_maglev_pick_the_same_host_as_envoy() {
+    let hosts = [Upstream::start("h0").await, Upstream::start("h1").await, Upstream::start("h2").await, Upstream::start("h3").await];
+    let ups: Vec<&Upstream> = hosts.iter().collect();
+    let users: Vec<Request> = (0..60).map(|i| Request::get("/").header("x-user", &format!("user-{i}"))).collect();
+    let by_query: Vec<Request> = (0..30).map(|i| Request::get(&format!("/p?a=1&session={i}&session=x"))).collect();
+    // Both policies: the header when present (terminal), else the query.
+    let mixed: Vec<Request> = (0..30)
+        .map(|i| {
+            let r = Request::get(&format!("/m?session={}", i % 7));
+            if i % 2 == 0 { r.header("x-user", &format!("u{i}")) } else { r }
+        })
+        .collect();
+    let cases = [
+        ("RING_HASH", "", "[ { header: { header_name: x-user } } ]", &users),
+        ("RING_HASH", "ring_hash_lb_config: { minimum_ring_size: 64 }", "[ { header: { header_name: x-user } } ]", &users),
+        ("MAGLEV", "", "[ { header: { header_name: x-user } } ]", &users),
+        ("MAGLEV", "maglev_lb_config: { table_size: 251 }", "[ { query_parameter: { name: session } } ]", &by_query),
+        ("RING_HASH", "", "[ { header: { header_name: x-user }, terminal: true }, { query_parameter: { name: session } } ]", &mixed),
+    ];
+    for (policy, config, hash, requests) in cases {
+        let template = hashing_bootstrap(policy, config, hash);
+        let envoy = hosts_by_request(Kind::Envoy, &template, &ups, requests).await;
+        let weft = hosts_by_request(Kind::Weft, &template, &ups, requests).await;
+        assert_eq!(envoy, weft, "{policy} {config} {hash}: left Envoy, right weft-proxy");
+        // The keys really spread over the hosts.
+        let distinct: std::collections::HashSet<_> = weft.iter().collect();
+        assert!(distinct.len() >= 3, "{policy} {hash}: {weft:?}");
+    }
+    // The client's address (always 127.0.0.1 here): one host, Envoy's.
+    let template = hashing_bootstrap("RING_HASH", "", "[ { connection_properties: { source_ip: true } } ]");
+    let envoy = hosts_by_request(Kind::Envoy, &template, &ups, &users[..10]).await;
+    let weft = hosts_by_request(Kind::Weft, &template, &ups, &users[..10]).await;
+    assert_eq!(envoy, weft, "source_ip: left Envoy, right weft-proxy");
+    assert!(weft.iter().all(|h| *h == weft[0]), "{weft:?}");
+}

@@ -124,6 +124,8 @@ pub async fn forward(
 
     let deadline = timeout.map(|t| start + t);
     let cluster = &target.cluster;
+    let source_ip = || session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+    let hash = fwd.hash_policy.as_ref().and_then(|p| p.hash(&req, source_ip()));
     let breakers = &cluster.breakers;
     let Some(_request_slot) = Breakers::try_acquire(&breakers.active_requests, breakers.max_requests) else {
         cluster.stats.rq_pending_overflow.inc();
@@ -159,14 +161,14 @@ pub async fn forward(
         }
         let result = match attempt_deadline {
             Some(d) => {
-                match tokio::time::timeout_at(d.into(), try_once(connector, cluster, &req, &body, log))
+                match tokio::time::timeout_at(d.into(), try_once(connector, cluster, &req, &body, hash, log))
                     .await
                 {
                     Ok(r) => r,
                     Err(_) => Outcome::Failed(Failure::PerTryTimeout),
                 }
             }
-            None => try_once(connector, cluster, &req, &body, log).await,
+            None => try_once(connector, cluster, &req, &body, hash, log).await,
         };
         let global_timeout = deadline.is_some_and(|d| Instant::now() >= d);
         // Every attempt's outcome is counted once, retried or not.
@@ -279,7 +281,7 @@ fn shadow(connector: &Arc<Connector>, mirror: &Mirror, req: &RequestHeader, body
         cluster.stats.rq_total.inc();
         let attempt = async {
             let start = Instant::now();
-            if let Outcome::Response(mut x) = try_once(&connector, &cluster, &req, &body, &mut Entry::default()).await {
+            if let Outcome::Response(mut x) = try_once(&connector, &cluster, &req, &body, None, &mut Entry::default()).await {
                 cluster.stats.response(x.resp.status.as_u16(), start.elapsed().as_secs_f64() * 1000.0);
                 while let Ok(Some(_)) = x.upstream.read_body_bytes().await {}
                 connector.checkin(x.upstream, x.pool).await;
@@ -416,9 +418,10 @@ async fn try_once(
     cluster: &crate::model::Cluster,
     req: &RequestHeader,
     body: &Bytes,
+    hash: Option<u64>,
     log: &mut Entry,
 ) -> Outcome {
-    let Some(host) = cluster.pick() else {
+    let Some(host) = cluster.pick(hash) else {
         return Outcome::Failed(Failure::NoHost);
     };
     let target = upstream::Target { addr: host.addr(), connect_timeout: cluster.connect_timeout, tls: cluster.tls.as_deref() };

@@ -19,12 +19,37 @@ use crate::stats::ClusterStats;
 use crate::tls::{ClientTls, RAW_BUFFER, UPSTREAM_TLS};
 use weft_envoy_api::pb::envoy::extensions::transport_sockets::tls::v3 as xds_tls;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+mod consistent_hash;
+
+pub use consistent_hash::Table;
+
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LbPolicy {
     RoundRobin,
     Random,
     /// Envoy's power-of-N-choices: the least busy of `choices` random hosts.
     LeastRequest { choices: u32 },
+    /// RING_HASH or MAGLEV: the request's hash (route `hash_policy`) picks
+    /// the host; requests without one get a random hash, as in Envoy.
+    Hash(consistent_hash::Kind),
+}
+
+/// The hosts a cluster balances over, and the hash table built for them
+/// when the policy hashes. Replaced as a whole when hosts change.
+#[derive(Debug, Default)]
+pub struct HostSet {
+    pub hosts: Vec<Arc<Host>>,
+    table: Option<Table>,
+}
+
+impl HostSet {
+    fn new(hosts: Vec<Arc<Host>>, lb: LbPolicy) -> Self {
+        let table = match lb {
+            LbPolicy::Hash(kind) => Table::build(kind, &hosts.iter().map(|h| h.addr).collect::<Vec<_>>()),
+            _ => None,
+        };
+        HostSet { hosts, table }
+    }
 }
 
 /// An upstream host and its requests in flight (for LEAST_REQUEST).
@@ -176,7 +201,7 @@ pub struct Cluster {
     pub name: String,
     pub breakers: Breakers,
     /// The current hosts; replaced as a whole when DNS answers change.
-    pub hosts: ArcSwap<Vec<Arc<Host>>>,
+    pub hosts: ArcSwap<HostSet>,
     pub dns: Option<Dns>,
     pub lb: LbPolicy,
     pub connect_timeout: Duration,
@@ -224,6 +249,39 @@ impl Cluster {
                     ));
                 }
                 LbPolicy::LeastRequest { choices }
+            }
+            Ok(xds_cluster::cluster::LbPolicy::RingHash) => {
+                use xds_cluster::cluster::LbConfig;
+                let (mut min, mut max) = (consistent_hash::DEFAULT_MIN_RING, consistent_hash::DEFAULT_MAX_RING);
+                if let Some(LbConfig::RingHashLbConfig(r)) = &c.lb_config {
+                    let rpath = format!("{path}.ring_hash_lb_config");
+                    if r.hash_function != xds_cluster::cluster::ring_hash_lb_config::HashFunction::XxHash as i32 {
+                        return Err(ConfigError::new(format!("{rpath}.hash_function"), "only XX_HASH is supported by weft-proxy"));
+                    }
+                    min = r.minimum_ring_size.as_ref().map_or(min, |v| v.value);
+                    max = r.maximum_ring_size.as_ref().map_or(max, |v| v.value);
+                    if min > max {
+                        return Err(ConfigError::new(rpath, format!("ring hash: minimum_ring_size ({min}) > maximum_ring_size ({max})")));
+                    }
+                    if min == 0 {
+                        return Err(ConfigError::new(format!("{rpath}.minimum_ring_size"), "must be at least 1"));
+                    }
+                }
+                LbPolicy::Hash(consistent_hash::Kind::Ring { min, max })
+            }
+            Ok(xds_cluster::cluster::LbPolicy::Maglev) => {
+                use xds_cluster::cluster::LbConfig;
+                let mut size = consistent_hash::DEFAULT_MAGLEV_TABLE;
+                if let Some(LbConfig::MaglevLbConfig(m)) = &c.lb_config {
+                    size = m.table_size.as_ref().map_or(size, |v| v.value);
+                }
+                if !consistent_hash::is_prime(size) {
+                    return Err(ConfigError::new(
+                        format!("{path}.maglev_lb_config.table_size"),
+                        "The table size of maglev must be prime number",
+                    ));
+                }
+                LbPolicy::Hash(consistent_hash::Kind::Maglev { size })
             }
             Ok(other) => {
                 return Err(ConfigError::new(
@@ -276,7 +334,7 @@ impl Cluster {
         Ok(Cluster {
             breakers: Breakers::compile(c.circuit_breakers.as_ref(), path)?,
             name: c.name.clone(),
-            hosts: ArcSwap::from_pointee(hosts.into_iter().map(Host::new).collect()),
+            hosts: ArcSwap::from_pointee(HostSet::new(hosts.into_iter().map(Host::new).collect(), lb)),
             dns,
             lb,
             connect_timeout,
@@ -287,8 +345,9 @@ impl Cluster {
     }
 
     /// Picks a host for a request, or `None` when the cluster has none.
-    pub fn pick(&self) -> Option<InFlight> {
-        let hosts = self.hosts.load();
+    pub fn pick(&self, hash: Option<u64>) -> Option<InFlight> {
+        let set = self.hosts.load();
+        let hosts = &set.hosts;
         if hosts.is_empty() {
             return None;
         }
@@ -308,6 +367,10 @@ impl Cluster {
                 }
                 best
             }
+            LbPolicy::Hash(_) => {
+                let hash = hash.unwrap_or_else(rand::random::<u64>);
+                set.table.as_ref().and_then(|t| t.lookup(hash)).unwrap_or(0)
+            }
         };
         hosts.get(i).cloned().map(InFlight::start)
     }
@@ -315,14 +378,14 @@ impl Cluster {
     /// Replaces the hosts, keeping the state of those that stay.
     pub fn set_hosts(&self, addrs: Vec<SocketAddr>) {
         let current = self.hosts.load();
-        if current.iter().map(|h| h.addr).eq(addrs.iter().copied()) {
+        if current.hosts.iter().map(|h| h.addr).eq(addrs.iter().copied()) {
             return;
         }
         let hosts = addrs
             .into_iter()
-            .map(|a| current.iter().find(|h| h.addr == a).cloned().unwrap_or_else(|| Host::new(a)))
+            .map(|a| current.hosts.iter().find(|h| h.addr == a).cloned().unwrap_or_else(|| Host::new(a)))
             .collect();
-        self.hosts.store(Arc::new(hosts));
+        self.hosts.store(Arc::new(HostSet::new(hosts, self.lb)));
     }
 }
 

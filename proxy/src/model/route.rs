@@ -13,6 +13,7 @@ use weft_envoy_api::pb::envoy::config::route::v3 as xds_route;
 
 use super::cluster::Cluster;
 use crate::filter::PerRoute;
+use super::hash_policy::HashPolicy;
 use super::header::HeaderMutations;
 use super::matcher::{regex, HeaderMatcher, QueryMatcher};
 use super::{duration, ConfigError, Fraction, Result};
@@ -112,6 +113,8 @@ pub struct Forward {
     pub regex_rewrite: Option<(Regex, String)>,
     pub host_rewrite: Option<http::HeaderValue>,
     pub mirrors: Vec<Mirror>,
+    /// Hashes the request for RING_HASH / MAGLEV clusters.
+    pub hash_policy: Option<HashPolicy>,
 }
 
 /// `request_mirror_policies[]`: a fire-and-forget copy of the request.
@@ -760,6 +763,7 @@ impl Forward {
             regex_rewrite,
             host_rewrite,
             mirrors,
+            hash_policy: HashPolicy::compile(&ra.hash_policy, &format!("{path}.hash_policy"))?,
         })
     }
 
