@@ -125,7 +125,7 @@ fn maglev(hosts: &[SocketAddr], size: u64) -> Vec<u32> {
 
 /// Whether `n` is prime (Maglev's table size must be).
 pub fn is_prime(n: u64) -> bool {
-    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| n % d != 0)
+    n >= 2 && (2..).take_while(|d| d * d <= n).all(|d| !n.is_multiple_of(d))
 }
 
 #[cfg(test)]
