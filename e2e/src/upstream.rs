@@ -5,6 +5,9 @@
 //!   `x-test-key` get that status, later ones get 200 (for retries);
 //! - `x-test-delay-ms: N` — wait before answering.
 //!
+//! [`Upstream::force_status`] makes every answer (health checks included)
+//! carry one status, to play a failing host.
+//!
 //! The body is `<name>` so a client sees which upstream answered.
 
 use std::collections::HashMap;
@@ -42,6 +45,8 @@ pub struct Upstream {
     pub seen: Arc<Mutex<Vec<Seen>>>,
     /// TCP connections accepted so far (to observe connection reuse).
     pub connections: Arc<std::sync::atomic::AtomicUsize>,
+    /// 0, or the status every answer gets.
+    forced: Arc<std::sync::atomic::AtomicU16>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -74,16 +79,20 @@ impl Upstream {
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
         let failures: Arc<Mutex<HashMap<String, u32>>> = Arc::default();
         let connections: Arc<std::sync::atomic::AtomicUsize> = Arc::default();
-        let (n, s, c) = (name.to_string(), seen.clone(), connections.clone());
+        let forced: Arc<std::sync::atomic::AtomicU16> = Arc::default();
+        let (n, s, c, o) = (name.to_string(), seen.clone(), connections.clone(), forced.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((tcp, _)) = listener.accept().await else {
                     continue;
                 };
                 c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let (n, s, f) = (n.clone(), s.clone(), failures.clone());
+                let (n, s, f, o) = (n.clone(), s.clone(), failures.clone(), o.clone());
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| handle(n.clone(), s.clone(), f.clone(), delay, req));
+                    let svc = service_fn(move |req| {
+                        let forced = o.load(std::sync::atomic::Ordering::Relaxed);
+                        handle(n.clone(), s.clone(), f.clone(), delay, forced, req)
+                    });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection(TokioIo::new(tcp), svc)
                         .await;
@@ -95,8 +104,14 @@ impl Upstream {
             addr,
             seen,
             connections,
+            forced,
             task,
         })
+    }
+
+    /// Every answer from now on gets `status` (0: back to normal).
+    pub fn force_status(&self, status: u16) {
+        self.forced.store(status, std::sync::atomic::Ordering::Relaxed);
     }
 
     pub fn port(&self) -> u16 {
@@ -117,6 +132,7 @@ async fn handle(
     seen: Arc<Mutex<Vec<Seen>>>,
     failures: Arc<Mutex<HashMap<String, u32>>>,
     delay: Duration,
+    forced: u16,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
@@ -178,6 +194,9 @@ async fn handle(
         if *n > times {
             status = 200;
         }
+    }
+    if forced != 0 {
+        status = forced;
     }
     let resp = hyper::Response::builder()
         .status(status)

@@ -14,6 +14,7 @@ pub mod admin;
 pub mod bootstrap;
 pub mod dns;
 pub mod filter;
+pub mod health;
 pub mod http;
 pub mod io;
 pub mod model;

@@ -73,6 +73,7 @@ pub fn run(
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let active = Arc::new(AtomicUsize::new(0));
     crate::dns::resolve_all_blocking(&config);
+    crate::health::first_round_blocking(&config);
 
     let mut threads = Vec::new();
     let mut commands = Vec::new();
@@ -121,7 +122,13 @@ pub fn run(
     }
 
     runtime()?.block_on(async {
-        let mut dns = crate::dns::spawn_refresh(&config.load());
+        // DNS refreshes, outlier sweeps and health checks of the current config.
+        let timers = |c: &Config| {
+            let mut tasks = crate::dns::spawn_refresh(c);
+            tasks.extend(crate::health::spawn(c));
+            tasks
+        };
+        let mut tasks = timers(&config.load());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         loop {
             tokio::select! {
@@ -134,10 +141,10 @@ pub fn run(
                         // cannot bind; so do we, with the rest applied.
                         tracing::warn!(error = %e, "config update partly applied");
                     }
-                    for task in dns.drain(..) {
+                    for task in tasks.drain(..) {
                         task.abort();
                     }
-                    dns = crate::dns::spawn_refresh(&next);
+                    tasks = timers(&next);
                     config.store(Arc::new(next));
                     tracing::info!("config updated");
                 }

@@ -142,6 +142,7 @@ pub fn watch(bootstrap: Bootstrap, sources: Sources, mut good: Dynamic, updates:
             match Config::compile_with(&bootstrap, &next) {
                 Ok(config) => {
                     crate::dns::resolve_all_blocking(&config);
+                    crate::health::first_round_blocking(&config);
                     good = next;
                     tracing::info!(sources = ?changed, "dynamic resources accepted");
                     let _ = updates.send(config);

@@ -7,7 +7,7 @@
 
 use std::sync::OnceLock;
 
-use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry};
+use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Envoy's default histogram buckets (milliseconds).
 const BUCKETS_MS: &[f64] = &[
@@ -28,6 +28,12 @@ struct Families {
     upstream_rq_time: HistogramVec,
     downstream_rq_total: IntCounterVec,
     downstream_rq_xx: IntCounterVec,
+    ejections_enforced_total: IntCounterVec,
+    ejections_enforced_5xx: IntCounterVec,
+    ejections_enforced_gateway: IntCounterVec,
+    ejections_active: IntGaugeVec,
+    health_check_success: IntCounterVec,
+    health_check_failure: IntCounterVec,
 }
 
 fn families() -> &'static Families {
@@ -104,6 +110,32 @@ fn families() -> &'static Families {
                 "downstream responses by class",
                 code_hcm,
             ),
+            ejections_enforced_total: counter(
+                "envoy_cluster_outlier_detection_ejections_enforced_total",
+                "hosts ejected by outlier detection",
+                cl,
+            ),
+            ejections_enforced_5xx: counter(
+                "envoy_cluster_outlier_detection_ejections_enforced_consecutive_5xx",
+                "ejections for consecutive 5xx",
+                cl,
+            ),
+            ejections_enforced_gateway: counter(
+                "envoy_cluster_outlier_detection_ejections_enforced_consecutive_gateway_failure",
+                "ejections for consecutive gateway failures",
+                cl,
+            ),
+            ejections_active: {
+                let g = IntGaugeVec::new(
+                    Opts::new("envoy_cluster_outlier_detection_ejections_active", "hosts ejected now"),
+                    cl,
+                )
+                .expect("invariant: valid metric");
+                registry.register(Box::new(g.clone())).expect("invariant: metric registered once");
+                g
+            },
+            health_check_success: counter("envoy_cluster_health_check_success", "passed health checks", cl),
+            health_check_failure: counter("envoy_cluster_health_check_failure", "failed health checks", cl),
             upstream_rq_time,
             registry,
         }
@@ -133,6 +165,12 @@ pub struct ClusterStats {
     /// `upstream_rq{envoy_response_code}` handles, resolved on first use so
     /// the data path does no label lookup (index: status - 100).
     rq_code: std::sync::Arc<[OnceLock<IntCounter>]>,
+    pub ejections_enforced_total: IntCounter,
+    pub ejections_enforced_5xx: IntCounter,
+    pub ejections_enforced_gateway: IntCounter,
+    pub ejections_active: IntGauge,
+    pub health_check_success: IntCounter,
+    pub health_check_failure: IntCounter,
 }
 
 impl ClusterStats {
@@ -149,6 +187,12 @@ impl ClusterStats {
             rq_retry_overflow: f.upstream_rq_retry_overflow.with_label_values(&[cluster]),
             rq_time: f.upstream_rq_time.with_label_values(&[cluster]),
             rq_code: (100..600).map(|_| OnceLock::new()).collect(),
+            ejections_enforced_total: f.ejections_enforced_total.with_label_values(&[cluster]),
+            ejections_enforced_5xx: f.ejections_enforced_5xx.with_label_values(&[cluster]),
+            ejections_enforced_gateway: f.ejections_enforced_gateway.with_label_values(&[cluster]),
+            ejections_active: f.ejections_active.with_label_values(&[cluster]),
+            health_check_success: f.health_check_success.with_label_values(&[cluster]),
+            health_check_failure: f.health_check_failure.with_label_values(&[cluster]),
         }
     }
 

@@ -302,8 +302,28 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "ring_hash_lb_config",
             "maglev_lb_config",
             "transport_socket",
+            "outlier_detection",
+            "health_checks",
         ],
     ),
+    (
+        "envoy.config.cluster.v3.OutlierDetection",
+        &[
+            "consecutive_5xx",
+            "enforcing_consecutive_5xx",
+            "consecutive_gateway_failure",
+            "enforcing_consecutive_gateway_failure",
+            "interval",
+            "base_ejection_time",
+            "max_ejection_time",
+            "max_ejection_percent",
+        ],
+    ),
+    (
+        "envoy.config.core.v3.HealthCheck",
+        &["timeout", "interval", "no_traffic_interval", "unhealthy_threshold", "healthy_threshold", "http_health_check"],
+    ),
+    ("envoy.config.core.v3.HealthCheck.HttpHealthCheck", &["path", "host", "expected_statuses"]),
     (
         "envoy.config.cluster.v3.Cluster.RingHashLbConfig",
         &["minimum_ring_size", "maximum_ring_size", "hash_function"],
@@ -318,7 +338,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ),
     (
         "envoy.config.endpoint.v3.LocalityLbEndpoints",
-        &["lb_endpoints"],
+        &["lb_endpoints", "priority"],
     ),
     ("envoy.config.endpoint.v3.LbEndpoint", &["endpoint"]),
     ("envoy.config.endpoint.v3.Endpoint", &["address"]),

@@ -165,7 +165,12 @@ pub async fn forward(
                     .await
                 {
                     Ok(r) => r,
-                    Err(_) => Outcome::Failed(Failure::PerTryTimeout),
+                    Err(_) => {
+                        if let Some(host) = log.upstream_host.and_then(|a| cluster.host(a)) {
+                            cluster.record_outcome(&host, 504);
+                        }
+                        Outcome::Failed(Failure::PerTryTimeout)
+                    }
                 }
             }
             None => try_once(connector, cluster, &req, &body, hash, log).await,
@@ -435,6 +440,8 @@ async fn try_once(
                 if let ConnectError::Tls(reason) = e {
                     tracing::debug!(cluster = %cluster.name, host = %target.addr, %reason, "upstream TLS handshake failed");
                 }
+                // Outlier detection counts local failures as Envoy maps them.
+                cluster.record_outcome(host.host(), 503);
                 return Outcome::Failed(Failure::Connect);
             }
         };
@@ -450,14 +457,17 @@ async fn try_once(
         match sent {
             Ok(_) => {
                 let Some(resp) = upstream.resp_header().cloned() else {
+                    cluster.record_outcome(host.host(), 503);
                     return Outcome::Failed(Failure::Reset);
                 };
+                cluster.record_outcome(host.host(), resp.status.as_u16());
                 return Outcome::Response(Exchange { upstream, resp: Box::new(resp), host, pool: target.key() });
             }
             Err(_) if reused => continue,
-            Err(_) => return Outcome::Failed(Failure::Reset),
+            Err(_) => break,
         }
     }
+    cluster.record_outcome(host.host(), 503);
     Outcome::Failed(Failure::Reset)
 }
 

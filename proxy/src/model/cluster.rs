@@ -20,8 +20,12 @@ use crate::tls::{ClientTls, RAW_BUFFER, UPSTREAM_TLS};
 use weft_envoy_api::pb::envoy::extensions::transport_sockets::tls::v3 as xds_tls;
 
 mod consistent_hash;
+pub mod health;
+mod hosts;
 
 pub use consistent_hash::Table;
+pub use hosts::{Host, HostSet, InFlight};
+use health::{HealthCheck, OutlierDetection, Reason};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum LbPolicy {
@@ -32,62 +36,6 @@ pub enum LbPolicy {
     /// RING_HASH or MAGLEV: the request's hash (route `hash_policy`) picks
     /// the host; requests without one get a random hash, as in Envoy.
     Hash(consistent_hash::Kind),
-}
-
-/// The hosts a cluster balances over, and the hash table built for them
-/// when the policy hashes. Replaced as a whole when hosts change.
-#[derive(Debug, Default)]
-pub struct HostSet {
-    pub hosts: Vec<Arc<Host>>,
-    table: Option<Table>,
-}
-
-impl HostSet {
-    fn new(hosts: Vec<Arc<Host>>, lb: LbPolicy) -> Self {
-        let table = match lb {
-            LbPolicy::Hash(kind) => Table::build(kind, &hosts.iter().map(|h| h.addr).collect::<Vec<_>>()),
-            _ => None,
-        };
-        HostSet { hosts, table }
-    }
-}
-
-/// An upstream host and its requests in flight (for LEAST_REQUEST).
-#[derive(Debug)]
-pub struct Host {
-    pub addr: SocketAddr,
-    active: AtomicUsize,
-}
-
-impl Host {
-    pub fn new(addr: SocketAddr) -> Arc<Host> {
-        Arc::new(Host { addr, active: AtomicUsize::new(0) })
-    }
-
-    pub fn active(&self) -> usize {
-        self.active.load(Ordering::Relaxed)
-    }
-}
-
-/// A request in flight on a host; ends when dropped.
-#[derive(Debug)]
-pub struct InFlight(Arc<Host>);
-
-impl InFlight {
-    fn start(host: Arc<Host>) -> Self {
-        host.active.fetch_add(1, Ordering::Relaxed);
-        InFlight(host)
-    }
-
-    pub fn addr(&self) -> SocketAddr {
-        self.0.addr
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.0.active.fetch_sub(1, Ordering::Relaxed);
-    }
 }
 
 /// Which resolved addresses a DNS cluster uses (`dns_lookup_family`).
@@ -121,6 +69,8 @@ impl Family {
 #[derive(Debug, Clone)]
 pub struct Dns {
     pub names: Vec<(String, u16)>,
+    /// The priority of each name's hosts (parallel to `names`).
+    pub priorities: Vec<u32>,
     pub family: Family,
     pub refresh: Duration,
     /// LOGICAL_DNS: one host, the first address of the latest answer.
@@ -129,8 +79,12 @@ pub struct Dns {
 
 impl Dns {
     /// The host list from the answers for each name (same order as `names`).
-    pub fn hosts(&self, answers: Vec<Vec<SocketAddr>>) -> Vec<SocketAddr> {
-        let mut hosts: Vec<SocketAddr> = answers.into_iter().flat_map(|a| self.family.select(a)).collect();
+    pub fn hosts(&self, answers: Vec<Vec<SocketAddr>>) -> Vec<(SocketAddr, u32)> {
+        let mut hosts: Vec<(SocketAddr, u32)> = answers
+            .into_iter()
+            .zip(&self.priorities)
+            .flat_map(|(a, p)| self.family.select(a).into_iter().map(move |addr| (addr, *p)))
+            .collect();
         if self.logical {
             hosts.truncate(1);
         }
@@ -203,6 +157,8 @@ pub struct Cluster {
     /// The current hosts; replaced as a whole when DNS answers change.
     pub hosts: ArcSwap<HostSet>,
     pub dns: Option<Dns>,
+    pub outlier: Option<OutlierDetection>,
+    pub health_check: Option<HealthCheck>,
     pub lb: LbPolicy,
     pub connect_timeout: Duration,
     /// `transport_socket` with an `UpstreamTlsContext`.
@@ -295,7 +251,7 @@ impl Cluster {
         let (hosts, dns) = if kind == DiscoveryType::Static {
             let hosts = addresses
                 .iter()
-                .map(|(addr, p)| socket_address(Some(addr), p))
+                .map(|(addr, p, priority)| Ok((socket_address(Some(addr), p)?, *priority)))
                 .collect::<Result<Vec<_>>>()?;
             (hosts, None)
         } else {
@@ -308,8 +264,9 @@ impl Cluster {
             }
             let names = addresses
                 .iter()
-                .map(|(addr, p)| host_port(addr, p))
+                .map(|(addr, p, _)| host_port(addr, p))
                 .collect::<Result<Vec<_>>>()?;
+            let priorities = addresses.iter().map(|(_, _, priority)| *priority).collect();
             let family = match xds_cluster::cluster::DnsLookupFamily::try_from(c.dns_lookup_family) {
                 Ok(xds_cluster::cluster::DnsLookupFamily::Auto) => Family::Auto,
                 Ok(xds_cluster::cluster::DnsLookupFamily::V4Only) => Family::V4Only,
@@ -328,13 +285,24 @@ impl Cluster {
             if refresh < Duration::from_millis(1) {
                 return Err(ConfigError::new(format!("{path}.dns_refresh_rate"), "must be at least 1ms"));
             }
-            (Vec::new(), Some(Dns { names, family, refresh, logical }))
+            (Vec::new(), Some(Dns { names, priorities, family, refresh, logical }))
         };
+        let outlier = c
+            .outlier_detection
+            .as_ref()
+            .map(|o| OutlierDetection::compile(o, &format!("{path}.outlier_detection")))
+            .transpose()?;
+        let health_check = HealthCheck::compile(&c.health_checks, &format!("{path}.health_checks"))?;
         let connect_timeout = c.connect_timeout.as_ref().map(duration).unwrap_or(Duration::from_secs(5));
         Ok(Cluster {
             breakers: Breakers::compile(c.circuit_breakers.as_ref(), path)?,
             name: c.name.clone(),
-            hosts: ArcSwap::from_pointee(HostSet::new(hosts.into_iter().map(Host::new).collect(), lb)),
+            hosts: ArcSwap::from_pointee(HostSet::new(
+                hosts.into_iter().map(|(addr, priority)| new_host(addr, priority, health_check.is_some())).collect(),
+                lb.hashing(),
+            )),
+            outlier,
+            health_check,
             dns,
             lb,
             connect_timeout,
@@ -344,10 +312,12 @@ impl Cluster {
         })
     }
 
-    /// Picks a host for a request, or `None` when the cluster has none.
+    /// Picks a host for a request, or `None` when the cluster has none:
+    /// a priority level by load, then a host of that level by the policy.
     pub fn pick(&self, hash: Option<u64>) -> Option<InFlight> {
         let set = self.hosts.load();
-        let hosts = &set.hosts;
+        let level = set.level(rand::random::<u64>())?;
+        let hosts = &level.candidates;
         if hosts.is_empty() {
             return None;
         }
@@ -369,28 +339,112 @@ impl Cluster {
             }
             LbPolicy::Hash(_) => {
                 let hash = hash.unwrap_or_else(rand::random::<u64>);
-                set.table.as_ref().and_then(|t| t.lookup(hash)).unwrap_or(0)
+                level.table.as_ref().and_then(|t| t.lookup(hash)).unwrap_or(0)
             }
         };
         hosts.get(i).cloned().map(InFlight::start)
     }
 
-    /// Replaces the hosts, keeping the state of those that stay.
-    pub fn set_hosts(&self, addrs: Vec<SocketAddr>) {
+    /// Replaces the hosts (a DNS answer), keeping the state of those that stay.
+    pub fn set_hosts(&self, addrs: Vec<(SocketAddr, u32)>) {
         let current = self.hosts.load();
-        if current.hosts.iter().map(|h| h.addr).eq(addrs.iter().copied()) {
+        if current.hosts.iter().map(|h| (h.addr, h.priority)).eq(addrs.iter().copied()) {
             return;
         }
         let hosts = addrs
             .into_iter()
-            .map(|a| current.hosts.iter().find(|h| h.addr == a).cloned().unwrap_or_else(|| Host::new(a)))
+            .map(|(a, p)| {
+                let kept = current.hosts.iter().find(|h| h.addr == a && h.priority == p).cloned();
+                kept.unwrap_or_else(|| new_host(a, p, self.health_check.is_some()))
+            })
             .collect();
-        self.hosts.store(Arc::new(HostSet::new(hosts, self.lb)));
+        self.hosts.store(Arc::new(HostSet::new(hosts, self.lb.hashing())));
+    }
+
+    /// The host with this address, if the cluster has it.
+    pub fn host(&self, addr: SocketAddr) -> Option<Arc<Host>> {
+        self.hosts.load().hosts.iter().find(|h| h.addr == addr).cloned()
+    }
+
+    /// Rebuilds the host set after a health flag changed.
+    fn rebuild(&self) {
+        let current = self.hosts.load();
+        self.hosts.store(Arc::new(HostSet::new(current.hosts.clone(), self.lb.hashing())));
+    }
+
+    /// Outlier detection: one attempt's status on a host (local failures as
+    /// Envoy maps them: connect failure 503, timeout 504).
+    pub fn record_outcome(&self, host: &Host, status: u16) {
+        let Some(outlier) = &self.outlier else { return };
+        let Some(reason) = outlier.record(host, status) else { return };
+        let set = self.hosts.load();
+        let ejected = set.hosts.iter().filter(|h| h.flag(hosts::EJECTED)).count();
+        let share = (ejected * 100 / set.hosts.len().max(1)) as u32;
+        if outlier.eject(host, reason, share) {
+            tracing::info!(cluster = %self.name, host = %host.addr, ?reason, "outlier ejected");
+            self.stats.ejections_enforced_total.inc();
+            self.stats.ejections_active.inc();
+            match reason {
+                Reason::Consecutive5xx => self.stats.ejections_enforced_5xx.inc(),
+                Reason::ConsecutiveGatewayFailure => self.stats.ejections_enforced_gateway.inc(),
+            }
+            self.rebuild();
+        }
+    }
+
+    /// The outlier detection interval: returns ejected hosts whose time is up.
+    pub fn sweep_ejections(&self) {
+        let Some(outlier) = &self.outlier else { return };
+        let set = self.hosts.load();
+        let mut back = 0;
+        for h in &set.hosts {
+            if outlier.sweep(h) {
+                tracing::info!(cluster = %self.name, host = %h.addr, "outlier ejection over");
+                back += 1;
+            }
+        }
+        if back > 0 {
+            self.stats.ejections_active.sub(back);
+            self.rebuild();
+        }
+    }
+
+    /// An active health check's result for a host.
+    pub fn record_health(&self, host: &Host, ok: bool, first: bool) {
+        let Some(hc) = &self.health_check else { return };
+        if ok {
+            self.stats.health_check_success.inc();
+        } else {
+            self.stats.health_check_failure.inc();
+        }
+        if hc.record(host, ok, first) {
+            tracing::info!(cluster = %self.name, host = %host.addr, healthy = ok, "health check changed host health");
+            self.rebuild();
+        }
+    }
+}
+
+/// A host of a cluster; with active health checking it starts unhealthy
+/// until its first check passes, as in Envoy.
+fn new_host(addr: SocketAddr, priority: u32, health_checked: bool) -> Arc<Host> {
+    let host = Host::new(addr, priority);
+    if health_checked {
+        host.flags.store(hosts::FAILED_HEALTH_CHECK, Ordering::Relaxed);
+    }
+    host
+}
+
+impl LbPolicy {
+    fn hashing(self) -> Option<consistent_hash::Kind> {
+        match self {
+            LbPolicy::Hash(kind) => Some(kind),
+            _ => None,
+        }
     }
 }
 
 /// Every endpoint address of the load assignment, with its path.
-fn endpoint_addresses(c: &xds_cluster::Cluster, path: &str) -> Result<Vec<(xds_core::Address, String)>> {
+fn endpoint_addresses(c: &xds_cluster::Cluster, path: &str) -> Result<Vec<(xds_core::Address, String, u32)>> {
     use weft_envoy_api::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
     let mut out = Vec::new();
     let Some(la) = &c.load_assignment else {
@@ -405,7 +459,7 @@ fn endpoint_addresses(c: &xds_cluster::Cluster, path: &str) -> Result<Vec<(xds_c
             let Some(addr) = &ep.address else {
                 return Err(ConfigError::new(format!("{epath}.endpoint.address"), "address is required"));
             };
-            out.push((addr.clone(), format!("{epath}.endpoint.address")));
+            out.push((addr.clone(), format!("{epath}.endpoint.address"), locality.priority));
         }
     }
     Ok(out)
@@ -464,7 +518,8 @@ mod tests {
 
     #[test]
     fn logical_dns_keeps_only_the_first_address() {
-        let dns = Dns { names: vec![], family: Family::All, refresh: Duration::from_secs(5), logical: true };
-        assert_eq!(dns.hosts(vec![addrs(&["127.0.0.2:1", "127.0.0.3:1"])]), addrs(&["127.0.0.2:1"]));
+        let dns = Dns { names: vec![], priorities: vec![0], family: Family::All, refresh: Duration::from_secs(5), logical: true };
+        let first = addrs(&["127.0.0.2:1"])[0];
+        assert_eq!(dns.hosts(vec![addrs(&["127.0.0.2:1", "127.0.0.3:1"])]), vec![(first, 0)]);
     }
 }
