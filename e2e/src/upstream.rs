@@ -162,6 +162,10 @@ async fn handle(
         // HTTP/2 carries the host as :authority.
         headers.push((":authority".into(), auth.to_string()));
     }
+    if let Some(scheme) = parts.uri.scheme_str() {
+        headers.push((":scheme".into(), scheme.to_string()));
+    }
+    headers.push((":version".into(), format!("{:?}", parts.version)));
     {
         let mut log = seen.lock().expect("lock");
         if log.len() >= 100_000 {

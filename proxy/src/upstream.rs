@@ -1,5 +1,5 @@
 //! Upstream connections: TCP, then TLS for clusters with a transport
-//! socket, and a keep-alive pool per worker thread.
+//! socket; HTTP/1.1 keep-alive and HTTP/2 multiplexed pools per worker.
 //!
 //! Each worker runs its own single-threaded runtime (see `server`), so the
 //! pool is thread-local: no locks, no idle-watch task per connection and no
@@ -13,12 +13,16 @@ use std::time::{Duration, Instant};
 
 use std::os::fd::AsRawFd;
 
+use pingora_core::connectors::http::v2::{self, ConnectionRef, H2HandshakeSettings};
+use pingora_core::protocols::http::client::HttpSession as ClientSession;
 use pingora_core::protocols::http::v1::client::HttpSession;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::tls::SslStream;
 use pingora_core::tls::error::ErrorStack;
 use pingora_core::protocols::{GetSocketDigest, SocketDigest, Stream};
+use std::sync::Arc;
 use tokio::net::TcpStream;
+use tokio::sync::OnceCell;
 
 use crate::tls::ClientTls;
 
@@ -34,7 +38,18 @@ pub type PoolKey = (SocketAddr, u64);
 
 thread_local! {
     static IDLE: RefCell<HashMap<PoolKey, Vec<(Stream, Instant)>>> = RefCell::new(HashMap::new());
+    /// HTTP/2: one multiplexed connection per upstream and worker. The cell
+    /// is shared while the connection is being made, so concurrent requests
+    /// wait for one handshake instead of each opening a connection.
+    static H2: RefCell<HashMap<PoolKey, Arc<OnceCell<ConnectionRef>>>> = RefCell::new(HashMap::new());
 }
+
+/// Concurrent streams we open on one HTTP/2 connection before opening
+/// another (the server's SETTINGS may lower it).
+const H2_MAX_STREAMS: usize = 100;
+
+/// An upstream request's session: an HTTP/1.1 connection or an HTTP/2 stream.
+pub type Session = ClientSession;
 
 /// Where and how to connect: a cluster's host with the cluster's settings.
 pub struct Target<'a> {
@@ -67,17 +82,23 @@ impl Connector {
         Connector
     }
 
-    /// A session to `target`: a pooled connection when one is idle, else a
-    /// new one. The flag says whether it was reused.
-    pub async fn checkout(&self, target: &Target<'_>) -> Result<(HttpSession, bool), ConnectError> {
-        if let Some(stream) = take_idle(target.key()) {
-            return Ok((HttpSession::new(stream), true));
+    /// A session to `target`: a pooled connection when one is idle (HTTP/1.1)
+    /// or has room for a stream (HTTP/2), else a new one. The flag says
+    /// whether a connection was reused.
+    pub async fn checkout(&self, target: &Target<'_>, http2: bool) -> Result<(Session, bool), ConnectError> {
+        if http2 {
+            return checkout_h2(target).await;
         }
-        Ok((HttpSession::new(connect(target).await?), false))
+        if let Some(stream) = take_idle(target.key()) {
+            return Ok((ClientSession::H1(HttpSession::new(stream)), true));
+        }
+        Ok((ClientSession::H1(HttpSession::new(connect(target).await?)), false))
     }
 
-    /// Returns a finished session to this worker's pool if it can be reused.
-    pub async fn checkin(&self, mut session: HttpSession, pool: PoolKey) {
+    /// Returns a finished session to this worker's pool if it can be reused
+    /// (an HTTP/2 stream just ends; its connection stays pooled).
+    pub async fn checkin(&self, session: Session, pool: PoolKey) {
+        let ClientSession::H1(mut session) = session else { return };
         // Keep-alive as the response allows (HTTP/1.1 default, `connection:
         // close`, HTTP/1.0, a body we could not delimit).
         session.respect_keepalive();
@@ -114,6 +135,38 @@ pub async fn connect(target: &Target<'_>) -> Result<Stream, ConnectError> {
         }
     };
     tokio::time::timeout(target.connect_timeout, connecting).await.map_err(|_| ConnectError::Tcp)?
+}
+
+/// A stream on this worker's HTTP/2 connection to the target, opening the
+/// connection (and handshaking HTTP/2) when there is none or it is full.
+async fn checkout_h2(target: &Target<'_>) -> Result<(Session, bool), ConnectError> {
+    let key = target.key();
+    for _ in 0..2 {
+        let cell = H2.with(|h2| h2.borrow_mut().entry(key).or_default().clone());
+        let mut made = false;
+        let conn = cell
+            .get_or_try_init(|| async {
+                made = true;
+                let stream = connect(target).await?;
+                let mut settings = H2HandshakeSettings::new();
+                settings.max_streams = H2_MAX_STREAMS;
+                v2::handshake(stream, settings).await.map_err(|_| ConnectError::Tcp)
+            })
+            .await?;
+        if !conn.is_closed() && !conn.is_shutting_down() {
+            if let Ok(Some(stream)) = conn.spawn_stream().await {
+                return Ok((ClientSession::H2(stream), !made));
+            }
+        }
+        // Closed, draining (GOAWAY) or full: the next request gets a new one.
+        H2.with(|h2| {
+            let mut h2 = h2.borrow_mut();
+            if h2.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
+                h2.remove(&key);
+            }
+        });
+    }
+    Err(ConnectError::Tcp)
 }
 
 /// BoringSSL's error queue the way Envoy prints a transport failure:

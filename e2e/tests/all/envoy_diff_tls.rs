@@ -192,9 +192,25 @@ async fn mutual_tls_san_checks_and_xfcc_match_envoy() {
 /// client ─plaintext─► front ─mTLS─► back ─► upstream, for every pairing.
 #[tokio::test]
 async fn mesh_hop_over_mutual_tls_works_between_envoy_and_weft_both_ways() {
+    mesh_hop(false).await;
+}
+
+/// The same hop with HTTP/2 between the proxies (ALPN h2), as sidecars talk.
+#[tokio::test]
+async fn mesh_hop_over_http2_and_mutual_tls_works_between_envoy_and_weft_both_ways() {
+    mesh_hop(true).await;
+}
+
+async fn mesh_hop(http2: bool) {
     let up = Upstream::start("up").await;
     let append = "forward_client_cert_details: APPEND_FORWARD\n          set_current_client_cert_details: { uri: true }";
-    let back = bootstrap(&[chain("inbound", "{}", Some(&server_tls("", Some(CLIENT_ID))), append)], &cluster("${UP_up}", ""));
+    let alpn = if http2 { "h2, http/1.1" } else { "" };
+    let back = bootstrap(&[chain("inbound", "{}", Some(&server_tls(alpn, Some(CLIENT_ID))), append)], &cluster("${UP_up}", ""));
+    let protocol = if http2 {
+        "    typed_extension_protocol_options:\n      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:\n        \"@type\": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions\n        explicit_http_config: { http2_protocol_options: {} }\n"
+    } else {
+        ""
+    };
     let upstream_tls = |want: &str| {
         format!(
             r#"    transport_socket:
@@ -210,7 +226,9 @@ async fn mesh_hop_over_mutual_tls_works_between_envoy_and_weft_both_ways() {
 "#
         )
     };
-    let front = |want: &str| bootstrap(&[chain("outbound", "{}", None, "")], &cluster("${BACK}", &upstream_tls(want)));
+    let front = |want: &str| {
+        bootstrap(&[chain("outbound", "{}", None, "")], &cluster("${BACK}", &format!("{protocol}{}", upstream_tls(want))))
+    };
     let requests = [
         Request::get("/hop").header("host", "svc.local"),
         Request::get("/hop2").header("host", "svc.local").method("POST").body("payload"),

@@ -304,7 +304,16 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "transport_socket",
             "outlier_detection",
             "health_checks",
+            "http2_protocol_options",
+            "typed_extension_protocol_options",
         ],
+    ),
+    ("envoy.config.core.v3.Http2ProtocolOptions", &[]),
+    ("envoy.config.core.v3.Http1ProtocolOptions", &[]),
+    ("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", &["explicit_http_config"]),
+    (
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig",
+        &["http_protocol_options", "http2_protocol_options"],
     ),
     (
         "envoy.config.cluster.v3.OutlierDetection",

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
-use pingora_core::protocols::http::v1::client::HttpSession;
+use pingora_core::protocols::http::client::HttpSession as ClientSession;
 use pingora_core::protocols::http::HttpTask;
 use pingora_core::protocols::http::ServerSession;
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -70,7 +70,7 @@ enum Outcome {
 /// An attempt that got response headers: the upstream session, the host it
 /// holds a request slot on, and the pool the connection goes back to.
 struct Exchange {
-    upstream: HttpSession,
+    upstream: upstream::Session,
     resp: Box<ResponseHeader>,
     host: InFlight,
     pool: PoolKey,
@@ -288,7 +288,7 @@ fn shadow(connector: &Arc<Connector>, mirror: &Mirror, req: &RequestHeader, body
             let start = Instant::now();
             if let Outcome::Response(mut x) = try_once(&connector, &cluster, &req, &body, None, &mut Entry::default()).await {
                 cluster.stats.response(x.resp.status.as_u16(), start.elapsed().as_secs_f64() * 1000.0);
-                while let Ok(Some(_)) = x.upstream.read_body_bytes().await {}
+                while let Ok(Some(_)) = x.upstream.read_response_body().await {}
                 connector.checkin(x.upstream, x.pool).await;
             }
         };
@@ -354,6 +354,24 @@ fn to_http1_upstream(req: &mut RequestHeader) {
         let _ = req.set_raw_path(origin_form.as_bytes());
     }
     req.set_version(http::Version::HTTP_11);
+}
+
+/// The request as an HTTP/2 upstream takes it: `:scheme` from the
+/// upstream connection (as Envoy sets it), `:authority` from Host (which
+/// HTTP/2 does not carry as a header).
+fn to_http2_upstream(req: &RequestHeader, tls: bool) -> RequestHeader {
+    let mut req = req.clone();
+    let authority = req.headers.get(header::HOST).and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok());
+    let path = req.uri.path_and_query().cloned();
+    if let (Some(authority), Some(path)) = (authority, path) {
+        let uri = http::Uri::builder().scheme(if tls { "https" } else { "http" }).authority(authority).path_and_query(path).build();
+        if let Ok(uri) = uri {
+            req.set_uri(uri);
+            req.remove_header(&header::HOST);
+        }
+    }
+    req.set_version(http::Version::HTTP_2);
+    req
 }
 
 /// Path and host rewrites of the route action.
@@ -434,7 +452,7 @@ async fn try_once(
     // A pooled connection the upstream closed meanwhile is replaced once,
     // without counting as a retry.
     for _ in 0..2 {
-        let (mut upstream, reused) = match connector.checkout(&target).await {
+        let (mut upstream, reused) = match connector.checkout(&target, cluster.http2).await {
             Ok(s) => s,
             Err(e) => {
                 if let ConnectError::Tls(reason) = e {
@@ -445,18 +463,25 @@ async fn try_once(
                 return Outcome::Failed(Failure::Connect);
             }
         };
+        let header = if cluster.http2 { to_http2_upstream(req, target.tls.is_some()) } else { req.clone() };
         let sent = async {
-            upstream.write_request_header(Box::new(req.clone())).await?;
-            if !body.is_empty() {
-                upstream.write_body(body).await?;
+            match &mut upstream {
+                // A request without a body ends with its HEADERS frame, as
+                // Envoy sends it (an empty DATA frame after it would make
+                // the next hop see a body of unknown length).
+                ClientSession::H2(h2) => h2.write_request_header(Box::new(header), body.is_empty())?,
+                _ => upstream.write_request_header(Box::new(header)).await?,
             }
-            upstream.finish_body().await?;
-            upstream.read_response().await
+            if !body.is_empty() {
+                upstream.write_request_body(body.clone(), true).await?;
+            }
+            upstream.finish_request_body().await?;
+            upstream.read_response_header().await
         }
         .await;
         match sent {
             Ok(_) => {
-                let Some(resp) = upstream.resp_header().cloned() else {
+                let Some(resp) = upstream.response_header().cloned() else {
                     cluster.record_outcome(host.host(), 503);
                     return Outcome::Failed(Failure::Reset);
                 };
@@ -483,6 +508,9 @@ async fn stream_response(
     levels: &[&HeaderMutations],
 ) -> Option<u16> {
     let Exchange { mut upstream, mut resp, host, pool } = exchange;
+    // The downstream codec writes its own version; an HTTP/2 upstream's
+    // response header must not carry HTTP/2 into an HTTP/1.1 response.
+    resp.set_version(http::Version::HTTP_11);
     let status = resp.status.as_u16();
     for name in HOP_BY_HOP {
         resp.remove_header(*name);
@@ -492,16 +520,16 @@ async fn stream_response(
     finish_response_headers(manager, &mut resp, levels);
     let mut header = Some(resp);
     loop {
-        let (data, done) = if upstream.is_body_done() {
+        let (data, done) = if upstream.response_done() {
             (None, true)
         } else {
-            let read = upstream.read_body_bytes();
+            let read = upstream.read_response_body();
             let chunk = match deadline {
                 Some(d) => tokio::time::timeout_at(d.into(), read).await.ok()?,
                 None => read.await,
             };
             match chunk {
-                Ok(Some(data)) => (Some(data), upstream.is_body_done()),
+                Ok(Some(data)) => (Some(data), upstream.response_done()),
                 Ok(None) => (None, true),
                 // Upstream reset mid-body: the downstream stream is reset too.
                 Err(_) => return None,

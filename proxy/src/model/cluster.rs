@@ -18,6 +18,7 @@ use super::listener::unpack;
 use crate::stats::ClusterStats;
 use crate::tls::{ClientTls, RAW_BUFFER, UPSTREAM_TLS};
 use weft_envoy_api::pb::envoy::extensions::transport_sockets::tls::v3 as xds_tls;
+use weft_envoy_api::pb::envoy::extensions::upstreams::http::v3 as xds_http;
 
 mod consistent_hash;
 pub mod health;
@@ -163,6 +164,9 @@ pub struct Cluster {
     pub connect_timeout: Duration,
     /// `transport_socket` with an `UpstreamTlsContext`.
     pub tls: Option<Arc<ClientTls>>,
+    /// Speak HTTP/2 to the hosts (`http2_protocol_options`, or
+    /// `HttpProtocolOptions.explicit_http_config`): h2c, or ALPN h2 on TLS.
+    pub http2: bool,
     pub stats: ClusterStats,
     rr_next: AtomicUsize,
 }
@@ -294,6 +298,7 @@ impl Cluster {
             .transpose()?;
         let health_check = HealthCheck::compile(&c.health_checks, &format!("{path}.health_checks"))?;
         let connect_timeout = c.connect_timeout.as_ref().map(duration).unwrap_or(Duration::from_secs(5));
+        let http2 = http2(c, path)?;
         Ok(Cluster {
             breakers: Breakers::compile(c.circuit_breakers.as_ref(), path)?,
             name: c.name.clone(),
@@ -306,7 +311,8 @@ impl Cluster {
             dns,
             lb,
             connect_timeout,
-            tls: upstream_tls(c.transport_socket.as_ref(), &format!("{path}.transport_socket"))?,
+            tls: upstream_tls(c.transport_socket.as_ref(), &format!("{path}.transport_socket"), http2)?,
+            http2,
             stats: ClusterStats::new(&c.name),
             rr_next: AtomicUsize::new(rand::random::<u32>() as usize),
         })
@@ -481,8 +487,41 @@ fn host_port(addr: &xds_core::Address, path: &str) -> Result<(String, u16)> {
     }
 }
 
+const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// Whether the cluster speaks HTTP/2 upstream.
+fn http2(c: &xds_cluster::Cluster, path: &str) -> Result<bool> {
+    #[allow(deprecated)] // Envoy still honours the cluster-level field
+    let mut http2 = c.http2_protocol_options.is_some();
+    for (name, any) in &c.typed_extension_protocol_options {
+        let opath = format!("{path}.typed_extension_protocol_options[\"{name}\"]");
+        if name != "envoy.extensions.upstreams.http.v3.HttpProtocolOptions" {
+            return Err(ConfigError::new(opath, "only envoy.extensions.upstreams.http.v3.HttpProtocolOptions is supported by weft-proxy"));
+        }
+        let options: xds_http::HttpProtocolOptions = unpack(any, HTTP_PROTOCOL_OPTIONS, &opath)?;
+        use xds_http::http_protocol_options::explicit_http_config::ProtocolConfig;
+        use xds_http::http_protocol_options::UpstreamProtocolOptions;
+        match options.upstream_protocol_options {
+            Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match e.protocol_config {
+                Some(ProtocolConfig::Http2ProtocolOptions(_)) => http2 = true,
+                Some(ProtocolConfig::HttpProtocolOptions(_)) => http2 = false,
+                _ => return Err(ConfigError::new(format!("{opath}.explicit_http_config"), "HTTP/1 or HTTP/2 is required (HTTP/3 is not supported by weft-proxy)")),
+            },
+            _ => {
+                return Err(ConfigError::new(
+                    format!("{opath}.upstream_protocol_options"),
+                    "only explicit_http_config is supported by weft-proxy yet",
+                ))
+            }
+        }
+    }
+    Ok(http2)
+}
+
 /// A cluster's `transport_socket`: TLS, or plaintext (`raw_buffer`).
-fn upstream_tls(ts: Option<&xds_core::TransportSocket>, path: &str) -> Result<Option<Arc<ClientTls>>> {
+/// HTTP/2 clusters offer ALPN `h2` when the context names no protocols,
+/// as Envoy's connection pool does.
+fn upstream_tls(ts: Option<&xds_core::TransportSocket>, path: &str, http2: bool) -> Result<Option<Arc<ClientTls>>> {
     use xds_core::transport_socket::ConfigType;
     let Some(ts) = ts else { return Ok(None) };
     let Some(ConfigType::TypedConfig(any)) = &ts.config_type else {
@@ -492,7 +531,13 @@ fn upstream_tls(ts: Option<&xds_core::TransportSocket>, path: &str) -> Result<Op
     if weft_envoy_api::type_name(&any.type_url) == RAW_BUFFER {
         return Ok(None);
     }
-    let ctx: xds_tls::UpstreamTlsContext = unpack(any, UPSTREAM_TLS, &tpath)?;
+    let mut ctx: xds_tls::UpstreamTlsContext = unpack(any, UPSTREAM_TLS, &tpath)?;
+    if http2 {
+        let common = ctx.common_tls_context.get_or_insert_with(Default::default);
+        if common.alpn_protocols.is_empty() {
+            common.alpn_protocols.push("h2".into());
+        }
+    }
     Ok(Some(Arc::new(ClientTls::compile(&ctx, &tpath)?)))
 }
 

@@ -1,0 +1,88 @@
+//! HTTP/2 to upstreams, against Envoy: what the upstream sees (version,
+//! `:authority`, `:scheme`, headers, body) and that requests share one
+//! multiplexed connection.
+
+use weft_e2e::{Kind, Proxy, Request, Upstream};
+
+use crate::run;
+
+fn bootstrap(protocol: &str) -> String {
+    format!(
+        r#"
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{ADMIN}} }} }}
+static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{LISTEN}} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: main
+          route_config:
+            virtual_hosts:
+            - {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, route: {{ cluster: up }} }} ] }}
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+  - name: up
+    {protocol}
+    load_assignment:
+      cluster_name: up
+      endpoints:
+      - lb_endpoints:
+        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{UP_up}} }} }} }}
+"#
+    )
+}
+
+const EXPLICIT_H2: &str = r#"typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: { http2_protocol_options: {} }"#;
+
+#[tokio::test]
+async fn http2_upstreams_see_the_same_requests_as_from_envoy() {
+    let up = Upstream::start("up").await;
+    let requests = vec![
+        Request::get("/h2?q=1").header("host", "svc.example:8080").header("x-custom", "a"),
+        Request::get("/post").method("POST").header("host", "svc.example").body("payload"),
+        Request::get("/status").header("host", "svc.example").header("x-test-status", "503"),
+    ];
+    for protocol in [EXPLICIT_H2, "http2_protocol_options: {}"] {
+        let template = bootstrap(protocol);
+        let envoy = run(Kind::Envoy, &template, &[&up], &requests).await;
+        let weft = run(Kind::Weft, &template, &[&up], &requests).await;
+        for (i, (e, w)) in envoy.iter().zip(&weft).enumerate() {
+            assert_eq!(e, w, "{protocol}: request {i}: left Envoy, right weft-proxy");
+        }
+        assert!(weft[0].upstream[0].1.contains(":version: HTTP/2.0"), "{:?}", weft[0].upstream);
+    }
+}
+
+#[tokio::test]
+async fn http2_requests_share_one_upstream_connection_like_envoy() {
+    let up = Upstream::start("up").await;
+    let template = bootstrap(EXPLICIT_H2);
+    let mut counts = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
+        let before = up.connections.load(std::sync::atomic::Ordering::Relaxed);
+        let mut tasks = Vec::new();
+        for i in 0..20 {
+            let port = proxy.port;
+            tasks.push(tokio::spawn(async move {
+                weft_e2e::client::send(port, &Request::get(&format!("/c{i}")).header("x-test-delay-ms", "50")).await
+            }));
+        }
+        for t in tasks {
+            assert_eq!(t.await.expect("join").expect("response").status, 200);
+        }
+        counts.push(up.connections.load(std::sync::atomic::Ordering::Relaxed) - before);
+    }
+    assert_eq!(counts[0], counts[1], "upstream connections: left Envoy, right weft-proxy");
+    assert_eq!(counts[1], 1);
+}
