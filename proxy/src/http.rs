@@ -8,11 +8,13 @@
 //! Pingora parses HTTP/1.1 and HTTP/2 (h2c and ALPN) and hands us one
 //! `ServerSession` per request; everything after that is here.
 
+mod edge;
 mod forward;
 mod local;
 pub mod xfcc;
 
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
@@ -138,7 +140,8 @@ impl HttpProxy {
     async fn handle(&self, manager: &HttpManager, session: &mut ServerSession, log: &mut Entry) -> Option<u16> {
         let mut req = session.req_header().clone();
         let ssl = session.digest().and_then(|d| d.ssl_digest.clone());
-        prepare_request(manager, &mut req, ssl.as_deref());
+        let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        prepare_request(manager, &mut req, ssl.as_deref(), client);
         if !manager.access_logs.is_empty() {
             log.describe_request(&req);
         }
@@ -228,13 +231,16 @@ impl HttpProxy {
 }
 
 /// What the connection manager does to every request before routing:
-/// `x-forwarded-proto`, `x-forwarded-client-cert` and `x-request-id`
-/// (use_remote_address is false: x-forwarded-for is left as the client
-/// sent it). `ssl` is the downstream TLS connection, if any.
-fn prepare_request(manager: &HttpManager, req: &mut RequestHeader, ssl: Option<&SslDigest>) {
+/// `x-forwarded-proto`, `x-forwarded-client-cert` and `x-request-id`, and
+/// on an edge proxy (`use_remote_address`) x-forwarded-for and the
+/// untrusted x-envoy-* headers. `ssl` is the downstream TLS connection, if
+/// any; `client` the downstream peer's address.
+fn prepare_request(manager: &HttpManager, req: &mut RequestHeader, ssl: Option<&SslDigest>, client: Option<IpAddr>) {
     absolute_to_origin_form(req);
-    if !req.headers.contains_key("x-forwarded-proto") {
-        let scheme = if ssl.is_some() { "https" } else { "http" };
+    let scheme = if ssl.is_some() { "https" } else { "http" };
+    if manager.use_remote_address {
+        edge::prepare(req, scheme, client, manager.generate_request_id);
+    } else if !req.headers.contains_key("x-forwarded-proto") {
         let _ = req.insert_header("x-forwarded-proto", HeaderValue::from_static(scheme));
     }
     manager.client_cert.apply(ssl.and_then(|d| d.extension.get::<PeerIdentity>()), req);

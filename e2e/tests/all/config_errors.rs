@@ -135,15 +135,6 @@ fn unsupported_field_is_named_not_ignored() {
 }
 
 #[test]
-fn use_remote_address_is_refused_until_implemented() {
-    let text = good().replace("stat_prefix: main", "stat_prefix: main\n          use_remote_address: true");
-    let (ok, _) = validate(Kind::Envoy, &text);
-    assert!(ok);
-    let (ok, out) = validate(Kind::Weft, &text);
-    assert!(!ok && out.contains("typed_config.use_remote_address"), "{out}");
-}
-
-#[test]
 fn known_but_unimplemented_extension_is_named() {
     // Envoy's CORS filter, which weft-proxy does not implement yet.
     let cors = "          - name: envoy.filters.http.cors\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors\n";

@@ -188,3 +188,44 @@ async fn mirroring_matches_envoy() {
     assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
     assert!(seen[1].2[0].contains("host: api.example.com-shadow"), "{:?}", seen[1].2);
 }
+
+/// An edge proxy (`use_remote_address: true`): what it appends to
+/// x-forwarded-for, which client-sent x-envoy-* headers it drops, and the
+/// headers it sets for an external request.
+#[tokio::test]
+async fn edge_proxy_headers_match_envoy() {
+    let up = Upstream::start("up").await;
+    let template = include_str!("bootstraps/simple.yaml")
+        .replace("stat_prefix: main", "stat_prefix: main\n          use_remote_address: true");
+    let spoofed = |r: Request| {
+        r.header("x-forwarded-proto", "https")
+            .header("x-envoy-internal", "true")
+            .header("x-envoy-external-address", "6.6.6.6")
+            .header("x-envoy-downstream-service-cluster", "spoof")
+            .header("x-envoy-downstream-service-node", "spoof")
+            .header("x-envoy-original-path", "/spoof")
+            .header("x-envoy-decorator-operation", "spoof")
+            .header("x-envoy-hedge-on-per-try-timeout", "true")
+            .header("x-envoy-custom", "kept?")
+            .header("x-request-id", "client-chosen")
+    };
+    let requests = vec![
+        Request::get("/plain"),
+        Request::get("/xff").header("x-forwarded-for", "1.2.3.4, 5.6.7.8"),
+        spoofed(Request::get("/spoofed")),
+    ];
+    let seen = assert_same_on_both(&template, &[&up], &requests).await;
+    // The cases did what they name (same on Envoy, checked above).
+    let spoof = &seen[2].upstream[0].1;
+    assert!(spoof.contains("x-forwarded-proto: http\n") && !spoof.contains("x-envoy-internal"), "{spoof}");
+    assert!(spoof.contains("x-envoy-external-address: 127.0.0.1") && !spoof.contains("6.6.6.6"), "{spoof}");
+    assert!(seen[1].upstream[0].1.contains("x-forwarded-for: 1.2.3.4, 5.6.7.8,"), "{:?}", seen[1].upstream);
+    // An external request's id is replaced (the comparison above masks ids).
+    for kind in Kind::BOTH {
+        let proxy = weft_e2e::Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
+        up.take();
+        proxy.send(&Request::get("/id").header("x-request-id", "client-chosen")).await;
+        let id = up.take()[0].header("x-request-id").map(str::to_string);
+        assert!(id.as_ref().is_some_and(|id| id != "client-chosen" && id.len() == 36), "{kind:?}: {id:?}");
+    }
+}

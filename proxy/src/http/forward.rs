@@ -303,7 +303,7 @@ fn shadow(connector: &Arc<Connector>, mirror: &Mirror, req: &RequestHeader, body
 
 /// This host's address as Envoy picks it: the first non-loopback IPv4
 /// address of the interfaces, else the first IPv6 one.
-fn local_address() -> Option<std::net::IpAddr> {
+pub fn local_address() -> Option<std::net::IpAddr> {
     static LOCAL: std::sync::OnceLock<Option<std::net::IpAddr>> = std::sync::OnceLock::new();
     *LOCAL.get_or_init(|| {
         let ips: Vec<std::net::IpAddr> = if_addrs::get_if_addrs()

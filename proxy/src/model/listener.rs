@@ -53,6 +53,9 @@ pub struct HttpManager {
     pub stats: HttpStats,
     /// `forward_client_cert_details` and `set_current_client_cert_details`.
     pub client_cert: ClientCertPolicy,
+    /// An edge proxy: the client's address goes into x-forwarded-for and
+    /// client-sent x-envoy-* headers are not trusted.
+    pub use_remote_address: bool,
 }
 
 impl Listener {
@@ -161,14 +164,6 @@ impl HttpManager {
             }
             Err(_) => return Err(ConfigError::new(format!("{path}.codec_type"), format!("unknown codec_type {}", hcm.codec_type))),
         };
-        if hcm.use_remote_address.as_ref().is_some_and(|b| b.value) {
-            // Envoy's edge semantics (x-envoy-external-address, trusted hops,
-            // internal address ranges) are not implemented yet.
-            return Err(ConfigError::new(
-                format!("{path}.use_remote_address"),
-                "use_remote_address: true is not supported by weft-proxy yet",
-            ));
-        }
         Ok(HttpManager {
             h2c,
             server_name: http::HeaderValue::from_str(server_name).map_err(|_| {
@@ -189,6 +184,7 @@ impl HttpManager {
                 .collect::<Result<_>>()?,
             stats: HttpStats::new(&hcm.stat_prefix),
             client_cert: ClientCertPolicy::compile(hcm, path)?,
+            use_remote_address: hcm.use_remote_address.as_ref().is_some_and(|b| b.value),
         })
     }
 }
