@@ -1,4 +1,5 @@
-//! The downstream socket as Pingora's HTTP code expects it: writes are
+//! Stream wrappers. [`Buffered`]: the downstream socket as Pingora's HTTP
+//! code expects it: writes are
 //! buffered (one MSS) so that a response header and a small body leave in a
 //! single `send`, as Pingora's own listeners arrange. Pingora flushes at the
 //! end of a response, after every chunked or close-delimited body write, and
@@ -14,9 +15,11 @@ use async_trait::async_trait;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::raw_connect::ProxyDigest;
 use pingora_core::protocols::{
-    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, TimingDigest, UniqueID,
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream, TimingDigest, UniqueID,
     UniqueIDType,
 };
+
+use crate::model::cluster::ConnectionSlot;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 
 /// Pingora's default L4 write buffer: one TCP segment on loopback/Ethernet.
@@ -108,5 +111,99 @@ impl GetSocketDigest for Buffered {
     }
     fn set_socket_digest(&mut self, digest: SocketDigest) {
         self.0.get_mut().set_socket_digest(digest)
+    }
+}
+
+/// An upstream connection counted against its cluster's max_connections:
+/// the slot is released when the connection is dropped (closed), wherever
+/// it is then (in use, or idle in a pool).
+#[derive(Debug)]
+pub struct Counted {
+    inner: Stream,
+    _slot: ConnectionSlot,
+}
+
+impl Counted {
+    pub fn new(inner: Stream, slot: ConnectionSlot) -> Self {
+        Counted { inner, _slot: slot }
+    }
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[async_trait]
+impl Shutdown for Counted {
+    async fn shutdown(&mut self) {
+        Shutdown::shutdown(&mut *self.inner).await
+    }
+}
+
+impl UniqueID for Counted {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for Counted {
+    fn get_ssl(&self) -> Option<&pingora_core::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+    fn get_ssl_digest(&self) -> Option<Arc<pingora_core::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+    fn selected_alpn_proto(&self) -> Option<pingora_core::protocols::ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+#[async_trait]
+impl Peek for Counted {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+impl GetTimingDigest for Counted {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+    fn get_read_pending_time(&self) -> Duration {
+        self.inner.get_read_pending_time()
+    }
+    fn get_write_pending_time(&self) -> Duration {
+        self.inner.get_write_pending_time()
+    }
+}
+
+impl GetProxyDigest for Counted {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for Counted {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
     }
 }

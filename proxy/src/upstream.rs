@@ -24,6 +24,8 @@ use std::sync::Arc;
 use tokio::net::TcpStream;
 use tokio::sync::OnceCell;
 
+use crate::io::Counted;
+use crate::model::cluster::ConnectionBudget;
 use crate::tls::ClientTls;
 
 /// Idle connections kept per upstream address and worker.
@@ -56,6 +58,9 @@ pub struct Target<'a> {
     pub addr: SocketAddr,
     pub connect_timeout: Duration,
     pub tls: Option<&'a ClientTls>,
+    /// The cluster's max_connections / max_pending_requests (requests);
+    /// `None` for connections outside it (health checks, tcp_proxy).
+    pub budget: Option<&'a Arc<ConnectionBudget>>,
 }
 
 impl Target<'_> {
@@ -71,6 +76,8 @@ pub enum ConnectError {
     Tcp,
     /// The TLS handshake failed; BoringSSL's reason, as Envoy reports it.
     Tls(String),
+    /// max_connections reached and max_pending_requests waiting already.
+    Overflow,
 }
 
 /// Opens upstream connections and keeps them alive per worker.
@@ -89,15 +96,28 @@ impl Connector {
         if http2 {
             return checkout_h2(target).await;
         }
-        if let Some(stream) = take_idle(target.key()) {
-            return Ok((ClientSession::H1(HttpSession::new(stream)), true));
+        loop {
+            if let Some(stream) = take_idle(target.key()) {
+                return Ok((ClientSession::H1(HttpSession::new(stream)), true));
+            }
+            let Some(budget) = target.budget else {
+                return Ok((ClientSession::H1(HttpSession::new(connect(target).await?)), false));
+            };
+            if let Some(slot) = budget.try_open() {
+                let stream: Stream = Box::new(Counted::new(connect(target).await?, slot));
+                return Ok((ClientSession::H1(HttpSession::new(stream)), false));
+            }
+            // At max_connections: wait (as a pending request) for one to
+            // close or come back idle.
+            if !budget.wait().await {
+                return Err(ConnectError::Overflow);
+            }
         }
-        Ok((ClientSession::H1(HttpSession::new(connect(target).await?)), false))
     }
 
     /// Returns a finished session to this worker's pool if it can be reused
     /// (an HTTP/2 stream just ends; its connection stays pooled).
-    pub async fn checkin(&self, session: Session, pool: PoolKey) {
+    pub async fn checkin(&self, session: Session, pool: PoolKey, budget: &ConnectionBudget) {
         let ClientSession::H1(mut session) = session else { return };
         // Keep-alive as the response allows (HTTP/1.1 default, `connection:
         // close`, HTTP/1.0, a body we could not delimit).
@@ -110,6 +130,7 @@ impl Connector {
                     list.push((stream, Instant::now()));
                 }
             });
+            budget.idle();
         }
     }
 }

@@ -340,7 +340,10 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.cluster.v3.Cluster.MaglevLbConfig", &["table_size"]),
     ("envoy.config.cluster.v3.Cluster.LeastRequestLbConfig", &["choice_count"]),
     ("envoy.config.cluster.v3.CircuitBreakers", &["thresholds"]),
-    ("envoy.config.cluster.v3.CircuitBreakers.Thresholds", &["priority", "max_requests", "max_retries"]),
+    (
+        "envoy.config.cluster.v3.CircuitBreakers.Thresholds",
+        &["priority", "max_requests", "max_retries", "max_connections", "max_pending_requests"],
+    ),
     (
         "envoy.config.endpoint.v3.ClusterLoadAssignment",
         &["cluster_name", "endpoints"],

@@ -22,7 +22,7 @@ use super::local::{finish_response_headers, LocalReply};
 use crate::model::header::HeaderMutations;
 use crate::model::listener::HttpManager;
 use crate::access_log::Entry;
-use crate::model::cluster::{Breakers, InFlight};
+use crate::model::cluster::{Breakers, ConnectionBudget, InFlight, Slot};
 use crate::model::route::{Forward, Mirror, RetryPolicy, Target};
 use crate::upstream::{self, ConnectError, Connector, PoolKey};
 
@@ -57,6 +57,8 @@ enum Failure {
     Connect,
     Reset,
     PerTryTimeout,
+    /// max_connections reached and too many requests waiting for one.
+    Overflow,
 }
 
 // One value per attempt, moved once: boxing the session would cost an
@@ -74,6 +76,7 @@ struct Exchange {
     resp: Box<ResponseHeader>,
     host: InFlight,
     pool: PoolKey,
+    budget: Arc<ConnectionBudget>,
 }
 
 /// Where a routed request goes: the route action, the weighted target it
@@ -130,9 +133,7 @@ pub async fn forward(
     let Some(_request_slot) = Breakers::try_acquire(&breakers.active_requests, breakers.max_requests) else {
         cluster.stats.rq_pending_overflow.inc();
         log.flag("UO");
-        let mut reply = LocalReply::new(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow");
-        reply.extra_headers.push(("x-envoy-overloaded", HeaderValue::from_static("true")));
-        return reply.send(manager, session, &levels[..]).await;
+        return overflow().send(manager, session, &levels[..]).await;
     };
     let mut _retry_slot = None;
     let max_retries = retry.as_ref().map(|r| r.num_retries).unwrap_or(0);
@@ -183,6 +184,7 @@ pub async fn forward(
             }
             Outcome::Failed(Failure::Connect) => cluster.stats.cx_connect_fail.inc(),
             Outcome::Failed(Failure::PerTryTimeout) => cluster.stats.rq_timeout.inc(),
+            Outcome::Failed(Failure::Overflow) => cluster.stats.rq_pending_overflow.inc(),
             Outcome::Failed(Failure::Reset | Failure::NoHost) => {}
         }
         let retriable = match (&result, &retry) {
@@ -221,6 +223,7 @@ pub async fn forward(
                 _ if timed_out => "UT",
                 Failure::NoHost => "UH",
                 Failure::Connect => "UF",
+                Failure::Overflow => "UO",
                 Failure::Reset | Failure::PerTryTimeout => "UC",
             });
             if timed_out {
@@ -230,6 +233,9 @@ pub async fn forward(
             }
             if f == Failure::NoHost {
                 return LocalReply::new(503, "no healthy upstream").send(manager, session, &levels[..]).await;
+            }
+            if f == Failure::Overflow {
+                return overflow().send(manager, session, &levels[..]).await;
             }
             // Envoy's wording, so clients that match on it keep working.
             // Envoy 1.40 keeps TLS failure details out of the body.
@@ -250,9 +256,16 @@ pub async fn forward(
         }
         Outcome::Response(exchange) => {
             log.upstream_service_time = Some(start.elapsed().as_millis().to_string());
-            stream_response(connector, manager, session, exchange, start, deadline, &levels[..]).await
+            stream_response(connector, manager, session, exchange, _request_slot, (start, deadline), &levels[..]).await
         }
     }
+}
+
+/// Envoy's answer when a circuit breaker refuses a request.
+fn overflow() -> LocalReply {
+    let mut reply = LocalReply::new(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow");
+    reply.extra_headers.push(("x-envoy-overloaded", HeaderValue::from_static("true")));
+    reply
 }
 
 /// Sends a copy of the request to a mirror cluster and forgets it: the
@@ -289,7 +302,7 @@ fn shadow(connector: &Arc<Connector>, mirror: &Mirror, req: &RequestHeader, body
             if let Outcome::Response(mut x) = try_once(&connector, &cluster, &req, &body, None, &mut Entry::default()).await {
                 cluster.stats.response(x.resp.status.as_u16(), start.elapsed().as_secs_f64() * 1000.0);
                 while let Ok(Some(_)) = x.upstream.read_response_body().await {}
-                connector.checkin(x.upstream, x.pool).await;
+                connector.checkin(x.upstream, x.pool, &x.budget).await;
             }
         };
         match timeout {
@@ -334,7 +347,7 @@ fn retries_failure(p: &RetryPolicy, f: Failure) -> bool {
     let on = p.on;
     match f {
         // Nothing to retry against: Envoy answers at once.
-        Failure::NoHost => false,
+        Failure::NoHost | Failure::Overflow => false,
         Failure::Connect => on.connect_failure || on.five_xx || on.gateway_error || on.reset,
         Failure::Reset => on.reset || on.five_xx || on.gateway_error,
         Failure::PerTryTimeout => on.five_xx || on.gateway_error,
@@ -447,13 +460,20 @@ async fn try_once(
     let Some(host) = cluster.pick(hash) else {
         return Outcome::Failed(Failure::NoHost);
     };
-    let target = upstream::Target { addr: host.addr(), connect_timeout: cluster.connect_timeout, tls: cluster.tls.as_deref() };
+    let budget = &cluster.breakers.connections;
+    let target = upstream::Target {
+        addr: host.addr(),
+        connect_timeout: cluster.connect_timeout,
+        tls: cluster.tls.as_deref(),
+        budget: Some(budget),
+    };
     log.upstream_host = Some(target.addr);
     // A pooled connection the upstream closed meanwhile is replaced once,
     // without counting as a retry.
     for _ in 0..2 {
         let (mut upstream, reused) = match connector.checkout(&target, cluster.http2).await {
             Ok(s) => s,
+            Err(ConnectError::Overflow) => return Outcome::Failed(Failure::Overflow),
             Err(e) => {
                 if let ConnectError::Tls(reason) = e {
                     tracing::debug!(cluster = %cluster.name, host = %target.addr, %reason, "upstream TLS handshake failed");
@@ -486,7 +506,8 @@ async fn try_once(
                     return Outcome::Failed(Failure::Reset);
                 };
                 cluster.record_outcome(host.host(), resp.status.as_u16());
-                return Outcome::Response(Exchange { upstream, resp: Box::new(resp), host, pool: target.key() });
+                let (pool, budget) = (target.key(), budget.clone());
+                return Outcome::Response(Exchange { upstream, resp: Box::new(resp), host, pool, budget });
             }
             Err(_) if reused => continue,
             Err(_) => break,
@@ -503,11 +524,15 @@ async fn stream_response(
     manager: &HttpManager,
     session: &mut ServerSession,
     exchange: Exchange,
-    start: Instant,
-    deadline: Option<Instant>,
+    request_slot: Slot<'_>,
+    (start, deadline): (Instant, Option<Instant>),
     levels: &[&HeaderMutations],
 ) -> Option<u16> {
-    let Exchange { mut upstream, mut resp, host, pool } = exchange;
+    let Exchange { upstream, mut resp, host, pool, budget } = exchange;
+    // Held until the upstream response is complete, then released before
+    // the last bytes go downstream: a client's next request must find the
+    // connection back in the pool and the circuit breakers free, as Envoy.
+    let mut held = Some((upstream, host, request_slot));
     // The downstream codec writes its own version; an HTTP/2 upstream's
     // response header must not carry HTTP/2 into an HTTP/1.1 response.
     resp.set_version(http::Version::HTTP_11);
@@ -520,6 +545,7 @@ async fn stream_response(
     finish_response_headers(manager, &mut resp, levels);
     let mut header = Some(resp);
     loop {
+        let (upstream, ..) = held.as_mut()?;
         let (data, done) = if upstream.response_done() {
             (None, true)
         } else {
@@ -535,6 +561,12 @@ async fn stream_response(
                 Err(_) => return None,
             }
         };
+        if done {
+            if let Some((upstream, host, slot)) = held.take() {
+                connector.checkin(upstream, pool, &budget).await;
+                drop((host, slot));
+            }
+        }
         let mut tasks = Vec::with_capacity(2);
         if let Some(h) = header.take() {
             tasks.push(HttpTask::Header(h, done && data.is_none()));
@@ -547,7 +579,5 @@ async fn stream_response(
             break;
         }
     }
-    connector.checkin(upstream, pool).await;
-    drop(host); // the request ends here for LEAST_REQUEST
     Some(status)
 }

@@ -100,6 +100,62 @@ pub struct Breakers {
     pub max_retries: usize,
     pub active_requests: AtomicUsize,
     pub active_retries: AtomicUsize,
+    /// max_connections and max_pending_requests.
+    pub connections: Arc<ConnectionBudget>,
+}
+
+/// Upstream connections of a cluster, across workers (max_connections),
+/// and the requests waiting for one (max_pending_requests).
+#[derive(Debug)]
+pub struct ConnectionBudget {
+    max: usize,
+    active: AtomicUsize,
+    max_pending: usize,
+    pending: AtomicUsize,
+    /// Signalled when a connection closes or goes back to a pool.
+    released: tokio::sync::Notify,
+}
+
+impl ConnectionBudget {
+    fn new(max: usize, max_pending: usize) -> Self {
+        ConnectionBudget { max, active: AtomicUsize::new(0), max_pending, pending: AtomicUsize::new(0), released: tokio::sync::Notify::new() }
+    }
+
+    /// A slot for a new connection, held for the connection's life.
+    pub fn try_open(self: &Arc<Self>) -> Option<ConnectionSlot> {
+        take(&self.active, self.max).then(|| ConnectionSlot(self.clone()))
+    }
+
+    /// Waits for a connection to be released, as one of at most
+    /// `max_pending` waiters; `false` when the queue is full (overflow).
+    pub async fn wait(&self) -> bool {
+        let notified = self.released.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let Some(_queued) = Breakers::try_acquire(&self.pending, self.max_pending) else { return false };
+        // A slot may have been freed before we enabled the notification.
+        if self.active.load(Ordering::Acquire) < self.max {
+            return true;
+        }
+        notified.await;
+        true
+    }
+
+    /// A connection went back to an idle pool: a waiter may take it.
+    pub fn idle(&self) {
+        self.released.notify_waiters();
+    }
+}
+
+/// One open upstream connection counted against max_connections.
+#[derive(Debug)]
+pub struct ConnectionSlot(Arc<ConnectionBudget>);
+
+impl Drop for ConnectionSlot {
+    fn drop(&mut self) {
+        self.0.active.fetch_sub(1, Ordering::AcqRel);
+        self.0.released.notify_waiters();
+    }
 }
 
 impl Breakers {
@@ -109,8 +165,10 @@ impl Breakers {
             max_retries: 3,
             active_requests: AtomicUsize::new(0),
             active_retries: AtomicUsize::new(0),
+            connections: Arc::new(ConnectionBudget::new(1024, 1024)),
         };
         let Some(cb) = cb else { return Ok(b) };
+        let (mut max_connections, mut max_pending) = (1024, 1024);
         for (i, t) in cb.thresholds.iter().enumerate() {
             let tpath = format!("{path}.circuit_breakers.thresholds[{i}]");
             if t.priority != xds_core::RoutingPriority::Default as i32 {
@@ -122,21 +180,33 @@ impl Breakers {
             if let Some(v) = &t.max_retries {
                 b.max_retries = v.value as usize;
             }
+            if let Some(v) = &t.max_connections {
+                max_connections = v.value as usize;
+            }
+            if let Some(v) = &t.max_pending_requests {
+                max_pending = v.value as usize;
+            }
         }
+        b.connections = Arc::new(ConnectionBudget::new(max_connections, max_pending));
         Ok(b)
     }
 
     /// Takes a slot of `active` if fewer than `max` are taken.
     pub fn try_acquire<'a>(active: &'a AtomicUsize, max: usize) -> Option<Slot<'a>> {
-        let mut current = active.load(Ordering::Relaxed);
-        loop {
-            if current >= max {
-                return None;
-            }
-            match active.compare_exchange_weak(current, current + 1, Ordering::AcqRel, Ordering::Relaxed) {
-                Ok(_) => return Some(Slot(active)),
-                Err(now) => current = now,
-            }
+        take(active, max).then(|| Slot(active))
+    }
+}
+
+/// Increments `active` if it is below `max`.
+fn take(active: &AtomicUsize, max: usize) -> bool {
+    let mut current = active.load(Ordering::Relaxed);
+    loop {
+        if current >= max {
+            return false;
+        }
+        match active.compare_exchange_weak(current, current + 1, Ordering::AcqRel, Ordering::Relaxed) {
+            Ok(_) => return true,
+            Err(now) => current = now,
         }
     }
 }
@@ -559,6 +629,22 @@ mod tests {
         assert_eq!(Family::V4Preferred.select(both.clone()), addrs(&["127.0.0.1:80"]));
         assert_eq!(Family::V4Preferred.select(addrs(&["[::1]:80"])), addrs(&["[::1]:80"]));
         assert_eq!(Family::All.select(both).len(), 2);
+    }
+
+    #[test]
+    fn a_refused_breaker_slot_leaves_the_count_alone() {
+        let active = AtomicUsize::new(0);
+        let first = Breakers::try_acquire(&active, 1);
+        assert!(first.is_some());
+        assert!(Breakers::try_acquire(&active, 1).is_none());
+        assert_eq!(active.load(Ordering::Relaxed), 1);
+        drop(first);
+        assert_eq!(active.load(Ordering::Relaxed), 0);
+        let budget = Arc::new(ConnectionBudget::new(1, 0));
+        let slot = budget.try_open();
+        assert!(slot.is_some() && budget.try_open().is_none());
+        drop(slot);
+        assert!(budget.try_open().is_some());
     }
 
     #[test]
