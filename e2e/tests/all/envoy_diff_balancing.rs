@@ -73,8 +73,18 @@ async fn least_request_avoids_the_busy_host_like_envoy() {
 /// Four hosts behind a hashing policy; the route hashes on `hash`
 /// (a flow sequence of `hash_policy` entries).
 fn hashing_bootstrap(policy: &str, lb_config: &str, hash: &str) -> String {
+    weighted_bootstrap(policy, lb_config, hash, &[1, 1, 1, 1])
+}
+
+/// Four hosts with the given `load_balancing_weight`s.
+fn weighted_bootstrap(policy: &str, lb_config: &str, hash: &str, weights: &[u32; 4]) -> String {
     let endpoints: String = (0..4)
-        .map(|i| format!("        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{UP_h{i}}} }} }} }}\n"))
+        .map(|i| {
+            format!(
+                "        - {{ load_balancing_weight: {}, endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{UP_h{i}}} }} }} }} }}\n",
+                weights[i]
+            )
+        })
         .collect();
     format!(
         r#"
@@ -154,4 +164,26 @@ async fn ring_hash_and_maglev_pick_the_same_host_as_envoy() {
     let weft = hosts_by_request(Kind::Weft, &template, &ups, &users[..10]).await;
     assert_eq!(envoy, weft, "source_ip: left Envoy, right weft-proxy");
     assert!(weft.iter().all(|h| *h == weft[0]), "{weft:?}");
+}
+
+#[tokio::test]
+async fn weighted_hosts_get_their_share_and_the_same_hash_hosts_as_envoy() {
+    let hosts = [Upstream::start("h0").await, Upstream::start("h1").await, Upstream::start("h2").await, Upstream::start("h3").await];
+    let ups: Vec<&Upstream> = hosts.iter().collect();
+    let users: Vec<Request> = (0..60).map(|i| Request::get("/").header("x-user", &format!("user-{i}"))).collect();
+    let by_user = "[ { header: { header_name: x-user } } ]";
+    for policy in ["RING_HASH", "MAGLEV"] {
+        let template = weighted_bootstrap(policy, "", by_user, &[1, 2, 5, 1]);
+        let envoy = hosts_by_request(Kind::Envoy, &template, &ups, &users).await;
+        let weft = hosts_by_request(Kind::Weft, &template, &ups, &users).await;
+        assert_eq!(envoy, weft, "{policy} weighted: left Envoy, right weft-proxy");
+    }
+    // Round robin over weights 1:1:5:1 (no hashing): h2 gets 5/8.
+    let template = weighted_bootstrap("ROUND_ROBIN", "", "[]", &[1, 1, 5, 1]);
+    let plain: Vec<Request> = (0..160).map(|i| Request::get(&format!("/rr{i}"))).collect();
+    for kind in Kind::BOTH {
+        let picks = hosts_by_request(kind, &template, &ups, &plain).await;
+        let share = picks.iter().filter(|h| *h == "h2").count() as f64 / picks.len() as f64;
+        assert!((0.55..=0.70).contains(&share), "{kind:?}: h2 got {share:.2} of requests, weight 5/8");
+    }
 }

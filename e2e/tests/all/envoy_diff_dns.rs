@@ -67,3 +67,22 @@ async fn unresolvable_name_gives_no_healthy_upstream_like_envoy() {
     let outcomes = assert_same_on_both(&text, &[&up], &[Request::get("/")]).await;
     assert_eq!(outcomes[0].response.status, 503);
 }
+
+#[tokio::test]
+async fn auto_host_rewrite_uses_the_host_name_like_envoy() {
+    let up = Upstream::start("up").await;
+    let auto = |text: String| text.replace("route: { cluster: up }", "route: { cluster: up, auto_host_rewrite: true }");
+    let requests = vec![Request::get("/").header("host", "client.example")];
+    // A DNS cluster: the name it resolved.
+    let dns = assert_same_on_both(&auto(bootstrap("STRICT_DNS", Some("V4_ONLY"))), &[&up], &requests).await;
+    assert!(dns[0].upstream[0].1.contains("host: localhost"), "{:?}", dns[0].upstream);
+    // A static endpoint with a hostname: that name; without one: unchanged.
+    let named = auto(bootstrap("STATIC", None))
+        .replace("address: localhost", "address: 127.0.0.1")
+        .replace("- endpoint: {", "- endpoint: { hostname: backend.internal,");
+    let static_named = assert_same_on_both(&named, &[&up], &requests).await;
+    assert!(static_named[0].upstream[0].1.contains("host: backend.internal"), "{:?}", static_named[0].upstream);
+    let unnamed = auto(bootstrap("STATIC", None)).replace("address: localhost", "address: 127.0.0.1");
+    let static_unnamed = assert_same_on_both(&unnamed, &[&up], &requests).await;
+    assert!(static_unnamed[0].upstream[0].1.contains("host: client.example"), "{:?}", static_unnamed[0].upstream);
+}

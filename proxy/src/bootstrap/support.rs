@@ -214,6 +214,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "host_rewrite_literal",
             "request_mirror_policies",
             "hash_policy",
+            "auto_host_rewrite",
         ],
     ),
     (
@@ -352,8 +353,8 @@ const SUPPORTED: &[(&str, &[&str])] = &[
         "envoy.config.endpoint.v3.LocalityLbEndpoints",
         &["lb_endpoints", "priority"],
     ),
-    ("envoy.config.endpoint.v3.LbEndpoint", &["endpoint"]),
-    ("envoy.config.endpoint.v3.Endpoint", &["address"]),
+    ("envoy.config.endpoint.v3.LbEndpoint", &["endpoint", "load_balancing_weight"]),
+    ("envoy.config.endpoint.v3.Endpoint", &["address", "hostname"]),
 ];
 
 /// Every message type of the supported subset: the roots of the descriptor

@@ -162,7 +162,7 @@ pub async fn forward(
         }
         let result = match attempt_deadline {
             Some(d) => {
-                match tokio::time::timeout_at(d.into(), try_once(connector, cluster, &req, &body, hash, log))
+                match tokio::time::timeout_at(d.into(), try_once(connector, cluster, &req, &body, (hash, fwd.auto_host_rewrite), log))
                     .await
                 {
                     Ok(r) => r,
@@ -174,7 +174,7 @@ pub async fn forward(
                     }
                 }
             }
-            None => try_once(connector, cluster, &req, &body, hash, log).await,
+            None => try_once(connector, cluster, &req, &body, (hash, fwd.auto_host_rewrite), log).await,
         };
         let global_timeout = deadline.is_some_and(|d| Instant::now() >= d);
         // Every attempt's outcome is counted once, retried or not.
@@ -299,7 +299,7 @@ fn shadow(connector: &Arc<Connector>, mirror: &Mirror, req: &RequestHeader, body
         cluster.stats.rq_total.inc();
         let attempt = async {
             let start = Instant::now();
-            if let Outcome::Response(mut x) = try_once(&connector, &cluster, &req, &body, None, &mut Entry::default()).await {
+            if let Outcome::Response(mut x) = try_once(&connector, &cluster, &req, &body, (None, false), &mut Entry::default()).await {
                 cluster.stats.response(x.resp.status.as_u16(), start.elapsed().as_secs_f64() * 1000.0);
                 while let Ok(Some(_)) = x.upstream.read_response_body().await {}
                 connector.checkin(x.upstream, x.pool, &x.budget).await;
@@ -402,25 +402,31 @@ fn rewrite(req: &mut RequestHeader, fwd: &Forward) {
         set_path(req, &full, &new);
     }
     if let Some(host) = &fwd.host_rewrite {
-        // Envoy keeps the client's host for the upstream to see.
-        if let Some(original) = req.headers.get(header::HOST).cloned().or_else(|| {
-            req.uri
-                .authority()
-                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-        }) {
-            let _ = req.insert_header("x-envoy-original-host", original);
-        }
-        let _ = req.insert_header(header::HOST, host.clone());
-        if req.uri.authority().is_some() {
-            if let Ok(auth) = http::uri::Authority::try_from(host.as_bytes()) {
-                let mut parts = req.uri.clone().into_parts();
-                parts.authority = Some(auth);
-                if let Ok(uri) = http::Uri::from_parts(parts) {
-                    req.set_uri(uri);
-                }
+        set_host(req, host.clone());
+    }
+}
+
+/// Rewrites the request's host. Envoy keeps the client's host for the
+/// upstream to see.
+fn set_host(req: &mut RequestHeader, host: HeaderValue) {
+    if let Some(original) = req
+        .headers
+        .get(header::HOST)
+        .cloned()
+        .or_else(|| req.uri.authority().and_then(|a| HeaderValue::from_str(a.as_str()).ok()))
+    {
+        let _ = req.insert_header("x-envoy-original-host", original);
+    }
+    if req.uri.authority().is_some() {
+        if let Ok(auth) = http::uri::Authority::try_from(host.as_bytes()) {
+            let mut parts = req.uri.clone().into_parts();
+            parts.authority = Some(auth);
+            if let Ok(uri) = http::Uri::from_parts(parts) {
+                req.set_uri(uri);
             }
         }
     }
+    let _ = req.insert_header(header::HOST, host);
 }
 
 /// Rewrites `:path`; `prefix_rewrite` is applied by the caller that knows the matched prefix.
@@ -454,7 +460,7 @@ async fn try_once(
     cluster: &crate::model::Cluster,
     req: &RequestHeader,
     body: &Bytes,
-    hash: Option<u64>,
+    (hash, auto_host_rewrite): (Option<u64>, bool),
     log: &mut Entry,
 ) -> Outcome {
     let Some(host) = cluster.pick(hash) else {
@@ -483,7 +489,15 @@ async fn try_once(
                 return Outcome::Failed(Failure::Connect);
             }
         };
-        let header = if cluster.http2 { to_http2_upstream(req, target.tls.is_some()) } else { req.clone() };
+        let mut header = req.clone();
+        if let Some(name) = host.host().hostname.as_ref().filter(|_| auto_host_rewrite) {
+            if let Ok(v) = HeaderValue::from_str(name) {
+                set_host(&mut header, v);
+            }
+        }
+        if cluster.http2 {
+            header = to_http2_upstream(&header, target.tls.is_some());
+        }
         let sent = async {
             match &mut upstream {
                 // A request without a body ends with its HEADERS frame, as

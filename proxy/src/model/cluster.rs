@@ -25,7 +25,7 @@ pub mod health;
 mod hosts;
 
 pub use consistent_hash::Table;
-pub use hosts::{Host, HostSet, InFlight};
+pub use hosts::{Endpoint, Host, HostSet, InFlight};
 use health::{HealthCheck, OutlierDetection, Reason};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -70,8 +70,8 @@ impl Family {
 #[derive(Debug, Clone)]
 pub struct Dns {
     pub names: Vec<(String, u16)>,
-    /// The priority of each name's hosts (parallel to `names`).
-    pub priorities: Vec<u32>,
+    /// Priority and weight of each name's hosts (parallel to `names`).
+    pub placement: Vec<(u32, u32)>,
     pub family: Family,
     pub refresh: Duration,
     /// LOGICAL_DNS: one host, the first address of the latest answer.
@@ -80,11 +80,18 @@ pub struct Dns {
 
 impl Dns {
     /// The host list from the answers for each name (same order as `names`).
-    pub fn hosts(&self, answers: Vec<Vec<SocketAddr>>) -> Vec<(SocketAddr, u32)> {
-        let mut hosts: Vec<(SocketAddr, u32)> = answers
+    pub fn hosts(&self, answers: Vec<Vec<SocketAddr>>) -> Vec<Endpoint> {
+        let mut hosts: Vec<Endpoint> = answers
             .into_iter()
-            .zip(&self.priorities)
-            .flat_map(|(a, p)| self.family.select(a).into_iter().map(move |addr| (addr, *p)))
+            .zip(self.placement.iter().zip(&self.names))
+            .flat_map(|(a, ((priority, weight), (name, _)))| {
+                self.family.select(a).into_iter().map(move |addr| Endpoint {
+                    addr,
+                    priority: *priority,
+                    weight: *weight,
+                    hostname: Some(name.clone()),
+                })
+            })
             .collect();
         if self.logical {
             hosts.truncate(1);
@@ -322,10 +329,21 @@ impl Cluster {
             Err(_) => return Err(ConfigError::new(format!("{path}.lb_policy"), format!("unknown lb_policy {}", c.lb_policy))),
         };
         let addresses = endpoint_addresses(c, path)?;
+        if matches!(lb, LbPolicy::LeastRequest { .. }) && addresses.windows(2).any(|w| w[0].weight != w[1].weight) {
+            // Envoy's weighted least-request (dynamic EDF weights) is not
+            // implemented: refuse rather than balance differently.
+            return Err(ConfigError::new(
+                format!("{path}.load_assignment"),
+                "load_balancing_weight with LEAST_REQUEST is not supported by weft-proxy yet",
+            ));
+        }
         let (hosts, dns) = if kind == DiscoveryType::Static {
             let hosts = addresses
                 .iter()
-                .map(|(addr, p, priority)| Ok((socket_address(Some(addr), p)?, *priority)))
+                .map(|e| {
+                    let addr = socket_address(Some(&e.address), &e.path)?;
+                    Ok(Endpoint { addr, priority: e.priority, weight: e.weight, hostname: e.hostname.clone() })
+                })
                 .collect::<Result<Vec<_>>>()?;
             (hosts, None)
         } else {
@@ -338,9 +356,9 @@ impl Cluster {
             }
             let names = addresses
                 .iter()
-                .map(|(addr, p, _)| host_port(addr, p))
+                .map(|e| host_port(&e.address, &e.path))
                 .collect::<Result<Vec<_>>>()?;
-            let priorities = addresses.iter().map(|(_, _, priority)| *priority).collect();
+            let placement = addresses.iter().map(|e| (e.priority, e.weight)).collect();
             let family = match xds_cluster::cluster::DnsLookupFamily::try_from(c.dns_lookup_family) {
                 Ok(xds_cluster::cluster::DnsLookupFamily::Auto) => Family::Auto,
                 Ok(xds_cluster::cluster::DnsLookupFamily::V4Only) => Family::V4Only,
@@ -359,7 +377,7 @@ impl Cluster {
             if refresh < Duration::from_millis(1) {
                 return Err(ConfigError::new(format!("{path}.dns_refresh_rate"), "must be at least 1ms"));
             }
-            (Vec::new(), Some(Dns { names, priorities, family, refresh, logical }))
+            (Vec::new(), Some(Dns { names, placement, family, refresh, logical }))
         };
         let outlier = c
             .outlier_detection
@@ -373,7 +391,7 @@ impl Cluster {
             breakers: Breakers::compile(c.circuit_breakers.as_ref(), path)?,
             name: c.name.clone(),
             hosts: ArcSwap::from_pointee(HostSet::new(
-                hosts.into_iter().map(|(addr, priority)| new_host(addr, priority, health_check.is_some())).collect(),
+                hosts.into_iter().map(|e| new_host(e, health_check.is_some())).collect(),
                 lb.hashing(),
             )),
             outlier,
@@ -398,9 +416,11 @@ impl Cluster {
             return None;
         }
         let random = || rand::random::<u32>() as usize % hosts.len();
+        // Unequal weights: walk the weighted cycle instead of the hosts.
+        let weighted = |n: usize| level.schedule.as_ref().map_or(n % hosts.len(), |s| s[n % s.len()] as usize);
         let i = match self.lb {
-            LbPolicy::RoundRobin => self.rr_next.fetch_add(1, Ordering::Relaxed) % hosts.len(),
-            LbPolicy::Random => random(),
+            LbPolicy::RoundRobin => weighted(self.rr_next.fetch_add(1, Ordering::Relaxed)),
+            LbPolicy::Random => weighted(rand::random::<u32>() as usize),
             LbPolicy::LeastRequest { choices } => {
                 // Candidates drawn with replacement; the first of the least
                 // busy wins, as in Envoy.
@@ -422,16 +442,16 @@ impl Cluster {
     }
 
     /// Replaces the hosts (a DNS answer), keeping the state of those that stay.
-    pub fn set_hosts(&self, addrs: Vec<(SocketAddr, u32)>) {
+    pub fn set_hosts(&self, endpoints: Vec<Endpoint>) {
         let current = self.hosts.load();
-        if current.hosts.iter().map(|h| (h.addr, h.priority)).eq(addrs.iter().copied()) {
+        if current.hosts.iter().map(|h| h.endpoint()).eq(endpoints.iter().cloned()) {
             return;
         }
-        let hosts = addrs
+        let hosts = endpoints
             .into_iter()
-            .map(|(a, p)| {
-                let kept = current.hosts.iter().find(|h| h.addr == a && h.priority == p).cloned();
-                kept.unwrap_or_else(|| new_host(a, p, self.health_check.is_some()))
+            .map(|e| {
+                let kept = current.hosts.iter().find(|h| h.endpoint() == e).cloned();
+                kept.unwrap_or_else(|| new_host(e, self.health_check.is_some()))
             })
             .collect();
         self.hosts.store(Arc::new(HostSet::new(hosts, self.lb.hashing())));
@@ -502,8 +522,8 @@ impl Cluster {
 
 /// A host of a cluster; with active health checking it starts unhealthy
 /// until its first check passes, as in Envoy.
-fn new_host(addr: SocketAddr, priority: u32, health_checked: bool) -> Arc<Host> {
-    let host = Host::new(addr, priority);
+fn new_host(endpoint: Endpoint, health_checked: bool) -> Arc<Host> {
+    let host = Host::new(endpoint);
     if health_checked {
         host.flags.store(hosts::FAILED_HEALTH_CHECK, Ordering::Relaxed);
     }
@@ -520,7 +540,16 @@ impl LbPolicy {
 }
 
 /// Every endpoint address of the load assignment, with its path.
-fn endpoint_addresses(c: &xds_cluster::Cluster, path: &str) -> Result<Vec<(xds_core::Address, String, u32)>> {
+/// A `load_assignment` endpoint as configured.
+struct EndpointSpec {
+    address: xds_core::Address,
+    path: String,
+    priority: u32,
+    weight: u32,
+    hostname: Option<String>,
+}
+
+fn endpoint_addresses(c: &xds_cluster::Cluster, path: &str) -> Result<Vec<EndpointSpec>> {
     use weft_envoy_api::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
     let mut out = Vec::new();
     let Some(la) = &c.load_assignment else {
@@ -535,7 +564,17 @@ fn endpoint_addresses(c: &xds_cluster::Cluster, path: &str) -> Result<Vec<(xds_c
             let Some(addr) = &ep.address else {
                 return Err(ConfigError::new(format!("{epath}.endpoint.address"), "address is required"));
             };
-            out.push((addr.clone(), format!("{epath}.endpoint.address"), locality.priority));
+            let weight = lb_ep.load_balancing_weight.as_ref().map_or(1, |w| w.value);
+            if weight == 0 {
+                return Err(ConfigError::new(format!("{epath}.load_balancing_weight"), "must be at least 1"));
+            }
+            out.push(EndpointSpec {
+                address: addr.clone(),
+                path: format!("{epath}.endpoint.address"),
+                priority: locality.priority,
+                weight,
+                hostname: (!ep.hostname.is_empty()).then(|| ep.hostname.clone()),
+            });
         }
     }
     Ok(out)
@@ -649,8 +688,9 @@ mod tests {
 
     #[test]
     fn logical_dns_keeps_only_the_first_address() {
-        let dns = Dns { names: vec![], priorities: vec![0], family: Family::All, refresh: Duration::from_secs(5), logical: true };
-        let first = addrs(&["127.0.0.2:1"])[0];
-        assert_eq!(dns.hosts(vec![addrs(&["127.0.0.2:1", "127.0.0.3:1"])]), vec![(first, 0)]);
+        let names = vec![("db.local".to_string(), 1)];
+        let dns = Dns { names, placement: vec![(0, 1)], family: Family::All, refresh: Duration::from_secs(5), logical: true };
+        let first = Endpoint { addr: addrs(&["127.0.0.2:1"])[0], priority: 0, weight: 1, hostname: Some("db.local".into()) };
+        assert_eq!(dns.hosts(vec![addrs(&["127.0.0.2:1", "127.0.0.3:1"])]), vec![first]);
     }
 }

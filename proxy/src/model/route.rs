@@ -115,6 +115,8 @@ pub struct Forward {
     pub mirrors: Vec<Mirror>,
     /// Hashes the request for RING_HASH / MAGLEV clusters.
     pub hash_policy: Option<HashPolicy>,
+    /// Host becomes the chosen host's name (DNS name or endpoint hostname).
+    pub auto_host_rewrite: bool,
 }
 
 /// `request_mirror_policies[]`: a fire-and-forget copy of the request.
@@ -734,11 +736,16 @@ impl Forward {
                 "prefix_rewrite and regex_rewrite are mutually exclusive",
             ));
         }
+        let mut auto_host_rewrite = false;
         let host_rewrite = match &ra.host_rewrite_specifier {
             Some(H::HostRewriteLiteral(h)) => {
                 Some(http::HeaderValue::from_str(h).map_err(|_| {
                     ConfigError::new(format!("{path}.host_rewrite_literal"), "invalid host")
                 })?)
+            }
+            Some(H::AutoHostRewrite(b)) => {
+                auto_host_rewrite = b.value;
+                None
             }
             Some(_) => {
                 return Err(ConfigError::new(
@@ -764,6 +771,7 @@ impl Forward {
             host_rewrite,
             mirrors,
             hash_policy: HashPolicy::compile(&ra.hash_policy, &format!("{path}.hash_policy"))?,
+            auto_host_rewrite,
         })
     }
 

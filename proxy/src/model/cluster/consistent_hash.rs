@@ -35,8 +35,8 @@ fn key(addr: &SocketAddr) -> String {
 }
 
 impl Table {
-    /// Builds the table for hosts of equal weight, in host-list order.
-    pub fn build(kind: Kind, hosts: &[SocketAddr]) -> Option<Table> {
+    /// Builds the table for (host, weight), in host-list order.
+    pub fn build(kind: Kind, hosts: &[(SocketAddr, u32)]) -> Option<Table> {
         if hosts.is_empty() {
             return None;
         }
@@ -59,17 +59,18 @@ impl Table {
     }
 }
 
-/// Every host gets the same number of points: enough that the ring has at
-/// least `min` points, at most `max` in all. A host's points are the hashes
-/// of `"<ip:port>_<n>"`.
-fn ring(hosts: &[SocketAddr], min: u64, max: u64) -> Vec<(u64, u32)> {
-    let n = hosts.len() as f64;
-    let weight = 1.0 / n;
+/// Hosts get points in proportion to their weight, scaled so the ring has
+/// at least `min` points (the lightest host a whole number), at most `max`.
+/// A host's points are the hashes of `"<ip:port>_<n>"`.
+fn ring(hosts: &[(SocketAddr, u32)], min: u64, max: u64) -> Vec<(u64, u32)> {
+    let total: f64 = hosts.iter().map(|(_, w)| *w as f64).sum();
+    let normalized: Vec<f64> = hosts.iter().map(|(_, w)| *w as f64 / total).collect();
+    let lightest = normalized.iter().copied().fold(f64::INFINITY, f64::min);
     // Envoy scales so that the lightest host gets a whole number of points.
-    let scale = ((weight * min as f64).ceil() / weight).min(max as f64);
+    let scale = ((lightest * min as f64).ceil() / lightest).min(max as f64);
     let mut points = Vec::with_capacity(scale.ceil() as usize);
     let (mut current, mut target) = (0.0f64, 0.0f64);
-    for (index, addr) in hosts.iter().enumerate() {
+    for (index, ((addr, _), weight)) in hosts.iter().zip(&normalized).enumerate() {
         let prefix = format!("{}_", key(addr));
         target += scale * weight;
         let mut i = 0u64;
@@ -84,32 +85,46 @@ fn ring(hosts: &[SocketAddr], min: u64, max: u64) -> Vec<(u64, u32)> {
 }
 
 /// Maglev's table: hosts in key order take turns claiming their next
-/// preferred free slot (offset + n·skip) until every slot is taken.
-fn maglev(hosts: &[SocketAddr], size: u64) -> Vec<u32> {
+/// preferred free slot (offset + n·skip) until every slot is taken; a host
+/// of a fraction of the heaviest weight takes a turn that often.
+fn maglev(hosts: &[(SocketAddr, u32)], size: u64) -> Vec<u32> {
     struct Entry {
         host: u32,
         offset: u64,
         skip: u64,
         next: u64,
+        weight: f64,
+        target: f64,
     }
-    let mut keyed: Vec<(String, u32)> = hosts.iter().enumerate().map(|(i, a)| (key(a), i as u32)).collect();
-    keyed.sort();
+    let total: f64 = hosts.iter().map(|(_, w)| *w as f64).sum();
+    let mut keyed: Vec<(String, u32, f64)> =
+        hosts.iter().enumerate().map(|(i, (a, w))| (key(a), i as u32, *w as f64 / total)).collect();
+    keyed.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.cmp(&b.1)));
+    let heaviest = keyed.iter().map(|e| e.2).fold(0.0f64, f64::max);
     let mut entries: Vec<Entry> = keyed
         .iter()
-        .map(|(k, host)| Entry {
+        .map(|(k, host, weight)| Entry {
             host: *host,
             offset: xxh64(k.as_bytes(), 0) % size,
             skip: xxh64(k.as_bytes(), 1) % (size - 1) + 1,
             next: 0,
+            weight: *weight,
+            target: 0.0,
         })
         .collect();
     let mut slots = vec![u32::MAX; size as usize];
     let mut filled = 0u64;
+    let mut iteration = 0u64;
     while filled < size {
+        iteration += 1;
         for e in entries.iter_mut() {
             if filled == size {
                 break;
             }
+            if (iteration as f64) * e.weight < e.target {
+                continue;
+            }
+            e.target += heaviest;
             let mut slot = (e.offset + e.skip * e.next) % size;
             while slots[slot as usize] != u32::MAX {
                 e.next += 1;
@@ -132,8 +147,8 @@ pub fn is_prime(n: u64) -> bool {
 mod tests {
     use super::*;
 
-    fn hosts(n: u16) -> Vec<SocketAddr> {
-        (0..n).map(|i| SocketAddr::from(([127, 0, 0, 1], 8000 + i))).collect()
+    fn hosts(n: u16) -> Vec<(SocketAddr, u32)> {
+        (0..n).map(|i| (SocketAddr::from(([127, 0, 0, 1], 8000 + i)), 1)).collect()
     }
 
     #[test]

@@ -20,12 +20,27 @@ pub const FAILED_HEALTH_CHECK: u8 = 2;
 const OVERPROVISIONING: u64 = 140;
 const PANIC_THRESHOLD_PERCENT: u64 = 50;
 
-/// An upstream host: address, priority, requests in flight (for
-/// LEAST_REQUEST) and health.
+/// Where a host is and how it counts: what the load assignment (or a DNS
+/// answer for it) says.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub priority: u32,
+    /// `load_balancing_weight` (1 when unset).
+    pub weight: u32,
+    /// The name `auto_host_rewrite` puts in Host: the DNS name of a DNS
+    /// cluster's endpoint, or the endpoint's `hostname`.
+    pub hostname: Option<String>,
+}
+
+/// An upstream host: its endpoint, requests in flight (for LEAST_REQUEST)
+/// and health.
 #[derive(Debug)]
 pub struct Host {
     pub addr: SocketAddr,
     pub priority: u32,
+    pub weight: u32,
+    pub hostname: Option<String>,
     active: AtomicUsize,
     pub(super) flags: AtomicU8,
     /// Outlier detection: consecutive 5xx / gateway failures.
@@ -39,10 +54,13 @@ pub struct Host {
 }
 
 impl Host {
-    pub fn new(addr: SocketAddr, priority: u32) -> Arc<Host> {
+    pub fn new(endpoint: Endpoint) -> Arc<Host> {
+        let Endpoint { addr, priority, weight, hostname } = endpoint;
         Arc::new(Host {
             addr,
             priority,
+            weight,
+            hostname,
             active: AtomicUsize::new(0),
             flags: AtomicU8::new(0),
             consecutive_5xx: AtomicU32::new(0),
@@ -55,6 +73,10 @@ impl Host {
 
     pub fn active(&self) -> usize {
         self.active.load(Ordering::Relaxed)
+    }
+
+    pub fn endpoint(&self) -> Endpoint {
+        Endpoint { addr: self.addr, priority: self.priority, weight: self.weight, hostname: self.hostname.clone() }
     }
 
     pub fn healthy(&self) -> bool {
@@ -97,6 +119,9 @@ pub(super) struct Level {
     /// The hosts the balancer picks from: the healthy ones, or all of them
     /// in panic mode.
     pub candidates: Vec<Arc<Host>>,
+    /// With unequal weights: candidate indexes, each as often as its
+    /// weight, interleaved (round robin and random walk it).
+    pub schedule: Option<Vec<u32>>,
     /// The hash table over `candidates`, for RING_HASH / MAGLEV.
     pub table: Option<Table>,
     /// Share of requests (percent) this level takes.
@@ -141,8 +166,10 @@ impl HostSet {
             let healthy: Vec<Arc<Host>> = group.iter().filter(|h| h.healthy()).cloned().collect();
             let panic = (healthy.len() as u64) * 100 < PANIC_THRESHOLD_PERCENT * group.len() as u64;
             let candidates = if panic { group } else { healthy };
-            let table = hashing.and_then(|kind| Table::build(kind, &candidates.iter().map(|h| h.addr).collect::<Vec<_>>()));
-            levels.push(Level { candidates, table, load });
+            let weighted: Vec<(SocketAddr, u32)> = candidates.iter().map(|h| (h.addr, h.weight)).collect();
+            let table = hashing.and_then(|kind| Table::build(kind, &weighted));
+            let schedule = schedule(&weighted);
+            levels.push(Level { candidates, schedule, table, load });
         }
         // Truncation may leave points over: the first level with load takes them.
         if remaining > 0 && remaining < 100 {
@@ -169,16 +196,73 @@ impl HostSet {
     }
 }
 
+/// Longest weighted round-robin cycle kept; larger weights are scaled down.
+const MAX_SCHEDULE: u64 = 4096;
+
+/// A weighted round-robin cycle (smooth: each step picks the host furthest
+/// behind its share), or `None` when all weights are equal.
+fn schedule(hosts: &[(SocketAddr, u32)]) -> Option<Vec<u32>> {
+    let first = hosts.first()?.1;
+    if hosts.iter().all(|(_, w)| *w == first) {
+        return None;
+    }
+    // Smallest whole ratio first; then, if the cycle is still too long,
+    // scaled down (approximately proportional).
+    let divisor = hosts.iter().fold(0u64, |g, (_, w)| gcd(g, *w as u64)).max(1);
+    let reduced: Vec<u64> = hosts.iter().map(|(_, w)| *w as u64 / divisor).collect();
+    let scale = reduced.iter().sum::<u64>().div_ceil(MAX_SCHEDULE).max(1);
+    let weights: Vec<i64> = reduced.iter().map(|w| (w / scale).max(1) as i64).collect();
+    let sum: i64 = weights.iter().sum();
+    let mut current = vec![0i64; weights.len()];
+    let mut cycle = Vec::with_capacity(sum as usize);
+    for _ in 0..sum {
+        for (c, w) in current.iter_mut().zip(&weights) {
+            *c += w;
+        }
+        let (best, _) = current.iter().enumerate().max_by_key(|(i, c)| (**c, std::cmp::Reverse(*i)))?;
+        current[best] -= sum;
+        cycle.push(best as u32);
+    }
+    Some(cycle)
+}
+
+fn gcd(a: u64, b: u64) -> u64 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn hosts(priorities: &[u32]) -> Vec<Arc<Host>> {
-        priorities.iter().enumerate().map(|(i, p)| Host::new(SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16)), *p)).collect()
+        priorities
+            .iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let addr = SocketAddr::from(([127, 0, 0, 1], 9000 + i as u16));
+                Host::new(Endpoint { addr, priority: *p, weight: 1, hostname: None })
+            })
+            .collect()
     }
 
     fn loads(set: &HostSet) -> Vec<u64> {
         set.levels.iter().map(|l| l.load).collect()
+    }
+
+    #[test]
+    fn weighted_schedule_is_proportional_and_interleaved() {
+        let a = SocketAddr::from(([127, 0, 0, 1], 1));
+        let b = SocketAddr::from(([127, 0, 0, 1], 2));
+        assert_eq!(schedule(&[(a, 1), (b, 1)]), None);
+        assert_eq!(schedule(&[(a, 1), (b, 3)]), Some(vec![1, 0, 1, 1]));
+        assert_eq!(schedule(&[(a, 1_000_000), (b, 3_000_000)]), Some(vec![1, 0, 1, 1]));
+        let big = schedule(&[(a, 999_983), (b, 3_000_017)]).expect("weighted");
+        let share = big.iter().filter(|i| **i == 1).count() as f64 / big.len() as f64;
+        assert!(big.len() <= 4096 && (share - 0.75).abs() < 0.01, "{} {share}", big.len());
     }
 
     #[test]
