@@ -12,7 +12,8 @@ use clap::Parser;
 
 /// jemalloc: glibc's malloc churned its per-thread arena (an mprotect every
 /// other request under load) and kept freed memory; jemalloc is as fast here
-/// and gives memory back (idle RSS 31 MB -> 17 MB, measured).
+/// and gives memory back (idle RSS 31 MB -> 17 MB, measured). Its options
+/// are fixed at build time in `.cargo/config.toml`.
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
@@ -71,7 +72,6 @@ fn main() -> ExitCode {
         Ok(b) => b,
         Err(e) => return fail(&e),
     };
-    release_freed_memory();
     let config = match model::Config::compile_with(&loaded.bootstrap, &dynamic) {
         Ok(c) => c,
         Err(e) if dynamic.listeners.is_empty() && dynamic.clusters.is_empty() => return fail(&e.to_string()),
@@ -115,20 +115,6 @@ fn main() -> ExitCode {
         }
         other => fail(&format!("--mode {other}: expected serve or validate")),
     }
-}
-
-/// Makes jemalloc return freed pages (the descriptor pool after loading) to
-/// the OS from a background thread within seconds rather than whenever the
-/// allocator is next busy. Measured pinned to one core: 55 MB -> 38 MB
-/// three seconds after start. Failure only costs memory.
-fn release_freed_memory() {
-    use tikv_jemalloc_ctl::{Access, AsName};
-    // A background thread purges unused pages on jemalloc's decay clock;
-    // arena.4096 (MALLCTL_ARENAS_ALL) sets that clock for every arena: one
-    // second for dirty pages, and muzzy pages go straight back.
-    let _ = tikv_jemalloc_ctl::background_thread::write(true);
-    let _ = b"arena.4096.muzzy_decay_ms\0".name().write(0isize);
-    let _ = b"arena.4096.dirty_decay_ms\0".name().write(1000isize);
 }
 
 fn fail(message: &str) -> ExitCode {
