@@ -114,7 +114,11 @@ pub async fn forward(
     }
     to_http1_upstream(&mut req);
     rewrite(&mut req, fwd);
-    if !body.is_empty() || req.headers.contains_key(header::CONTENT_LENGTH) {
+    // Envoy's HTTP/1 codec states `content-length: 0` on an empty request
+    // unless its method has no body (GET, HEAD, DELETE, TRACE): a CORS
+    // preflight (OPTIONS) forwarded upstream carries it.
+    let bodiless = matches!(req.method, http::Method::GET | http::Method::HEAD | http::Method::DELETE | http::Method::TRACE);
+    if !body.is_empty() || req.headers.contains_key(header::CONTENT_LENGTH) || !bodiless {
         let _ = req.insert_header(header::CONTENT_LENGTH, body.len().to_string());
     }
     req.remove_header(&header::TRANSFER_ENCODING);
