@@ -5,7 +5,7 @@
 //! "not supported by weft-proxy". Adding a field here is a promise that the
 //! model compiler implements it and a differential test covers it.
 
-use weft_envoy_api::prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage, Value};
+use weft_envoy_api::prost_reflect::{DynamicMessage, MapKey, MessageDescriptor, ReflectMessage, Value};
 
 /// A field or extension type that weft-proxy does not implement.
 #[derive(Debug, thiserror::Error)]
@@ -373,8 +373,16 @@ fn walk_value(value: &Value, path: &mut String) -> Result<(), Unsupported> {
             Ok(())
         }
         Value::Map(entries) => {
-            for item in entries.values() {
+            // Keys in the path as the model compiler writes them:
+            // `typed_per_filter_config["envoy.filters.http.cors"]`.
+            for (key, item) in entries {
+                let len = path.len();
+                match key {
+                    MapKey::String(k) => path.push_str(&format!("[{k:?}]")),
+                    other => path.push_str(&format!("[{other:?}]")),
+                }
                 walk_value(item, path)?;
+                path.truncate(len);
             }
             Ok(())
         }
