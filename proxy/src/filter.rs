@@ -1,15 +1,19 @@
 //! HTTP filters that run before the router, in the order the connection
-//! manager lists them (Envoy's decoder filters).
+//! manager lists them (Envoy's decoder filters), and what they leave for
+//! the response (Envoy's encoder filters).
 //!
 //! ```text
 //!  request ─► route lookup ─► fault ─► ... ─► router (http::forward)
-//!                      └─ per-route config (typed_per_filter_config) overrides a filter by name
+//!                      │        └─ edits for the response ──────────────────┐
+//!                      └─ per-route config (typed_per_filter_config) by filter name
+//!  response (upstream or local) ◄─ route header mutations ◄─ filter edits ◄──┘
 //! ```
 //! Each filter is a module with its config compiler and its request-time
 //! logic; this file only dispatches.
 
 pub mod fault;
 
+use pingora_http::{RequestHeader, ResponseHeader};
 use weft_envoy_api::pb::google::protobuf::Any;
 
 use crate::access_log::Entry;
@@ -32,7 +36,44 @@ pub enum PerRoute {
 /// What a filter decided about a request.
 pub enum Verdict {
     Continue,
+    /// A local reply (Envoy's `sendLocalReply`): the route's response
+    /// header mutations apply when the route forwards.
     Respond(LocalReply),
+    /// A response the filter writes itself (Envoy's `encodeHeaders` from a
+    /// decoder filter, as the CORS preflight): no route header mutations.
+    Encode(LocalReply),
+}
+
+/// What a filter sees of a request besides its headers.
+pub struct Context<'a> {
+    /// The route matched and forwards (Envoy's "route entry"): false when
+    /// there is no route and for direct responses and redirects.
+    pub forwards: bool,
+    /// The filter's `typed_per_filter_config`, most specific first: route,
+    /// then virtual host.
+    pub per_route: [Option<&'a PerRoute>; 2],
+    /// Response flags for the access log (FI, DI, RL).
+    pub log: &'a mut Entry,
+    pub response: &'a mut ResponseEdits,
+}
+
+impl<'a> Context<'a> {
+    /// The most specific override. One of another filter's type counts as
+    /// none: Envoy ignores it rather than looking further.
+    fn most_specific(&self) -> Option<&'a PerRoute> {
+        self.per_route.into_iter().flatten().next()
+    }
+}
+
+/// Response header edits left by the filters a request went through,
+/// applied to whatever response goes downstream (upstream or local) after
+/// the route's header mutations (Envoy's encoder filters). None of the
+/// filters here edits responses yet.
+#[derive(Debug, Default)]
+pub struct ResponseEdits(());
+
+impl ResponseEdits {
+    pub fn apply(&self, _resp: &mut ResponseHeader) {}
 }
 
 impl HttpFilter {
@@ -44,11 +85,16 @@ impl HttpFilter {
         }
     }
 
-    /// Runs the filter on a request, with the route's override if any.
-    /// `log` takes the response flags a filter sets (FI, DI).
-    pub async fn on_request(&self, headers: &http::HeaderMap, per_route: Option<&PerRoute>, log: &mut Entry) -> Verdict {
-        match (self, per_route) {
-            (HttpFilter::Fault(_), Some(PerRoute::Fault(f))) | (HttpFilter::Fault(f), None) => f.on_request(headers, log).await,
+    /// Runs the filter on a request. `req` may be changed (headers a filter adds).
+    pub async fn on_request(&self, req: &mut RequestHeader, cx: &mut Context<'_>) -> Verdict {
+        match self {
+            HttpFilter::Fault(own) => {
+                let f = match cx.most_specific() {
+                    Some(PerRoute::Fault(f)) => f,
+                    None => own,
+                };
+                f.on_request(&req.headers, cx.log).await
+            }
         }
     }
 }

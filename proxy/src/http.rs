@@ -24,13 +24,15 @@ use pingora_core::server::ShutdownWatch;
 use pingora_http::RequestHeader;
 
 use crate::access_log::Entry;
-use crate::filter::Verdict;
+use crate::filter::{Context, ResponseEdits, Verdict};
+use crate::model::header::HeaderMutations;
 use crate::model::listener::HttpManager;
 use crate::model::route::Action;
 use crate::tls::PeerIdentity;
 use crate::upstream::Connector;
 use pingora_core::protocols::tls::SslDigest;
 
+use local::Finish;
 pub use local::LocalReply;
 
 /// One listener's HTTP application. The manager is swapped atomically on a
@@ -61,6 +63,7 @@ impl HttpProxy {
     pub fn drain(&self) {
         self.draining.store(true, Ordering::Relaxed);
     }
+
 }
 
 #[async_trait]
@@ -149,24 +152,37 @@ impl HttpProxy {
         let route = vhost.and_then(|v| v.route(&path, &req.headers));
         // Filters before the router see the route (for their per-route
         // config) even when there is none; the router answers 404 after.
+        let forwards = route.is_some_and(|r| matches!(r.action, Action::Forward(_)));
+        let mut edits = ResponseEdits::default();
         for (name, filter) in &manager.filters {
-            let per_route = route
-                .and_then(|r| r.per_filter.get(name))
-                .or_else(|| vhost.and_then(|v| v.per_filter.get(name)));
-            if let Verdict::Respond(reply) = filter.on_request(&req.headers, per_route, log).await {
-                // Envoy finalizes a filter's local reply with the route's
-                // response headers when there is a route.
-                let levels = match (route, vhost) {
-                    (Some(r), Some(v)) => vec![&r.response_headers, &v.response_headers, &table.response_headers],
-                    _ => Vec::new(),
-                };
-                return reply.send(manager, session, &levels).await;
+            let mut cx = Context {
+                forwards,
+                per_route: [route.and_then(|r| r.per_filter.get(name)), vhost.and_then(|v| v.per_filter.get(name))],
+                log: &mut *log,
+                response: &mut edits,
+            };
+            match filter.on_request(&mut req, &mut cx).await {
+                Verdict::Continue => {}
+                Verdict::Respond(reply) => {
+                    // Envoy finalizes a filter's local reply with the route's
+                    // response headers when the route forwards.
+                    let all;
+                    let levels: &[&HeaderMutations] = match (route, vhost) {
+                        (Some(r), Some(v)) if forwards => {
+                            all = [&r.response_headers, &v.response_headers, &table.response_headers];
+                            &all
+                        }
+                        _ => &[],
+                    };
+                    return reply.send(manager, session, Finish::new(levels, &edits)).await;
+                }
+                Verdict::Encode(reply) => return reply.send(manager, session, Finish::new(&[], &edits)).await,
             }
         }
         let (Some(vhost), Some(route)) = (vhost, route) else {
             tracing::debug!(%host, %path, vhost = vhost.map(|v| v.name.as_str()), "no route");
             log.flag("NR");
-            return LocalReply::new(404, "").send(manager, session, &[]).await;
+            return LocalReply::new(404, "").send(manager, session, Finish::new(&[], &edits)).await;
         };
         tracing::debug!(route_config = %table.name, vhost = %vhost.name, route = %route.name, %path, "routed");
         // Response mutations, most specific first (Envoy's default order).
@@ -189,7 +205,7 @@ impl HttpProxy {
                     reply.location =
                         HeaderValue::from_str(&format!("{scheme}://{host}{path}")).ok();
                 }
-                reply.send(manager, session, &levels).await
+                reply.send(manager, session, Finish::new(&levels, &edits)).await
             }
             Action::Redirect(r) => {
                 let path = match &r.prefix_rewrite {
@@ -197,7 +213,7 @@ impl HttpProxy {
                     None => path,
                 };
                 local::redirect(r, &req, &host, &path)
-                    .send(manager, session, &levels)
+                    .send(manager, session, Finish::new(&levels, &edits))
                     .await
             }
             Action::Forward(fwd) => {
@@ -220,7 +236,7 @@ impl HttpProxy {
                     &vhost.response_headers,
                     &table.response_headers,
                 ];
-                let plan = forward::Plan { fwd, target, levels };
+                let plan = forward::Plan { fwd, target, levels, edits: &edits };
                 forward::forward(&self.connector, manager, session, req, plan, log).await
             }
         }

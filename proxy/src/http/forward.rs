@@ -18,10 +18,11 @@ use pingora_core::protocols::http::HttpTask;
 use pingora_core::protocols::http::ServerSession;
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use super::local::{finish_response_headers, LocalReply};
+use super::local::{finish_response_headers, Finish, LocalReply};
 use crate::model::header::HeaderMutations;
 use crate::model::listener::HttpManager;
 use crate::access_log::Entry;
+use crate::filter::ResponseEdits;
 use crate::model::cluster::{Breakers, InFlight};
 use crate::model::route::{Forward, Mirror, RetryPolicy, Target};
 use crate::upstream::{self, ConnectError, Connector, PoolKey};
@@ -77,11 +78,13 @@ struct Exchange {
 }
 
 /// Where a routed request goes: the route action, the weighted target it
-/// picked, and the response header mutations of every level.
+/// picked, the response header mutations of every level and the filters'
+/// response edits.
 pub struct Plan<'a> {
     pub fwd: &'a Forward,
     pub target: &'a Target,
     pub levels: [&'a HeaderMutations; 4],
+    pub edits: &'a ResponseEdits,
 }
 
 /// Forwards a routed request and streams the response back; returns the
@@ -94,13 +97,14 @@ pub async fn forward(
     plan: Plan<'_>,
     log: &mut Entry,
 ) -> Option<u16> {
-    let Plan { fwd, target, levels } = plan;
+    let Plan { fwd, target, levels, edits } = plan;
+    let finish = Finish::new(&levels[..], edits);
     let start = Instant::now();
     let body = match read_body(session).await {
         Ok(b) => b,
         Err(status) => {
             return LocalReply::new(status, "")
-                .send(manager, session, &levels[..])
+                .send(manager, session, finish)
                 .await
         }
     };
@@ -134,7 +138,7 @@ pub async fn forward(
         log.flag("UO");
         let mut reply = LocalReply::new(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow");
         reply.extra_headers.push(("x-envoy-overloaded", HeaderValue::from_static("true")));
-        return reply.send(manager, session, &levels[..]).await;
+        return reply.send(manager, session, finish).await;
     };
     let mut _retry_slot = None;
     let max_retries = retry.as_ref().map(|r| r.num_retries).unwrap_or(0);
@@ -222,11 +226,11 @@ pub async fn forward(
             });
             if timed_out {
                 return LocalReply::new(504, "upstream request timeout")
-                    .send(manager, session, &levels[..])
+                    .send(manager, session, finish)
                     .await;
             }
             if f == Failure::NoHost {
-                return LocalReply::new(503, "no healthy upstream").send(manager, session, &levels[..]).await;
+                return LocalReply::new(503, "no healthy upstream").send(manager, session, finish).await;
             }
             // Envoy's wording, so clients that match on it keep working.
             // Envoy 1.40 keeps TLS failure details out of the body.
@@ -243,11 +247,11 @@ pub async fn forward(
             reply.body = Bytes::from(format!(
                 "upstream connect error or disconnect/reset before headers. {retried}: {reason}"
             ));
-            reply.send(manager, session, &levels[..]).await
+            reply.send(manager, session, finish).await
         }
         Outcome::Response(exchange) => {
             log.upstream_service_time = Some(start.elapsed().as_millis().to_string());
-            stream_response(connector, manager, session, exchange, start, deadline, &levels[..]).await
+            stream_response(connector, manager, session, exchange, start, deadline, finish).await
         }
     }
 }
@@ -471,7 +475,7 @@ async fn stream_response(
     exchange: Exchange,
     start: Instant,
     deadline: Option<Instant>,
-    levels: &[&HeaderMutations],
+    finish: Finish<'_>,
 ) -> Option<u16> {
     let Exchange { mut upstream, mut resp, host, pool } = exchange;
     let status = resp.status.as_u16();
@@ -480,7 +484,7 @@ async fn stream_response(
     }
     let service_ms = start.elapsed().as_millis().to_string();
     let _ = resp.insert_header("x-envoy-upstream-service-time", service_ms);
-    finish_response_headers(manager, &mut resp, levels);
+    finish_response_headers(manager, &mut resp, finish);
     let mut header = Some(resp);
     loop {
         let (data, done) = if upstream.is_body_done() {
