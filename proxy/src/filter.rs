@@ -3,7 +3,7 @@
 //! the response (Envoy's encoder filters).
 //!
 //! ```text
-//!  request ─► route lookup ─► fault ─► ... ─► router (http::forward)
+//!  request ─► route lookup ─► cors ─► fault ─► ... ─► router (http::forward)
 //!                      │        └─ edits for the response ──────────────────┐
 //!                      └─ per-route config (typed_per_filter_config) by filter name
 //!  response (upstream or local) ◄─ route header mutations ◄─ filter edits ◄──┘
@@ -11,6 +11,7 @@
 //! Each filter is a module with its config compiler and its request-time
 //! logic; this file only dispatches.
 
+pub mod cors;
 pub mod fault;
 
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -25,12 +26,14 @@ use crate::model::Result;
 #[derive(Debug)]
 pub enum HttpFilter {
     Fault(fault::Fault),
+    Cors(cors::Cors),
 }
 
 /// A filter's per-route override, looked up by the filter's name.
 #[derive(Debug)]
 pub enum PerRoute {
     Fault(fault::Fault),
+    Cors(cors::Policy),
 }
 
 /// What a filter decided about a request.
@@ -52,7 +55,7 @@ pub struct Context<'a> {
     /// The filter's `typed_per_filter_config`, most specific first: route,
     /// then virtual host.
     pub per_route: [Option<&'a PerRoute>; 2],
-    /// Response flags for the access log (FI, DI, RL).
+    /// Response flags for the access log (FI, DI).
     pub log: &'a mut Entry,
     pub response: &'a mut ResponseEdits,
 }
@@ -67,20 +70,40 @@ impl<'a> Context<'a> {
 
 /// Response header edits left by the filters a request went through,
 /// applied to whatever response goes downstream (upstream or local) after
-/// the route's header mutations (Envoy's encoder filters). None of the
-/// filters here edits responses yet.
+/// the route's header mutations, in the reverse of the filters' order.
+/// Empty (and unallocated) unless a filter has something to add.
 #[derive(Debug, Default)]
-pub struct ResponseEdits(());
+pub struct ResponseEdits(Vec<Edit>);
+
+#[derive(Debug)]
+enum Edit {
+    Cors(cors::ResponseHeaders),
+}
 
 impl ResponseEdits {
-    pub fn apply(&self, _resp: &mut ResponseHeader) {}
+    fn push(&mut self, edit: Edit) {
+        self.0.push(edit);
+    }
+
+    pub fn apply(&self, resp: &mut ResponseHeader) {
+        for edit in self.0.iter().rev() {
+            match edit {
+                Edit::Cors(c) => c.apply(resp),
+            }
+        }
+    }
 }
 
 impl HttpFilter {
-    /// Compiles an `http_filters[]` entry that is not the router.
-    pub fn compile(any: &Any, path: &str) -> Result<Self> {
+    /// Compiles an `http_filters[]` entry that is not the router;
+    /// `stat_prefix` is the connection manager's.
+    pub fn compile(any: &Any, path: &str, stat_prefix: &str) -> Result<Self> {
         match weft_envoy_api::type_name(&any.type_url) {
             fault::TYPE => Ok(HttpFilter::Fault(fault::Fault::compile(&unpack(any, fault::TYPE, path)?, path)?)),
+            cors::TYPE => {
+                let _: weft_envoy_api::pb::envoy::extensions::filters::http::cors::v3::Cors = unpack(any, cors::TYPE, path)?;
+                Ok(HttpFilter::Cors(cors::Cors::new(stat_prefix)))
+            }
             other => Err(crate::model::ConfigError::new(path, format!("HTTP filter {other} is not supported by weft-proxy"))),
         }
     }
@@ -91,10 +114,11 @@ impl HttpFilter {
             HttpFilter::Fault(own) => {
                 let f = match cx.most_specific() {
                     Some(PerRoute::Fault(f)) => f,
-                    None => own,
+                    _ => own,
                 };
                 f.on_request(&req.headers, cx.log).await
             }
+            HttpFilter::Cors(cors) => cors.on_request(req, cx),
         }
     }
 }
@@ -104,6 +128,7 @@ impl PerRoute {
     pub fn compile(any: &Any, path: &str) -> Result<Self> {
         match weft_envoy_api::type_name(&any.type_url) {
             fault::TYPE => Ok(PerRoute::Fault(fault::Fault::compile(&unpack(any, fault::TYPE, path)?, path)?)),
+            cors::POLICY_TYPE => Ok(PerRoute::Cors(cors::Policy::compile(&unpack(any, cors::POLICY_TYPE, path)?, path)?)),
             other => Err(crate::model::ConfigError::new(
                 path,
                 format!("per-route config {other} is not supported by weft-proxy"),

@@ -28,6 +28,8 @@ struct Families {
     upstream_rq_time: HistogramVec,
     downstream_rq_total: IntCounterVec,
     downstream_rq_xx: IntCounterVec,
+    cors_origin_valid: IntCounterVec,
+    cors_origin_invalid: IntCounterVec,
 }
 
 fn families() -> &'static Families {
@@ -104,6 +106,8 @@ fn families() -> &'static Families {
                 "downstream responses by class",
                 code_hcm,
             ),
+            cors_origin_valid: counter("envoy_http_cors_origin_valid", "requests with an allowed Origin", hcm),
+            cors_origin_invalid: counter("envoy_http_cors_origin_invalid", "requests with an Origin not allowed", hcm),
             upstream_rq_time,
             registry,
         }
@@ -181,6 +185,23 @@ impl HttpStats {
 
     pub fn response(&self, status: u16) {
         self.rq_xx[class_index(status)].inc();
+    }
+}
+
+/// A CORS filter's counters (`http.<stat_prefix>.cors.*` in Envoy).
+#[derive(Debug, Clone)]
+pub struct CorsStats {
+    pub origin_valid: IntCounter,
+    pub origin_invalid: IntCounter,
+}
+
+impl CorsStats {
+    pub fn new(hcm_prefix: &str) -> Self {
+        let f = families();
+        CorsStats {
+            origin_valid: f.cors_origin_valid.with_label_values(&[hcm_prefix]),
+            origin_invalid: f.cors_origin_invalid.with_label_values(&[hcm_prefix]),
+        }
     }
 }
 

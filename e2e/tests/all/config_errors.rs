@@ -145,17 +145,35 @@ fn use_remote_address_is_refused_until_implemented() {
 
 #[test]
 fn known_but_unimplemented_extension_is_named() {
-    // Envoy's CORS filter, which weft-proxy does not implement yet.
-    let cors = "          - name: envoy.filters.http.cors\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors\n";
-    let text = good().replacen("          http_filters:\n", &format!("          http_filters:\n{cors}"), 1);
+    // Envoy's buffer filter, which weft-proxy does not implement yet.
+    let buffer = "          - name: envoy.filters.http.buffer\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer\n              max_request_bytes: 1024\n";
+    let text = good().replacen("          http_filters:\n", &format!("          http_filters:\n{buffer}"), 1);
     let (ok, out) = validate(Kind::Envoy, &text);
     assert!(ok, "{out}");
     let (ok, out) = validate(Kind::Weft, &text);
     assert!(!ok);
     assert!(
-        out.contains("http_filters[0].typed_config") && out.contains("envoy.extensions.filters.http.cors.v3.Cors is not supported by weft-proxy"),
+        out.contains("http_filters[0].typed_config") && out.contains("envoy.extensions.filters.http.buffer.v3.Buffer is not supported by weft-proxy"),
         "{out}"
     );
+}
+
+#[test]
+fn deprecated_cors_field_is_refused() {
+    // Deliberate difference: Envoy 1.40 still accepts VirtualHost.cors (and
+    // RouteAction.cors) with a deprecation warning; weft-proxy implements
+    // only typed_per_filter_config policies, which replace them.
+    let cors = "              cors:\n                allow_origin_string_match: [{ exact: \"https://app.example\" }]\n";
+    let text = good().replacen(
+        "              domains: [\"api.example.com\", \"api.example.com:8080\"]\n",
+        &format!("              domains: [\"api.example.com\", \"api.example.com:8080\"]\n{cors}"),
+        1,
+    );
+    let (ok, out) = validate(Kind::Envoy, &text);
+    assert!(ok && out.contains("Using deprecated option 'envoy.config.route.v3.VirtualHost.cors'"), "{out}");
+    let (ok, out) = validate(Kind::Weft, &text);
+    assert!(!ok);
+    assert!(out.contains("virtual_hosts[0].cors") && out.contains("not supported by weft-proxy"), "{out}");
 }
 
 /// A TLS listener bootstrap with the test certificates filled in.

@@ -6,6 +6,7 @@ mod config_errors;
 mod envoy_diff_access_log;
 mod envoy_diff_balancing;
 mod envoy_diff_breakers;
+mod envoy_diff_cors;
 mod envoy_diff_dns;
 mod envoy_diff_dynamic;
 mod envoy_diff_fault;

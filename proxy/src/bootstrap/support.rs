@@ -113,6 +113,22 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.extensions.filters.http.fault.v3.FaultAbort", &["http_status", "header_abort", "percentage", "response_body"]),
     ("envoy.extensions.filters.http.fault.v3.FaultAbort.HeaderAbort", &[]),
     ("envoy.type.v3.FractionalPercent", &["numerator", "denominator"]),
+    ("envoy.extensions.filters.http.cors.v3.Cors", &[]),
+    (
+        "envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        &[
+            "allow_origin_string_match",
+            "allow_methods",
+            "allow_headers",
+            "expose_headers",
+            "max_age",
+            "allow_credentials",
+            "filter_enabled",
+            "shadow_enabled",
+            "allow_private_network_access",
+            "forward_not_matching_preflights",
+        ],
+    ),
     (
         "envoy.config.route.v3.RouteConfiguration",
         &[
