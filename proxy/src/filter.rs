@@ -3,7 +3,7 @@
 //! the response (Envoy's encoder filters).
 //!
 //! ```text
-//!  request ─► route lookup ─► cors ─► fault ─► ... ─► router (http::forward)
+//!  request ─► route lookup ─► cors ─► local_ratelimit ─► fault ─► ... ─► router (http::forward)
 //!                      │        └─ edits for the response ──────────────────┐
 //!                      └─ per-route config (typed_per_filter_config) by filter name
 //!  response (upstream or local) ◄─ route header mutations ◄─ filter edits ◄──┘
@@ -13,7 +13,9 @@
 
 pub mod cors;
 pub mod fault;
+pub mod local_ratelimit;
 
+use arc_swap::ArcSwapOption;
 use pingora_http::{RequestHeader, ResponseHeader};
 use weft_envoy_api::pb::google::protobuf::Any;
 
@@ -27,6 +29,7 @@ use crate::model::Result;
 pub enum HttpFilter {
     Fault(fault::Fault),
     Cors(cors::Cors),
+    LocalRateLimit(local_ratelimit::LocalRateLimit),
 }
 
 /// A filter's per-route override, looked up by the filter's name.
@@ -34,6 +37,7 @@ pub enum HttpFilter {
 pub enum PerRoute {
     Fault(fault::Fault),
     Cors(cors::Policy),
+    LocalRateLimit(local_ratelimit::LocalRateLimit),
 }
 
 /// What a filter decided about a request.
@@ -55,7 +59,8 @@ pub struct Context<'a> {
     /// The filter's `typed_per_filter_config`, most specific first: route,
     /// then virtual host.
     pub per_route: [Option<&'a PerRoute>; 2],
-    /// Response flags for the access log (FI, DI).
+    pub connection: &'a ConnectionState,
+    /// Response flags for the access log (FI, DI, RL).
     pub log: &'a mut Entry,
     pub response: &'a mut ResponseEdits,
 }
@@ -68,6 +73,15 @@ impl<'a> Context<'a> {
     }
 }
 
+/// State that lives as long as a downstream connection, shared by its
+/// requests (Envoy's connection-lifespan filter state).
+#[derive(Debug, Default)]
+pub struct ConnectionState {
+    /// `local_rate_limit_per_downstream_connection`: one bucket per
+    /// connection, made by the first config that asks for it.
+    pub rate_limiter: ArcSwapOption<local_ratelimit::Limiter>,
+}
+
 /// Response header edits left by the filters a request went through,
 /// applied to whatever response goes downstream (upstream or local) after
 /// the route's header mutations, in the reverse of the filters' order.
@@ -78,6 +92,7 @@ pub struct ResponseEdits(Vec<Edit>);
 #[derive(Debug)]
 enum Edit {
     Cors(cors::ResponseHeaders),
+    RateLimit(local_ratelimit::XRateLimit),
 }
 
 impl ResponseEdits {
@@ -89,6 +104,7 @@ impl ResponseEdits {
         for edit in self.0.iter().rev() {
             match edit {
                 Edit::Cors(c) => c.apply(resp),
+                Edit::RateLimit(r) => r.apply(resp),
             }
         }
     }
@@ -104,6 +120,11 @@ impl HttpFilter {
                 let _: weft_envoy_api::pb::envoy::extensions::filters::http::cors::v3::Cors = unpack(any, cors::TYPE, path)?;
                 Ok(HttpFilter::Cors(cors::Cors::new(stat_prefix)))
             }
+            local_ratelimit::TYPE => Ok(HttpFilter::LocalRateLimit(local_ratelimit::LocalRateLimit::compile(
+                &unpack(any, local_ratelimit::TYPE, path)?,
+                path,
+                false,
+            )?)),
             other => Err(crate::model::ConfigError::new(path, format!("HTTP filter {other} is not supported by weft-proxy"))),
         }
     }
@@ -119,6 +140,13 @@ impl HttpFilter {
                 f.on_request(&req.headers, cx.log).await
             }
             HttpFilter::Cors(cors) => cors.on_request(req, cx),
+            HttpFilter::LocalRateLimit(own) => {
+                let l = match cx.most_specific() {
+                    Some(PerRoute::LocalRateLimit(l)) => l,
+                    _ => own,
+                };
+                l.on_request(req, cx)
+            }
         }
     }
 }
@@ -129,6 +157,11 @@ impl PerRoute {
         match weft_envoy_api::type_name(&any.type_url) {
             fault::TYPE => Ok(PerRoute::Fault(fault::Fault::compile(&unpack(any, fault::TYPE, path)?, path)?)),
             cors::POLICY_TYPE => Ok(PerRoute::Cors(cors::Policy::compile(&unpack(any, cors::POLICY_TYPE, path)?, path)?)),
+            local_ratelimit::TYPE => Ok(PerRoute::LocalRateLimit(local_ratelimit::LocalRateLimit::compile(
+                &unpack(any, local_ratelimit::TYPE, path)?,
+                path,
+                true,
+            )?)),
             other => Err(crate::model::ConfigError::new(
                 path,
                 format!("per-route config {other} is not supported by weft-proxy"),

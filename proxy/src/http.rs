@@ -24,13 +24,14 @@ use pingora_core::server::ShutdownWatch;
 use pingora_http::RequestHeader;
 
 use crate::access_log::Entry;
-use crate::filter::{Context, ResponseEdits, Verdict};
+use crate::filter::{ConnectionState, Context, ResponseEdits, Verdict};
 use crate::model::header::HeaderMutations;
 use crate::model::listener::HttpManager;
 use crate::model::route::Action;
 use crate::tls::PeerIdentity;
 use crate::upstream::Connector;
 use pingora_core::protocols::tls::SslDigest;
+use pingora_core::protocols::Stream;
 
 use local::Finish;
 pub use local::LocalReply;
@@ -64,14 +65,43 @@ impl HttpProxy {
         self.draining.store(true, Ordering::Relaxed);
     }
 
+    /// Serves one downstream connection (HTTP/1.1 or HTTP/2) until it closes.
+    pub async fn serve(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
+        use pingora_core::apps::ServerApp;
+        let connection = Arc::new(Connection { proxy: self.clone(), state: ConnectionState::default() });
+        let _ = connection.process_new(stream, shutdown).await;
+    }
+}
+
+/// One downstream connection: Pingora calls it for each of its requests
+/// (in turn on HTTP/1.1, concurrently on HTTP/2), so the requests share
+/// the connection's filter state.
+struct Connection {
+    proxy: Arc<HttpProxy>,
+    state: ConnectionState,
 }
 
 #[async_trait]
-impl HttpServerApp for HttpProxy {
+impl HttpServerApp for Connection {
     async fn process_new_http(
         self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        self.proxy.process_request(session, shutdown, &self.state).await
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.proxy.options)
+    }
+}
+
+impl HttpProxy {
+    async fn process_request(
+        &self,
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
+        connection: &ConnectionState,
     ) -> Option<ReusedHttpStream> {
         match session.read_request().await {
             Ok(true) => {}
@@ -102,7 +132,7 @@ impl HttpServerApp for HttpProxy {
         let logging = !manager.access_logs.is_empty();
         let started = logging.then(|| (std::time::SystemTime::now(), std::time::Instant::now()));
         let mut log = Entry::default();
-        let status = self.handle(&manager, &mut session, &mut log).await;
+        let status = self.handle(&manager, &mut session, &mut log, connection).await;
         if let Some(status) = status {
             manager.stats.response(status);
         }
@@ -130,15 +160,15 @@ impl HttpServerApp for HttpProxy {
         }
     }
 
-    fn server_options(&self) -> Option<&HttpServerOptions> {
-        Some(&self.options)
-    }
-}
-
-impl HttpProxy {
     /// Serves one request; returns the status sent, or `None` when the
     /// stream was aborted and the connection must not be reused.
-    async fn handle(&self, manager: &HttpManager, session: &mut ServerSession, log: &mut Entry) -> Option<u16> {
+    async fn handle(
+        &self,
+        manager: &HttpManager,
+        session: &mut ServerSession,
+        log: &mut Entry,
+        connection: &ConnectionState,
+    ) -> Option<u16> {
         let mut req = session.req_header().clone();
         let ssl = session.digest().and_then(|d| d.ssl_digest.clone());
         prepare_request(manager, &mut req, ssl.as_deref());
@@ -158,6 +188,7 @@ impl HttpProxy {
             let mut cx = Context {
                 forwards,
                 per_route: [route.and_then(|r| r.per_filter.get(name)), vhost.and_then(|v| v.per_filter.get(name))],
+                connection,
                 log: &mut *log,
                 response: &mut edits,
             };

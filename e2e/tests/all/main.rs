@@ -10,6 +10,7 @@ mod envoy_diff_cors;
 mod envoy_diff_dns;
 mod envoy_diff_dynamic;
 mod envoy_diff_fault;
+mod envoy_diff_ratelimit;
 mod envoy_diff_retries;
 mod envoy_diff_routing;
 mod envoy_diff_tcp;
