@@ -97,12 +97,25 @@ fn write_temp(kind: Kind, text: &str) -> PathBuf {
 }
 
 impl Proxy {
-    /// Starts a proxy and waits until its admin `/ready` answers.
+    /// Starts a proxy and waits until its admin `/ready` answers. Ports are
+    /// picked free but can be taken by a test running in parallel before
+    /// the proxy binds them: a start that fails to bind is retried on
+    /// fresh ports.
     pub async fn start(
         kind: Kind,
         template: &str,
         upstreams: &[&Upstream],
     ) -> anyhow::Result<Proxy> {
+        let mut attempt = 0;
+        loop {
+            match Self::start_once(kind, template, upstreams).await {
+                Err(e) if attempt < 3 && e.to_string().contains("ddress already in use") => attempt += 1,
+                result => return result,
+            }
+        }
+    }
+
+    async fn start_once(kind: Kind, template: &str, upstreams: &[&Upstream]) -> anyhow::Result<Proxy> {
         let (port, admin) = (free_port(), free_port());
         let config = write_temp(kind, &render(template, port, admin, upstreams));
         let log = config.with_extension("log");

@@ -1,15 +1,22 @@
 //! HTTP filters that run before the router, in the order the connection
-//! manager lists them (Envoy's decoder filters).
+//! manager lists them (Envoy's decoder filters), and what they leave for
+//! the response (Envoy's encoder filters).
 //!
 //! ```text
-//!  request ─► route lookup ─► fault ─► ... ─► router (http::forward)
-//!                      └─ per-route config (typed_per_filter_config) overrides a filter by name
+//!  request ─► route lookup ─► cors ─► local_ratelimit ─► fault ─► ... ─► router (http::forward)
+//!                      │        └─ edits for the response ──────────────────┐
+//!                      └─ per-route config (typed_per_filter_config) by filter name
+//!  response (upstream or local) ◄─ route header mutations ◄─ filter edits ◄──┘
 //! ```
 //! Each filter is a module with its config compiler and its request-time
 //! logic; this file only dispatches.
 
+pub mod cors;
 pub mod fault;
+pub mod local_ratelimit;
 
+use arc_swap::ArcSwapOption;
+use pingora_http::{RequestHeader, ResponseHeader};
 use weft_envoy_api::pb::google::protobuf::Any;
 
 use crate::access_log::Entry;
@@ -21,34 +28,125 @@ use crate::model::Result;
 #[derive(Debug)]
 pub enum HttpFilter {
     Fault(fault::Fault),
+    Cors(cors::Cors),
+    LocalRateLimit(local_ratelimit::LocalRateLimit),
 }
 
 /// A filter's per-route override, looked up by the filter's name.
 #[derive(Debug)]
 pub enum PerRoute {
     Fault(fault::Fault),
+    Cors(cors::Policy),
+    LocalRateLimit(local_ratelimit::LocalRateLimit),
 }
 
 /// What a filter decided about a request.
 pub enum Verdict {
     Continue,
+    /// A local reply (Envoy's `sendLocalReply`): the route's response
+    /// header mutations apply when the route forwards.
     Respond(LocalReply),
+    /// A response the filter writes itself (Envoy's `encodeHeaders` from a
+    /// decoder filter, as the CORS preflight): no route header mutations.
+    Encode(LocalReply),
+}
+
+/// What a filter sees of a request besides its headers.
+pub struct Context<'a> {
+    /// The route matched and forwards (Envoy's "route entry"): false when
+    /// there is no route and for direct responses and redirects.
+    pub forwards: bool,
+    /// The filter's `typed_per_filter_config`, most specific first: route,
+    /// then virtual host.
+    pub per_route: [Option<&'a PerRoute>; 2],
+    pub connection: &'a ConnectionState,
+    /// Response flags for the access log (FI, DI, RL).
+    pub log: &'a mut Entry,
+    pub response: &'a mut ResponseEdits,
+}
+
+impl<'a> Context<'a> {
+    /// The most specific override. One of another filter's type counts as
+    /// none: Envoy ignores it rather than looking further.
+    fn most_specific(&self) -> Option<&'a PerRoute> {
+        self.per_route.into_iter().flatten().next()
+    }
+}
+
+/// State that lives as long as a downstream connection, shared by its
+/// requests (Envoy's connection-lifespan filter state).
+#[derive(Debug, Default)]
+pub struct ConnectionState {
+    /// `local_rate_limit_per_downstream_connection`: one bucket per
+    /// connection, made by the first config that asks for it.
+    pub rate_limiter: ArcSwapOption<local_ratelimit::Limiter>,
+}
+
+/// Response header edits left by the filters a request went through,
+/// applied to whatever response goes downstream (upstream or local) after
+/// the route's header mutations, in the reverse of the filters' order.
+/// Empty (and unallocated) unless a filter has something to add.
+#[derive(Debug, Default)]
+pub struct ResponseEdits(Vec<Edit>);
+
+#[derive(Debug)]
+enum Edit {
+    Cors(cors::ResponseHeaders),
+    RateLimit(local_ratelimit::XRateLimit),
+}
+
+impl ResponseEdits {
+    fn push(&mut self, edit: Edit) {
+        self.0.push(edit);
+    }
+
+    pub fn apply(&self, resp: &mut ResponseHeader) {
+        for edit in self.0.iter().rev() {
+            match edit {
+                Edit::Cors(c) => c.apply(resp),
+                Edit::RateLimit(r) => r.apply(resp),
+            }
+        }
+    }
 }
 
 impl HttpFilter {
-    /// Compiles an `http_filters[]` entry that is not the router.
-    pub fn compile(any: &Any, path: &str) -> Result<Self> {
+    /// Compiles an `http_filters[]` entry that is not the router;
+    /// `stat_prefix` is the connection manager's.
+    pub fn compile(any: &Any, path: &str, stat_prefix: &str) -> Result<Self> {
         match weft_envoy_api::type_name(&any.type_url) {
             fault::TYPE => Ok(HttpFilter::Fault(fault::Fault::compile(&unpack(any, fault::TYPE, path)?, path)?)),
+            cors::TYPE => {
+                let _: weft_envoy_api::pb::envoy::extensions::filters::http::cors::v3::Cors = unpack(any, cors::TYPE, path)?;
+                Ok(HttpFilter::Cors(cors::Cors::new(stat_prefix)))
+            }
+            local_ratelimit::TYPE => Ok(HttpFilter::LocalRateLimit(local_ratelimit::LocalRateLimit::compile(
+                &unpack(any, local_ratelimit::TYPE, path)?,
+                path,
+                false,
+            )?)),
             other => Err(crate::model::ConfigError::new(path, format!("HTTP filter {other} is not supported by weft-proxy"))),
         }
     }
 
-    /// Runs the filter on a request, with the route's override if any.
-    /// `log` takes the response flags a filter sets (FI, DI).
-    pub async fn on_request(&self, headers: &http::HeaderMap, per_route: Option<&PerRoute>, log: &mut Entry) -> Verdict {
-        match (self, per_route) {
-            (HttpFilter::Fault(_), Some(PerRoute::Fault(f))) | (HttpFilter::Fault(f), None) => f.on_request(headers, log).await,
+    /// Runs the filter on a request. `req` may be changed (headers a filter adds).
+    pub async fn on_request(&self, req: &mut RequestHeader, cx: &mut Context<'_>) -> Verdict {
+        match self {
+            HttpFilter::Fault(own) => {
+                let f = match cx.most_specific() {
+                    Some(PerRoute::Fault(f)) => f,
+                    _ => own,
+                };
+                f.on_request(&req.headers, cx.log).await
+            }
+            HttpFilter::Cors(cors) => cors.on_request(req, cx),
+            HttpFilter::LocalRateLimit(own) => {
+                let l = match cx.most_specific() {
+                    Some(PerRoute::LocalRateLimit(l)) => l,
+                    _ => own,
+                };
+                l.on_request(req, cx)
+            }
         }
     }
 }
@@ -58,6 +156,12 @@ impl PerRoute {
     pub fn compile(any: &Any, path: &str) -> Result<Self> {
         match weft_envoy_api::type_name(&any.type_url) {
             fault::TYPE => Ok(PerRoute::Fault(fault::Fault::compile(&unpack(any, fault::TYPE, path)?, path)?)),
+            cors::POLICY_TYPE => Ok(PerRoute::Cors(cors::Policy::compile(&unpack(any, cors::POLICY_TYPE, path)?, path)?)),
+            local_ratelimit::TYPE => Ok(PerRoute::LocalRateLimit(local_ratelimit::LocalRateLimit::compile(
+                &unpack(any, local_ratelimit::TYPE, path)?,
+                path,
+                true,
+            )?)),
             other => Err(crate::model::ConfigError::new(
                 path,
                 format!("per-route config {other} is not supported by weft-proxy"),

@@ -26,13 +26,16 @@ use pingora_core::server::ShutdownWatch;
 use pingora_http::RequestHeader;
 
 use crate::access_log::Entry;
-use crate::filter::Verdict;
+use crate::filter::{ConnectionState, Context, ResponseEdits, Verdict};
+use crate::model::header::HeaderMutations;
 use crate::model::listener::HttpManager;
 use crate::model::route::Action;
 use crate::tls::PeerIdentity;
 use crate::upstream::Connector;
 use pingora_core::protocols::tls::SslDigest;
+use pingora_core::protocols::Stream;
 
+use local::Finish;
 pub use local::LocalReply;
 
 /// One listener's HTTP application. The manager is swapped atomically on a
@@ -63,14 +66,44 @@ impl HttpProxy {
     pub fn drain(&self) {
         self.draining.store(true, Ordering::Relaxed);
     }
+
+    /// Serves one downstream connection (HTTP/1.1 or HTTP/2) until it closes.
+    pub async fn serve(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
+        use pingora_core::apps::ServerApp;
+        let connection = Arc::new(Connection { proxy: self.clone(), state: ConnectionState::default() });
+        let _ = connection.process_new(stream, shutdown).await;
+    }
+}
+
+/// One downstream connection: Pingora calls it for each of its requests
+/// (in turn on HTTP/1.1, concurrently on HTTP/2), so the requests share
+/// the connection's filter state.
+struct Connection {
+    proxy: Arc<HttpProxy>,
+    state: ConnectionState,
 }
 
 #[async_trait]
-impl HttpServerApp for HttpProxy {
+impl HttpServerApp for Connection {
     async fn process_new_http(
         self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        self.proxy.process_request(session, shutdown, &self.state).await
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.proxy.options)
+    }
+}
+
+impl HttpProxy {
+    async fn process_request(
+        &self,
         mut session: ServerSession,
         shutdown: &ShutdownWatch,
+        connection: &ConnectionState,
     ) -> Option<ReusedHttpStream> {
         match session.read_request().await {
             Ok(true) => {}
@@ -101,7 +134,7 @@ impl HttpServerApp for HttpProxy {
         let logging = !manager.access_logs.is_empty();
         let started = logging.then(|| (std::time::SystemTime::now(), std::time::Instant::now()));
         let mut log = Entry::default();
-        let status = self.handle(&manager, &mut session, &mut log).await;
+        let status = self.handle(&manager, &mut session, &mut log, connection).await;
         if let Some(status) = status {
             manager.stats.response(status);
         }
@@ -129,15 +162,15 @@ impl HttpServerApp for HttpProxy {
         }
     }
 
-    fn server_options(&self) -> Option<&HttpServerOptions> {
-        Some(&self.options)
-    }
-}
-
-impl HttpProxy {
     /// Serves one request; returns the status sent, or `None` when the
     /// stream was aborted and the connection must not be reused.
-    async fn handle(&self, manager: &HttpManager, session: &mut ServerSession, log: &mut Entry) -> Option<u16> {
+    async fn handle(
+        &self,
+        manager: &HttpManager,
+        session: &mut ServerSession,
+        log: &mut Entry,
+        connection: &ConnectionState,
+    ) -> Option<u16> {
         let mut req = session.req_header().clone();
         let ssl = session.digest().and_then(|d| d.ssl_digest.clone());
         let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
@@ -152,24 +185,38 @@ impl HttpProxy {
         let route = vhost.and_then(|v| v.route(&path, &req.headers));
         // Filters before the router see the route (for their per-route
         // config) even when there is none; the router answers 404 after.
+        let forwards = route.is_some_and(|r| matches!(r.action, Action::Forward(_)));
+        let mut edits = ResponseEdits::default();
         for (name, filter) in &manager.filters {
-            let per_route = route
-                .and_then(|r| r.per_filter.get(name))
-                .or_else(|| vhost.and_then(|v| v.per_filter.get(name)));
-            if let Verdict::Respond(reply) = filter.on_request(&req.headers, per_route, log).await {
-                // Envoy finalizes a filter's local reply with the route's
-                // response headers when there is a route.
-                let levels = match (route, vhost) {
-                    (Some(r), Some(v)) => vec![&r.response_headers, &v.response_headers, &table.response_headers],
-                    _ => Vec::new(),
-                };
-                return reply.send(manager, session, &levels).await;
+            let mut cx = Context {
+                forwards,
+                per_route: [route.and_then(|r| r.per_filter.get(name)), vhost.and_then(|v| v.per_filter.get(name))],
+                connection,
+                log: &mut *log,
+                response: &mut edits,
+            };
+            match filter.on_request(&mut req, &mut cx).await {
+                Verdict::Continue => {}
+                Verdict::Respond(reply) => {
+                    // Envoy finalizes a filter's local reply with the route's
+                    // response headers when the route forwards.
+                    let all;
+                    let levels: &[&HeaderMutations] = match (route, vhost) {
+                        (Some(r), Some(v)) if forwards => {
+                            all = [&r.response_headers, &v.response_headers, &table.response_headers];
+                            &all
+                        }
+                        _ => &[],
+                    };
+                    return reply.send(manager, session, Finish::new(levels, &edits)).await;
+                }
+                Verdict::Encode(reply) => return reply.send(manager, session, Finish::new(&[], &edits)).await,
             }
         }
         let (Some(vhost), Some(route)) = (vhost, route) else {
             tracing::debug!(%host, %path, vhost = vhost.map(|v| v.name.as_str()), "no route");
             log.flag("NR");
-            return LocalReply::new(404, "").send(manager, session, &[]).await;
+            return LocalReply::new(404, "").send(manager, session, Finish::new(&[], &edits)).await;
         };
         tracing::debug!(route_config = %table.name, vhost = %vhost.name, route = %route.name, %path, "routed");
         // Response mutations, most specific first (Envoy's default order).
@@ -192,7 +239,7 @@ impl HttpProxy {
                     reply.location =
                         HeaderValue::from_str(&format!("{scheme}://{host}{path}")).ok();
                 }
-                reply.send(manager, session, &levels).await
+                reply.send(manager, session, Finish::new(&levels, &edits)).await
             }
             Action::Redirect(r) => {
                 let path = match &r.prefix_rewrite {
@@ -200,7 +247,7 @@ impl HttpProxy {
                     None => path,
                 };
                 local::redirect(r, &req, &host, &path)
-                    .send(manager, session, &levels)
+                    .send(manager, session, Finish::new(&levels, &edits))
                     .await
             }
             Action::Forward(fwd) => {
@@ -223,7 +270,7 @@ impl HttpProxy {
                     &vhost.response_headers,
                     &table.response_headers,
                 ];
-                let plan = forward::Plan { fwd, target, levels };
+                let plan = forward::Plan { fwd, target, levels, edits: &edits };
                 forward::forward(&self.connector, manager, session, req, plan, log).await
             }
         }

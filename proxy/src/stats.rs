@@ -34,6 +34,9 @@ struct Families {
     ejections_active: IntGaugeVec,
     health_check_success: IntCounterVec,
     health_check_failure: IntCounterVec,
+    cors_origin_valid: IntCounterVec,
+    cors_origin_invalid: IntCounterVec,
+    local_rate_limit: [IntCounterVec; 5],
 }
 
 fn families() -> &'static Families {
@@ -136,6 +139,9 @@ fn families() -> &'static Families {
             },
             health_check_success: counter("envoy_cluster_health_check_success", "passed health checks", cl),
             health_check_failure: counter("envoy_cluster_health_check_failure", "failed health checks", cl),
+            cors_origin_valid: counter("envoy_http_cors_origin_valid", "requests with an allowed Origin", hcm),
+            cors_origin_invalid: counter("envoy_http_cors_origin_invalid", "requests with an Origin not allowed", hcm),
+            local_rate_limit: LOCAL_RATE_LIMIT.map(|(name, help)| counter(name, help, &["envoy_local_http_ratelimit_prefix"])),
             upstream_rq_time,
             registry,
         }
@@ -225,6 +231,52 @@ impl HttpStats {
 
     pub fn response(&self, status: u16) {
         self.rq_xx[class_index(status)].inc();
+    }
+}
+
+/// A CORS filter's counters (`http.<stat_prefix>.cors.*` in Envoy).
+#[derive(Debug, Clone)]
+pub struct CorsStats {
+    pub origin_valid: IntCounter,
+    pub origin_invalid: IntCounter,
+}
+
+impl CorsStats {
+    pub fn new(hcm_prefix: &str) -> Self {
+        let f = families();
+        CorsStats {
+            origin_valid: f.cors_origin_valid.with_label_values(&[hcm_prefix]),
+            origin_invalid: f.cors_origin_invalid.with_label_values(&[hcm_prefix]),
+        }
+    }
+}
+
+/// `<stat_prefix>.http_local_rate_limit.*`, in [`LocalRateLimitStats`] order.
+const LOCAL_RATE_LIMIT: [(&str, &str); 5] = [
+    ("envoy_http_local_rate_limit_enabled", "requests the local rate limit was enabled for"),
+    ("envoy_http_local_rate_limit_enforced", "rate limited requests answered with the limit status"),
+    ("envoy_http_local_rate_limit_ok", "requests under the local rate limit"),
+    ("envoy_http_local_rate_limit_rate_limited", "requests over the local rate limit"),
+    // Always 0: shadow mode is not supported (the field is refused).
+    ("envoy_http_local_rate_limit_shadow_mode", "requests rate limited in shadow mode"),
+];
+
+/// A local rate limit config's counters (Envoy's tag extraction puts the
+/// config's `stat_prefix` in a label).
+#[derive(Debug, Clone)]
+pub struct LocalRateLimitStats {
+    pub enabled: IntCounter,
+    pub enforced: IntCounter,
+    pub ok: IntCounter,
+    pub rate_limited: IntCounter,
+}
+
+impl LocalRateLimitStats {
+    pub fn new(prefix: &str) -> Self {
+        let [enabled, enforced, ok, rate_limited, shadow_mode] =
+            families().local_rate_limit.each_ref().map(|v| v.with_label_values(&[prefix]));
+        drop(shadow_mode); // resolved so that it is exported, as 0
+        LocalRateLimitStats { enabled, enforced, ok, rate_limited }
     }
 }
 

@@ -136,17 +136,96 @@ fn unsupported_field_is_named_not_ignored() {
 
 #[test]
 fn known_but_unimplemented_extension_is_named() {
-    // Envoy's CORS filter, which weft-proxy does not implement yet.
-    let cors = "          - name: envoy.filters.http.cors\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors\n";
-    let text = good().replacen("          http_filters:\n", &format!("          http_filters:\n{cors}"), 1);
+    // Envoy's buffer filter, which weft-proxy does not implement yet.
+    let buffer = "          - name: envoy.filters.http.buffer\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.buffer.v3.Buffer\n              max_request_bytes: 1024\n";
+    let text = good().replacen("          http_filters:\n", &format!("          http_filters:\n{buffer}"), 1);
     let (ok, out) = validate(Kind::Envoy, &text);
     assert!(ok, "{out}");
     let (ok, out) = validate(Kind::Weft, &text);
     assert!(!ok);
     assert!(
-        out.contains("http_filters[0].typed_config") && out.contains("envoy.extensions.filters.http.cors.v3.Cors is not supported by weft-proxy"),
+        out.contains("http_filters[0].typed_config") && out.contains("envoy.extensions.filters.http.buffer.v3.Buffer is not supported by weft-proxy"),
         "{out}"
     );
+}
+
+/// `good()` with a local rate limit filter before the router; `extra`
+/// lines go into its config.
+fn with_local_ratelimit(extra: &str, bucket: &str) -> String {
+    let filter = format!(
+        "          - name: envoy.filters.http.local_ratelimit\n            typed_config:\n              \"@type\": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit\n              stat_prefix: rl\n              token_bucket: {bucket}\n{extra}"
+    );
+    good().replacen("          http_filters:\n", &format!("          http_filters:\n{filter}"), 1)
+}
+
+#[test]
+fn local_ratelimit_field_not_implemented_is_named() {
+    let fine = with_local_ratelimit("", "{ max_tokens: 1, fill_interval: 1s }");
+    for kind in Kind::BOTH {
+        let (ok, out) = validate(kind, &fine);
+        assert!(ok, "{kind:?}: {out}");
+    }
+    // Valid for Envoy (it only matters with descriptors), not implemented.
+    let text = with_local_ratelimit("              always_consume_default_token_bucket: false\n", "{ max_tokens: 1, fill_interval: 1s }");
+    let (ok, out) = validate(Kind::Envoy, &text);
+    assert!(ok, "Envoy should accept always_consume_default_token_bucket: {out}");
+    let (ok, out) = validate(Kind::Weft, &text);
+    assert!(!ok);
+    assert!(
+        out.contains("http_filters[0].typed_config.always_consume_default_token_bucket") && out.contains("not supported by weft-proxy"),
+        "{out}"
+    );
+    // In a per-route config, the path names the filter.
+    let per_route = "              typed_per_filter_config:\n                envoy.filters.http.local_ratelimit:\n                  \"@type\": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit\n                  stat_prefix: vhost\n                  token_bucket: { max_tokens: 1, fill_interval: 1s }\n                  stage: 1\n";
+    let text = fine.replacen(
+        "              domains: [\"api.example.com\", \"api.example.com:8080\"]\n",
+        &format!("              domains: [\"api.example.com\", \"api.example.com:8080\"]\n{per_route}"),
+        1,
+    );
+    let (ok, out) = validate(Kind::Envoy, &text);
+    assert!(ok, "Envoy should accept stage: {out}");
+    let (ok, out) = validate(Kind::Weft, &text);
+    assert!(!ok);
+    assert!(out.contains("virtual_hosts[0].typed_per_filter_config[\"envoy.filters.http.local_ratelimit\"].stage"), "{out}");
+}
+
+#[test]
+fn local_ratelimit_errors_name_the_field() {
+    // Envoy: "local rate limit token bucket fill timer must be >= 50ms".
+    rejected(
+        &with_local_ratelimit("", "{ max_tokens: 1, fill_interval: 0.04s }"),
+        &["http_filters[0].typed_config.token_bucket.fill_interval", ">= 50ms"],
+    );
+    rejected(&with_local_ratelimit("", "{ max_tokens: 1 }"), &["token_bucket.fill_interval", "required"]);
+    // A per-route config needs a bucket of its own.
+    let per_route = "              typed_per_filter_config:\n                envoy.filters.http.local_ratelimit:\n                  \"@type\": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit\n                  stat_prefix: vhost\n";
+    let text = with_local_ratelimit("", "{ max_tokens: 1, fill_interval: 1s }").replacen(
+        "              domains: [\"api.example.com\", \"api.example.com:8080\"]\n",
+        &format!("              domains: [\"api.example.com\", \"api.example.com:8080\"]\n{per_route}"),
+        1,
+    );
+    rejected(
+        &text,
+        &["virtual_hosts[0].typed_per_filter_config[\"envoy.filters.http.local_ratelimit\"].token_bucket", "must be set for per filter configs"],
+    );
+}
+
+#[test]
+fn deprecated_cors_field_is_refused() {
+    // Deliberate difference: Envoy 1.40 still accepts VirtualHost.cors (and
+    // RouteAction.cors) with a deprecation warning; weft-proxy implements
+    // only typed_per_filter_config policies, which replace them.
+    let cors = "              cors:\n                allow_origin_string_match: [{ exact: \"https://app.example\" }]\n";
+    let text = good().replacen(
+        "              domains: [\"api.example.com\", \"api.example.com:8080\"]\n",
+        &format!("              domains: [\"api.example.com\", \"api.example.com:8080\"]\n{cors}"),
+        1,
+    );
+    let (ok, out) = validate(Kind::Envoy, &text);
+    assert!(ok && out.contains("Using deprecated option 'envoy.config.route.v3.VirtualHost.cors'"), "{out}");
+    let (ok, out) = validate(Kind::Weft, &text);
+    assert!(!ok);
+    assert!(out.contains("virtual_hosts[0].cors") && out.contains("not supported by weft-proxy"), "{out}");
 }
 
 /// A TLS listener bootstrap with the test certificates filled in.

@@ -38,9 +38,22 @@ static_resources:
                   envoy.filters.http.fault:
                     "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
                     abort: { http_status: 503, percentage: { numerator: 100 } }
+              - match: { prefix: "/limited" }
+                route: { cluster: up }
+                typed_per_filter_config:
+                  envoy.filters.http.local_ratelimit:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+                    stat_prefix: limited
+                    token_bucket: { max_tokens: 0, fill_interval: 60s }
+                    filter_enabled: { default_value: { numerator: 100 } }
+                    filter_enforced: { default_value: { numerator: 100 } }
               - match: { prefix: "/" }
                 route: { cluster: up, prefix_rewrite: "/rewritten/" }
           http_filters:
+          - name: envoy.filters.http.local_ratelimit
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+              stat_prefix: http
           - name: envoy.filters.http.fault
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.fault.v3.HTTPFault
@@ -87,6 +100,7 @@ async fn access_log_lines_match_envoy() {
         Request::get("/direct").header("host", "ok.test").header("x-forwarded-for", "203.0.113.9"),
         Request::get("/").header("host", "ok.test").method("POST").body("hello"),
         Request::get("/fault").header("host", "ok.test"),
+        Request::get("/limited").header("host", "ok.test"),
         Request::get("/dead").header("host", "ok.test"),
         Request::get("/nowhere").header("host", "unknown.test"),
     ];
@@ -109,4 +123,5 @@ async fn access_log_lines_match_envoy() {
         assert_eq!(e, w, "line {i}: left Envoy, right weft-proxy");
     }
     assert_eq!(lines[0].len(), lines[1].len());
+    assert!(lines[1][4].contains(" 429 RL "), "a local rate limit sets RL: {}", lines[1][4]);
 }

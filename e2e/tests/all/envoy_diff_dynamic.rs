@@ -67,14 +67,27 @@ fn replace(dir: &Path, name: &str, text: &str) {
 
 /// Sends until `done` holds for the response (or the connection error),
 /// within five seconds: how long an update takes to show is not compared.
-async fn until(port: u16, req: &Request, done: impl Fn(&std::io::Result<weft_e2e::Observed>) -> bool) {
+async fn until(port: u16, req: &Request, done: impl Fn(&std::io::Result<weft_e2e::Observed>) -> bool, what: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let r = send(port, req).await;
         if done(&r) {
             return;
         }
-        assert!(Instant::now() < deadline, "update not applied within 5 s (last: {r:?})");
+        assert!(Instant::now() < deadline, "{what}: update not applied within 5 s (last: {r:?})");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Waits until the admin's /clusters lists `name`.
+async fn cluster_known(proxy: &Proxy, name: &str, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let listed = send(proxy.admin, &Request::get("/clusters")).await.is_ok_and(|r| r.body_str().contains(&format!("{name}::")));
+        if listed {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{what}: cluster {name} not added within 5 s");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -103,11 +116,11 @@ async fn scenario(kind: Kind, a: &Upstream, b: &Upstream) -> Vec<String> {
     replace(&dir, "cds.yaml", &resources(&[cluster("ca", a.port())]));
     replace(&dir, "lds.yaml", &resources(&[listener("one", l1, "/.*", &to("ca"))]));
     let template = BOOTSTRAP.replace("${DIR}", &dir.display().to_string());
-    let _proxy = Proxy::start(kind, &template, &[]).await.unwrap_or_else(|e| panic!("{e}"));
+    let proxy = Proxy::start(kind, &template, &[]).await.unwrap_or_else(|e| panic!("{e}"));
     let get = |p: &str| Request::get(p).header("host", "svc.local");
     let mut steps = Vec::new();
 
-    until(l1, &get("/warm"), |r| from(r, "a")).await;
+    until(l1, &get("/warm"), |r| from(r, "a"), &format!("{kind:?} /warm on l1")).await;
     a.take();
     steps.push(outcome(send(l1, &get("/first")).await, &ups));
 
@@ -115,9 +128,12 @@ async fn scenario(kind: Kind, a: &Upstream, b: &Upstream) -> Vec<String> {
     let slow = tokio::spawn(async move { send(l1, &Request::get("/slow").header("host", "svc.local").header("x-test-delay-ms", "1500")).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
     replace(&dir, "cds.yaml", &resources(&[cluster("ca", a.port()), cluster("cb", b.port())]));
+    // Clusters first, as a control plane orders them: Envoy rejects a
+    // listener whose routes name a cluster it does not have yet.
+    cluster_known(&proxy, "cb", &format!("{kind:?}")).await;
     replace(&dir, "lds.yaml", &resources(&[listener("one", l1, "/.*", &to("cb")), listener("two", l2, "/.*", answer)]));
-    until(l1, &get("/probe"), |r| from(r, "b")).await;
-    until(l2, &get("/probe"), |r| from(r, "two")).await;
+    until(l1, &get("/probe"), |r| from(r, "b"), &format!("{kind:?} /probe on l1")).await;
+    until(l2, &get("/probe"), |r| from(r, "two"), &format!("{kind:?} /probe on l2")).await;
     ups.iter().for_each(|u| drop(u.take()));
     steps.push(outcome(slow.await.expect("join"), &ups));
     steps.push(outcome(send(l1, &get("/after")).await, &ups));
@@ -131,13 +147,13 @@ async fn scenario(kind: Kind, a: &Upstream, b: &Upstream) -> Vec<String> {
 
     // Removing a listener closes its port.
     replace(&dir, "lds.yaml", &resources(&[listener("one", l1, "/.*", &to("cb"))]));
-    until(l2, &get("/gone"), |r| r.is_err()).await;
+    until(l2, &get("/gone"), |r| r.is_err(), &format!("{kind:?} /gone on l2")).await;
     ups.iter().for_each(|u| drop(u.take()));
     steps.push(outcome(send(l2, &get("/gone")).await, &ups));
 
     // A cluster change alone reaches the unchanged listener.
     replace(&dir, "cds.yaml", &resources(&[cluster("ca", a.port()), cluster("cb", a.port())]));
-    until(l1, &get("/probe"), |r| from(r, "a")).await;
+    until(l1, &get("/probe"), |r| from(r, "a"), &format!("{kind:?} /probe on l1")).await;
     ups.iter().for_each(|u| drop(u.take()));
     steps.push(outcome(send(l1, &get("/moved")).await, &ups));
     steps

@@ -71,6 +71,12 @@ async fn routing_matches_envoy() {
         // direct responses with and without bodies, methods
         api("/").method("POST").body("payload"),
         api("/").method("HEAD"),
+        // empty requests: content-length: 0 upstream unless the method has no body
+        api("/").method("POST"),
+        api("/").method("OPTIONS"),
+        api("/").method("PUT"),
+        api("/").method("DELETE"),
+        api("/").method("TRACE"),
     ];
     assert_same_on_both(ROUTING, &[&a, &b], &requests).await;
 }

@@ -5,7 +5,7 @@
 //! "not supported by weft-proxy". Adding a field here is a promise that the
 //! model compiler implements it and a differential test covers it.
 
-use weft_envoy_api::prost_reflect::{DynamicMessage, MessageDescriptor, ReflectMessage, Value};
+use weft_envoy_api::prost_reflect::{DynamicMessage, MapKey, MessageDescriptor, ReflectMessage, Value};
 
 /// A field or extension type that weft-proxy does not implement.
 #[derive(Debug, thiserror::Error)]
@@ -113,6 +113,38 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.extensions.filters.http.fault.v3.FaultAbort", &["http_status", "header_abort", "percentage", "response_body"]),
     ("envoy.extensions.filters.http.fault.v3.FaultAbort.HeaderAbort", &[]),
     ("envoy.type.v3.FractionalPercent", &["numerator", "denominator"]),
+    ("envoy.extensions.filters.http.cors.v3.Cors", &[]),
+    (
+        "envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        &[
+            "allow_origin_string_match",
+            "allow_methods",
+            "allow_headers",
+            "expose_headers",
+            "max_age",
+            "allow_credentials",
+            "filter_enabled",
+            "shadow_enabled",
+            "allow_private_network_access",
+            "forward_not_matching_preflights",
+        ],
+    ),
+    (
+        "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        &[
+            "stat_prefix",
+            "status",
+            "token_bucket",
+            "filter_enabled",
+            "filter_enforced",
+            "request_headers_to_add_when_not_enforced",
+            "response_headers_to_add",
+            "local_rate_limit_per_downstream_connection",
+            "enable_x_ratelimit_headers",
+        ],
+    ),
+    ("envoy.type.v3.TokenBucket", &["max_tokens", "tokens_per_fill", "fill_interval"]),
+    ("envoy.type.v3.HttpStatus", &["code"]),
     (
         "envoy.config.route.v3.RouteConfiguration",
         &[
@@ -421,8 +453,16 @@ fn walk_value(value: &Value, path: &mut String) -> Result<(), Unsupported> {
             Ok(())
         }
         Value::Map(entries) => {
-            for item in entries.values() {
+            // Keys in the path as the model compiler writes them:
+            // `typed_per_filter_config["envoy.filters.http.cors"]`.
+            for (key, item) in entries {
+                let len = path.len();
+                match key {
+                    MapKey::String(k) => path.push_str(&format!("[{k:?}]")),
+                    other => path.push_str(&format!("[{other:?}]")),
+                }
                 walk_value(item, path)?;
+                path.truncate(len);
             }
             Ok(())
         }

@@ -18,10 +18,11 @@ use pingora_core::protocols::http::HttpTask;
 use pingora_core::protocols::http::ServerSession;
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use super::local::{finish_response_headers, LocalReply};
+use super::local::{finish_response_headers, Finish, LocalReply};
 use crate::model::header::HeaderMutations;
 use crate::model::listener::HttpManager;
 use crate::access_log::Entry;
+use crate::filter::ResponseEdits;
 use crate::model::cluster::{Breakers, ConnectionBudget, InFlight, Slot};
 use crate::model::route::{Forward, Mirror, RetryPolicy, Target};
 use crate::upstream::{self, ConnectError, Connector, PoolKey};
@@ -80,11 +81,13 @@ struct Exchange {
 }
 
 /// Where a routed request goes: the route action, the weighted target it
-/// picked, and the response header mutations of every level.
+/// picked, the response header mutations of every level and the filters'
+/// response edits.
 pub struct Plan<'a> {
     pub fwd: &'a Forward,
     pub target: &'a Target,
     pub levels: [&'a HeaderMutations; 4],
+    pub edits: &'a ResponseEdits,
 }
 
 /// Forwards a routed request and streams the response back; returns the
@@ -97,13 +100,14 @@ pub async fn forward(
     plan: Plan<'_>,
     log: &mut Entry,
 ) -> Option<u16> {
-    let Plan { fwd, target, levels } = plan;
+    let Plan { fwd, target, levels, edits } = plan;
+    let finish = Finish::new(&levels[..], edits);
     let start = Instant::now();
     let body = match read_body(session).await {
         Ok(b) => b,
         Err(status) => {
             return LocalReply::new(status, "")
-                .send(manager, session, &levels[..])
+                .send(manager, session, finish)
                 .await
         }
     };
@@ -117,7 +121,11 @@ pub async fn forward(
     }
     to_http1_upstream(&mut req);
     rewrite(&mut req, fwd);
-    if !body.is_empty() || req.headers.contains_key(header::CONTENT_LENGTH) {
+    // Envoy's HTTP/1 codec states `content-length: 0` on an empty request
+    // unless its method has no body (GET, HEAD, DELETE, TRACE): a CORS
+    // preflight (OPTIONS) forwarded upstream carries it.
+    let bodiless = matches!(req.method, http::Method::GET | http::Method::HEAD | http::Method::DELETE | http::Method::TRACE);
+    if !body.is_empty() || req.headers.contains_key(header::CONTENT_LENGTH) || !bodiless {
         let _ = req.insert_header(header::CONTENT_LENGTH, body.len().to_string());
     }
     req.remove_header(&header::TRANSFER_ENCODING);
@@ -133,7 +141,7 @@ pub async fn forward(
     let Some(_request_slot) = Breakers::try_acquire(&breakers.active_requests, breakers.max_requests) else {
         cluster.stats.rq_pending_overflow.inc();
         log.flag("UO");
-        return overflow().send(manager, session, &levels[..]).await;
+        return overflow().send(manager, session, finish).await;
     };
     let mut _retry_slot = None;
     let max_retries = retry.as_ref().map(|r| r.num_retries).unwrap_or(0);
@@ -228,14 +236,14 @@ pub async fn forward(
             });
             if timed_out {
                 return LocalReply::new(504, "upstream request timeout")
-                    .send(manager, session, &levels[..])
+                    .send(manager, session, finish)
                     .await;
             }
             if f == Failure::NoHost {
-                return LocalReply::new(503, "no healthy upstream").send(manager, session, &levels[..]).await;
+                return LocalReply::new(503, "no healthy upstream").send(manager, session, finish).await;
             }
             if f == Failure::Overflow {
-                return overflow().send(manager, session, &levels[..]).await;
+                return overflow().send(manager, session, finish).await;
             }
             // Envoy's wording, so clients that match on it keep working.
             // Envoy 1.40 keeps TLS failure details out of the body.
@@ -252,11 +260,11 @@ pub async fn forward(
             reply.body = Bytes::from(format!(
                 "upstream connect error or disconnect/reset before headers. {retried}: {reason}"
             ));
-            reply.send(manager, session, &levels[..]).await
+            reply.send(manager, session, finish).await
         }
         Outcome::Response(exchange) => {
             log.upstream_service_time = Some(start.elapsed().as_millis().to_string());
-            stream_response(connector, manager, session, exchange, _request_slot, (start, deadline), &levels[..]).await
+            stream_response(connector, manager, session, exchange, _request_slot, (start, deadline), finish).await
         }
     }
 }
@@ -540,7 +548,7 @@ async fn stream_response(
     exchange: Exchange,
     request_slot: Slot<'_>,
     (start, deadline): (Instant, Option<Instant>),
-    levels: &[&HeaderMutations],
+    finish: Finish<'_>,
 ) -> Option<u16> {
     let Exchange { upstream, mut resp, host, pool, budget } = exchange;
     // Held until the upstream response is complete, then released before
@@ -556,7 +564,7 @@ async fn stream_response(
     }
     let service_ms = start.elapsed().as_millis().to_string();
     let _ = resp.insert_header("x-envoy-upstream-service-time", service_ms);
-    finish_response_headers(manager, &mut resp, levels);
+    finish_response_headers(manager, &mut resp, finish);
     let mut header = Some(resp);
     loop {
         let (upstream, ..) = held.as_mut()?;

@@ -1,11 +1,14 @@
 //! Replies the proxy makes itself: direct responses, redirects, and errors
 //! (no route, upstream failure), in Envoy's local-reply format.
 
+use std::sync::Arc;
+
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use pingora_core::protocols::http::ServerSession;
 use pingora_http::{RequestHeader, ResponseHeader};
 
+use crate::filter::ResponseEdits;
 use crate::model::header::HeaderMutations;
 use crate::model::listener::HttpManager;
 use crate::model::route::Redirect;
@@ -16,6 +19,9 @@ pub struct LocalReply {
     pub location: Option<HeaderValue>,
     /// Headers of the reply itself (`x-envoy-overloaded`).
     pub extra_headers: Vec<(&'static str, HeaderValue)>,
+    /// Header mutations of the filter that replies, applied after the
+    /// route's (a local rate limit's `response_headers_to_add`).
+    pub mutations: Option<Arc<HeaderMutations>>,
 }
 
 impl LocalReply {
@@ -25,17 +31,13 @@ impl LocalReply {
             body: Bytes::from_static(body.as_bytes()),
             location: None,
             extra_headers: Vec::new(),
+            mutations: None,
         }
     }
 
-    /// Writes the reply; `levels` are the response header mutations that
-    /// apply (route, virtual host, route config). Returns the status sent.
-    pub async fn send(
-        self,
-        manager: &HttpManager,
-        session: &mut ServerSession,
-        levels: &[&HeaderMutations],
-    ) -> Option<u16> {
+    /// Writes the reply with the request's outgoing header changes.
+    /// Returns the status sent.
+    pub async fn send(self, manager: &HttpManager, session: &mut ServerSession, finish: Finish<'_>) -> Option<u16> {
         let mut resp = ResponseHeader::build(self.status, Some(4)).ok()?;
         if !self.body.is_empty() {
             resp.insert_header(header::CONTENT_TYPE, "text/plain")
@@ -52,23 +54,43 @@ impl LocalReply {
         for (name, value) in self.extra_headers {
             resp.insert_header(name, value).ok()?;
         }
-        finish_response_headers(manager, &mut resp, levels);
+        for m in finish.levels.iter().copied().chain(self.mutations.as_deref()) {
+            m.apply(&mut resp);
+        }
+        finish_response_headers(manager, &mut resp, Finish { levels: &[], ..finish });
         session.write_response_header(Box::new(resp)).await.ok()?;
         session.write_response_body(self.body, true).await.ok()?;
         Some(self.status)
     }
 }
 
+/// The header changes a request's response gets on its way out, whoever
+/// produces it.
+#[derive(Clone, Copy)]
+pub struct Finish<'a> {
+    /// Response header mutations, most specific first (weighted cluster,
+    /// route, virtual host, route config); none for responses Envoy does
+    /// not finalize with the route.
+    pub levels: &'a [&'a HeaderMutations],
+    /// The edits of the filters the request went through.
+    pub edits: &'a ResponseEdits,
+}
+
+impl<'a> Finish<'a> {
+    pub fn new(levels: &'a [&'a HeaderMutations], edits: &'a ResponseEdits) -> Self {
+        Finish { levels, edits }
+    }
+}
+
 /// What every response gets on its way out: the route's header mutations,
-/// `date` when missing and `server` overwritten, as Envoy's defaults do.
-pub fn finish_response_headers(
-    manager: &HttpManager,
-    resp: &mut ResponseHeader,
-    levels: &[&HeaderMutations],
-) {
-    for m in levels {
+/// then the filters' edits (Envoy's encoder filters run after the router
+/// finalized the headers), `date` when missing and `server` overwritten,
+/// as Envoy's defaults do.
+pub fn finish_response_headers(manager: &HttpManager, resp: &mut ResponseHeader, finish: Finish<'_>) {
+    for m in finish.levels {
         m.apply(resp);
     }
+    finish.edits.apply(resp);
     if !resp.headers.contains_key(header::DATE) {
         let now = httpdate();
         let _ = resp.insert_header(header::DATE, now);

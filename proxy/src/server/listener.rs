@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use pingora_core::apps::ServerApp;
 use pingora_core::protocols::tls::server::handshake_with_callback;
 use pingora_core::protocols::Stream;
 use tokio::net::{TcpListener, TcpStream};
@@ -105,9 +104,7 @@ impl ListenerApp {
             None => Box::new(stream),
         };
         match &self.apps[index] {
-            App::Http(http) => {
-                let _ = http.process_new(stream, &shutdown).await;
-            }
+            App::Http(http) => http.serve(stream, &shutdown).await,
             App::Tcp(tcp) => tcp.load_full().serve(stream).await,
         }
     }
