@@ -210,6 +210,11 @@ fn envoy_tls_error(stack: &ErrorStack) -> String {
     out
 }
 
+/// Drops this worker's idle HTTP/1.1 connections to an upstream.
+pub fn forget_idle(key: PoolKey) {
+    IDLE.with(|idle| idle.borrow_mut().remove(&key));
+}
+
 fn take_idle(key: PoolKey) -> Option<Stream> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();

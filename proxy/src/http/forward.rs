@@ -531,7 +531,13 @@ async fn try_once(
                 let (pool, budget) = (target.key(), budget.clone());
                 return Outcome::Response(Exchange { upstream, resp: Box::new(resp), host, pool, budget });
             }
-            Err(_) if reused => continue,
+            Err(_) if reused => {
+                // The upstream closed its idle connections (restart, idle
+                // timeout): the others pooled with this one are likely gone
+                // too, so the retry gets a new connection.
+                upstream::forget_idle(target.key());
+                continue;
+            }
             Err(_) => break,
         }
     }
