@@ -7,6 +7,7 @@
 //!     └── Observed { status, headers, body } ──┘ compared across proxies
 //! ```
 
+pub mod bootstrap;
 pub mod client;
 pub mod pki;
 pub mod proxy;

@@ -2,41 +2,12 @@
 
 use std::time::Duration;
 
+use weft_e2e::bootstrap::{cluster, endpoint, locality, single_route, upstream};
 use weft_e2e::{Kind, Proxy, Request, Upstream};
 
 fn bootstrap(policy: &str) -> String {
-    format!(
-        r#"
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{ADMIN}} }} }}
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{LISTEN}} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: main
-          route_config:
-            virtual_hosts:
-            - {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, route: {{ cluster: up }} }} ] }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: up
-    lb_policy: {policy}
-    load_assignment:
-      cluster_name: up
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{UP_slow}} }} }} }}
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{UP_fast}} }} }} }}
-"#
-    )
+    let endpoints = [upstream("slow"), upstream("fast")];
+    single_route("cluster: up", &[cluster("up", &format!("lb_policy: {policy}"), &[locality(0, &endpoints)])])
 }
 
 /// Share of requests the slow host got, with requests arriving faster
@@ -78,45 +49,11 @@ fn hashing_bootstrap(policy: &str, lb_config: &str, hash: &str) -> String {
 
 /// Four hosts with the given `load_balancing_weight`s.
 fn weighted_bootstrap(policy: &str, lb_config: &str, hash: &str, weights: &[u32; 4]) -> String {
-    let endpoints: String = (0..4)
-        .map(|i| {
-            format!(
-                "        - {{ load_balancing_weight: {}, endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{UP_h{i}}} }} }} }} }}\n",
-                weights[i]
-            )
-        })
+    let endpoints: Vec<String> = (0..4)
+        .map(|i| endpoint("127.0.0.1", &format!("${{UP_h{i}}}"), &format!("load_balancing_weight: {}, ", weights[i])))
         .collect();
-    format!(
-        r#"
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{ADMIN}} }} }}
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{LISTEN}} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: main
-          route_config:
-            virtual_hosts:
-            - {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, route: {{ cluster: up, hash_policy: {hash} }} }} ] }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: up
-    lb_policy: {policy}
-    {lb_config}
-    load_assignment:
-      cluster_name: up
-      endpoints:
-      - lb_endpoints:
-{endpoints}"#
-    )
+    let fields = format!("lb_policy: {policy}\n{lb_config}");
+    single_route(&format!("cluster: up, hash_policy: {hash}"), &[cluster("up", &fields, &[locality(0, &endpoints)])])
 }
 
 /// Which host answered each request, on one proxy.

@@ -1,45 +1,15 @@
 //! STRICT_DNS and LOGICAL_DNS clusters resolve names (here `localhost`)
 //! and pick the address family as Envoy does.
 
+use weft_e2e::bootstrap::{cluster, endpoint, locality, single_route};
 use weft_e2e::{Request, Upstream};
 
 use crate::assert_same_on_both;
 
 fn bootstrap(kind: &str, family: Option<&str>) -> String {
-    let family = family.map(|f| format!("    dns_lookup_family: {f}\n")).unwrap_or_default();
-    format!(
-        r#"
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{ADMIN}} }} }}
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{LISTEN}} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: main
-          route_config:
-            virtual_hosts:
-            - {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, route: {{ cluster: up }} }} ] }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-  - name: up
-    type: {kind}
-    connect_timeout: 1s
-    dns_refresh_rate: 0.5s
-{family}    load_assignment:
-      cluster_name: up
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: localhost, port_value: ${{UP_up}} }} }} }}
-"#
-    )
+    let family = family.map(|f| format!("dns_lookup_family: {f}")).unwrap_or_default();
+    let fields = format!("type: {kind}\nconnect_timeout: 1s\ndns_refresh_rate: 0.5s\n{family}");
+    single_route("cluster: up", &[cluster("up", &fields, &[locality(0, &[endpoint("localhost", "${UP_up}", "")])])])
 }
 
 #[tokio::test]
@@ -79,7 +49,7 @@ async fn auto_host_rewrite_uses_the_host_name_like_envoy() {
     // A static endpoint with a hostname: that name; without one: unchanged.
     let named = auto(bootstrap("STATIC", None))
         .replace("address: localhost", "address: 127.0.0.1")
-        .replace("- endpoint: {", "- endpoint: { hostname: backend.internal,");
+        .replace("endpoint: { address", "endpoint: { hostname: backend.internal, address");
     let static_named = assert_same_on_both(&named, &[&up], &requests).await;
     assert!(static_named[0].upstream[0].1.contains("host: backend.internal"), "{:?}", static_named[0].upstream);
     let unnamed = auto(bootstrap("STATIC", None)).replace("address: localhost", "address: 127.0.0.1");

@@ -4,50 +4,18 @@
 
 use std::time::Duration;
 
+use weft_e2e::bootstrap::{self as kit, cluster, single_route, upstream};
 use weft_e2e::{Kind, Proxy, Request, Upstream};
 
-/// One route to cluster `up`; `cluster_extra` adds cluster fields and
-/// `localities` is the `endpoints` list (YAML flow items, one per line).
+/// One route to cluster `up` with `cluster_extra` fields and localities.
 fn bootstrap(cluster_extra: &str, localities: &[String]) -> String {
-    let endpoints: String = localities.iter().map(|l| format!("      - {l}\n")).collect();
-    format!(
-        r#"
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{ADMIN}} }} }}
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{LISTEN}} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: main
-          route_config:
-            virtual_hosts:
-            - {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, route: {{ cluster: up }} }} ] }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-  - name: up
-    connect_timeout: 1s
-    {cluster_extra}
-    load_assignment:
-      cluster_name: up
-      endpoints:
-{endpoints}"#
-    )
+    let fields = format!("connect_timeout: 1s\n{cluster_extra}");
+    single_route("cluster: up", &[cluster("up", &fields, localities)])
 }
 
 /// A locality at `priority` with the named upstreams.
 fn locality(priority: u32, names: &[&str]) -> String {
-    let eps: Vec<String> = names
-        .iter()
-        .map(|n| format!("{{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{UP_{n}}} }} }} }} }}"))
-        .collect();
-    format!("{{ priority: {priority}, lb_endpoints: [ {} ] }}", eps.join(", "))
+    kit::locality(priority, &names.iter().map(|n| upstream(n)).collect::<Vec<_>>())
 }
 
 /// Sends `n` requests one after another; returns "status body" per request.

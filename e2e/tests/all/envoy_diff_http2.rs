@@ -2,47 +2,19 @@
 //! `:authority`, `:scheme`, headers, body) and that requests share one
 //! multiplexed connection.
 
+use weft_e2e::bootstrap::{cluster, locality, single_route, upstream};
 use weft_e2e::{Kind, Proxy, Request, Upstream};
 
 use crate::run;
 
 fn bootstrap(protocol: &str) -> String {
-    format!(
-        r#"
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{ADMIN}} }} }}
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{LISTEN}} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: main
-          route_config:
-            virtual_hosts:
-            - {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, route: {{ cluster: up }} }} ] }}
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
-  clusters:
-  - name: up
-    {protocol}
-    load_assignment:
-      cluster_name: up
-      endpoints:
-      - lb_endpoints:
-        - endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{UP_up}} }} }} }}
-"#
-    )
+    single_route("cluster: up", &[cluster("up", protocol, &[locality(0, &[upstream("up")])])])
 }
 
 const EXPLICIT_H2: &str = r#"typed_extension_protocol_options:
-      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-        explicit_http_config: { http2_protocol_options: {} }"#;
+  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+    explicit_http_config: { http2_protocol_options: {} }"#;
 
 #[tokio::test]
 async fn http2_upstreams_see_the_same_requests_as_from_envoy() {
