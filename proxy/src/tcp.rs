@@ -5,11 +5,13 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use tokio::io::{AsyncRead, AsyncWrite};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use weft_envoy_api::pb::envoy::extensions::filters::network::tcp_proxy::v3 as xds_tcp;
 
 use crate::model::cluster::Cluster;
-use crate::model::{ConfigError, Result};
+use crate::model::{duration, ConfigError, Result};
 use crate::upstream::Target;
 
 pub const TYPE: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
@@ -17,6 +19,9 @@ pub const TYPE: &str = "envoy.extensions.filters.network.tcp_proxy.v3.TcpProxy";
 #[derive(Debug)]
 pub struct TcpProxy {
     pub stat_prefix: String,
+    /// Close both sides after this long without bytes either way (Envoy's
+    /// default: 1 hour; `0s` disables).
+    idle_timeout: Option<Duration>,
     targets: Vec<(Arc<Cluster>, u64)>,
     total_weight: u64,
 }
@@ -50,7 +55,11 @@ impl TcpProxy {
             return Err(ConfigError::new(format!("{path}.weighted_clusters.clusters"), "at least one cluster is required"));
         }
         let total_weight = targets.iter().map(|(_, w)| w).sum();
-        Ok(TcpProxy { stat_prefix: t.stat_prefix.clone(), targets, total_weight })
+        let idle_timeout = match &t.idle_timeout {
+            Some(d) => Some(duration(d)).filter(|d| !d.is_zero()),
+            None => Some(Duration::from_secs(3600)),
+        };
+        Ok(TcpProxy { stat_prefix: t.stat_prefix.clone(), idle_timeout, targets, total_weight })
     }
 
     fn pick(&self) -> &Arc<Cluster> {
@@ -76,6 +85,52 @@ impl TcpProxy {
             cluster.stats.cx_connect_fail.inc();
             return;
         };
-        let _ = tokio::io::copy_bidirectional(&mut downstream, &mut upstream).await;
+        splice(&mut downstream, &mut upstream, self.idle_timeout).await;
+    }
+}
+
+/// Copies bytes both ways until both sides are done (a side that ends is
+/// half-closed on the other, as Envoy does), an error, or `idle` passes
+/// without a byte either way.
+async fn splice<A, B>(a: &mut A, b: &mut B, idle: Option<Duration>)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut from_a, mut from_b) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    let (mut a_open, mut b_open) = (true, true);
+    while a_open || b_open {
+        let quiet = async {
+            match idle {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        // Reads are cancel-safe: the branch that loses the race loses no bytes.
+        tokio::select! {
+            r = a.read(&mut from_a), if a_open => match r {
+                Ok(n) if n > 0 => {
+                    if b.write_all(&from_a[..n]).await.is_err() || b.flush().await.is_err() {
+                        return;
+                    }
+                }
+                _ => {
+                    a_open = false;
+                    let _ = b.shutdown().await;
+                }
+            },
+            r = b.read(&mut from_b), if b_open => match r {
+                Ok(n) if n > 0 => {
+                    if a.write_all(&from_b[..n]).await.is_err() || a.flush().await.is_err() {
+                        return;
+                    }
+                }
+                _ => {
+                    b_open = false;
+                    let _ = a.shutdown().await;
+                }
+            },
+            _ = quiet => return,
+        }
     }
 }

@@ -74,3 +74,35 @@ async fn refused_upstream_closes_the_connection_like_envoy() {
         assert!(raw.is_empty(), "{kind:?}: {}", String::from_utf8_lossy(&raw));
     }
 }
+
+/// Whether the proxy still carries a request on an open connection.
+async fn still_open(tcp: &mut tokio::net::TcpStream) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if tcp.write_all(b"GET /again HTTP/1.1\r\nhost: tcp.test\r\n\r\n").await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 4096];
+    matches!(tokio::time::timeout(std::time::Duration::from_secs(2), tcp.read(&mut buf)).await, Ok(Ok(n)) if n > 0)
+}
+
+#[tokio::test]
+async fn idle_connections_close_after_idle_timeout_like_envoy() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let template = TCP.replace("stat_prefix: tcp", "stat_prefix: tcp\n          idle_timeout: 0.6s");
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &template, &[&a, &b]).await.expect("start");
+        let mut tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
+        // Busy every 0.3 s: stays open past the timeout.
+        let mut busy = Vec::new();
+        for _ in 0..4 {
+            busy.push(still_open(&mut tcp).await);
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        }
+        // Then quiet for twice the timeout: closed.
+        tokio::time::sleep(std::time::Duration::from_millis(1200)).await;
+        seen.push((busy, still_open(&mut tcp).await));
+    }
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    assert_eq!(seen[1], (vec![true; 4], false));
+}
