@@ -386,6 +386,9 @@ macro_rules! pingora_headers {
             fn remove(&mut self, name: &http::HeaderName) {
                 self.remove_header(name);
             }
+            fn names(&self) -> impl Iterator<Item = &http::HeaderName> {
+                self.headers.keys()
+            }
         }
     };
 }

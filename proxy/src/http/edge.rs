@@ -31,7 +31,9 @@ pub fn prepare(req: &mut RequestHeader, scheme: &'static str, client: Option<IpA
         req.remove_header("x-request-id");
     }
     for name in UNTRUSTED {
-        req.remove_header(*name);
+        if req.headers.contains_key(*name) {
+            req.remove_header(*name);
+        }
     }
     let Some(client) = client else { return };
     let hop = if client.is_loopback() { local_address().unwrap_or(client) } else { client };

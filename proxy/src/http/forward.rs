@@ -41,6 +41,16 @@ const HOP_BY_HOP: &[&str] = &[
     "trailer",
 ];
 
+/// Removes the headers whose name `drop` selects. One pass over the names
+/// present (usually none match) instead of a hash lookup per candidate:
+/// this runs on every request and response.
+fn remove_present<H: crate::model::header::Headers>(msg: &mut H, drop: impl Fn(&str) -> bool) {
+    let doomed: Vec<http::HeaderName> = msg.names().filter(|n| drop(n.as_str())).cloned().collect();
+    for name in &doomed {
+        msg.remove(name);
+    }
+}
+
 /// Request headers that steer the router; consumed, never forwarded.
 const ROUTER_CONTROL: &[&str] = &[
     "x-envoy-retry-on",
@@ -116,9 +126,7 @@ pub async fn forward(
     // headers from an untrusted client, and neither do we (tested).
     let (retry, timeout) = (fwd.retry.clone(), fwd.timeout);
     let per_try = retry.as_ref().and_then(|r| r.per_try_timeout);
-    for name in ROUTER_CONTROL.iter().chain(HOP_BY_HOP) {
-        req.remove_header(*name);
-    }
+    remove_present(&mut req, |name| ROUTER_CONTROL.contains(&name) || HOP_BY_HOP.contains(&name));
     to_http1_upstream(&mut req);
     rewrite(&mut req, fwd);
     // Envoy's HTTP/1 codec states `content-length: 0` on an empty request
@@ -128,7 +136,9 @@ pub async fn forward(
     if !body.is_empty() || req.headers.contains_key(header::CONTENT_LENGTH) || !bodiless {
         let _ = req.insert_header(header::CONTENT_LENGTH, body.len().to_string());
     }
-    req.remove_header(&header::TRANSFER_ENCODING);
+    if req.headers.contains_key(header::TRANSFER_ENCODING) {
+        req.remove_header(&header::TRANSFER_ENCODING);
+    }
     for mirror in fwd.mirrors.iter().filter(|m| m.sampled()) {
         shadow(connector, mirror, &req, &body, fwd.timeout);
     }
@@ -565,9 +575,7 @@ async fn stream_response(
     // response header must not carry HTTP/2 into an HTTP/1.1 response.
     resp.set_version(http::Version::HTTP_11);
     let status = resp.status.as_u16();
-    for name in HOP_BY_HOP {
-        resp.remove_header(*name);
-    }
+    remove_present(&mut *resp, |name| HOP_BY_HOP.contains(&name));
     let service_ms = start.elapsed().as_millis().to_string();
     let _ = resp.insert_header("x-envoy-upstream-service-time", service_ms);
     finish_response_headers(manager, &mut resp, finish);

@@ -13,11 +13,15 @@ pub trait Headers {
     fn insert(&mut self, name: &HeaderName, value: &HeaderValue);
     fn append(&mut self, name: &HeaderName, value: &HeaderValue);
     fn remove(&mut self, name: &HeaderName);
+    fn names(&self) -> impl Iterator<Item = &HeaderName>;
 }
 
 impl Headers for HeaderMap {
     fn contains(&self, name: &HeaderName) -> bool {
         self.contains_key(name)
+    }
+    fn names(&self) -> impl Iterator<Item = &HeaderName> {
+        self.keys()
     }
     fn insert(&mut self, name: &HeaderName, value: &HeaderValue) {
         HeaderMap::insert(self, name.clone(), value.clone());
