@@ -199,3 +199,26 @@ async fn per_try_timeout_retries_then_gives_up_like_envoy() {
         );
     }
 }
+
+#[tokio::test]
+async fn idle_timeouts_match_envoy() {
+    use weft_e2e::bootstrap::{cluster, locality, single_route, upstream};
+    let up = Upstream::start("up").await;
+    let clusters = [cluster("up", "", &[locality(0, &[upstream("up")])])];
+    let slow = || vec![Request::get("/slow").header("x-test-delay-ms", "800")];
+    let stream_idle = |text: String| text.replace("stat_prefix: main", "stat_prefix: main\n          stream_idle_timeout: 0.3s");
+    // The route's idle timeout, the connection manager's, and the route
+    // turning the manager's off.
+    let cases = [
+        (single_route("cluster: up, idle_timeout: 0.3s", &clusters), 504),
+        (stream_idle(single_route("cluster: up", &clusters)), 504),
+        (stream_idle(single_route("cluster: up, idle_timeout: 0s", &clusters)), 200),
+    ];
+    for (template, status) in cases {
+        let outcomes = assert_same_on_both(&template, &[&up], &slow()).await;
+        assert_eq!(outcomes[0].response.status, status, "{template}");
+        if status == 504 {
+            assert_eq!(outcomes[0].response.body_str(), "stream timeout");
+        }
+    }
+}

@@ -86,6 +86,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "access_log",
             "forward_client_cert_details",
             "set_current_client_cert_details",
+            "stream_idle_timeout",
         ],
     ),
     (
@@ -247,6 +248,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "request_mirror_policies",
             "hash_policy",
             "auto_host_rewrite",
+            "idle_timeout",
         ],
     ),
     (

@@ -144,6 +144,10 @@ pub async fn forward(
     }
 
     let deadline = timeout.map(|t| start + t);
+    // Nothing moves on the stream while we wait for the upstream, so its
+    // idle timeout counts from the start (route value, else the manager's).
+    let idle = fwd.idle_timeout.unwrap_or(manager.stream_idle_timeout);
+    let idle_deadline = idle.map(|d| start + d).filter(|i| deadline.is_none_or(|d| *i < d));
     let cluster = &target.cluster;
     let source_ip = || session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
     let hash = fwd.hash_policy.as_ref().and_then(|p| p.hash(&req, source_ip()));
@@ -160,7 +164,7 @@ pub async fn forward(
         cluster.stats.rq_total.inc();
         let attempt_start = Instant::now();
         let mut attempt_deadline = per_try.map(|p| attempt_start + p);
-        if let Some(d) = deadline {
+        for d in [deadline, idle_deadline].into_iter().flatten() {
             attempt_deadline = Some(attempt_deadline.map_or(d, |a| a.min(d)));
         }
         // What the upstream may expect to have, as Envoy tells it: the
@@ -194,7 +198,7 @@ pub async fn forward(
             }
             None => try_once(connector, cluster, &req, &body, (hash, fwd.auto_host_rewrite), log).await,
         };
-        let global_timeout = deadline.is_some_and(|d| Instant::now() >= d);
+        let global_timeout = [deadline, idle_deadline].into_iter().flatten().any(|d| Instant::now() >= d);
         // Every attempt's outcome is counted once, retried or not.
         match &result {
             Outcome::Response(Exchange { resp, .. }) => {
@@ -235,6 +239,13 @@ pub async fn forward(
 
     match outcome {
         Outcome::Failed(f) => {
+            // Envoy's stream idle timeout, the request read and the response
+            // not started: 504 "stream timeout" (408 is for a request still
+            // arriving, which the router never sees here).
+            if idle_deadline.is_some_and(|d| Instant::now() >= d) {
+                log.flag("SI");
+                return LocalReply::new(504, "stream timeout").send(manager, session, finish).await;
+            }
             let timed_out =
                 f == Failure::PerTryTimeout || deadline.is_some_and(|d| Instant::now() >= d);
             log.flag(match f {
@@ -274,7 +285,7 @@ pub async fn forward(
         }
         Outcome::Response(exchange) => {
             log.upstream_service_time = Some(start.elapsed().as_millis().to_string());
-            stream_response(connector, manager, session, exchange, _request_slot, (start, deadline), finish).await
+            stream_response(connector, manager, session, exchange, _request_slot, (start, deadline, idle), finish).await
         }
     }
 }
@@ -563,7 +574,7 @@ async fn stream_response(
     session: &mut ServerSession,
     exchange: Exchange,
     request_slot: Slot<'_>,
-    (start, deadline): (Instant, Option<Instant>),
+    (start, deadline, idle): (Instant, Option<Instant>, Option<Duration>),
     finish: Finish<'_>,
 ) -> Option<u16> {
     let Exchange { upstream, mut resp, host, pool, budget } = exchange;
@@ -586,7 +597,9 @@ async fn stream_response(
             (None, true)
         } else {
             let read = upstream.read_response_body();
-            let chunk = match deadline {
+            // The body must keep moving: each chunk restarts the idle clock.
+            let idle_deadline = idle.map(|d| Instant::now() + d);
+            let chunk = match [deadline, idle_deadline].into_iter().flatten().min() {
                 Some(d) => tokio::time::timeout_at(d.into(), read).await.ok()?,
                 None => read.await,
             };

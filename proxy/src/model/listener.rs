@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use prost::Message;
@@ -56,6 +57,8 @@ pub struct HttpManager {
     /// An edge proxy: the client's address goes into x-forwarded-for and
     /// client-sent x-envoy-* headers are not trusted.
     pub use_remote_address: bool,
+    /// `stream_idle_timeout` (Envoy: 5 minutes; `None` when disabled).
+    pub stream_idle_timeout: Option<Duration>,
 }
 
 impl Listener {
@@ -185,6 +188,10 @@ impl HttpManager {
             stats: HttpStats::new(&hcm.stat_prefix),
             client_cert: ClientCertPolicy::compile(hcm, path)?,
             use_remote_address: hcm.use_remote_address.as_ref().is_some_and(|b| b.value),
+            stream_idle_timeout: match &hcm.stream_idle_timeout {
+                Some(d) => Some(super::duration(d)).filter(|d| !d.is_zero()),
+                None => Some(Duration::from_secs(300)),
+            },
         })
     }
 }

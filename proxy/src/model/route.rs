@@ -108,6 +108,9 @@ pub struct Forward {
     pub total_weight: u64,
     /// `None` disables the timeout (Envoy's `timeout: 0s`).
     pub timeout: Option<Duration>,
+    /// The route's `idle_timeout`: `None` when unset (the connection
+    /// manager's applies), `Some(None)` when disabled (`0s`).
+    pub idle_timeout: Option<Option<Duration>>,
     pub retry: Option<Arc<RetryPolicy>>,
     pub prefix_rewrite: Option<String>,
     pub regex_rewrite: Option<(Regex, String)>,
@@ -702,6 +705,8 @@ impl Forward {
             Some(d) => Some(duration(d)),
             None => Some(Duration::from_secs(15)),
         };
+        // Unset: the connection manager's stream_idle_timeout applies.
+        let idle_timeout = ra.idle_timeout.as_ref().map(|d| Some(duration(d)).filter(|d| !d.is_zero()));
         let retry = match &ra.retry_policy {
             Some(p) => Some(Arc::new(RetryPolicy::compile(
                 p,
@@ -771,6 +776,7 @@ impl Forward {
             host_rewrite,
             mirrors,
             hash_policy: HashPolicy::compile(&ra.hash_policy, &format!("{path}.hash_policy"))?,
+            idle_timeout,
             auto_host_rewrite,
         })
     }
