@@ -31,7 +31,6 @@ use crate::model::header::HeaderMutations;
 use crate::model::listener::HttpManager;
 use crate::model::route::Action;
 use crate::tls::PeerIdentity;
-use crate::upstream::Connector;
 use pingora_core::protocols::tls::SslDigest;
 use pingora_core::protocols::Stream;
 
@@ -42,7 +41,6 @@ pub use local::LocalReply;
 /// config change; requests in flight keep the snapshot they started with.
 pub struct HttpProxy {
     pub manager: ArcSwap<HttpManager>,
-    connector: Arc<Connector>,
     options: HttpServerOptions,
     /// Set when the listener was replaced: connections close after their
     /// current request.
@@ -57,7 +55,6 @@ impl HttpProxy {
         options.h2c = manager.h2c;
         HttpProxy {
             manager: ArcSwap::new(manager),
-            connector: Arc::new(Connector::new()),
             options,
             draining: AtomicBool::new(false),
         }
@@ -271,7 +268,7 @@ impl HttpProxy {
                     &table.response_headers,
                 ];
                 let plan = forward::Plan { fwd, target, levels, edits: &edits };
-                forward::forward(&self.connector, manager, session, req, plan, log).await
+                forward::forward(manager, session, req, plan, log).await
             }
         }
     }

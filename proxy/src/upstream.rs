@@ -80,58 +80,48 @@ pub enum ConnectError {
     Overflow,
 }
 
-/// Opens upstream connections and keeps them alive per worker.
-#[derive(Default)]
-pub struct Connector;
-
-impl Connector {
-    pub fn new() -> Self {
-        Connector
+/// A session to `target`: a pooled connection when one is idle (HTTP/1.1)
+/// or has room for a stream (HTTP/2), else a new one. The flag says
+/// whether a connection was reused.
+pub async fn checkout(target: &Target<'_>, http2: bool) -> Result<(Session, bool), ConnectError> {
+    if http2 {
+        return checkout_h2(target).await;
     }
-
-    /// A session to `target`: a pooled connection when one is idle (HTTP/1.1)
-    /// or has room for a stream (HTTP/2), else a new one. The flag says
-    /// whether a connection was reused.
-    pub async fn checkout(&self, target: &Target<'_>, http2: bool) -> Result<(Session, bool), ConnectError> {
-        if http2 {
-            return checkout_h2(target).await;
+    loop {
+        if let Some(stream) = take_idle(target.key()) {
+            return Ok((ClientSession::H1(HttpSession::new(stream)), true));
         }
-        loop {
-            if let Some(stream) = take_idle(target.key()) {
-                return Ok((ClientSession::H1(HttpSession::new(stream)), true));
-            }
-            let Some(budget) = target.budget else {
-                return Ok((ClientSession::H1(HttpSession::new(connect(target).await?)), false));
-            };
-            if let Some(slot) = budget.try_open() {
-                let stream: Stream = Box::new(Counted::new(connect(target).await?, slot));
-                return Ok((ClientSession::H1(HttpSession::new(stream)), false));
-            }
-            // At max_connections: wait (as a pending request) for one to
-            // close or come back idle.
-            if !budget.wait().await {
-                return Err(ConnectError::Overflow);
-            }
+        let Some(budget) = target.budget else {
+            return Ok((ClientSession::H1(HttpSession::new(connect(target).await?)), false));
+        };
+        if let Some(slot) = budget.try_open() {
+            let stream: Stream = Box::new(Counted::new(connect(target).await?, slot));
+            return Ok((ClientSession::H1(HttpSession::new(stream)), false));
+        }
+        // At max_connections: wait (as a pending request) for one to
+        // close or come back idle.
+        if !budget.wait().await {
+            return Err(ConnectError::Overflow);
         }
     }
+}
 
-    /// Returns a finished session to this worker's pool if it can be reused
-    /// (an HTTP/2 stream just ends; its connection stays pooled).
-    pub async fn checkin(&self, session: Session, pool: PoolKey, budget: &ConnectionBudget) {
-        let ClientSession::H1(mut session) = session else { return };
-        // Keep-alive as the response allows (HTTP/1.1 default, `connection:
-        // close`, HTTP/1.0, a body we could not delimit).
-        session.respect_keepalive();
-        if let Some(stream) = session.reuse().await {
-            IDLE.with(|idle| {
-                let mut idle = idle.borrow_mut();
-                let list = idle.entry(pool).or_default();
-                if list.len() < MAX_IDLE_PER_HOST {
-                    list.push((stream, Instant::now()));
-                }
-            });
-            budget.idle();
-        }
+/// Returns a finished session to this worker's pool if it can be reused
+/// (an HTTP/2 stream just ends; its connection stays pooled).
+pub async fn checkin(session: Session, pool: PoolKey, budget: &ConnectionBudget) {
+    let ClientSession::H1(mut session) = session else { return };
+    // Keep-alive as the response allows (HTTP/1.1 default, `connection:
+    // close`, HTTP/1.0, a body we could not delimit).
+    session.respect_keepalive();
+    if let Some(stream) = session.reuse().await {
+        IDLE.with(|idle| {
+            let mut idle = idle.borrow_mut();
+            let list = idle.entry(pool).or_default();
+            if list.len() < MAX_IDLE_PER_HOST {
+                list.push((stream, Instant::now()));
+            }
+        });
+        budget.idle();
     }
 }
 

@@ -8,7 +8,6 @@
 //! ```
 //! The request body is buffered so that every attempt sends the same bytes.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -25,7 +24,8 @@ use crate::access_log::Entry;
 use crate::filter::ResponseEdits;
 use crate::model::cluster::{Breakers, ConnectionBudget, InFlight, Slot};
 use crate::model::route::{Forward, Mirror, RetryPolicy, Target};
-use crate::upstream::{self, ConnectError, Connector, PoolKey};
+use crate::model::Cluster;
+use crate::upstream::{self, ConnectError, PoolKey};
 
 /// Request bodies above this are refused with 413 (Envoy's default buffer
 /// limit for a retriable request is 1 MiB; we buffer every request for now).
@@ -75,19 +75,20 @@ enum Failure {
 // One value per attempt, moved once: boxing the session would cost an
 // allocation per attempt for nothing.
 #[allow(clippy::large_enum_variant)]
-enum Outcome {
-    Response(Exchange),
+enum Outcome<'c> {
+    Response(Exchange<'c>),
     Failed(Failure),
 }
 
 /// An attempt that got response headers: the upstream session, the host it
-/// holds a request slot on, and the pool the connection goes back to.
-struct Exchange {
+/// holds a request slot on, and the pool (and cluster connection budget)
+/// the connection goes back to.
+struct Exchange<'c> {
     upstream: upstream::Session,
     resp: Box<ResponseHeader>,
     host: InFlight,
     pool: PoolKey,
-    budget: Arc<ConnectionBudget>,
+    budget: &'c ConnectionBudget,
 }
 
 /// Where a routed request goes: the route action, the weighted target it
@@ -103,7 +104,6 @@ pub struct Plan<'a> {
 /// Forwards a routed request and streams the response back; returns the
 /// status sent, or `None` if the downstream stream had to be reset.
 pub async fn forward(
-    connector: &Arc<Connector>,
     manager: &HttpManager,
     session: &mut ServerSession,
     mut req: RequestHeader,
@@ -140,7 +140,7 @@ pub async fn forward(
         req.remove_header(&header::TRANSFER_ENCODING);
     }
     for mirror in fwd.mirrors.iter().filter(|m| m.sampled()) {
-        shadow(connector, mirror, &req, &body, fwd.timeout);
+        shadow(mirror, &req, &body, fwd.timeout);
     }
 
     let deadline = timeout.map(|t| start + t);
@@ -184,7 +184,7 @@ pub async fn forward(
         }
         let result = match attempt_deadline {
             Some(d) => {
-                match tokio::time::timeout_at(d.into(), try_once(connector, cluster, &req, &body, (hash, fwd.auto_host_rewrite), log))
+                match tokio::time::timeout_at(d.into(), try_once(cluster, &req, &body, (hash, fwd.auto_host_rewrite), log))
                     .await
                 {
                     Ok(r) => r,
@@ -196,7 +196,7 @@ pub async fn forward(
                     }
                 }
             }
-            None => try_once(connector, cluster, &req, &body, (hash, fwd.auto_host_rewrite), log).await,
+            None => try_once(cluster, &req, &body, (hash, fwd.auto_host_rewrite), log).await,
         };
         let global_timeout = [deadline, idle_deadline].into_iter().flatten().any(|d| Instant::now() >= d);
         // Every attempt's outcome is counted once, retried or not.
@@ -285,7 +285,7 @@ pub async fn forward(
         }
         Outcome::Response(exchange) => {
             log.upstream_service_time = Some(start.elapsed().as_millis().to_string());
-            stream_response(connector, manager, session, exchange, _request_slot, (start, deadline, idle), finish).await
+            stream_response(manager, session, exchange, _request_slot, (start, deadline, idle), finish).await
         }
     }
 }
@@ -300,7 +300,7 @@ fn overflow() -> LocalReply {
 /// Sends a copy of the request to a mirror cluster and forgets it: the
 /// response is read and dropped, failures only show in the mirror
 /// cluster's stats. The host gets Envoy's `-shadow` suffix.
-fn shadow(connector: &Arc<Connector>, mirror: &Mirror, req: &RequestHeader, body: &Bytes, timeout: Option<Duration>) {
+fn shadow(mirror: &Mirror, req: &RequestHeader, body: &Bytes, timeout: Option<Duration>) {
     let mut req = req.clone();
     if mirror.shadow_suffix {
         if let Some(host) = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
@@ -323,15 +323,15 @@ fn shadow(connector: &Arc<Connector>, mirror: &Mirror, req: &RequestHeader, body
             let _ = req.insert_header("x-forwarded-for", v);
         }
     }
-    let (connector, cluster, body) = (connector.clone(), mirror.cluster.clone(), body.clone());
+    let (cluster, body) = (mirror.cluster.clone(), body.clone());
     tokio::spawn(async move {
         cluster.stats.rq_total.inc();
         let attempt = async {
             let start = Instant::now();
-            if let Outcome::Response(mut x) = try_once(&connector, &cluster, &req, &body, (None, false), &mut Entry::default()).await {
+            if let Outcome::Response(mut x) = try_once(&cluster, &req, &body, (None, false), &mut Entry::default()).await {
                 cluster.stats.response(x.resp.status.as_u16(), start.elapsed().as_secs_f64() * 1000.0);
                 while let Ok(Some(_)) = x.upstream.read_response_body().await {}
-                connector.checkin(x.upstream, x.pool, &x.budget).await;
+                upstream::checkin(x.upstream, x.pool, x.budget).await;
             }
         };
         match timeout {
@@ -484,14 +484,13 @@ async fn read_body(session: &mut ServerSession) -> Result<Bytes, u16> {
 
 /// One attempt: connect (or reuse), send the request, read response headers.
 /// The log records the host tried.
-async fn try_once(
-    connector: &Connector,
-    cluster: &crate::model::Cluster,
+async fn try_once<'c>(
+    cluster: &'c Cluster,
     req: &RequestHeader,
     body: &Bytes,
     (hash, auto_host_rewrite): (Option<u64>, bool),
     log: &mut Entry,
-) -> Outcome {
+) -> Outcome<'c> {
     let Some(host) = cluster.pick(hash) else {
         return Outcome::Failed(Failure::NoHost);
     };
@@ -506,7 +505,7 @@ async fn try_once(
     // A pooled connection the upstream closed meanwhile is replaced once,
     // without counting as a retry.
     for _ in 0..2 {
-        let (mut upstream, reused) = match connector.checkout(&target, cluster.http2).await {
+        let (mut upstream, reused) = match upstream::checkout(&target, cluster.http2).await {
             Ok(s) => s,
             Err(ConnectError::Overflow) => return Outcome::Failed(Failure::Overflow),
             Err(e) => {
@@ -549,8 +548,7 @@ async fn try_once(
                     return Outcome::Failed(Failure::Reset);
                 };
                 cluster.record_outcome(host.host(), resp.status.as_u16());
-                let (pool, budget) = (target.key(), budget.clone());
-                return Outcome::Response(Exchange { upstream, resp: Box::new(resp), host, pool, budget });
+                return Outcome::Response(Exchange { upstream, resp: Box::new(resp), host, pool: target.key(), budget });
             }
             Err(_) if reused => {
                 // The upstream closed its idle connections (restart, idle
@@ -569,10 +567,9 @@ async fn try_once(
 /// Sends the response downstream. The header goes out together with the
 /// first body chunk (one write for small responses, as Envoy does).
 async fn stream_response(
-    connector: &Connector,
     manager: &HttpManager,
     session: &mut ServerSession,
-    exchange: Exchange,
+    exchange: Exchange<'_>,
     request_slot: Slot<'_>,
     (start, deadline, idle): (Instant, Option<Instant>, Option<Duration>),
     finish: Finish<'_>,
@@ -612,7 +609,7 @@ async fn stream_response(
         };
         if done {
             if let Some((upstream, host, slot)) = held.take() {
-                connector.checkin(upstream, pool, &budget).await;
+                upstream::checkin(upstream, pool, budget).await;
                 drop((host, slot));
             }
         }
