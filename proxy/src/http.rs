@@ -11,6 +11,7 @@
 mod edge;
 mod forward;
 mod local;
+mod xff;
 pub mod xfcc;
 
 use std::sync::atomic::{AtomicBool, Ordering};

@@ -12,7 +12,8 @@ use std::net::IpAddr;
 use http::HeaderValue;
 use pingora_http::RequestHeader;
 
-use super::forward::local_address;
+use super::xff;
+use crate::model::header::Headers;
 
 /// Headers a client must not be able to set on an edge proxy.
 const UNTRUSTED: &[&str] = &[
@@ -30,20 +31,9 @@ pub fn prepare(req: &mut RequestHeader, scheme: &'static str, client: Option<IpA
         // An external request's id is not trusted: a new one is generated.
         req.remove_header("x-request-id");
     }
-    for name in UNTRUSTED {
-        if req.headers.contains_key(*name) {
-            req.remove_header(*name);
-        }
-    }
+    req.remove_matching(|name| UNTRUSTED.contains(&name));
     let Some(client) = client else { return };
-    let hop = if client.is_loopback() { local_address().unwrap_or(client) } else { client };
-    let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-        Some(prev) => format!("{prev},{hop}"),
-        None => hop.to_string(),
-    };
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        let _ = req.insert_header("x-forwarded-for", v);
-    }
+    xff::append(req, if client.is_loopback() { xff::local_address().unwrap_or(client) } else { client });
     if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
         let _ = req.insert_header("x-envoy-external-address", v);
     }

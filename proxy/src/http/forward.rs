@@ -18,6 +18,8 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::local::{finish_response_headers, Finish, LocalReply};
+use super::xff;
+use crate::model::header::Headers;
 use crate::model::header::HeaderMutations;
 use crate::model::listener::HttpManager;
 use crate::access_log::Entry;
@@ -40,16 +42,6 @@ const HOP_BY_HOP: &[&str] = &[
     "te",
     "trailer",
 ];
-
-/// Removes the headers whose name `drop` selects. One pass over the names
-/// present (usually none match) instead of a hash lookup per candidate:
-/// this runs on every request and response.
-fn remove_present<H: crate::model::header::Headers>(msg: &mut H, drop: impl Fn(&str) -> bool) {
-    let doomed: Vec<http::HeaderName> = msg.names().filter(|n| drop(n.as_str())).cloned().collect();
-    for name in &doomed {
-        msg.remove(name);
-    }
-}
 
 /// Request headers that steer the router; consumed, never forwarded.
 const ROUTER_CONTROL: &[&str] = &[
@@ -126,7 +118,7 @@ pub async fn forward(
     // headers from an untrusted client, and neither do we (tested).
     let (retry, timeout) = (fwd.retry.clone(), fwd.timeout);
     let per_try = retry.as_ref().and_then(|r| r.per_try_timeout);
-    remove_present(&mut req, |name| ROUTER_CONTROL.contains(&name) || HOP_BY_HOP.contains(&name));
+    req.remove_matching(|name| ROUTER_CONTROL.contains(&name) || HOP_BY_HOP.contains(&name));
     to_http1_upstream(&mut req);
     rewrite(&mut req, fwd);
     // Envoy's HTTP/1 codec states `content-length: 0` on an empty request
@@ -314,14 +306,8 @@ fn shadow(mirror: &Mirror, req: &RequestHeader, body: &Bytes, timeout: Option<Du
     }
     // Envoy sends the shadow as an internal request from this host.
     let _ = req.insert_header("x-envoy-internal", HeaderValue::from_static("true"));
-    if let Some(local) = local_address() {
-        let xff = match req.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
-            Some(prev) => format!("{prev},{local}"),
-            None => local.to_string(),
-        };
-        if let Ok(v) = HeaderValue::from_str(&xff) {
-            let _ = req.insert_header("x-forwarded-for", v);
-        }
+    if let Some(local) = xff::local_address() {
+        xff::append(&mut req, local);
     }
     let (cluster, body) = (mirror.cluster.clone(), body.clone());
     tokio::spawn(async move {
@@ -341,21 +327,6 @@ fn shadow(mirror: &Mirror, req: &RequestHeader, body: &Bytes, timeout: Option<Du
             None => attempt.await,
         }
     });
-}
-
-/// This host's address as Envoy picks it: the first non-loopback IPv4
-/// address of the interfaces, else the first IPv6 one.
-pub fn local_address() -> Option<std::net::IpAddr> {
-    static LOCAL: std::sync::OnceLock<Option<std::net::IpAddr>> = std::sync::OnceLock::new();
-    *LOCAL.get_or_init(|| {
-        let ips: Vec<std::net::IpAddr> = if_addrs::get_if_addrs()
-            .ok()?
-            .into_iter()
-            .filter(|i| !i.is_loopback())
-            .map(|i| i.ip())
-            .collect();
-        ips.iter().find(|ip| ip.is_ipv4()).or_else(|| ips.first()).copied()
-    })
 }
 
 /// A retry's wait: fully jittered exponential back-off, as Envoy computes it.
@@ -583,7 +554,7 @@ async fn stream_response(
     // response header must not carry HTTP/2 into an HTTP/1.1 response.
     resp.set_version(http::Version::HTTP_11);
     let status = resp.status.as_u16();
-    remove_present(&mut *resp, |name| HOP_BY_HOP.contains(&name));
+    resp.remove_matching(|name| HOP_BY_HOP.contains(&name));
     let service_ms = start.elapsed().as_millis().to_string();
     let _ = resp.insert_header("x-envoy-upstream-service-time", service_ms);
     finish_response_headers(manager, &mut resp, finish);
