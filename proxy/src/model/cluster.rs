@@ -410,7 +410,7 @@ impl Cluster {
     /// a priority level by load, then a host of that level by the policy.
     pub fn pick(&self, hash: Option<u64>) -> Option<InFlight> {
         let set = self.hosts.load();
-        let level = set.level(rand::random::<u64>())?;
+        let level = set.level()?;
         let hosts = &level.candidates;
         if hosts.is_empty() {
             return None;

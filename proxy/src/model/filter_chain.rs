@@ -135,15 +135,10 @@ impl FilterChains {
         self.chains.iter().chain(self.default.as_ref())
     }
 
-    /// The chain at an index of [`Self::all`].
-    pub fn get(&self, index: usize) -> &FilterChain {
-        self.all().nth(index).unwrap_or_else(|| unreachable!("chain index from select"))
-    }
-
-    /// The chain for a connection, as an index of [`Self::all`]; `hello` is
-    /// `None` without a TLS inspector (Envoy then sees no SNI and the
+    /// The chain for a connection, with its index in [`Self::all`]; `hello`
+    /// is `None` without a TLS inspector (Envoy then sees no SNI and the
     /// `raw_buffer` transport).
-    pub fn select(&self, hello: Option<&Hello>) -> Option<usize> {
+    pub fn select(&self, hello: Option<&Hello>) -> Option<(usize, &FilterChain)> {
         let plain = Hello::default();
         let hello = hello.unwrap_or(&plain);
         let mut candidates: Vec<(usize, &FilterChain)> = self.chains.iter().enumerate().collect();
@@ -162,10 +157,7 @@ impl FilterChains {
                 Some(m.application_protocols.iter().any(|p| hello.alpn.contains(p)))
             }
         });
-        match candidates.first() {
-            Some((i, _)) => Some(*i),
-            None => self.default.as_ref().map(|_| self.chains.len()),
-        }
+        candidates.first().copied().or_else(|| self.default.as_ref().map(|d| (self.chains.len(), d)))
     }
 }
 

@@ -86,11 +86,10 @@ impl ListenerApp {
         } else {
             (Vec::new(), None)
         };
-        let Some(index) = self.chains.select(hello.as_ref()) else {
+        let Some((index, chain)) = self.chains.select(hello.as_ref()) else {
             tracing::debug!(listener = %self.name, ?hello, "no filter chain matches: closing");
             return;
         };
-        let chain = self.chains.get(index);
         let mut stream = Buffered::new(tcp);
         stream.rewind(&prefix);
         let stream: Stream = match &chain.tls {
@@ -103,7 +102,9 @@ impl ListenerApp {
             },
             None => Box::new(stream),
         };
-        match &self.apps[index] {
+        // `apps` is built from `chains.all()`, so the index is always there.
+        let Some(app) = self.apps.get(index) else { return };
+        match app {
             App::Http(http) => http.serve(stream, &shutdown).await,
             App::Tcp(tcp) => tcp.load_full().serve(stream).await,
         }

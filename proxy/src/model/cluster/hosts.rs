@@ -180,12 +180,12 @@ impl HostSet {
         HostSet { hosts, levels }
     }
 
-    /// The level a request goes to, for a random number.
-    pub(super) fn level(&self, random: u64) -> Option<&Level> {
+    /// The level a request goes to: the only one, or one drawn by load.
+    pub(super) fn level(&self) -> Option<&Level> {
         if self.levels.len() == 1 {
             return self.levels.first();
         }
-        let mut point = random % 100;
+        let mut point = rand::random::<u64>() % 100;
         for l in &self.levels {
             if point < l.load {
                 return Some(l);
