@@ -18,7 +18,8 @@ use tokio::sync::mpsc::UnboundedSender;
 use weft_envoy_api::pb::envoy::config::bootstrap::v3::Bootstrap;
 use weft_envoy_api::pb::envoy::config::core::v3 as xds_core;
 
-use crate::bootstrap::{LoadError, Loader};
+use crate::bootstrap::Loader;
+use weft_envoy_api::prost;
 use crate::model::{Cluster, Config, ConfigError, Dynamic, Listener};
 use weft_envoy_api::pb::envoy::config::cluster::v3 as xds_cluster;
 use weft_envoy_api::pb::envoy::config::listener::v3 as xds_listener;
@@ -51,20 +52,10 @@ impl Sources {
     /// Loads both files. A file that does not load is logged and left out,
     /// as Envoy rejects a bad initial xDS response and carries on.
     pub fn load(&self, loader: &Loader) -> Dynamic {
-        let mut dynamic = Dynamic::default();
-        if let Some(path) = &self.cds {
-            match loader.load_resources(path, CLUSTER) {
-                Ok(c) => dynamic.clusters = c,
-                Err(e) => tracing::warn!(error = %e, "cds update rejected"),
-            }
+        Dynamic {
+            clusters: read(loader, self.cds.as_deref(), CLUSTER, "cds").unwrap_or_default(),
+            listeners: read(loader, self.lds.as_deref(), LISTENER, "lds").unwrap_or_default(),
         }
-        if let Some(path) = &self.lds {
-            match loader.load_resources(path, LISTENER) {
-                Ok(l) => dynamic.listeners = l,
-                Err(e) => tracing::warn!(error = %e, "lds update rejected"),
-            }
-        }
-        dynamic
     }
 }
 
@@ -113,26 +104,16 @@ pub fn watch(bootstrap: Bootstrap, sources: Sources, mut good: Dynamic, updates:
             let mut changed = Vec::new();
             if cds_now != cds_stamp {
                 cds_stamp = cds_now;
-                if let Some(path) = &sources.cds {
-                    match loader.load_resources(path, CLUSTER) {
-                        Ok(c) => {
-                            next.clusters = accept_clusters(c, &good.clusters);
-                            changed.push("cds");
-                        }
-                        Err(e) => reject("cds", &e),
-                    }
+                if let Some(c) = read(&loader, sources.cds.as_deref(), CLUSTER, "cds") {
+                    next.clusters = accept_clusters(c, &good.clusters);
+                    changed.push("cds");
                 }
             }
             if lds_now != lds_stamp {
                 lds_stamp = lds_now;
-                if let Some(path) = &sources.lds {
-                    match loader.load_resources(path, LISTENER) {
-                        Ok(l) => {
-                            next.listeners = accept_listeners(l, &good.listeners, &bootstrap, &next.clusters);
-                            changed.push("lds");
-                        }
-                        Err(e) => reject("lds", &e),
-                    }
+                if let Some(l) = read(&loader, sources.lds.as_deref(), LISTENER, "lds") {
+                    next.listeners = accept_listeners(l, &good.listeners, &bootstrap, &next.clusters);
+                    changed.push("lds");
                 }
             }
             drop(loader);
@@ -196,6 +177,14 @@ fn accept_listeners(
     accept_each(update, previous, |l| &l.name, compiles, "lds")
 }
 
-fn reject(source: &str, e: &LoadError) {
-    tracing::warn!(error = %e, "{source} update rejected; keeping the last good config");
+/// One source file's resources; `None` (logged) when there is no such
+/// source or the file does not load, which rejects the whole update.
+fn read<M: prost::Message + Default>(loader: &Loader, path: Option<&Path>, type_name: &str, source: &str) -> Option<Vec<M>> {
+    match loader.load_resources(path?, type_name) {
+        Ok(resources) => Some(resources),
+        Err(e) => {
+            tracing::warn!(error = %e, "{source} update rejected; keeping the last good config");
+            None
+        }
+    }
 }
