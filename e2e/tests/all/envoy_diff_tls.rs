@@ -108,6 +108,15 @@ async fn tls_request(proxy: &Proxy, up: &Upstream, client: &TlsClient, req: &Req
     }
 }
 
+/// The same request from each client, one connection each.
+async fn tls_requests(proxy: &Proxy, up: &Upstream, clients: &[TlsClient], req: &Request) -> Vec<Seen> {
+    let mut seen = Vec::new();
+    for c in clients {
+        seen.push(tls_request(proxy, up, c, req).await);
+    }
+    seen
+}
+
 #[tokio::test]
 async fn sni_chain_selection_and_alpn_match_envoy() {
     let up = Upstream::start("up").await;
@@ -130,10 +139,7 @@ async fn sni_chain_selection_and_alpn_match_envoy() {
     let mut results = Vec::new();
     for kind in Kind::BOTH {
         let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
-        let mut seen = Vec::new();
-        for c in &clients {
-            seen.push(tls_request(&proxy, &up, c, &req).await);
-        }
+        let mut seen = tls_requests(&proxy, &up, &clients, &req).await;
         up.take();
         let plain = proxy.send(&req).await.normalized();
         seen.push(Seen::Answered {
@@ -175,10 +181,7 @@ async fn mutual_tls_san_checks_and_xfcc_match_envoy() {
     let mut results = Vec::new();
     for kind in Kind::BOTH {
         let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
-        let mut seen = Vec::new();
-        for c in &clients {
-            seen.push(tls_request(&proxy, &up, c, &req).await);
-        }
+        let seen = tls_requests(&proxy, &up, &clients, &req).await;
         results.push(seen);
     }
     assert_eq!(results[0], results[1], "left Envoy, right weft-proxy");
