@@ -19,6 +19,7 @@ mod envoy_diff_tcp;
 mod envoy_diff_tls;
 mod malformed_http;
 mod traffic_drain;
+mod xds_ads;
 
 use weft_e2e::{Kind, Observed, Proxy, Request, Seen, Upstream};
 

@@ -1,0 +1,163 @@
+//! A proxy's complete xDS configuration at one moment: every resource of
+//! every type, each with a version derived from its bytes.
+//!
+//! Versions are content hashes, so two translations that produce the same
+//! resource produce the same version, and a stream re-sends only what
+//! changed — across pushes and across operator restarts.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use prost::Message;
+use weft_envoy_api::pb::google::protobuf::Any;
+
+/// The resource types the operator serves, in the order a change is pushed:
+/// clusters before the endpoints that warm them, listeners after the
+/// clusters they name, routes last (Envoy's make-before-break order; Envoy
+/// rejects a listener whose inline routes name an unknown cluster).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Cluster,
+    Endpoint,
+    Listener,
+    Route,
+}
+
+impl Kind {
+    pub const PUSH_ORDER: [Kind; 4] = [Kind::Cluster, Kind::Endpoint, Kind::Listener, Kind::Route];
+
+    pub fn type_url(self) -> &'static str {
+        match self {
+            Kind::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            Kind::Endpoint => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+            Kind::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            Kind::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        }
+    }
+
+    pub fn from_type_url(url: &str) -> Option<Kind> {
+        Kind::PUSH_ORDER.into_iter().find(|k| k.type_url() == url)
+    }
+
+    /// Listeners and clusters are requested as "everything" (wildcard);
+    /// endpoints and routes by name.
+    pub fn wildcard_by_default(self) -> bool {
+        matches!(self, Kind::Cluster | Kind::Listener)
+    }
+}
+
+/// One named resource and the version of its encoding.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Resource {
+    pub name: String,
+    pub version: String,
+    pub body: Any,
+}
+
+impl Resource {
+    /// Wraps a message; the version is a hash of its encoded bytes.
+    pub fn new<M: Message + prost::Name>(name: impl Into<String>, message: &M) -> Resource {
+        let value = message.encode_to_vec();
+        Resource {
+            name: name.into(),
+            version: format!("{:016x}", fnv1a(&value)),
+            body: Any {
+                type_url: M::type_url(),
+                value,
+            },
+        }
+    }
+}
+
+/// Every resource of every kind for one proxy. Cheap to share: streams hold
+/// an `Arc<Snapshot>` and compare resource versions.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Snapshot {
+    resources: BTreeMap<Kind, BTreeMap<String, Arc<Resource>>>,
+}
+
+impl Snapshot {
+    pub fn insert(&mut self, kind: Kind, resource: Resource) {
+        self.resources
+            .entry(kind)
+            .or_default()
+            .insert(resource.name.clone(), Arc::new(resource));
+    }
+
+    pub fn get(&self, kind: Kind, name: &str) -> Option<&Arc<Resource>> {
+        self.resources.get(&kind)?.get(name)
+    }
+
+    /// The resources of one kind, by name.
+    pub fn of(&self, kind: Kind) -> impl Iterator<Item = &Arc<Resource>> {
+        self.resources
+            .get(&kind)
+            .into_iter()
+            .flat_map(|m| m.values())
+    }
+
+    pub fn len(&self, kind: Kind) -> usize {
+        self.resources.get(&kind).map_or(0, BTreeMap::len)
+    }
+}
+
+/// A version for a set of resources: a hash of their names and versions.
+pub fn set_version<'a>(resources: impl Iterator<Item = &'a Resource>) -> String {
+    let mut bytes = Vec::new();
+    for r in resources {
+        bytes.extend_from_slice(r.name.as_bytes());
+        bytes.push(0);
+        bytes.extend_from_slice(r.version.as_bytes());
+        bytes.push(0);
+    }
+    format!("{:016x}", fnv1a(&bytes))
+}
+
+/// FNV-1a, 64 bit: stable across builds and processes (std's hasher is
+/// not), which keeps versions valid when the operator restarts.
+fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in bytes {
+        h ^= u64::from(*b);
+        h = h.wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_envoy_api::pb::envoy::config::cluster::v3::Cluster;
+
+    #[test]
+    fn version_follows_content() {
+        let a = Cluster {
+            name: "a".into(),
+            ..Default::default()
+        };
+        let b = Cluster {
+            name: "b".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            Resource::new("a", &a).version,
+            Resource::new("a", &a.clone()).version
+        );
+        assert_ne!(
+            Resource::new("a", &a).version,
+            Resource::new("b", &b).version
+        );
+        assert_eq!(
+            Resource::new("a", &a).body.type_url,
+            Kind::Cluster.type_url()
+        );
+    }
+
+    #[test]
+    fn type_urls_round_trip() {
+        for k in Kind::PUSH_ORDER {
+            assert_eq!(Kind::from_type_url(k.type_url()), Some(k));
+        }
+        assert_eq!(Kind::from_type_url("type.googleapis.com/foo"), None);
+    }
+}
