@@ -144,6 +144,32 @@ impl Loader {
     }
 }
 
+impl Loader {
+    /// Decodes one xDS resource off the wire (an `Any` of `type_name`),
+    /// checked against the supported subset like a bootstrap.
+    pub fn decode_resource<M: Message + Default>(
+        &self,
+        any: &weft_envoy_api::pb::google::protobuf::Any,
+        type_name: &str,
+        origin: &str,
+    ) -> Result<M, LoadError> {
+        let got = weft_envoy_api::type_name(&any.type_url);
+        if got != type_name {
+            return Err(syntax(origin, format!("expected {type_name}, got {got}")));
+        }
+        let desc = self
+            .pool
+            .get_message_by_name(type_name)
+            .ok_or_else(|| syntax(origin, format!("{type_name} is not supported by weft-proxy")))?;
+        let message = DynamicMessage::decode(desc, any.value.as_slice()).map_err(|e| syntax(origin, e))?;
+        support::check(&message).map_err(|mut e| {
+            e.path = format!("{origin}.{}", e.path);
+            e
+        })?;
+        M::decode(any.value.as_slice()).map_err(|e| syntax(origin, e))
+    }
+}
+
 fn syntax(origin: &str, e: impl std::fmt::Display) -> LoadError {
     LoadError::Syntax { origin: origin.into(), message: e.to_string() }
 }

@@ -24,3 +24,4 @@ pub mod stats;
 pub mod tcp;
 pub mod tls;
 pub mod upstream;
+pub mod xds;

@@ -2,7 +2,7 @@
 
 #![forbid(unsafe_code)]
 
-use weft_proxy::{bootstrap, model, server, sources};
+use weft_proxy::{bootstrap, model, server, sources, xds};
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -60,15 +60,16 @@ fn main() -> ExitCode {
         // Like Envoy, validation checks the bootstrap; dynamic resources
         // are fetched (here: read) only when serving.
         let sources = sources::Sources::from_bootstrap(&loaded.bootstrap).map_err(|e| e.to_string())?;
+        let ads = xds::Ads::from_bootstrap(&loaded.bootstrap).map_err(|e| e.to_string())?;
         let dynamic = match (&sources, serving) {
             (Some(s), true) => s.load(&loader),
             _ => model::Dynamic::default(),
         };
-        Ok((loaded, sources, dynamic))
+        Ok((loaded, sources, ads, dynamic))
     })
     .join()
     .unwrap_or_else(|_| Err(bootstrap::LoadError::LoaderPanicked.to_string()));
-    let (loaded, sources, mut dynamic) = match loaded {
+    let (loaded, sources, ads, mut dynamic) = match loaded {
         Ok(b) => b,
         Err(e) => return fail(&e),
     };
@@ -104,10 +105,16 @@ fn main() -> ExitCode {
             };
             let (updates_tx, updates) = tokio::sync::mpsc::unbounded_channel();
             if let Some(sources) = sources {
-                if let Err(e) = sources::watch(loaded.bootstrap.clone(), sources, dynamic, updates_tx) {
+                if let Err(e) = sources::watch(loaded.bootstrap.clone(), sources, dynamic, updates_tx.clone()) {
                     return fail(&format!("cannot watch dynamic resources: {e}"));
                 }
             }
+            if let Some(ads) = ads {
+                if let Err(e) = xds::start(loaded.bootstrap.clone(), ads, updates_tx.clone()) {
+                    return fail(&format!("cannot start the xDS client: {e}"));
+                }
+            }
+            drop(updates_tx);
             match server::run(config, loaded.json, opts, updates) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(&e.to_string()),

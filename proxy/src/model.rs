@@ -22,7 +22,9 @@ use std::sync::Arc;
 use weft_envoy_api::pb::envoy::config::bootstrap::v3::Bootstrap;
 use weft_envoy_api::pb::envoy::config::cluster::v3 as xds_cluster;
 use weft_envoy_api::pb::envoy::config::core::v3 as xds_core;
+use weft_envoy_api::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 use weft_envoy_api::pb::envoy::config::listener::v3 as xds_listener;
+use weft_envoy_api::pb::envoy::config::route::v3 as xds_route;
 
 pub use cluster::Cluster;
 pub use listener::Listener;
@@ -55,12 +57,22 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
 }
 
-/// Resources from the bootstrap's `dynamic_resources` (file-based xDS now,
-/// the ADS stream later), compiled together with the static ones.
-#[derive(Debug, Default, Clone)]
+/// Resources from the bootstrap's `dynamic_resources` (files or the ADS
+/// stream), compiled together with the static ones.
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Dynamic {
     pub listeners: Vec<xds_listener::Listener>,
     pub clusters: Vec<xds_cluster::Cluster>,
+    /// RDS: route configurations by name.
+    pub routes: HashMap<String, xds_route::RouteConfiguration>,
+    /// EDS: load assignments by service name.
+    pub endpoints: HashMap<String, ClusterLoadAssignment>,
+}
+
+/// What a listener may refer to by name while it compiles.
+pub struct Refs<'a> {
+    pub clusters: &'a HashMap<String, Arc<Cluster>>,
+    pub routes: &'a HashMap<String, xds_route::RouteConfiguration>,
 }
 
 impl Config {
@@ -80,7 +92,8 @@ impl Config {
             .map(|(i, c)| (format!("static_resources.clusters[{i}]"), c))
             .chain(dynamic.clusters.iter().enumerate().map(|(i, c)| (format!("cds.resources[{i}]"), c)));
         for (path, c) in all_clusters {
-            let cluster = Cluster::compile(c, &path)?;
+            let eds = Cluster::eds_service_name(c).and_then(|n| dynamic.endpoints.get(n));
+            let cluster = Cluster::compile_with(c, &path, eds)?;
             if clusters.insert(cluster.name.clone(), Arc::new(cluster)).is_some() {
                 return Err(ConfigError::new(format!("{path}.name"), format!("duplicate cluster name \"{}\"", c.name)));
             }
@@ -93,7 +106,7 @@ impl Config {
             .map(|(i, l)| (format!("static_resources.listeners[{i}]"), l))
             .chain(dynamic.listeners.iter().enumerate().map(|(i, l)| (format!("lds.resources[{i}]"), l)));
         for (path, l) in all_listeners {
-            let listener = Listener::compile(l, &path, &clusters)?;
+            let listener = Listener::compile(l, &path, &Refs { clusters: &clusters, routes: &dynamic.routes })?;
             if listeners.iter().any(|other| other.name == listener.name) {
                 return Err(ConfigError::new(
                     format!("{path}.name"),

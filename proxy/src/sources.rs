@@ -46,7 +46,7 @@ impl Sources {
             lds: path_of(d.lds_config.as_ref(), "dynamic_resources.lds_config")?,
             cds: path_of(d.cds_config.as_ref(), "dynamic_resources.cds_config")?,
         };
-        Ok(Some(sources))
+        Ok((sources.lds.is_some() || sources.cds.is_some()).then_some(sources))
     }
 
     /// Loads both files. A file that does not load is logged and left out,
@@ -55,6 +55,7 @@ impl Sources {
         Dynamic {
             clusters: read(loader, self.cds.as_deref(), CLUSTER, "cds").unwrap_or_default(),
             listeners: read(loader, self.lds.as_deref(), LISTENER, "lds").unwrap_or_default(),
+            ..Dynamic::default()
         }
     }
 }
@@ -66,6 +67,8 @@ fn path_of(source: Option<&xds_core::ConfigSource>, field: &str) -> Result<Optio
         Some(S::PathConfigSource(p)) => (p.path.clone(), format!("{field}.path_config_source.path")),
         #[allow(deprecated)] // Envoy still reads the old `path` field
         Some(S::Path(p)) => (p.clone(), format!("{field}.path")),
+        // Followed by the ADS client (`xds`), not here.
+        Some(S::Ads(_)) => return Ok(None),
         _ => return Err(ConfigError::new(field, "only path_config_source is supported by weft-proxy for now")),
     };
     if !Path::new(&path).exists() {
@@ -105,14 +108,18 @@ pub fn watch(bootstrap: Bootstrap, sources: Sources, mut good: Dynamic, updates:
             if cds_now != cds_stamp {
                 cds_stamp = cds_now;
                 if let Some(c) = read(&loader, sources.cds.as_deref(), CLUSTER, "cds") {
-                    next.clusters = accept_clusters(c, &good.clusters);
+                    let (clusters, errors) = accept_clusters(c, &good.clusters, &good.endpoints, "cds");
+                    log_rejected(&errors, "cds");
+                    next.clusters = clusters;
                     changed.push("cds");
                 }
             }
             if lds_now != lds_stamp {
                 lds_stamp = lds_now;
                 if let Some(l) = read(&loader, sources.lds.as_deref(), LISTENER, "lds") {
-                    next.listeners = accept_listeners(l, &good.listeners, &bootstrap, &next.clusters);
+                    let (listeners, errors) = accept_listeners(l, &good.listeners, &bootstrap, &next, "lds");
+                    log_rejected(&errors, "lds");
+                    next.listeners = listeners;
                     changed.push("lds");
                 }
             }
@@ -138,43 +145,66 @@ pub fn watch(bootstrap: Bootstrap, sources: Sources, mut good: Dynamic, updates:
 /// Envoy's state-of-the-world semantics per resource: what the update
 /// lists replaces what ran (absent names are removed), but a resource that
 /// does not compile is rejected alone, keeping its previous version.
+/// Returns the resources to run and why each rejected one was.
 fn accept_each<T: Clone>(
     update: Vec<T>,
     previous: &[T],
     name: impl Fn(&T) -> &str,
     compiles: impl Fn(&T, usize) -> Result<(), ConfigError>,
-    source: &str,
-) -> Vec<T> {
-    update
+) -> (Vec<T>, Vec<ConfigError>) {
+    let mut errors = Vec::new();
+    let accepted = update
         .into_iter()
         .enumerate()
         .filter_map(|(i, r)| match compiles(&r, i) {
             Ok(()) => Some(r),
             Err(e) => {
-                tracing::warn!(error = %e, "{source}: resource \"{}\" rejected; keeping its previous version", name(&r));
+                errors.push(e);
                 previous.iter().find(|p| name(p) == name(&r)).cloned()
             }
         })
-        .collect()
+        .collect();
+    (accepted, errors)
 }
 
-fn accept_clusters(update: Vec<xds_cluster::Cluster>, previous: &[xds_cluster::Cluster]) -> Vec<xds_cluster::Cluster> {
-    accept_each(update, previous, |c| &c.name, |c, i| Cluster::compile(c, &format!("cds.resources[{i}]")).map(drop), "cds")
+/// A CDS update, resource by resource; `endpoints` are the EDS assignments
+/// the clusters compile with.
+pub(crate) fn accept_clusters(
+    update: Vec<xds_cluster::Cluster>,
+    previous: &[xds_cluster::Cluster],
+    endpoints: &std::collections::HashMap<String, weft_envoy_api::pb::envoy::config::endpoint::v3::ClusterLoadAssignment>,
+    source: &str,
+) -> (Vec<xds_cluster::Cluster>, Vec<ConfigError>) {
+    let compiles = |c: &xds_cluster::Cluster, i: usize| {
+        let eds = Cluster::eds_service_name(c).and_then(|n| endpoints.get(n));
+        Cluster::compile_with(c, &format!("{source}.resources[{i}]"), eds).map(drop)
+    };
+    accept_each(update, previous, |c| &c.name, compiles)
 }
 
-fn accept_listeners(
+/// An LDS update, resource by resource, checked against the clusters and
+/// route configurations of `with` (the rest of the dynamic state).
+pub(crate) fn accept_listeners(
     update: Vec<xds_listener::Listener>,
     previous: &[xds_listener::Listener],
     bootstrap: &Bootstrap,
-    clusters: &[xds_cluster::Cluster],
-) -> Vec<xds_listener::Listener> {
-    // Listeners are checked against the clusters they will run with.
-    let with_clusters = Dynamic { listeners: Vec::new(), clusters: clusters.to_vec() };
-    let Ok(config) = Config::compile_with(bootstrap, &with_clusters) else {
-        return previous.to_vec();
+    with: &Dynamic,
+    source: &str,
+) -> (Vec<xds_listener::Listener>, Vec<ConfigError>) {
+    let others = Dynamic { listeners: Vec::new(), ..with.clone() };
+    let config = match Config::compile_with(bootstrap, &others) {
+        Ok(config) => config,
+        Err(e) => return (previous.to_vec(), vec![e]),
     };
-    let compiles = |l: &xds_listener::Listener, i: usize| Listener::compile(l, &format!("lds.resources[{i}]"), &config.clusters).map(drop);
-    accept_each(update, previous, |l| &l.name, compiles, "lds")
+    let refs = crate::model::Refs { clusters: &config.clusters, routes: &with.routes };
+    let compiles = |l: &xds_listener::Listener, i: usize| Listener::compile(l, &format!("{source}.resources[{i}]"), &refs).map(drop);
+    accept_each(update, previous, |l| &l.name, compiles)
+}
+
+fn log_rejected(errors: &[ConfigError], source: &str) {
+    for e in errors {
+        tracing::warn!(error = %e, "{source}: resource rejected; keeping its previous version");
+    }
 }
 
 /// One source file's resources; `None` (logged) when there is no such

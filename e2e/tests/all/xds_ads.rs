@@ -162,3 +162,8 @@ async fn envoy_follows_the_operator_sotw() {
 async fn envoy_follows_the_operator_delta() {
     scenario(Kind::Envoy, true).await;
 }
+
+#[tokio::test]
+async fn weft_follows_the_operator_sotw() {
+    scenario(Kind::Weft, false).await;
+}

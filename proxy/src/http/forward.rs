@@ -104,6 +104,12 @@ pub async fn forward(
 ) -> Option<u16> {
     let Plan { fwd, target, levels, edits } = plan;
     let finish = Finish::new(&levels[..], edits);
+    if target.cluster.not_found {
+        // Envoy's cluster_not_found_response_code: 503, no body, flag NC.
+        tracing::debug!(cluster = %target.cluster.name, "route names an unknown cluster");
+        log.flag("NC");
+        return LocalReply::new(503, "").send(manager, session, finish).await;
+    }
     let start = Instant::now();
     let body = match read_body(session).await {
         Ok(b) => b,

@@ -12,6 +12,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use weft_envoy_api::pb::envoy::config::cluster::v3 as xds_cluster;
 use weft_envoy_api::pb::envoy::config::core::v3 as xds_core;
+use weft_envoy_api::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
 
 use super::{duration, socket_address, ConfigError, Result};
 use super::listener::unpack;
@@ -245,11 +246,41 @@ pub struct Cluster {
     /// `HttpProtocolOptions.explicit_http_config`): h2c, or ALPN h2 on TLS.
     pub http2: bool,
     pub stats: ClusterStats,
+    /// A name routes use that no cluster has (RDS routes are not checked
+    /// against the clusters, as in Envoy): requests get 503, flag NC.
+    pub not_found: bool,
     rr_next: AtomicUsize,
 }
 
+/// The endpoints of an EDS cluster, from the `ClusterLoadAssignment` of
+/// its service name (`None` until EDS has sent one: no hosts).
+pub type Eds<'a> = Option<&'a ClusterLoadAssignment>;
+
 impl Cluster {
     pub fn compile(c: &xds_cluster::Cluster, path: &str) -> Result<Self> {
+        Self::compile_with(c, path, None)
+    }
+
+    /// The placeholder a route gets for a cluster that does not exist.
+    pub fn not_found(name: &str) -> Self {
+        let mut c = Self::compile(&xds_cluster::Cluster { name: name.to_string(), ..Default::default() }, "")
+            .expect("invariant: a cluster with only a name compiles");
+        c.not_found = true;
+        c
+    }
+
+    /// The name EDS knows a cluster by: `eds_cluster_config.service_name`,
+    /// else the cluster's name. `None` for clusters not of type EDS.
+    pub fn eds_service_name(c: &xds_cluster::Cluster) -> Option<&str> {
+        use xds_cluster::cluster::{ClusterDiscoveryType as D, DiscoveryType};
+        if c.cluster_discovery_type != Some(D::Type(DiscoveryType::Eds as i32)) {
+            return None;
+        }
+        let service = c.eds_cluster_config.as_ref().map_or("", |e| e.service_name.as_str());
+        Some(if service.is_empty() { &c.name } else { service })
+    }
+
+    pub fn compile_with(c: &xds_cluster::Cluster, path: &str, eds: Eds<'_>) -> Result<Self> {
         use xds_cluster::cluster::{ClusterDiscoveryType as D, DiscoveryType};
         if c.name.is_empty() {
             return Err(ConfigError::new(format!("{path}.name"), "name is required"));
@@ -258,6 +289,10 @@ impl Cluster {
             None => DiscoveryType::Static,
             Some(D::Type(t)) => match DiscoveryType::try_from(*t) {
                 Ok(k @ (DiscoveryType::Static | DiscoveryType::StrictDns | DiscoveryType::LogicalDns)) => k,
+                Ok(DiscoveryType::Eds) => {
+                    eds_source(c, path)?;
+                    DiscoveryType::Eds
+                }
                 Ok(other) => {
                     return Err(ConfigError::new(
                         format!("{path}.type"),
@@ -328,7 +363,10 @@ impl Cluster {
             }
             Err(_) => return Err(ConfigError::new(format!("{path}.lb_policy"), format!("unknown lb_policy {}", c.lb_policy))),
         };
-        let addresses = endpoint_addresses(c, path)?;
+        let addresses = match kind {
+            DiscoveryType::Eds => endpoint_addresses(eds, &format!("eds[{}]", Self::eds_service_name(c).unwrap_or_default()))?,
+            _ => endpoint_addresses(c.load_assignment.as_ref(), &format!("{path}.load_assignment"))?,
+        };
         if matches!(lb, LbPolicy::LeastRequest { .. }) && addresses.windows(2).any(|w| w[0].weight != w[1].weight) {
             // Envoy's weighted least-request (dynamic EDF weights) is not
             // implemented: refuse rather than balance differently.
@@ -337,7 +375,7 @@ impl Cluster {
                 "load_balancing_weight with LEAST_REQUEST is not supported by weft-proxy yet",
             ));
         }
-        let (hosts, dns) = if kind == DiscoveryType::Static {
+        let (hosts, dns) = if matches!(kind, DiscoveryType::Static | DiscoveryType::Eds) {
             let hosts = addresses
                 .iter()
                 .map(|e| {
@@ -385,6 +423,10 @@ impl Cluster {
             .map(|o| OutlierDetection::compile(o, &format!("{path}.outlier_detection")))
             .transpose()?;
         let health_check = HealthCheck::compile(&c.health_checks, &format!("{path}.health_checks"))?;
+        if c.connect_timeout.as_ref().is_some_and(|d| d.seconds < 0 || (d.seconds == 0 && d.nanos <= 0)) {
+            // Envoy's proto validation, in its words.
+            return Err(ConfigError::new(format!("{path}.connect_timeout"), "Invalid duration: Expected positive duration"));
+        }
         let connect_timeout = c.connect_timeout.as_ref().map(duration).unwrap_or(Duration::from_secs(5));
         let http2 = http2(c, path)?;
         Ok(Cluster {
@@ -402,6 +444,7 @@ impl Cluster {
             tls: upstream_tls(c.transport_socket.as_ref(), &format!("{path}.transport_socket"), http2)?,
             http2,
             stats: ClusterStats::new(&c.name),
+            not_found: false,
             rr_next: AtomicUsize::new(rand::random::<u32>() as usize),
         })
     }
@@ -549,15 +592,39 @@ struct EndpointSpec {
     hostname: Option<String>,
 }
 
-fn endpoint_addresses(c: &xds_cluster::Cluster, path: &str) -> Result<Vec<EndpointSpec>> {
+/// Where an EDS cluster's endpoints come from: the ADS stream only.
+fn eds_source(c: &xds_cluster::Cluster, path: &str) -> Result<()> {
+    use xds_core::config_source::ConfigSourceSpecifier as S;
+    let source = c.eds_cluster_config.as_ref().and_then(|e| e.eds_config.as_ref());
+    match source.and_then(|s| s.config_source_specifier.as_ref()) {
+        Some(S::Ads(_)) => Ok(()),
+        None => Err(ConfigError::new(format!("{path}.eds_cluster_config.eds_config"), "an EDS cluster needs eds_config")),
+        Some(_) => Err(ConfigError::new(
+            format!("{path}.eds_cluster_config.eds_config"),
+            "only ads is supported by weft-proxy as an EDS config source",
+        )),
+    }
+}
+
+/// Checks an EDS load assignment on its own: every endpoint a literal
+/// address with a port, weights at least 1.
+pub fn check_assignment(la: &ClusterLoadAssignment, path: &str) -> Result<()> {
+    for e in endpoint_addresses(Some(la), path)? {
+        socket_address(Some(&e.address), &e.path)?;
+    }
+    Ok(())
+}
+
+/// A load assignment's endpoints; `path` names the assignment.
+fn endpoint_addresses(la: Option<&ClusterLoadAssignment>, path: &str) -> Result<Vec<EndpointSpec>> {
     use weft_envoy_api::pb::envoy::config::endpoint::v3::lb_endpoint::HostIdentifier;
     let mut out = Vec::new();
-    let Some(la) = &c.load_assignment else {
+    let Some(la) = la else {
         return Ok(out);
     };
     for (i, locality) in la.endpoints.iter().enumerate() {
         for (j, lb_ep) in locality.lb_endpoints.iter().enumerate() {
-            let epath = format!("{path}.load_assignment.endpoints[{i}].lb_endpoints[{j}]");
+            let epath = format!("{path}.endpoints[{i}].lb_endpoints[{j}]");
             let Some(HostIdentifier::Endpoint(ep)) = &lb_ep.host_identifier else {
                 return Err(ConfigError::new(format!("{epath}.endpoint"), "endpoint is required"));
             };

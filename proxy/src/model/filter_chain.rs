@@ -8,16 +8,15 @@
 //! a later criterion. No match: `default_filter_chain`, else the connection
 //! is closed.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::sync::Arc;
 
 use weft_envoy_api::pb::envoy::config::core::v3 as xds_core;
 use weft_envoy_api::pb::envoy::config::listener::v3 as xds_listener;
 use weft_envoy_api::pb::envoy::extensions::transport_sockets::tls::v3 as xds_tls;
 
-use super::cluster::Cluster;
 use super::listener::{unpack, HttpManager, HCM};
-use super::{ConfigError, Result};
+use super::{ConfigError, Refs, Result};
 use crate::tcp::TcpProxy;
 use crate::tls::inspector::Hello;
 use crate::tls::{ServerTls, DOWNSTREAM_TLS, RAW_BUFFER};
@@ -48,7 +47,7 @@ struct ChainMatch {
 }
 
 impl FilterChain {
-    pub fn compile(c: &xds_listener::FilterChain, path: &str, clusters: &HashMap<String, Arc<Cluster>>) -> Result<Self> {
+    pub fn compile(c: &xds_listener::FilterChain, path: &str, refs: &Refs<'_>) -> Result<Self> {
         let m = c.filter_chain_match.clone().unwrap_or_default();
         let matcher = ChainMatch {
             server_names: m.server_names.iter().map(|s| s.to_ascii_lowercase()).collect(),
@@ -69,9 +68,9 @@ impl FilterChain {
         let tpath = format!("{fpath}.typed_config");
         let filter = match weft_envoy_api::type_name(&any.type_url) {
             crate::tcp::TYPE => {
-                NetworkFilter::Tcp(Arc::new(TcpProxy::compile(&unpack(any, crate::tcp::TYPE, &tpath)?, &tpath, clusters)?))
+                NetworkFilter::Tcp(Arc::new(TcpProxy::compile(&unpack(any, crate::tcp::TYPE, &tpath)?, &tpath, refs.clusters)?))
             }
-            _ => NetworkFilter::Http(Arc::new(HttpManager::compile(&unpack(any, HCM, &tpath)?, &tpath, clusters)?)),
+            _ => NetworkFilter::Http(Arc::new(HttpManager::compile(&unpack(any, HCM, &tpath)?, &tpath, refs)?)),
         };
         let tls = match &c.transport_socket {
             Some(ts) => downstream_tls(ts, &format!("{path}.transport_socket"))?,

@@ -1,8 +1,6 @@
 //! Listeners and their network filters (`http_connection_manager`).
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -13,10 +11,10 @@ use weft_envoy_api::pb::envoy::extensions::filters::network::http_connection_man
 use weft_envoy_api::pb::google::protobuf::Any;
 use weft_envoy_api::prost;
 
-use super::cluster::Cluster;
 use super::filter_chain::{FilterChain, FilterChains};
 use super::route::RouteTable;
-use super::{socket_address, ConfigError, Result};
+use super::{socket_address, ConfigError, Refs, Result};
+use weft_envoy_api::pb::envoy::config::route::v3 as xds_route;
 use crate::access_log::AccessLog;
 use crate::http::xfcc::ClientCertPolicy;
 use crate::filter::HttpFilter;
@@ -65,7 +63,7 @@ impl Listener {
     pub fn compile(
         l: &xds_listener::Listener,
         path: &str,
-        clusters: &HashMap<String, Arc<Cluster>>,
+        refs: &Refs<'_>,
     ) -> Result<Self> {
         let address = socket_address(l.address.as_ref(), &format!("{path}.address"))?;
         let name = if l.name.is_empty() {
@@ -94,12 +92,12 @@ impl Listener {
             .filter_chains
             .iter()
             .enumerate()
-            .map(|(i, c)| FilterChain::compile(c, &format!("{path}.filter_chains[{i}]"), clusters))
+            .map(|(i, c)| FilterChain::compile(c, &format!("{path}.filter_chains[{i}]"), refs))
             .collect::<Result<Vec<_>>>()?;
         let default = l
             .default_filter_chain
             .as_ref()
-            .map(|c| FilterChain::compile(c, &format!("{path}.default_filter_chain"), clusters))
+            .map(|c| FilterChain::compile(c, &format!("{path}.default_filter_chain"), refs))
             .transpose()?;
         let chains = FilterChains::new(chains, default, path)?;
         Ok(Listener { name, address, inspect_tls: inspect_tls && chains.needs_hello(), chains, definition: l.clone() })
@@ -110,7 +108,7 @@ impl HttpManager {
     pub fn compile(
         hcm: &xds_hcm::HttpConnectionManager,
         path: &str,
-        clusters: &HashMap<String, Arc<Cluster>>,
+        refs: &Refs<'_>,
     ) -> Result<Self> {
         use xds_hcm::http_connection_manager::RouteSpecifier;
         if hcm.stat_prefix.is_empty() {
@@ -119,13 +117,31 @@ impl HttpManager {
                 "stat_prefix is required",
             ));
         }
-        let Some(RouteSpecifier::RouteConfig(rc)) = &hcm.route_specifier else {
-            return Err(ConfigError::new(
-                format!("{path}.route_config"),
-                "an inline route_config is required (rds comes with xDS)",
-            ));
+        let routes = match &hcm.route_specifier {
+            Some(RouteSpecifier::RouteConfig(rc)) => RouteTable::compile(rc, &format!("{path}.route_config"), refs.clusters, true)?,
+            Some(RouteSpecifier::Rds(rds)) => {
+                let rpath = format!("{path}.rds");
+                ads_only(rds.config_source.as_ref(), &format!("{rpath}.config_source"))?;
+                let name = &rds.route_config_name;
+                match refs.routes.get(name) {
+                    Some(rc) => RouteTable::compile(rc, &format!("rds[{name}]"), refs.clusters, false)?,
+                    // Not sent yet (the xDS client holds listeners back
+                    // until it is, as Envoy warms them): no routes, 404.
+                    None => RouteTable::compile(
+                        &xds_route::RouteConfiguration { name: name.clone(), ..Default::default() },
+                        &rpath,
+                        refs.clusters,
+                        false,
+                    )?,
+                }
+            }
+            _ => {
+                return Err(ConfigError::new(
+                    format!("{path}.route_config"),
+                    "route_config or rds is required (scoped routes are not supported by weft-proxy)",
+                ))
+            }
         };
-        let routes = RouteTable::compile(rc, &format!("{path}.route_config"), clusters)?;
         // The router must be the last filter, as in Envoy.
         let filters = &hcm.http_filters;
         let mut http_filters = Vec::new();
@@ -223,5 +239,16 @@ pub fn data_source(ds: &xds_core::DataSource, path: &str) -> Result<Bytes> {
             "this data source is not supported by weft-proxy",
         )),
         None => Ok(Bytes::new()),
+    }
+}
+
+/// An xDS config source weft-proxy can follow inside a listener or
+/// cluster: the ADS stream.
+pub fn ads_only(source: Option<&xds_core::ConfigSource>, path: &str) -> Result<()> {
+    use xds_core::config_source::ConfigSourceSpecifier as S;
+    match source.and_then(|s| s.config_source_specifier.as_ref()) {
+        Some(S::Ads(_)) => Ok(()),
+        None => Err(ConfigError::new(path, "a config source is required")),
+        Some(_) => Err(ConfigError::new(path, "only ads is supported by weft-proxy as a config source here")),
     }
 }

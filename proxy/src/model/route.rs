@@ -136,12 +136,9 @@ impl Mirror {
     fn compile(
         m: &xds_route::route_action::RequestMirrorPolicy,
         path: &str,
-        clusters: &HashMap<String, Arc<Cluster>>,
+        clusters: &ClusterLookup<'_>,
     ) -> Result<Self> {
-        let cluster = clusters
-            .get(&m.cluster)
-            .cloned()
-            .ok_or_else(|| ConfigError::new(format!("{path}.cluster"), format!("unknown cluster \"{}\"", m.cluster)))?;
+        let cluster = clusters.get(&m.cluster, format!("{path}.cluster"))?;
         // Without a runtime layer a runtime_key always falls back to the
         // default, as it does in an Envoy with no runtime configured.
         let fraction = Fraction::compile(
@@ -279,12 +276,37 @@ impl RetryPolicy {
     }
 }
 
+/// How a route config finds the clusters it names.
+pub struct ClusterLookup<'a> {
+    known: &'a HashMap<String, Arc<Cluster>>,
+    /// Envoy's `validate_clusters`: an unknown name is a config error (the
+    /// default for an inline route_config) or a 503 at request time (RDS).
+    validate: bool,
+}
+
+impl ClusterLookup<'_> {
+    fn get(&self, name: &str, path: String) -> Result<Arc<Cluster>> {
+        match self.known.get(name) {
+            Some(c) => Ok(c.clone()),
+            None if !self.validate => Ok(Arc::new(Cluster::not_found(name))),
+            None => Err(ConfigError::new(path, format!("unknown cluster \"{name}\""))),
+        }
+    }
+}
+
 impl RouteTable {
+    /// `validate_clusters` is Envoy's default for where the config comes
+    /// from (inline: true, RDS: false); the config's own field wins.
     pub fn compile(
         rc: &xds_route::RouteConfiguration,
         path: &str,
         clusters: &HashMap<String, Arc<Cluster>>,
+        validate_clusters: bool,
     ) -> Result<Self> {
+        let clusters = &ClusterLookup {
+            known: clusters,
+            validate: rc.validate_clusters.as_ref().map_or(validate_clusters, |b| b.value),
+        };
         let mut table = RouteTable {
             name: rc.name.clone(),
             exact: HashMap::new(),
@@ -387,7 +409,7 @@ impl VirtualHost {
     fn compile(
         vh: &xds_route::VirtualHost,
         path: &str,
-        clusters: &HashMap<String, Arc<Cluster>>,
+        clusters: &ClusterLookup<'_>,
     ) -> Result<Self> {
         let retry = match &vh.retry_policy {
             Some(p) => Some(Arc::new(RetryPolicy::compile(
@@ -436,7 +458,7 @@ impl Route {
     fn compile(
         r: &xds_route::Route,
         path: &str,
-        clusters: &HashMap<String, Arc<Cluster>>,
+        clusters: &ClusterLookup<'_>,
         vhost_retry: Option<&Arc<RetryPolicy>>,
     ) -> Result<Self> {
         use xds_route::route::Action as A;
@@ -622,16 +644,11 @@ impl Forward {
     fn compile(
         ra: &xds_route::RouteAction,
         path: &str,
-        clusters: &HashMap<String, Arc<Cluster>>,
+        clusters: &ClusterLookup<'_>,
         vhost_retry: Option<&Arc<RetryPolicy>>,
     ) -> Result<Self> {
         use xds_route::route_action::{ClusterSpecifier as C, HostRewriteSpecifier as H};
-        let lookup = |name: &str, p: String| {
-            clusters
-                .get(name)
-                .cloned()
-                .ok_or_else(|| ConfigError::new(p, format!("unknown cluster \"{name}\"")))
-        };
+        let lookup = |name: &str, p: String| clusters.get(name, p);
         let (targets, total_weight) = match &ra.cluster_specifier {
             Some(C::Cluster(name)) => (
                 vec![Target {
@@ -874,7 +891,7 @@ mod tests {
                 .collect(),
             ..Default::default()
         };
-        RouteTable::compile(&rc, "rc", &HashMap::new()).expect("compiles")
+        RouteTable::compile(&rc, "rc", &HashMap::new(), true).expect("compiles")
     }
 
     fn pick<'a>(t: &'a RouteTable, host: &str) -> Option<&'a str> {
@@ -903,7 +920,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let err = RouteTable::compile(&rc, "rc", &HashMap::new()).expect_err("duplicate");
+        let err = RouteTable::compile(&rc, "rc", &HashMap::new(), true).expect_err("duplicate");
         assert_eq!(err.path, "rc.virtual_hosts[1].domains[0]");
     }
 

@@ -1,0 +1,332 @@
+//! What the ADS client holds, and how one response changes it. Pure: a
+//! response in; ACK/NACK and subscription requests, and perhaps a config
+//! to serve, out. The stream glue (`stream`) does the I/O.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use weft_envoy_api::pb::envoy::config::bootstrap::v3::Bootstrap;
+use weft_envoy_api::pb::envoy::config::cluster::v3::Cluster as XdsCluster;
+use weft_envoy_api::pb::envoy::config::core::v3::Node;
+use weft_envoy_api::pb::envoy::config::endpoint::v3::ClusterLoadAssignment;
+use weft_envoy_api::pb::envoy::config::listener::v3::Listener as XdsListener;
+use weft_envoy_api::pb::envoy::config::route::v3::RouteConfiguration;
+use weft_envoy_api::pb::envoy::extensions::filters::network::http_connection_manager::v3 as xds_hcm;
+use weft_envoy_api::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use weft_envoy_api::pb::google::rpc::Status;
+use weft_envoy_api::prost::Message;
+
+use crate::bootstrap::{LoadError, Loader};
+use crate::model::route::RouteTable;
+use crate::model::{Cluster, Config, ConfigError, Dynamic};
+use crate::sources::{accept_clusters, accept_listeners};
+
+/// How long a listener waits for its route configuration, or a cluster
+/// for its endpoints, before it is served without (Envoy's default
+/// `initial_fetch_timeout`).
+pub const INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// gRPC's INVALID_ARGUMENT, the code Envoy puts in a NACK.
+const INVALID_ARGUMENT: i32 = 3;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Kind {
+    Cluster,
+    Endpoint,
+    Listener,
+    Route,
+}
+
+impl Kind {
+    const ALL: [Kind; 4] = [Kind::Cluster, Kind::Endpoint, Kind::Listener, Kind::Route];
+
+    pub fn message(self) -> &'static str {
+        match self {
+            Kind::Cluster => "envoy.config.cluster.v3.Cluster",
+            Kind::Endpoint => "envoy.config.endpoint.v3.ClusterLoadAssignment",
+            Kind::Listener => "envoy.config.listener.v3.Listener",
+            Kind::Route => "envoy.config.route.v3.RouteConfiguration",
+        }
+    }
+
+    fn type_url(self) -> String {
+        format!("type.googleapis.com/{}", self.message())
+    }
+
+    fn from_type_url(url: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| weft_envoy_api::type_name(url) == k.message())
+    }
+
+    /// The source name error paths start with (`cds.resources[2].…`).
+    fn source(self) -> &'static str {
+        match self {
+            Kind::Cluster => "cds",
+            Kind::Endpoint => "eds",
+            Kind::Listener => "lds",
+            Kind::Route => "rds",
+        }
+    }
+
+    /// Listeners and clusters are subscribed as a whole; endpoints and
+    /// routes by the names the others use.
+    fn wildcard(self) -> bool {
+        matches!(self, Kind::Cluster | Kind::Listener)
+    }
+}
+
+/// Per type: the version accepted, the nonce of the last response and
+/// (endpoints, routes) the names subscribed.
+#[derive(Debug, Default)]
+struct Track {
+    version: String,
+    nonce: String,
+    names: BTreeSet<String>,
+}
+
+/// What one response leads to.
+#[derive(Debug, Default)]
+pub struct Step {
+    pub requests: Vec<DiscoveryRequest>,
+    pub config: Option<Config>,
+}
+
+pub struct State {
+    bootstrap: Bootstrap,
+    node: Node,
+    node_sent: bool,
+    held: Dynamic,
+    tracks: BTreeMap<Kind, Track>,
+    /// Accepted changes not yet served.
+    dirty: bool,
+    /// Since when a listener or cluster has waited for its routes or
+    /// endpoints.
+    waiting_since: Option<Instant>,
+}
+
+impl State {
+    pub fn new(bootstrap: Bootstrap) -> State {
+        State {
+            node: bootstrap.node.clone().unwrap_or_default(),
+            bootstrap,
+            node_sent: false,
+            held: Dynamic::default(),
+            tracks: Kind::ALL.into_iter().map(|k| (k, Track::default())).collect(),
+            dirty: false,
+            waiting_since: None,
+        }
+    }
+
+    /// A new stream: the node again, and every subscription with the
+    /// versions held, so the server sends only what changed meanwhile.
+    pub fn reconnect(&mut self) -> Vec<DiscoveryRequest> {
+        self.node_sent = false;
+        for t in self.tracks.values_mut() {
+            t.nonce.clear();
+        }
+        let kinds: Vec<Kind> = Kind::ALL.into_iter().filter(|k| k.wildcard() || !self.tracks[k].names.is_empty()).collect();
+        kinds.into_iter().map(|k| self.request(k, None)).collect()
+    }
+
+    fn request(&mut self, kind: Kind, error: Option<String>) -> DiscoveryRequest {
+        let node = (!self.node_sent).then(|| self.node.clone());
+        self.node_sent = true;
+        let t = &self.tracks[&kind];
+        DiscoveryRequest {
+            version_info: t.version.clone(),
+            node,
+            resource_names: t.names.iter().cloned().collect(),
+            type_url: kind.type_url(),
+            response_nonce: t.nonce.clone(),
+            error_detail: error.map(|message| Status { code: INVALID_ARGUMENT, message, details: Vec::new() }),
+            ..Default::default()
+        }
+    }
+
+    pub fn on_response(&mut self, resp: &DiscoveryResponse, loader: &Loader, now: Instant) -> Step {
+        let Some(kind) = Kind::from_type_url(&resp.type_url) else {
+            tracing::warn!(type_url = %resp.type_url, "xDS response of a type weft-proxy does not subscribe to; ignored");
+            return Step::default();
+        };
+        if let Some(t) = self.tracks.get_mut(&kind) {
+            t.nonce = resp.nonce.clone();
+        }
+        let before = self.held.clone();
+        let mut errors = match kind {
+            Kind::Cluster => self.merge_clusters(resp, loader),
+            Kind::Endpoint => self.merge_endpoints(resp, loader),
+            Kind::Listener => self.merge_listeners(resp, loader),
+            Kind::Route => self.merge_routes(resp, loader),
+        };
+        // The resources were checked one by one; the whole must compile too.
+        if let Err(e) = Config::compile_with(&self.bootstrap, &self.held) {
+            self.held = before.clone();
+            errors.push(e);
+        }
+        let mut requests = self.follow_names();
+        if errors.is_empty() {
+            if let Some(t) = self.tracks.get_mut(&kind) {
+                t.version = resp.version_info.clone();
+            }
+            requests.push(self.request(kind, None));
+        } else {
+            let message = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
+            tracing::warn!(source = kind.source(), version = %resp.version_info, error = %message, "xDS update rejected (NACK); keeping the last good resources");
+            requests.push(self.request(kind, Some(message)));
+        }
+        self.dirty |= self.held != before;
+        Step { requests, config: self.publish(now) }
+    }
+
+    /// When the held config should be served even though something is
+    /// still missing.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.waiting_since.map(|since| since + INITIAL_FETCH_TIMEOUT)
+    }
+
+    /// The config to serve, when there are accepted changes and nothing
+    /// waits for its routes or endpoints (or has waited long enough).
+    pub fn publish(&mut self, now: Instant) -> Option<Config> {
+        if !self.dirty {
+            return None;
+        }
+        let missing = |kind: Kind, held: &dyn Fn(&str) -> bool| self.tracks[&kind].names.iter().any(|n| !held(n));
+        let waiting = missing(Kind::Route, &|n| self.held.routes.contains_key(n))
+            || missing(Kind::Endpoint, &|n| self.held.endpoints.contains_key(n));
+        if waiting {
+            let since = *self.waiting_since.get_or_insert(now);
+            if now.duration_since(since) < INITIAL_FETCH_TIMEOUT {
+                return None;
+            }
+            tracing::warn!("routes or endpoints not received within the initial fetch timeout; serving without them");
+        }
+        self.waiting_since = None;
+        self.dirty = false;
+        Config::compile_with(&self.bootstrap, &self.held).ok()
+    }
+
+    /// Subscriptions follow the accepted clusters (EDS service names) and
+    /// listeners (RDS names); what nothing names any more is dropped.
+    fn follow_names(&mut self) -> Vec<DiscoveryRequest> {
+        let eds: BTreeSet<String> = self.held.clusters.iter().filter_map(Cluster::eds_service_name).map(str::to_string).collect();
+        let rds: BTreeSet<String> = self.held.listeners.iter().flat_map(rds_names).collect();
+        self.held.endpoints.retain(|name, _| eds.contains(name));
+        self.held.routes.retain(|name, _| rds.contains(name));
+        let mut requests = Vec::new();
+        for (kind, names) in [(Kind::Endpoint, eds), (Kind::Route, rds)] {
+            if self.tracks[&kind].names != names {
+                if let Some(t) = self.tracks.get_mut(&kind) {
+                    t.names = names;
+                }
+                requests.push(self.request(kind, None));
+            }
+        }
+        requests
+    }
+
+    fn merge_clusters(&mut self, resp: &DiscoveryResponse, loader: &Loader) -> Vec<ConfigError> {
+        match decode_all::<XdsCluster>(resp, Kind::Cluster, loader) {
+            Ok(update) => {
+                let (clusters, errors) = accept_clusters(update, &self.held.clusters, &self.held.endpoints, "cds");
+                self.held.clusters = clusters;
+                errors
+            }
+            Err(e) => vec![e],
+        }
+    }
+
+    fn merge_listeners(&mut self, resp: &DiscoveryResponse, loader: &Loader) -> Vec<ConfigError> {
+        match decode_all::<XdsListener>(resp, Kind::Listener, loader) {
+            Ok(update) => {
+                let (listeners, errors) = accept_listeners(update, &self.held.listeners, &self.bootstrap, &self.held, "lds");
+                self.held.listeners = listeners;
+                errors
+            }
+            Err(e) => vec![e],
+        }
+    }
+
+    fn merge_routes(&mut self, resp: &DiscoveryResponse, loader: &Loader) -> Vec<ConfigError> {
+        let update = match decode_all::<RouteConfiguration>(resp, Kind::Route, loader) {
+            Ok(u) => u,
+            Err(e) => return vec![e],
+        };
+        let others = Dynamic { listeners: Vec::new(), ..self.held.clone() };
+        let clusters = match Config::compile_with(&self.bootstrap, &others) {
+            Ok(config) => config.clusters,
+            Err(e) => return vec![e],
+        };
+        let mut errors = Vec::new();
+        for rc in update {
+            match RouteTable::compile(&rc, &format!("rds[{}]", rc.name), &clusters, false) {
+                Ok(_) => {
+                    self.held.routes.insert(rc.name.clone(), rc);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        errors
+    }
+
+    fn merge_endpoints(&mut self, resp: &DiscoveryResponse, loader: &Loader) -> Vec<ConfigError> {
+        let update = match decode_all::<ClusterLoadAssignment>(resp, Kind::Endpoint, loader) {
+            Ok(u) => u,
+            Err(e) => return vec![e],
+        };
+        let mut errors = Vec::new();
+        for cla in update {
+            match crate::model::cluster::check_assignment(&cla, &format!("eds[{}]", cla.cluster_name)) {
+                Ok(()) => {
+                    self.held.endpoints.insert(cla.cluster_name.clone(), cla);
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        errors
+    }
+}
+
+/// Decodes every resource of a response; one that does not decode or is
+/// outside the supported subset rejects the whole response.
+fn decode_all<M: Message + Default>(resp: &DiscoveryResponse, kind: Kind, loader: &Loader) -> Result<Vec<M>, ConfigError> {
+    resp.resources
+        .iter()
+        .enumerate()
+        .map(|(i, any)| {
+            let path = format!("{}.resources[{i}]", kind.source());
+            loader.decode_resource::<M>(any, kind.message(), &path).map_err(|e| load_error(e, &path))
+        })
+        .collect()
+}
+
+/// A decoding error as a config error at its path.
+fn load_error(e: LoadError, path: &str) -> ConfigError {
+    match e {
+        LoadError::Unsupported(u) => ConfigError::new(u.path, format!("{} is not supported by weft-proxy", u.what)),
+        LoadError::Syntax { origin, message } => ConfigError::new(origin, message),
+        other => ConfigError::new(path, other.to_string()),
+    }
+}
+
+/// The route configuration names a listener's connection managers fetch
+/// over RDS.
+fn rds_names(l: &XdsListener) -> Vec<String> {
+    use xds_hcm::http_connection_manager::RouteSpecifier;
+    const HCM: &str = "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager";
+    l.filter_chains
+        .iter()
+        .chain(l.default_filter_chain.iter())
+        .flat_map(|c| c.filters.iter())
+        .filter_map(|f| match &f.config_type {
+            Some(weft_envoy_api::pb::envoy::config::listener::v3::filter::ConfigType::TypedConfig(any))
+                if weft_envoy_api::type_name(&any.type_url) == HCM =>
+            {
+                xds_hcm::HttpConnectionManager::decode(any.value.as_slice()).ok()
+            }
+            _ => None,
+        })
+        .filter_map(|hcm| match hcm.route_specifier {
+            Some(RouteSpecifier::Rds(rds)) => Some(rds.route_config_name),
+            _ => None,
+        })
+        .collect()
+}

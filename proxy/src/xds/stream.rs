@@ -1,0 +1,105 @@
+//! The gRPC side of the ADS client: one stream at a time, re-opened with
+//! backoff when it fails; the config keeps serving meanwhile.
+
+use std::time::{Duration, Instant};
+
+use tokio::sync::mpsc::{self, UnboundedSender};
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use weft_envoy_api::pb::envoy::config::bootstrap::v3::Bootstrap;
+use weft_envoy_api::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+
+use super::state::State;
+use super::Ads;
+use crate::bootstrap::Loader;
+use crate::model::Config;
+
+/// Envoy's reconnect backoff for xDS streams: 500 ms doubling to 30 s,
+/// with full jitter so proxies restarted together spread out.
+const BACKOFF_BASE: Duration = Duration::from_millis(500);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+#[derive(Debug, thiserror::Error)]
+enum StreamError {
+    #[error("connect: {0}")]
+    Connect(#[from] tonic::transport::Error),
+    #[error("stream: {0}")]
+    Status(#[from] tonic::Status),
+}
+
+pub async fn run(bootstrap: Bootstrap, ads: Ads, updates: UnboundedSender<Config>) {
+    // The descriptor pool that checks resources, kept for the stream's
+    // life: building it takes longer than a push should.
+    let loader = Loader::new();
+    let mut state = State::new(bootstrap);
+    let mut failures: u32 = 0;
+    while !updates.is_closed() {
+        match session(&mut state, &ads, &loader, &updates, &mut failures).await {
+            Ok(()) => tracing::info!(server = %ads.server, "xDS stream closed by the server"),
+            Err(e) => tracing::warn!(server = %ads.server, cluster = %ads.cluster, error = %e, "xDS stream failed; serving the last good config"),
+        }
+        failures = failures.saturating_add(1);
+        let ceiling = BACKOFF_BASE.saturating_mul(1 << failures.min(6)).min(BACKOFF_MAX);
+        tokio::time::sleep(ceiling.mul_f64(rand::random::<f64>())).await;
+    }
+}
+
+async fn session(
+    state: &mut State,
+    ads: &Ads,
+    loader: &Loader,
+    updates: &UnboundedSender<Config>,
+    failures: &mut u32,
+) -> Result<(), StreamError> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", ads.server))?
+        .connect_timeout(Duration::from_secs(5))
+        .connect()
+        .await?;
+    let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let (tx, rx) = mpsc::unbounded_channel();
+    for request in state.reconnect() {
+        let _ = tx.send(request);
+    }
+    let mut inbound = client.stream_aggregated_resources(UnboundedReceiverStream::new(rx)).await?.into_inner();
+    tracing::info!(server = %ads.server, "xDS stream open");
+    loop {
+        let message = match state.deadline() {
+            Some(deadline) => tokio::select! {
+                m = inbound.message() => m?,
+                _ = tokio::time::sleep_until(deadline.into()) => {
+                    if let Some(config) = state.publish(Instant::now()) {
+                        apply(config, updates).await;
+                    }
+                    continue;
+                }
+            },
+            None => inbound.message().await?,
+        };
+        let Some(response) = message else { return Ok(()) };
+        *failures = 0;
+        let step = state.on_response(&response, loader, Instant::now());
+        for request in step.requests {
+            let _ = tx.send(request);
+        }
+        if let Some(config) = step.config {
+            apply(config, updates).await;
+        }
+    }
+}
+
+/// DNS names resolved and the first health-check round done off the
+/// stream's thread (they block), then the config goes to the server.
+async fn apply(config: Config, updates: &UnboundedSender<Config>) {
+    let ready = tokio::task::spawn_blocking(move || {
+        crate::dns::resolve_all_blocking(&config);
+        crate::health::first_round_blocking(&config);
+        config
+    })
+    .await;
+    match ready {
+        Ok(config) => {
+            tracing::info!("xDS update applied");
+            let _ = updates.send(config);
+        }
+        Err(e) => tracing::error!(error = %e, "preparing an xDS update failed"),
+    }
+}
