@@ -18,6 +18,8 @@ pub struct Admin {
     /// The loaded bootstrap as JSON, for `/config_dump`.
     pub bootstrap_json: Arc<ArcSwap<serde_json::Value>>,
     pub quit: tokio::sync::mpsc::UnboundedSender<()>,
+    /// Initialized: `/ready` answers 200 LIVE.
+    pub live: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[async_trait]
@@ -33,10 +35,15 @@ impl HttpServerApp for Admin {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
         let (status, content_type, body) = match path.as_str() {
-            "/ready" => (
+            "/ready" if self.live.load(std::sync::atomic::Ordering::Relaxed) => (
                 200,
                 "text/plain; charset=UTF-8",
                 Bytes::from_static(b"LIVE\n"),
+            ),
+            "/ready" => (
+                503,
+                "text/plain; charset=UTF-8",
+                Bytes::from_static(b"PRE_INITIALIZING\n"),
             ),
             "/stats/prometheus" => (
                 200,

@@ -102,6 +102,7 @@ fn main() -> ExitCode {
                     .concurrency
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
                 drain_time: Duration::from_secs(args.drain_time_s),
+                await_xds: ads.is_some(),
             };
             let (updates_tx, updates) = tokio::sync::mpsc::unbounded_channel();
             if let Some(sources) = sources {

@@ -18,7 +18,7 @@ mod update;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -36,6 +36,10 @@ use update::Listeners;
 pub struct Options {
     pub concurrency: usize,
     pub drain_time: Duration,
+    /// The first dynamic config comes from a control plane: `/ready`
+    /// answers 503 until it is applied (or the initial fetch timeout
+    /// passes), as Envoy's does while initializing.
+    pub await_xds: bool,
 }
 
 /// What the main thread tells a worker.
@@ -92,9 +96,11 @@ pub fn run(
     listeners.apply(&config).map_err(|e| anyhow::anyhow!(e))?;
 
     let config = Arc::new(ArcSwap::from_pointee(config));
+    let live = Arc::new(AtomicBool::new(!opts.await_xds));
     let (quit_tx, mut quit_rx) = mpsc::unbounded_channel();
     if let Some(addr) = config.load().admin {
         let admin = Arc::new(Admin {
+            live: live.clone(),
             config: config.clone(),
             bootstrap_json: Arc::new(ArcSwap::from_pointee(bootstrap_json)),
             quit: quit_tx.clone(),
@@ -130,8 +136,14 @@ pub fn run(
         };
         let mut tasks = timers(&config.load());
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let initial_fetch = tokio::time::sleep(crate::xds::INITIAL_FETCH_TIMEOUT);
+        tokio::pin!(initial_fetch);
         loop {
             tokio::select! {
+                _ = &mut initial_fetch, if !live.load(Ordering::Relaxed) => {
+                    tracing::warn!("no config from the control plane within the initial fetch timeout; live with what there is");
+                    live.store(true, Ordering::Relaxed);
+                }
                 _ = term.recv() => { tracing::info!("SIGTERM: draining"); break }
                 _ = tokio::signal::ctrl_c() => { tracing::info!("SIGINT: draining"); break }
                 _ = quit_rx.recv() => { tracing::info!("quitquitquit: exiting"); break }
@@ -146,6 +158,7 @@ pub fn run(
                     }
                     tasks = timers(&next);
                     config.store(Arc::new(next));
+                    live.store(true, Ordering::Relaxed);
                     tracing::info!("config updated");
                 }
             }

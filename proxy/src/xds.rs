@@ -17,6 +17,8 @@
 mod state;
 mod stream;
 
+pub use state::INITIAL_FETCH_TIMEOUT;
+
 use std::net::SocketAddr;
 
 use tokio::sync::mpsc::UnboundedSender;

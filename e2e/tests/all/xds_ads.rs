@@ -3,7 +3,8 @@
 //! `weft-operator bootstrap` gets listeners, routes (RDS), clusters and
 //! endpoints (EDS), takes updates without restart, and a resource it
 //! rejects comes back as a NACK with its reason while it keeps serving the
-//! last good config.
+//! last good config. A proxy is ready (admin `/ready`) only once its first
+//! configuration is in place.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -130,7 +131,10 @@ async fn scenario(kind: Kind, delta: bool) {
     let xds_port = serve(&hub);
     let proxy = Proxy::start(kind, &bootstrap_template(xds_port, delta), &[]).await.unwrap_or_else(|e| panic!("{e}"));
     let what = format!("{kind:?} delta={delta}");
-    until_body(listen, "a", &what).await;
+    // Ready (/ready 200, which Proxy::start waits for) means initialized:
+    // listeners, routes, clusters and endpoints all in place.
+    let first = send(listen, &Request::get("/")).await;
+    assert_eq!(first.map(|o| o.body_str().to_string()).ok().as_deref(), Some("a"), "{what}: served once ready");
     let connected = hub.proxies();
     assert_eq!(connected.len(), 1, "{what}: one stream");
     assert_eq!(connected[0].namespace, "bookinfo");

@@ -330,3 +330,125 @@ fn rds_names(l: &XdsListener) -> Vec<String> {
         })
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use weft_envoy_api::pb::envoy::config::core::v3::{self as xds_core, config_source::ConfigSourceSpecifier};
+    use weft_envoy_api::pb::envoy::config::listener::v3::{filter, Filter, FilterChain};
+    use weft_envoy_api::pb::google::protobuf::Any;
+
+    fn any<M: Message + weft_envoy_api::prost::Name>(m: &M) -> Any {
+        Any { type_url: M::type_url(), value: m.encode_to_vec() }
+    }
+
+    fn ads() -> Option<xds_core::ConfigSource> {
+        Some(xds_core::ConfigSource {
+            config_source_specifier: Some(ConfigSourceSpecifier::Ads(Default::default())),
+            ..Default::default()
+        })
+    }
+
+    fn response(kind: Kind, version: &str, resources: Vec<Any>) -> DiscoveryResponse {
+        DiscoveryResponse { version_info: version.into(), resources, type_url: kind.type_url(), nonce: format!("n{version}"), ..Default::default() }
+    }
+
+    fn eds_cluster(name: &str) -> XdsCluster {
+        use weft_envoy_api::pb::envoy::config::cluster::v3::cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig};
+        XdsCluster {
+            name: name.into(),
+            cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+            eds_cluster_config: Some(EdsClusterConfig { eds_config: ads(), service_name: String::new() }),
+            ..Default::default()
+        }
+    }
+
+    fn rds_listener(name: &str, port: u32, routes: &str) -> XdsListener {
+        use xds_hcm::http_connection_manager::RouteSpecifier;
+        let router = weft_envoy_api::pb::envoy::extensions::filters::http::router::v3::Router::default();
+        let hcm = xds_hcm::HttpConnectionManager {
+            stat_prefix: name.into(),
+            route_specifier: Some(RouteSpecifier::Rds(xds_hcm::Rds { config_source: ads(), route_config_name: routes.into() })),
+            http_filters: vec![xds_hcm::HttpFilter {
+                name: "envoy.filters.http.router".into(),
+                config_type: Some(xds_hcm::http_filter::ConfigType::TypedConfig(any(&router))),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        XdsListener {
+            name: name.into(),
+            address: Some(xds_core::Address {
+                address: Some(xds_core::address::Address::SocketAddress(xds_core::SocketAddress {
+                    address: "127.0.0.1".into(),
+                    port_specifier: Some(xds_core::socket_address::PortSpecifier::PortValue(port)),
+                    ..Default::default()
+                })),
+            }),
+            filter_chains: vec![FilterChain {
+                filters: vec![Filter { name: "hcm".into(), config_type: Some(filter::ConfigType::TypedConfig(any(&hcm))) }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn state() -> (State, Loader) {
+        let bootstrap = Bootstrap { node: Some(Node { id: "n".into(), ..Default::default() }), ..Default::default() };
+        (State::new(bootstrap), Loader::new())
+    }
+
+    #[test]
+    fn connects_with_the_node_once_and_wildcards() {
+        let (mut s, _) = state();
+        let first = s.reconnect();
+        let kinds: Vec<_> = first.iter().map(|r| r.type_url.as_str()).collect();
+        assert_eq!(kinds, [Kind::Cluster.type_url(), Kind::Listener.type_url()]);
+        assert!(first[0].node.is_some() && first[1].node.is_none(), "node on the first message only");
+        assert!(first.iter().all(|r| r.resource_names.is_empty()));
+    }
+
+    #[test]
+    fn eds_cluster_subscribes_and_waits_for_its_endpoints() {
+        let (mut s, loader) = state();
+        s.reconnect();
+        let t0 = Instant::now();
+        let step = s.on_response(&response(Kind::Cluster, "1", vec![any(&eds_cluster("up"))]), &loader, t0);
+        let eds = step.requests.iter().find(|r| r.type_url == Kind::Endpoint.type_url()).expect("EDS subscription");
+        assert_eq!(eds.resource_names, ["up"]);
+        let ack = step.requests.iter().find(|r| r.type_url == Kind::Cluster.type_url()).expect("CDS ACK");
+        assert_eq!((ack.version_info.as_str(), ack.response_nonce.as_str(), ack.error_detail.is_none()), ("1", "n1", true));
+        assert!(step.config.is_none(), "the cluster warms until its endpoints arrive");
+        let cla = ClusterLoadAssignment { cluster_name: "up".into(), ..Default::default() };
+        let step = s.on_response(&response(Kind::Endpoint, "1", vec![any(&cla)]), &loader, t0);
+        assert!(step.config.is_some_and(|c| c.clusters.contains_key("up")));
+    }
+
+    #[test]
+    fn listener_waits_for_routes_at_most_the_initial_fetch_timeout() {
+        let (mut s, loader) = state();
+        s.reconnect();
+        let t0 = Instant::now();
+        let step = s.on_response(&response(Kind::Listener, "1", vec![any(&rds_listener("l", 1, "main"))]), &loader, t0);
+        assert!(step.requests.iter().any(|r| r.type_url == Kind::Route.type_url() && r.resource_names == ["main"]));
+        assert!(step.config.is_none());
+        assert_eq!(s.deadline(), Some(t0 + INITIAL_FETCH_TIMEOUT));
+        assert!(s.publish(t0 + Duration::from_secs(1)).is_none());
+        assert!(s.publish(t0 + INITIAL_FETCH_TIMEOUT).is_some_and(|c| c.listeners.len() == 1));
+    }
+
+    #[test]
+    fn unsupported_field_is_nacked_with_its_path_and_the_rest_kept() {
+        let (mut s, loader) = state();
+        s.reconnect();
+        let mut bad = rds_listener("bad", 2, "main");
+        bad.per_connection_buffer_limit_bytes = Some(weft_envoy_api::pb::google::protobuf::UInt32Value { value: 1024 });
+        let step = s.on_response(&response(Kind::Listener, "1", vec![any(&bad)]), &loader, Instant::now());
+        let nack = step.requests.iter().find(|r| r.type_url == Kind::Listener.type_url()).expect("LDS NACK");
+        let message = nack.error_detail.as_ref().map(|e| e.message.as_str()).unwrap_or_default();
+        assert!(message.contains("lds.resources[0].per_connection_buffer_limit_bytes"), "{message}");
+        assert!(message.contains("not supported by weft-proxy"), "{message}");
+        assert_eq!(nack.version_info, "", "a NACK carries the version still held");
+        assert!(s.held.listeners.is_empty());
+    }
+}
