@@ -22,6 +22,7 @@
 //! `make crds` regenerates `crds/crds.gen.yaml` with the `crdgen` binary.
 
 pub mod common;
+pub mod crd;
 pub mod extensions;
 pub mod mesh;
 pub mod networking;
