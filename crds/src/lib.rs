@@ -23,7 +23,10 @@
 
 pub mod common;
 pub mod crd;
+pub mod document;
 pub mod extensions;
 pub mod mesh;
 pub mod networking;
 pub mod status;
+
+pub use document::{from_yaml, DocumentError, Resource};
