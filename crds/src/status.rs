@@ -7,6 +7,8 @@
 //! objects are written by controllers, not users, so unlike specs they
 //! accept fields they do not know, and the CRD keeps such fields.
 
+use std::borrow::Cow;
+
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use schemars::{json_schema, JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -20,13 +22,8 @@ pub struct Status {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub conditions: Vec<Condition>,
     /// The `metadata.generation` this status describes.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "int_or_string"
-    )]
-    #[schemars(schema_with = "int_or_string_schema")]
-    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<Generation>,
     /// Problems found in the spec, each naming the field it is about.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validation_messages: Vec<ValidationMessage>,
@@ -81,13 +78,8 @@ pub struct Condition {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_probe_time: Option<Time>,
     /// The `metadata.generation` the condition was computed from.
-    #[serde(
-        default,
-        skip_serializing_if = "Option::is_none",
-        deserialize_with = "int_or_string"
-    )]
-    #[schemars(schema_with = "int_or_string_schema")]
-    pub observed_generation: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<Generation>,
 }
 
 impl Condition {
@@ -232,26 +224,34 @@ impl Problem {
     }
 }
 
-/// Reads a generation written as a number or, as istiod writes int64s, a
-/// string of digits.
-fn int_or_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<i64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum IntOrString {
-        Int(i64),
-        String(String),
-    }
-    match Option::<IntOrString>::deserialize(deserializer)? {
-        None => Ok(None),
-        Some(IntOrString::Int(n)) => Ok(Some(n)),
-        Some(IntOrString::String(s)) => s.parse().map(Some).map_err(serde::de::Error::custom),
+/// A `metadata.generation` as a status records it. It is written as a
+/// number; istiod writes int64s as strings of digits, and those read too.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+pub struct Generation(pub i64);
+
+impl<'de> Deserialize<'de> for Generation {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum IntOrString {
+            Int(i64),
+            String(String),
+        }
+        match IntOrString::deserialize(deserializer)? {
+            IntOrString::Int(n) => Ok(Self(n)),
+            IntOrString::String(s) => s.parse().map(Self).map_err(serde::de::Error::custom),
+        }
     }
 }
 
-fn int_or_string_schema(_: &mut SchemaGenerator) -> Schema {
-    json_schema!({
-        "x-kubernetes-int-or-string": true,
-    })
+impl JsonSchema for Generation {
+    fn schema_name() -> Cow<'static, str> {
+        "Generation".into()
+    }
+
+    fn json_schema(_: &mut SchemaGenerator) -> Schema {
+        json_schema!({ "x-kubernetes-int-or-string": true })
+    }
 }
 
 #[cfg(test)]
@@ -299,7 +299,10 @@ mod tests {
             r#"{"observedGeneration": "3", "conditions": [{"type": "Reconciled", "status": "True", "observedGeneration": 2}]}"#,
         )
         .unwrap();
-        assert_eq!(status.observed_generation, Some(3));
-        assert_eq!(status.conditions[0].observed_generation, Some(2));
+        assert_eq!(status.observed_generation, Some(Generation(3)));
+        assert_eq!(
+            status.conditions[0].observed_generation,
+            Some(Generation(2))
+        );
     }
 }
