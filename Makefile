@@ -10,7 +10,7 @@ APT_PACKAGES := cmake clang libclang-dev python3-venv openssl
 BENCH_PACKAGES := wrk nginx-light
 export ENVOY_BIN := $(abspath $(ENVOY))
 
-.PHONY: all deps bench-deps build test fuzz demo bench clean
+.PHONY: all deps bench-deps build test fuzz demo bench crds clean
 
 FUZZ_SECONDS ?= 30
 # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain
@@ -65,6 +65,12 @@ demo: deps build
 	./target/debug/weft-proxy -c config/samples/proxy/front-proxy.yaml & proxy=$$!; \
 	trap 'kill -TERM $$proxy $$up 2>/dev/null; wait $$proxy; kill $$up 2>/dev/null; exit 0' INT TERM; \
 	wait $$proxy; kill $$up 2>/dev/null
+
+# The CRDs generated from crds/src; a test in weft-crds fails until the
+# checked-in file matches the types.
+crds:
+	$(CARGO) run -q -p weft-crds --bin crdgen > crds/crds.gen.yaml.tmp || { rm -f crds/crds.gen.yaml.tmp; exit 1; }
+	mv crds/crds.gen.yaml.tmp crds/crds.gen.yaml
 
 bench-deps:
 	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(BENCH_PACKAGES)"
