@@ -111,8 +111,9 @@ pub mod reason {
     pub const ACCEPTED: &str = "Accepted";
     /// The spec has an error; none of it is in effect.
     pub const INVALID: &str = "Invalid";
-    /// The spec sets fields Weft does not implement; the rest is in effect
-    /// and each such field has a validation message.
+    /// The spec sets fields Weft does not implement, each named by a
+    /// validation message; the resource is not in effect until they are
+    /// removed (half a rule would route differently from what it says).
     pub const UNSUPPORTED_FIELD: &str = "UnsupportedField";
     /// The spec refers to something (a host, subset, gateway) that does
     /// not exist.
@@ -197,6 +198,9 @@ pub enum Problem {
     InvalidValue,
     /// A reference to a host, subset or gateway that does not exist.
     ReferenceNotFound,
+    /// Another resource already configures the same thing (two
+    /// VirtualServices for one host); the older one wins.
+    Conflict,
 }
 
 impl Problem {
@@ -205,6 +209,7 @@ impl Problem {
             Problem::UnsupportedField => "WFT0001",
             Problem::InvalidValue => "WFT0002",
             Problem::ReferenceNotFound => "WFT0003",
+            Problem::Conflict => "WFT0004",
         }
     }
 
@@ -213,6 +218,7 @@ impl Problem {
             Problem::UnsupportedField => reason::UNSUPPORTED_FIELD,
             Problem::InvalidValue => "InvalidValue",
             Problem::ReferenceNotFound => reason::REFERENCE_NOT_FOUND,
+            Problem::Conflict => "Conflict",
         }
     }
 

@@ -6,7 +6,15 @@
 //! ```
 //! - `xds`: the ADS server (state-of-the-world and delta), per-proxy
 //!   snapshots, proxies identified as Istio identifies them.
+//! - `index`: the registry (services, instances) and the rules by target.
+//! - `validate`: problems with their field paths; what is accepted.
+//! - `translate`: index → one proxy's snapshot, as istiod would build it.
+//! - `standalone`: a watched directory of YAML as the source of truth.
 //! - `bootstrap`: the Envoy bootstrap that connects a proxy to us.
 
 pub mod bootstrap;
+pub mod index;
+pub mod standalone;
+pub mod translate;
+pub mod validate;
 pub mod xds;

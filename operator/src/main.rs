@@ -6,7 +6,8 @@ use std::net::SocketAddr;
 use anyhow::{bail, Result};
 use clap::{Parser, Subcommand, ValueEnum};
 use weft_operator::bootstrap::{self, Identity};
-use weft_operator::xds::Role;
+use weft_operator::xds::{Hub, Role};
+use weft_operator::{standalone, validate};
 
 #[derive(Parser)]
 #[command(
@@ -20,6 +21,24 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Serve xDS for the resources in a directory of YAML files, following
+    /// its changes (no Kubernetes).
+    Standalone {
+        #[arg(long)]
+        config_dir: std::path::PathBuf,
+        /// Where proxies connect (Istio's plaintext xDS port by default).
+        #[arg(long, default_value = "127.0.0.1:15010")]
+        xds_address: SocketAddr,
+        #[arg(long, default_value = "info")]
+        log_level: String,
+    },
+    /// Check resources like `istioctl validate`: every problem with its
+    /// resource and field path; exit 1 when any is an error.
+    Validate {
+        /// Files or directories.
+        #[arg(required = true)]
+        paths: Vec<std::path::PathBuf>,
+    },
     /// Print the Envoy v3 bootstrap that connects one proxy (weft-proxy or
     /// Envoy) to the operator.
     Bootstrap {
@@ -61,6 +80,54 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
+        Command::Standalone { config_dir, xds_address, log_level } => {
+            init_logging(&log_level);
+            if !config_dir.is_dir() {
+                bail!("--config-dir {}: not a directory", config_dir.display());
+            }
+            let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            runtime.block_on(async move {
+                let hub = Hub::new(std::sync::Arc::new(|_: &weft_operator::xds::Proxy| weft_operator::xds::Snapshot::default()));
+                let listener = tokio::net::TcpListener::bind(xds_address)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("--xds-address {xds_address}: {e}"))?;
+                let shutdown = async {
+                    let _ = tokio::signal::ctrl_c().await;
+                };
+                tokio::spawn(standalone::watch(config_dir, hub.clone()));
+                let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::select! {
+                    r = weft_operator::xds::server::serve(hub, listener, shutdown) => r?,
+                    _ = term.recv() => {}
+                }
+                Ok::<_, anyhow::Error>(())
+            })?;
+        }
+        Command::Validate { paths } => {
+            let mut resources = Vec::new();
+            let mut unreadable = 0;
+            for path in &paths {
+                let files = if path.is_dir() { standalone::files(path) } else { vec![path.clone()] };
+                for file in files {
+                    match standalone::read(&file) {
+                        Ok(r) => resources.extend(r),
+                        Err(e) => {
+                            println!("Error {e}");
+                            unreadable += 1;
+                        }
+                    }
+                }
+            }
+            let validated = validate::validate(&resources);
+            for f in &validated.findings {
+                println!("{f}");
+            }
+            let errors = validated.errors().count() + unreadable;
+            if errors > 0 {
+                bail!("{errors} error(s) in {} resource(s)", resources.len());
+            }
+            println!("{} resource(s) valid", resources.len());
+        }
         Command::Bootstrap {
             role,
             workload,
@@ -104,4 +171,10 @@ fn parse_labels(args: &[String]) -> Result<BTreeMap<String, String>> {
         }
     }
     Ok(labels)
+}
+
+fn init_logging(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
 }

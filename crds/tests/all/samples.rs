@@ -1,5 +1,6 @@
-//! Istio's Bookinfo traffic rules in `config/samples/bookinfo/` read into
-//! our types and write back as the same JSON.
+//! Istio's Bookinfo traffic rules in `config/samples/bookinfo/` (the demo's
+//! live configuration) and `config/samples/bookinfo-rules/` (rules to apply
+//! beside it) read into our types and write back as the same JSON.
 
 use weft_crds::networking::VirtualService;
 use weft_crds::Resource;
@@ -7,12 +8,16 @@ use weft_crds::Resource;
 use crate::{json_difference, repo_path, yaml_documents};
 
 fn bookinfo_files() -> Vec<std::path::PathBuf> {
-    let dir = repo_path("config/samples/bookinfo");
-    let mut files: Vec<_> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
-        .map(|entry| entry.unwrap().path())
-        .filter(|path| path.extension().is_some_and(|ext| ext == "yaml"))
-        .collect();
+    let mut files = Vec::new();
+    for dir in ["config/samples/bookinfo", "config/samples/bookinfo-rules"] {
+        let dir = repo_path(dir);
+        files.extend(
+            std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .map(|entry| entry.unwrap().path())
+                .filter(|path| path.extension().is_some_and(|ext| ext == "yaml")),
+        );
+    }
     files.sort();
     files
 }
@@ -61,7 +66,8 @@ fn bookinfo_rules_read_and_write_back_unchanged() {
             "DestinationRule",
             "Gateway",
             "ServiceEntry",
-            "VirtualService"
+            "VirtualService",
+            "WorkloadEntry"
         ]
     );
 }

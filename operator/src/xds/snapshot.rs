@@ -101,6 +101,30 @@ impl Snapshot {
     }
 }
 
+impl Snapshot {
+    /// Every resource as proto3 JSON with Envoy's field names, by kind and
+    /// name: for golden files and debugging (decodes the descriptor pool,
+    /// tens of MB: not for the push path).
+    pub fn to_json(&self) -> serde_json::Value {
+        let pool = weft_envoy_api::pool();
+        let options = weft_envoy_api::prost_reflect::SerializeOptions::new().use_proto_field_name(true);
+        let mut out = serde_json::Map::new();
+        for (kind, resources) in &self.resources {
+            let mut by_name = serde_json::Map::new();
+            for (name, r) in resources {
+                let value = pool
+                    .get_message_by_name(weft_envoy_api::type_name(&r.body.type_url))
+                    .and_then(|desc| weft_envoy_api::prost_reflect::DynamicMessage::decode(desc, r.body.value.as_slice()).ok())
+                    .and_then(|m| m.serialize_with_options(serde_json::value::Serializer, &options).ok())
+                    .unwrap_or(serde_json::Value::Null);
+                by_name.insert(name.clone(), value);
+            }
+            out.insert(format!("{kind:?}"), serde_json::Value::Object(by_name));
+        }
+        serde_json::Value::Object(out)
+    }
+}
+
 /// A version for a set of resources: a hash of their names and versions.
 pub fn set_version<'a>(resources: impl Iterator<Item = &'a Resource>) -> String {
     let mut bytes = Vec::new();

@@ -1,0 +1,192 @@
+//! The mesh as translation reads it: services with their instances (the
+//! registry: ServiceEntry + WorkloadEntry in standalone mode), and the
+//! traffic rules by what they apply to.
+//!
+//! Host names follow Istio: a short name in a VirtualService or
+//! DestinationRule means `NAME.NAMESPACE.svc.cluster.local` in the rule's
+//! namespace; ServiceEntry hosts are taken as written.
+
+use std::collections::BTreeMap;
+
+use weft_crds::common::Labels;
+use weft_crds::networking::service_entry::{Location, Resolution, ServicePort};
+use weft_crds::networking::{DestinationRuleSpec, GatewaySpec, VirtualServiceSpec, WorkloadEntrySpec};
+use weft_crds::Resource;
+
+/// Istio's inbound capture port: a workload with a sidecar receives the
+/// mesh's traffic there (without iptables, peers dial it directly).
+pub const INBOUND_PORT: u32 = 15006;
+/// The sidecar's outbound listener, used by apps as their `HTTP_PROXY`.
+pub const OUTBOUND_PORT: u32 = 15001;
+/// The label Istio puts on workloads that have a sidecar.
+pub const TLS_MODE_LABEL: &str = "security.istio.io/tlsMode";
+
+/// A resource's identity.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Key {
+    pub kind: &'static str,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for Key {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}/{}", self.kind, self.namespace, self.name)
+    }
+}
+
+/// One address serving a service.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Instance {
+    pub address: String,
+    pub labels: Labels,
+    /// Service port name → endpoint port (WorkloadEntry `ports`).
+    pub ports: BTreeMap<String, u32>,
+    pub weight: Option<u32>,
+}
+
+impl Instance {
+    /// Whether a sidecar fronts this workload.
+    pub fn has_sidecar(&self) -> bool {
+        self.labels.get(TLS_MODE_LABEL).is_some_and(|m| m == "istio")
+    }
+
+    /// The port peers dial for `port`: the entry's own mapping, else the
+    /// sidecar's inbound port, else the service's target port.
+    pub fn endpoint_port(&self, port: &ServicePort) -> u32 {
+        match self.ports.get(&port.name) {
+            Some(p) => *p,
+            None if self.has_sidecar() => INBOUND_PORT,
+            None => port.target_port.unwrap_or(port.number),
+        }
+    }
+
+    fn from_entry(e: &WorkloadEntrySpec) -> Option<Instance> {
+        Some(Instance { address: e.address.clone()?, labels: e.labels.clone(), ports: e.ports.clone(), weight: e.weight })
+    }
+}
+
+/// A service of the registry.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Service {
+    pub host: String,
+    pub namespace: String,
+    pub ports: Vec<ServicePort>,
+    pub resolution: Resolution,
+    pub external: bool,
+    pub instances: Vec<Instance>,
+}
+
+impl Service {
+    /// HTTP-family ports (HTTP, HTTP2, GRPC), which get routes.
+    pub fn is_http(port: &ServicePort) -> bool {
+        let protocol = port.protocol.as_deref().unwrap_or("TCP").to_ascii_uppercase();
+        matches!(protocol.as_str(), "HTTP" | "HTTP2" | "GRPC" | "GRPC-WEB")
+    }
+
+    pub fn port(&self, number: u32) -> Option<&ServicePort> {
+        self.ports.iter().find(|p| p.number == number)
+    }
+}
+
+/// A rule and where it came from.
+#[derive(Debug, Clone)]
+pub struct Rule<T> {
+    pub key: Key,
+    pub spec: T,
+}
+
+#[derive(Debug, Default)]
+pub struct Index {
+    /// By host.
+    pub services: BTreeMap<String, Service>,
+    pub virtual_services: Vec<Rule<VirtualServiceSpec>>,
+    pub destination_rules: Vec<Rule<DestinationRuleSpec>>,
+    pub gateways: Vec<Rule<GatewaySpec>>,
+}
+
+pub fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
+    meta.namespace.clone().unwrap_or_else(|| "default".into())
+}
+
+fn key(kind: &'static str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> Key {
+    Key { kind, namespace: namespace_of(meta), name: meta.name.clone().unwrap_or_default() }
+}
+
+/// A host as a rule in `namespace` means it.
+pub fn qualify(host: &str, namespace: &str) -> String {
+    if host.contains('.') || host.contains('*') {
+        host.to_string()
+    } else {
+        format!("{host}.{namespace}.svc.cluster.local")
+    }
+}
+
+impl Index {
+    /// Indexes resources already validated.
+    pub fn build(resources: &[Resource]) -> Index {
+        let mut index = Index::default();
+        let entries: Vec<(String, &WorkloadEntrySpec)> = resources
+            .iter()
+            .filter_map(|r| match r {
+                Resource::WorkloadEntry(w) => Some((namespace_of(&w.metadata), &w.spec)),
+                _ => None,
+            })
+            .collect();
+        for r in resources {
+            match r {
+                Resource::ServiceEntry(se) => {
+                    let namespace = namespace_of(&se.metadata);
+                    let spec = &se.spec;
+                    let instances: Vec<Instance> = match &spec.workload_selector {
+                        Some(sel) => entries
+                            .iter()
+                            .filter(|(ns, e)| *ns == namespace && sel.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
+                            .filter_map(|(_, e)| Instance::from_entry(e))
+                            .collect(),
+                        None => spec.endpoints.iter().filter_map(Instance::from_entry).collect(),
+                    };
+                    for host in &spec.hosts {
+                        index.services.insert(
+                            host.clone(),
+                            Service {
+                                host: host.clone(),
+                                namespace: namespace.clone(),
+                                ports: spec.ports.clone(),
+                                resolution: spec.resolution.unwrap_or(Resolution::None),
+                                external: spec.location != Some(Location::MeshInternal),
+                                instances: instances.clone(),
+                            },
+                        );
+                    }
+                }
+                Resource::VirtualService(vs) => {
+                    index.virtual_services.push(Rule { key: key("VirtualService", &vs.metadata), spec: vs.spec.clone() })
+                }
+                Resource::DestinationRule(dr) => {
+                    index.destination_rules.push(Rule { key: key("DestinationRule", &dr.metadata), spec: dr.spec.clone() })
+                }
+                Resource::Gateway(g) => index.gateways.push(Rule { key: key("Gateway", &g.metadata), spec: g.spec.clone() }),
+                Resource::WorkloadEntry(_) | Resource::WasmPlugin(_) | Resource::Mesh(_) => {}
+            }
+        }
+        // Istio resolves conflicts by age; without timestamps, by name.
+        index.virtual_services.sort_by(|a, b| a.key.cmp(&b.key));
+        index.destination_rules.sort_by(|a, b| a.key.cmp(&b.key));
+        index.gateways.sort_by(|a, b| a.key.cmp(&b.key));
+        index
+    }
+
+    /// The service a rule in `namespace` means by `host`.
+    pub fn service(&self, host: &str, namespace: &str) -> Option<&Service> {
+        self.services.get(&qualify(host, namespace)).or_else(|| self.services.get(host))
+    }
+
+    /// The DestinationRule for a service (the first by name, as Istio
+    /// merges none).
+    pub fn destination_rule(&self, service: &Service) -> Option<&Rule<DestinationRuleSpec>> {
+        self.destination_rules
+            .iter()
+            .find(|r| self.service(&r.spec.host, &r.key.namespace).is_some_and(|s| s.host == service.host))
+    }
+}

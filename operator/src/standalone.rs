@@ -1,0 +1,127 @@
+//! Standalone mode: the mesh's resources from a directory of YAML files,
+//! watched; every change is validated, translated and pushed. A file that
+//! does not read keeps its last good resources; a resource with an error
+//! is left out (the rest of the mesh carries on) and its problems logged.
+//!
+//! ```text
+//!  DIR/*.yaml ─poll─► changed files re-read ─► validate ─► Index ─► Hub::set_generator ─ADS─► proxies
+//! ```
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use weft_crds::Resource;
+
+use crate::index::Index;
+use crate::validate::{self, Finding};
+use crate::xds::Hub;
+
+/// How often the directory is checked. Polling a few `stat`s is cheap and
+/// portable; a change shows within this plus the push.
+const POLL: Duration = Duration::from_millis(50);
+
+/// What identifies a file's content without reading it.
+type Stamp = (u64, SystemTime, u64);
+
+fn stamp(path: &Path) -> Option<Stamp> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.ino(), m.modified().ok()?, m.len()))
+}
+
+/// The YAML/JSON files of a directory tree, sorted.
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(entries) = std::fs::read_dir(dir) else { return out };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
+        if hidden {
+            continue;
+        }
+        if path.is_dir() {
+            out.extend(files(&path));
+        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+            out.push(path);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Reads one file's resources.
+pub fn read(path: &Path) -> Result<Vec<Resource>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    weft_crds::from_yaml(&text).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// The directory's files as last read.
+#[derive(Default)]
+pub struct Workspace {
+    files: BTreeMap<PathBuf, (Option<Stamp>, Vec<Resource>)>,
+}
+
+impl Workspace {
+    /// Re-reads what changed; `true` when anything did. Unreadable files
+    /// are logged and keep their last good resources.
+    pub fn refresh(&mut self, dir: &Path) -> bool {
+        let present = files(dir);
+        let mut changed = false;
+        let before = self.files.len();
+        self.files.retain(|p, _| present.contains(p));
+        changed |= self.files.len() != before;
+        for path in present {
+            let now = stamp(&path);
+            if self.files.get(&path).is_some_and(|(s, _)| *s == now) {
+                continue;
+            }
+            match read(&path) {
+                Ok(resources) => {
+                    self.files.insert(path, (now, resources));
+                    changed = true;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "file rejected; its last good resources stay in effect");
+                    // Remember the stamp so the error is logged once per change.
+                    let kept = self.files.remove(&path).map(|(_, r)| r).unwrap_or_default();
+                    self.files.insert(path, (now, kept));
+                }
+            }
+        }
+        changed
+    }
+
+    pub fn resources(&self) -> Vec<Resource> {
+        self.files.values().flat_map(|(_, r)| r.iter().cloned()).collect()
+    }
+}
+
+/// Validates and indexes the workspace; logs what changed in the findings.
+pub fn rebuild(workspace: &Workspace, previous: &[Finding]) -> (Arc<Index>, Vec<Finding>) {
+    let validated = validate::validate(&workspace.resources());
+    for f in validated.findings.iter().filter(|f| !previous.contains(f)) {
+        match f.message.level {
+            weft_crds::status::Level::Error => tracing::error!("{f}"),
+            _ => tracing::warn!("{f}"),
+        }
+    }
+    (Arc::new(Index::build(&validated.accepted)), validated.findings)
+}
+
+/// Watches `dir` and keeps the hub's translation current, forever.
+pub async fn watch(dir: PathBuf, hub: Arc<Hub>) {
+    let mut workspace = Workspace::default();
+    let mut findings = Vec::new();
+    loop {
+        if workspace.refresh(&dir) {
+            let (index, now) = rebuild(&workspace, &findings);
+            findings = now;
+            let services = index.services.len();
+            hub.set_generator(Arc::new(move |proxy: &crate::xds::Proxy| crate::translate::snapshot(&index, proxy)));
+            tracing::info!(services, problems = findings.len(), "configuration applied");
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}

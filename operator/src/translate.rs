@@ -1,0 +1,239 @@
+//! Translation: the indexed mesh → one proxy's xDS snapshot, following what
+//! istiod produces so a stock Envoy behaves as an Istio sidecar or gateway.
+//!
+//! ```text
+//!  sidecar  virtualOutbound IP:15001 (apps' HTTP_PROXY) ─RDS http_proxy─► vhost per service host:port ─► outbound|P|SUBSET|HOST (EDS)
+//!           virtualInbound  IP:15006 ─inline routes─► inbound|P|| ─► the app on IP:targetPort
+//!  gateway  0.0.0.0_N       IP:N (Gateway servers) ─RDS http.N─► vhost per VirtualService host ─► outbound|…
+//! ```
+//! Without iptables, apps reach the mesh through their sidecar's outbound
+//! listener (`HTTP_PROXY`), and peers reach a workload that has a sidecar
+//! on its inbound port (see `index::Instance::endpoint_port`).
+
+mod cluster;
+mod envoy;
+pub mod route;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use weft_envoy_api::pb::envoy::config::cluster::v3 as xds_cluster;
+use weft_envoy_api::pb::envoy::config::endpoint::v3 as xds_endpoint;
+use weft_envoy_api::pb::envoy::config::listener::v3 as xds_listener;
+use weft_envoy_api::pb::envoy::config::route::v3 as xds_route;
+use weft_envoy_api::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
+
+use crate::index::{Index, Service, INBOUND_PORT, OUTBOUND_PORT};
+use crate::xds::{Kind, Proxy, Resource, Role, Snapshot};
+use envoy::{ads, any, socket};
+use route::Scope;
+
+/// The route configuration of the sidecar's HTTP proxy listener (istiod's
+/// name for the `proxyHttpPort` listener's routes).
+pub const HTTP_PROXY_ROUTES: &str = "http_proxy";
+
+/// Everything one proxy should have.
+pub fn snapshot(index: &Index, proxy: &Proxy) -> Snapshot {
+    let mut s = Snapshot::default();
+    for service in index.services.values() {
+        for port in &service.ports {
+            for (c, cla) in cluster::outbound(index, service, port) {
+                s.insert(Kind::Endpoint, Resource::new(cla.cluster_name.clone(), &cla));
+                s.insert(Kind::Cluster, Resource::new(c.name.clone(), &c));
+            }
+        }
+    }
+    match proxy.role {
+        Role::Sidecar => sidecar(index, proxy, &mut s),
+        Role::Gateway => gateway(index, proxy, &mut s),
+    }
+    s
+}
+
+fn sidecar(index: &Index, proxy: &Proxy, s: &mut Snapshot) {
+    // Outbound: every HTTP service port, by host:port, through one listener.
+    let mut vhosts = Vec::new();
+    for service in index.services.values() {
+        for port in service.ports.iter().filter(|p| Service::is_http(p)) {
+            let scope = Scope { index, labels: &proxy.labels, port: port.number, gateway: None };
+            let routes = mesh_routes(&scope, &service.host, &service.namespace)
+                .unwrap_or_else(|| vec![route::default_route(cluster::name(port.number, "", &service.host))]);
+            vhosts.push(xds_route::VirtualHost {
+                name: format!("{}:{}", service.host, port.number),
+                domains: domains(service, port.number, &proxy.namespace),
+                routes,
+                ..Default::default()
+            });
+        }
+    }
+    let rc = xds_route::RouteConfiguration { name: HTTP_PROXY_ROUTES.into(), virtual_hosts: vhosts, ..Default::default() };
+    s.insert(Kind::Route, Resource::new(rc.name.clone(), &rc));
+    let outbound = listener("virtualOutbound", &proxy.ip, OUTBOUND_PORT, "outbound", Routes::Rds(HTTP_PROXY_ROUTES.into()));
+    s.insert(Kind::Listener, Resource::new(outbound.name.clone(), &outbound));
+
+    // Inbound: the services this workload serves, to the app beside it.
+    let mut inbound_vhosts = Vec::new();
+    let mut seen = BTreeSet::new();
+    for service in index.services.values() {
+        if !service.instances.iter().any(|i| i.address == proxy.ip) {
+            continue;
+        }
+        for port in &service.ports {
+            if !seen.insert(port.number) {
+                continue;
+            }
+            let name = format!("inbound|{}||", port.number);
+            let app = port.target_port.unwrap_or(port.number);
+            let c = static_cluster(&name, &proxy.ip, app);
+            s.insert(Kind::Cluster, Resource::new(name.clone(), &c));
+            inbound_vhosts.push(xds_route::VirtualHost {
+                name: format!("inbound|http|{}", port.number),
+                domains: vec![format!("*:{}", port.number)],
+                routes: vec![route::default_route(name)],
+                ..Default::default()
+            });
+        }
+    }
+    if let Some(first) = inbound_vhosts.first().cloned() {
+        // Requests whose Host carries no port go to the first service port.
+        inbound_vhosts.push(xds_route::VirtualHost { name: "inbound|http".into(), domains: vec!["*".into()], ..first });
+        let rc = xds_route::RouteConfiguration {
+            name: format!("inbound|{INBOUND_PORT}"),
+            virtual_hosts: inbound_vhosts,
+            ..Default::default()
+        };
+        let inbound = listener("virtualInbound", &proxy.ip, INBOUND_PORT, "inbound", Routes::Inline(Box::new(rc)));
+        s.insert(Kind::Listener, Resource::new(inbound.name.clone(), &inbound));
+    }
+}
+
+fn gateway(index: &Index, proxy: &Proxy, s: &mut Snapshot) {
+    // Port → the gateways (namespace/name) serving HTTP on it, and their hosts.
+    let mut ports: BTreeMap<u32, Vec<(String, Vec<String>)>> = BTreeMap::new();
+    for g in &index.gateways {
+        if !g.spec.selector.iter().all(|(k, v)| proxy.labels.get(k) == Some(v)) {
+            continue;
+        }
+        for server in g.spec.servers.iter().filter(|s| s.port.protocol.eq_ignore_ascii_case("HTTP")) {
+            let name = format!("{}/{}", g.key.namespace, g.key.name);
+            ports.entry(server.port.number).or_default().push((name, server.hosts.clone()));
+        }
+    }
+    for (port, gateways) in ports {
+        let mut vhosts: Vec<xds_route::VirtualHost> = Vec::new();
+        for (gateway, server_hosts) in &gateways {
+            let scope = Scope { index, labels: &proxy.labels, port, gateway: Some(gateway.clone()) };
+            for vs in &index.virtual_services {
+                if !vs.spec.gateways.iter().any(|g| route::names_gateway(g, &vs.key.namespace, Some(gateway))) {
+                    continue;
+                }
+                for host in vs.spec.hosts.iter().filter(|h| server_hosts.iter().any(|sh| host_matches(sh, h))) {
+                    if vhosts.iter().any(|v| v.name == *host) {
+                        continue; // an earlier VirtualService has this host (validation reports it)
+                    }
+                    let Ok(routes) = route::routes(&scope, vs) else { continue };
+                    let domains = if host == "*" { vec!["*".to_string()] } else { vec![host.clone(), format!("{host}:*")] };
+                    vhosts.push(xds_route::VirtualHost { name: host.clone(), domains, routes, ..Default::default() });
+                }
+            }
+        }
+        let rds = format!("http.{port}");
+        let rc = xds_route::RouteConfiguration { name: rds.clone(), virtual_hosts: vhosts, ..Default::default() };
+        s.insert(Kind::Route, Resource::new(rds.clone(), &rc));
+        let l = listener(&format!("0.0.0.0_{port}"), &proxy.ip, port, &format!("outbound_0.0.0.0_{port}"), Routes::Rds(rds));
+        s.insert(Kind::Listener, Resource::new(l.name.clone(), &l));
+    }
+}
+
+/// Gateway server host `sh` (`*`, `ns/host`, `*.suffix`) admits VirtualService host `h`.
+fn host_matches(sh: &str, h: &str) -> bool {
+    let sh = sh.split_once('/').map_or(sh, |(_, host)| host);
+    sh == "*" || sh == h || sh.strip_prefix('*').is_some_and(|suffix| h.ends_with(suffix))
+}
+
+/// The routes of the first VirtualService (by namespace/name) bound to the
+/// sidecars ("mesh") for `host`; `None` when there is none.
+fn mesh_routes(scope: &Scope<'_>, host: &str, _service_namespace: &str) -> Option<Vec<xds_route::Route>> {
+    scope.index.virtual_services.iter().find_map(|vs| {
+        let for_mesh = vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh");
+        let names_host = vs.spec.hosts.iter().any(|h| crate::index::qualify(h, &vs.key.namespace) == host || h == host);
+        if !(for_mesh && names_host) {
+            return None;
+        }
+        route::routes(scope, vs).ok()
+    })
+}
+
+/// The names a service answers to on `port`: its host, and for a proxy in
+/// the service's namespace the short forms Kubernetes DNS would resolve.
+fn domains(service: &Service, port: u32, proxy_namespace: &str) -> Vec<String> {
+    let mut names = vec![service.host.clone()];
+    let suffix = format!(".{}.svc.cluster.local", service.namespace);
+    if let Some(short) = service.host.strip_suffix(&suffix) {
+        let ns = &service.namespace;
+        names.extend([format!("{short}.{ns}.svc.cluster"), format!("{short}.{ns}.svc"), format!("{short}.{ns}")]);
+        if service.namespace == proxy_namespace {
+            names.push(short.to_string());
+        }
+    }
+    let mut out: Vec<String> = names.iter().map(|n| format!("{n}:{port}")).collect();
+    if port == 80 {
+        out.extend(names);
+    }
+    out
+}
+
+enum Routes {
+    Rds(String),
+    Inline(Box<xds_route::RouteConfiguration>),
+}
+
+fn listener(name: &str, ip: &str, port: u32, stat_prefix: &str, routes: Routes) -> xds_listener::Listener {
+    use hcm::http_connection_manager::RouteSpecifier;
+    let route_specifier = match routes {
+        Routes::Rds(name) => RouteSpecifier::Rds(hcm::Rds { config_source: Some(ads()), route_config_name: name }),
+        Routes::Inline(rc) => RouteSpecifier::RouteConfig(*rc),
+    };
+    let manager = hcm::HttpConnectionManager {
+        stat_prefix: stat_prefix.to_string(),
+        route_specifier: Some(route_specifier),
+        http_filters: envoy::http_filters(),
+        ..Default::default()
+    };
+    xds_listener::Listener {
+        name: name.to_string(),
+        address: Some(socket(ip, port)),
+        filter_chains: vec![xds_listener::FilterChain {
+            filters: vec![xds_listener::Filter {
+                name: envoy::HCM.into(),
+                config_type: Some(xds_listener::filter::ConfigType::TypedConfig(any(&manager))),
+            }],
+            ..Default::default()
+        }],
+        ..Default::default()
+    }
+}
+
+/// A cluster with one fixed address (the app beside a sidecar).
+fn static_cluster(name: &str, ip: &str, port: u32) -> xds_cluster::Cluster {
+    use xds_cluster::cluster::{ClusterDiscoveryType, DiscoveryType};
+    xds_cluster::Cluster {
+        name: name.to_string(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
+        connect_timeout: Some(envoy::duration(std::time::Duration::from_secs(10))),
+        load_assignment: Some(xds_endpoint::ClusterLoadAssignment {
+            cluster_name: name.to_string(),
+            endpoints: vec![xds_endpoint::LocalityLbEndpoints {
+                lb_endpoints: vec![xds_endpoint::LbEndpoint {
+                    host_identifier: Some(xds_endpoint::lb_endpoint::HostIdentifier::Endpoint(xds_endpoint::Endpoint {
+                        address: Some(socket(ip, port)),
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,120 @@
+//! Outbound clusters and their endpoints, named as istiod names them:
+//! `outbound|PORT|SUBSET|HOST` (empty SUBSET for the whole service), one
+//! EDS resource per cluster under the same name. A DestinationRule's
+//! traffic policy (load balancer, connection pool, outlier detection) sets
+//! the cluster's options; a subset's own policy overrides it.
+
+use std::time::Duration;
+
+use weft_crds::common::Labels;
+use weft_crds::networking::destination_rule::connection_pool::{ConnectionPoolSettings, OutlierDetection};
+use weft_crds::networking::destination_rule::load_balancer::SimpleLb;
+use weft_crds::networking::destination_rule::TrafficPolicy;
+use weft_crds::networking::service_entry::ServicePort;
+use weft_envoy_api::pb::envoy::config::cluster::v3 as xds_cluster;
+use weft_envoy_api::pb::envoy::config::endpoint::v3 as xds_endpoint;
+use weft_envoy_api::pb::google::protobuf::UInt32Value;
+
+use super::envoy::{ads, duration, socket};
+use crate::index::{Index, Service};
+
+/// Istio's default `connectTimeout`.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+pub fn name(port: u32, subset: &str, host: &str) -> String {
+    format!("outbound|{port}|{subset}|{host}")
+}
+
+/// The clusters of one service port: the service, then each subset.
+pub fn outbound(index: &Index, service: &Service, port: &ServicePort) -> Vec<(xds_cluster::Cluster, xds_endpoint::ClusterLoadAssignment)> {
+    let rule = index.destination_rule(service);
+    let policy = rule.and_then(|r| r.spec.traffic_policy.as_ref());
+    let mut out = vec![build(service, port, "", &Labels::new(), policy)];
+    for subset in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
+        let policy = subset.traffic_policy.as_ref().or(policy);
+        out.push(build(service, port, &subset.name, &subset.labels, policy));
+    }
+    out
+}
+
+fn build(
+    service: &Service,
+    port: &ServicePort,
+    subset: &str,
+    labels: &Labels,
+    policy: Option<&TrafficPolicy>,
+) -> (xds_cluster::Cluster, xds_endpoint::ClusterLoadAssignment) {
+    use xds_cluster::cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy};
+    let name = name(port.number, subset, &service.host);
+    let lb = match policy.and_then(|p| p.load_balancer.as_ref()).and_then(|l| l.simple) {
+        Some(SimpleLb::RoundRobin) => LbPolicy::RoundRobin,
+        Some(SimpleLb::Random) => LbPolicy::Random,
+        // Istio's default (and LEAST_CONN's meaning).
+        _ => LbPolicy::LeastRequest,
+    };
+    let mut cluster = xds_cluster::Cluster {
+        name: name.clone(),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
+        eds_cluster_config: Some(EdsClusterConfig { eds_config: Some(ads()), service_name: name.clone() }),
+        connect_timeout: Some(duration(CONNECT_TIMEOUT)),
+        lb_policy: lb as i32,
+        ..Default::default()
+    };
+    if let Some(pool) = policy.and_then(|p| p.connection_pool.as_ref()) {
+        apply_pool(&mut cluster, pool);
+    }
+    if let Some(od) = policy.and_then(|p| p.outlier_detection.as_ref()) {
+        cluster.outlier_detection = Some(outlier(od));
+    }
+    let endpoints = service
+        .instances
+        .iter()
+        .filter(|i| labels.iter().all(|(k, v)| i.labels.get(k) == Some(v)))
+        .map(|i| xds_endpoint::LbEndpoint {
+            host_identifier: Some(xds_endpoint::lb_endpoint::HostIdentifier::Endpoint(xds_endpoint::Endpoint {
+                address: Some(socket(&i.address, i.endpoint_port(port))),
+                ..Default::default()
+            })),
+            load_balancing_weight: i.weight.filter(|w| *w > 0).map(|value| UInt32Value { value }),
+            ..Default::default()
+        })
+        .collect();
+    let cla = xds_endpoint::ClusterLoadAssignment {
+        cluster_name: name,
+        endpoints: vec![xds_endpoint::LocalityLbEndpoints { lb_endpoints: endpoints, ..Default::default() }],
+        ..Default::default()
+    };
+    (cluster, cla)
+}
+
+fn apply_pool(cluster: &mut xds_cluster::Cluster, pool: &ConnectionPoolSettings) {
+    use xds_cluster::circuit_breakers::Thresholds;
+    let value = |v: Option<i32>| v.filter(|v| *v > 0).map(|v| UInt32Value { value: v as u32 });
+    let tcp = pool.tcp.as_ref();
+    let http = pool.http.as_ref();
+    let thresholds = Thresholds {
+        max_connections: value(tcp.and_then(|t| t.max_connections)),
+        max_pending_requests: value(http.and_then(|h| h.http1_max_pending_requests)),
+        max_requests: value(http.and_then(|h| h.http2_max_requests)),
+        max_retries: value(http.and_then(|h| h.max_retries)),
+        ..Default::default()
+    };
+    cluster.circuit_breakers = Some(xds_cluster::CircuitBreakers { thresholds: vec![thresholds], ..Default::default() });
+    if let Some(timeout) = tcp.and_then(|t| t.connect_timeout.as_ref()) {
+        cluster.connect_timeout = Some(duration(timeout.0));
+    }
+}
+
+fn outlier(od: &OutlierDetection) -> xds_cluster::OutlierDetection {
+    let value = |v: Option<i32>| v.map(|v| UInt32Value { value: v.max(0) as u32 });
+    // `consecutiveErrors` is Istio's older name for consecutive 5xx.
+    let five_xx = od.consecutive_5xx_errors.map(|v| v as i32).or(od.consecutive_errors);
+    xds_cluster::OutlierDetection {
+        consecutive_5xx: value(five_xx),
+        consecutive_gateway_failure: value(od.consecutive_gateway_errors.map(|v| v as i32)),
+        interval: od.interval.as_ref().map(|d| duration(d.0)),
+        base_ejection_time: od.base_ejection_time.as_ref().map(|d| duration(d.0)),
+        max_ejection_percent: value(od.max_ejection_percent),
+        ..Default::default()
+    }
+}

@@ -1,0 +1,269 @@
+//! Validation, like `istioctl validate` and `analyze`: each problem names
+//! the resource and the field path. A resource with an error is not put in
+//! effect (the rest of the mesh is); warnings do not block.
+//!
+//! ```text
+//!  resources ─► unsupported fields (supported.rs) ─► references, regexes, weights, conflicts ─► accepted + findings
+//! ```
+
+mod supported;
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+use weft_crds::status::{Level, Problem, ValidationMessage};
+use weft_crds::Resource;
+
+use crate::index::{namespace_of, qualify, Index, Key};
+
+/// One problem of one resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Finding {
+    pub key: Key,
+    pub message: ValidationMessage,
+}
+
+impl std::fmt::Display for Finding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let m = &self.message;
+        let level = match m.level {
+            Level::Error => "Error",
+            Level::Warning => "Warning",
+            _ => "Info",
+        };
+        write!(
+            f,
+            "{level} [{}] ({}) {}: {}",
+            m.type_.code,
+            self.key,
+            m.path.as_deref().unwrap_or("spec"),
+            m.message.as_deref().unwrap_or_default()
+        )
+    }
+}
+
+#[derive(Debug, Default)]
+pub struct Validated {
+    /// The resources in effect.
+    pub accepted: Vec<Resource>,
+    pub findings: Vec<Finding>,
+}
+
+impl Validated {
+    pub fn errors(&self) -> impl Iterator<Item = &Finding> {
+        self.findings.iter().filter(|f| f.message.level == Level::Error)
+    }
+}
+
+pub fn key_of(r: &Resource) -> Key {
+    let (kind, meta) = match r {
+        Resource::DestinationRule(x) => ("DestinationRule", &x.metadata),
+        Resource::Gateway(x) => ("Gateway", &x.metadata),
+        Resource::ServiceEntry(x) => ("ServiceEntry", &x.metadata),
+        Resource::VirtualService(x) => ("VirtualService", &x.metadata),
+        Resource::WorkloadEntry(x) => ("WorkloadEntry", &x.metadata),
+        Resource::WasmPlugin(x) => ("WasmPlugin", &x.metadata),
+        Resource::Mesh(x) => ("Mesh", &x.metadata),
+    };
+    Key { kind, namespace: namespace_of(meta), name: meta.name.clone().unwrap_or_default() }
+}
+
+/// The spec as JSON, and for Mesh the defaults it is compared against (a
+/// Mesh field only counts as set when it differs from its default).
+fn spec_json(r: &Resource) -> (Value, Option<Value>) {
+    let json = |v: Result<Value, serde_json::Error>| v.unwrap_or(Value::Null);
+    match r {
+        Resource::DestinationRule(x) => (json(serde_json::to_value(&x.spec)), None),
+        Resource::Gateway(x) => (json(serde_json::to_value(&x.spec)), None),
+        Resource::ServiceEntry(x) => (json(serde_json::to_value(&x.spec)), None),
+        Resource::VirtualService(x) => (json(serde_json::to_value(&x.spec)), None),
+        Resource::WorkloadEntry(x) => (json(serde_json::to_value(&x.spec)), None),
+        Resource::WasmPlugin(x) => (json(serde_json::to_value(&x.spec)), None),
+        Resource::Mesh(x) => (json(serde_json::to_value(&x.spec)), Some(json(serde_json::to_value(weft_crds::mesh::MeshSpec::default())))),
+    }
+}
+
+pub fn validate(resources: &[Resource]) -> Validated {
+    let mut findings = Vec::new();
+    // One resource per kind, namespace and name, as in Kubernetes: the
+    // first read wins (files are read in name order).
+    let mut seen = std::collections::BTreeSet::new();
+    let resources: Vec<&Resource> = resources
+        .iter()
+        .filter(|r| {
+            let key = key_of(r);
+            let first = seen.insert(key.clone());
+            if !first {
+                findings.push(finding(&key, Level::Warning, Problem::Conflict, "metadata.name", "defined more than once; the first definition is in effect"));
+            }
+            first
+        })
+        .collect();
+    for r in resources.iter().copied() {
+        let key = key_of(r);
+        let (spec, defaults) = spec_json(r);
+        let mut leaves = Vec::new();
+        walk(&spec, defaults.as_ref(), String::new(), String::new(), &mut leaves);
+        for (path, pattern) in leaves {
+            if !supported::supported(key.kind, &pattern) {
+                findings.push(finding(&key, Level::Error, Problem::UnsupportedField, &format!("spec.{path}"), "not supported by weft yet"));
+            }
+        }
+    }
+    let first_pass: Vec<Resource> = resources.into_iter().filter(|r| !has_error(&findings, &key_of(r))).cloned().collect();
+    let index = Index::build(&first_pass);
+    semantic(&index, &first_pass, &mut findings);
+    let accepted = first_pass.into_iter().filter(|r| !has_error(&findings, &key_of(r))).collect();
+    Validated { accepted, findings }
+}
+
+fn has_error(findings: &[Finding], key: &Key) -> bool {
+    findings.iter().any(|f| f.key == *key && f.message.level == Level::Error)
+}
+
+fn finding(key: &Key, level: Level, problem: Problem, path: &str, message: &str) -> Finding {
+    Finding { key: key.clone(), message: ValidationMessage::new(level, problem, path, message) }
+}
+
+/// Collects the set leaves of a spec: (concrete path, path with `[]`).
+fn walk(v: &Value, default: Option<&Value>, path: String, pattern: String, out: &mut Vec<(String, String)>) {
+    if default == Some(v) {
+        return;
+    }
+    let join = |base: &str, key: &str| if base.is_empty() { key.to_string() } else { format!("{base}.{key}") };
+    match v {
+        Value::Null => {}
+        Value::Object(map) => {
+            for (k, child) in map {
+                let d = default.and_then(|d| d.get(k));
+                walk(child, d, join(&path, k), join(&pattern, k), out);
+            }
+        }
+        Value::Array(items) if items.iter().any(Value::is_object) => {
+            for (i, item) in items.iter().enumerate() {
+                walk(item, None, format!("{path}[{i}]"), format!("{pattern}[]"), out);
+            }
+        }
+        Value::Array(items) if items.is_empty() => {}
+        _ => out.push((path, pattern)),
+    }
+}
+
+/// References, values and conflicts.
+fn semantic(index: &Index, resources: &[Resource], findings: &mut Vec<Finding>) {
+    // host → the VirtualService that routes it for the sidecars.
+    let mut mesh_hosts: BTreeMap<String, Key> = BTreeMap::new();
+    for r in resources {
+        let key = key_of(r);
+        match r {
+            Resource::VirtualService(vs) => {
+                let spec = &vs.spec;
+                for (i, http) in spec.http.iter().enumerate() {
+                    let path = format!("spec.http[{i}]");
+                    let actions = [!http.route.is_empty(), http.redirect.is_some(), http.direct_response.is_some()];
+                    if actions.iter().filter(|a| **a).count() != 1 {
+                        findings.push(finding(&key, Level::Error, Problem::InvalidValue, &path, "exactly one of route, redirect or directResponse is required"));
+                    }
+                    let weights: Vec<i32> = http.route.iter().map(|d| d.weight.unwrap_or(0)).collect();
+                    if http.route.len() > 1 && weights.iter().sum::<i32>() != 100 {
+                        findings.push(finding(&key, Level::Error, Problem::InvalidValue, &format!("{path}.route"), &format!("weights must add up to 100, they add up to {}", weights.iter().sum::<i32>())));
+                    }
+                    for (j, d) in http.route.iter().enumerate() {
+                        check_destination(index, &key, &d.destination, &format!("{path}.route[{j}].destination"), findings);
+                    }
+                    for (j, m) in http.match_.iter().enumerate() {
+                        let mpath = format!("{path}.match[{j}]");
+                        let mut regexes: Vec<(String, &str)> = Vec::new();
+                        for (field, sm) in [("uri", &m.uri), ("method", &m.method), ("authority", &m.authority), ("scheme", &m.scheme)] {
+                            if let Some(r) = sm.as_ref().and_then(|s| s.regex.as_deref()) {
+                                regexes.push((format!("{mpath}.{field}.regex"), r));
+                            }
+                        }
+                        for (field, map) in [("headers", &m.headers), ("withoutHeaders", &m.without_headers), ("queryParams", &m.query_params)] {
+                            for (name, sm) in map {
+                                if let Some(r) = sm.regex.as_deref() {
+                                    regexes.push((format!("{mpath}.{field}.{name}.regex"), r));
+                                }
+                            }
+                        }
+                        for (p, r) in regexes {
+                            if let Err(e) = regex::Regex::new(r) {
+                                findings.push(finding(&key, Level::Error, Problem::InvalidValue, &p, &format!("invalid regex {r:?}: {e}")));
+                            }
+                        }
+                    }
+                }
+                let for_mesh = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
+                if for_mesh {
+                    for (i, host) in spec.hosts.iter().enumerate() {
+                        let fqdn = qualify(host, &key.namespace);
+                        match mesh_hosts.get(&fqdn) {
+                            Some(owner) => findings.push(finding(&key, Level::Error, Problem::Conflict, &format!("spec.hosts[{i}]"), &format!("host {fqdn} is already routed by {owner}"))),
+                            None => {
+                                mesh_hosts.insert(fqdn, key.clone());
+                            }
+                        }
+                    }
+                }
+            }
+            Resource::Gateway(g) => {
+                for (i, server) in g.spec.servers.iter().enumerate() {
+                    if !server.port.protocol.eq_ignore_ascii_case("HTTP") {
+                        let message = format!("protocol {} is not supported by weft yet (HTTP is)", server.port.protocol);
+                        findings.push(finding(&key, Level::Error, Problem::UnsupportedField, &format!("spec.servers[{i}].port.protocol"), &message));
+                    }
+                }
+            }
+            Resource::ServiceEntry(se) => {
+                use weft_crds::networking::service_entry::Resolution;
+                if matches!(se.spec.resolution, Some(Resolution::Dns | Resolution::DnsRoundRobin | Resolution::DynamicDns)) {
+                    findings.push(finding(&key, Level::Error, Problem::UnsupportedField, "spec.resolution", "DNS resolution is not supported by weft yet (NONE and STATIC are)"));
+                }
+                for (i, e) in se.spec.endpoints.iter().enumerate() {
+                    if let Some(a) = &e.address {
+                        if a.parse::<std::net::IpAddr>().is_err() {
+                            findings.push(finding(&key, Level::Error, Problem::InvalidValue, &format!("spec.endpoints[{i}].address"), &format!("{a:?} is not an IP address")));
+                        }
+                    }
+                }
+            }
+            Resource::DestinationRule(dr) => {
+                if index.service(&dr.spec.host, &key.namespace).is_none() {
+                    findings.push(finding(&key, Level::Warning, Problem::ReferenceNotFound, "spec.host", &format!("host {} is not a service of the mesh", dr.spec.host)));
+                }
+            }
+            Resource::WorkloadEntry(we) => {
+                if let Some(a) = &we.spec.address {
+                    if a.parse::<std::net::IpAddr>().is_err() {
+                        findings.push(finding(&key, Level::Error, Problem::InvalidValue, "spec.address", &format!("{a:?} is not an IP address")));
+                    }
+                }
+            }
+            Resource::WasmPlugin(_) | Resource::Mesh(_) => {}
+        }
+    }
+}
+
+fn check_destination(index: &Index, key: &Key, d: &weft_crds::networking::virtual_service::Destination, path: &str, findings: &mut Vec<Finding>) {
+    let Some(service) = index.service(&d.host, &key.namespace) else {
+        findings.push(finding(key, Level::Error, Problem::ReferenceNotFound, &format!("{path}.host"), &format!("host {} is not a service of the mesh", d.host)));
+        return;
+    };
+    match d.port.as_ref().and_then(|p| p.number) {
+        Some(n) if service.port(n).is_none() => {
+            findings.push(finding(key, Level::Error, Problem::ReferenceNotFound, &format!("{path}.port.number"), &format!("service {} has no port {n}", service.host)));
+        }
+        None if service.ports.len() > 1 => {
+            findings.push(finding(key, Level::Error, Problem::InvalidValue, &format!("{path}.port"), &format!("service {} has several ports: set port.number", service.host)));
+        }
+        _ => {}
+    }
+    if let Some(subset) = &d.subset {
+        let defined = index
+            .destination_rule(service)
+            .is_some_and(|r| r.spec.subsets.iter().any(|s| s.name == *subset));
+        if !defined {
+            findings.push(finding(key, Level::Error, Problem::ReferenceNotFound, &format!("{path}.subset"), &format!("no DestinationRule defines subset {subset} of {}", service.host)));
+        }
+    }
+}

@@ -1,0 +1,152 @@
+//! The fields of each kind that translation implements, as path patterns:
+//! `[]` stands for any list index, `*` for any map key. Any other field
+//! that is set is reported as unsupported, naming its path, and the
+//! resource is not put in effect.
+
+/// A DestinationRule traffic policy (top level and per subset).
+const TRAFFIC_POLICY: &[&str] = &[
+    "loadBalancer.simple",
+    "connectionPool.tcp.maxConnections",
+    "connectionPool.tcp.connectTimeout",
+    "connectionPool.http.http1MaxPendingRequests",
+    "connectionPool.http.http2MaxRequests",
+    "connectionPool.http.maxRetries",
+    "outlierDetection.consecutive5xxErrors",
+    "outlierDetection.consecutiveErrors",
+    "outlierDetection.consecutiveGatewayErrors",
+    "outlierDetection.interval",
+    "outlierDetection.baseEjectionTime",
+    "outlierDetection.maxEjectionPercent",
+];
+
+const DESTINATION: &[&str] = &["host", "subset", "port.number"];
+const HEADER_OPERATIONS: &[&str] = &["request.set.*", "request.add.*", "request.remove", "response.set.*", "response.add.*", "response.remove"];
+
+const VIRTUAL_SERVICE: &[&str] = &[
+    "hosts",
+    "gateways",
+    "http[].name",
+    "http[].match[].name",
+    "http[].match[].uri",
+    "http[].match[].method",
+    "http[].match[].authority",
+    "http[].match[].scheme",
+    "http[].match[].headers.*",
+    "http[].match[].withoutHeaders.*",
+    "http[].match[].queryParams.*",
+    "http[].match[].ignoreUriCase",
+    "http[].match[].port",
+    "http[].match[].sourceLabels.*",
+    "http[].match[].gateways",
+    "http[].route[].weight",
+    "http[].redirect.uri",
+    "http[].redirect.authority",
+    "http[].redirect.port",
+    "http[].redirect.scheme",
+    "http[].redirect.redirectCode",
+    "http[].directResponse.status",
+    "http[].directResponse.body.string",
+    "http[].rewrite.uri",
+    "http[].rewrite.authority",
+    "http[].rewrite.uriRegexRewrite.match",
+    "http[].rewrite.uriRegexRewrite.rewrite",
+    "http[].timeout",
+    "http[].retries.attempts",
+    "http[].retries.perTryTimeout",
+    "http[].retries.retryOn",
+    "http[].fault.delay.fixedDelay",
+    "http[].fault.delay.percentage.value",
+    "http[].fault.delay.percent",
+    "http[].fault.abort.httpStatus",
+    "http[].fault.abort.percentage.value",
+    "http[].mirrorPercentage.value",
+    "http[].mirrors[].percentage.value",
+    "http[].corsPolicy.allowOrigins",
+    "http[].corsPolicy.allowOrigin",
+    "http[].corsPolicy.allowMethods",
+    "http[].corsPolicy.allowHeaders",
+    "http[].corsPolicy.exposeHeaders",
+    "http[].corsPolicy.maxAge",
+    "http[].corsPolicy.allowCredentials",
+];
+
+const SERVICE_ENTRY: &[&str] = &[
+    "hosts",
+    "ports[].number",
+    "ports[].protocol",
+    "ports[].name",
+    "ports[].targetPort",
+    "location",
+    "resolution",
+    "endpoints[].address",
+    "endpoints[].ports.*",
+    "endpoints[].labels.*",
+    "endpoints[].weight",
+    "workloadSelector.labels.*",
+];
+
+const WORKLOAD_ENTRY: &[&str] = &["address", "ports.*", "labels.*", "weight"];
+
+const GATEWAY: &[&str] = &["selector.*", "servers[].port.number", "servers[].port.protocol", "servers[].port.name", "servers[].hosts", "servers[].name"];
+
+/// Whether the field at `path` (indices already written as `[]`) of a
+/// `kind`'s spec is implemented.
+pub fn supported(kind: &str, path: &str) -> bool {
+    let patterns: Vec<String> = match kind {
+        "VirtualService" => {
+            let mut p: Vec<String> = VIRTUAL_SERVICE.iter().map(|s| s.to_string()).collect();
+            for prefix in ["http[].route[].destination", "http[].mirror", "http[].mirrors[].destination"] {
+                p.extend(DESTINATION.iter().map(|d| format!("{prefix}.{d}")));
+            }
+            for prefix in ["http[].headers", "http[].route[].headers"] {
+                p.extend(HEADER_OPERATIONS.iter().map(|h| format!("{prefix}.{h}")));
+            }
+            p
+        }
+        "DestinationRule" => {
+            let mut p = vec!["host".to_string(), "subsets[].name".into(), "subsets[].labels.*".into()];
+            for prefix in ["trafficPolicy", "subsets[].trafficPolicy"] {
+                p.extend(TRAFFIC_POLICY.iter().map(|t| format!("{prefix}.{t}")));
+            }
+            p
+        }
+        "ServiceEntry" => SERVICE_ENTRY.iter().map(|s| s.to_string()).collect(),
+        "WorkloadEntry" => WORKLOAD_ENTRY.iter().map(|s| s.to_string()).collect(),
+        "Gateway" => GATEWAY.iter().map(|s| s.to_string()).collect(),
+        _ => Vec::new(),
+    };
+    patterns.iter().any(|p| matches(p, path))
+}
+
+/// A pattern matches a path equal to it, or (StringMatch, lists of
+/// scalars) anything below it; `*` matches one map key.
+fn matches(pattern: &str, path: &str) -> bool {
+    let mut pat = pattern.split('.');
+    let mut got = path.split('.');
+    loop {
+        match (pat.next(), got.next()) {
+            (None, _) => return true,
+            (Some(_), None) => return false,
+            (Some("*"), Some(_)) => {}
+            (Some(p), Some(g)) if p == g => {}
+            _ => return false,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns() {
+        assert!(supported("VirtualService", "http[].route[].destination.host"));
+        assert!(supported("VirtualService", "http[].match[].uri.prefix"));
+        assert!(supported("VirtualService", "http[].match[].headers.end-user.exact"));
+        assert!(supported("DestinationRule", "subsets[].trafficPolicy.loadBalancer.simple"));
+        assert!(!supported("VirtualService", "http[].delegate.name"));
+        assert!(!supported("DestinationRule", "trafficPolicy.tls.mode"));
+        assert!(!supported("Gateway", "servers[].tls.mode"));
+        assert!(!supported("WasmPlugin", "url"));
+    }
+}
