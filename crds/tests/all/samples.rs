@@ -72,10 +72,10 @@ fn bookinfo_rules_read_and_write_back_unchanged() {
     );
 }
 
-/// The one VirtualService in a Bookinfo sample file.
+/// The one VirtualService in a Bookinfo sample file (`dir/file` under
+/// `config/samples`).
 fn virtual_service(file: &str) -> VirtualService {
-    let text =
-        std::fs::read_to_string(repo_path(&format!("config/samples/bookinfo/{file}"))).unwrap();
+    let text = std::fs::read_to_string(repo_path(&format!("config/samples/{file}"))).unwrap();
     match weft_crds::from_yaml(&text).unwrap().as_slice() {
         [Resource::VirtualService(vs)] => vs.clone(),
         other => panic!("{file}: one VirtualService expected, got {other:?}"),
@@ -84,7 +84,7 @@ fn virtual_service(file: &str) -> VirtualService {
 
 #[test]
 fn the_80_10_10_split_reads_as_weights() {
-    let reviews = virtual_service("reviews-80-10-10.yaml");
+    let reviews = virtual_service("bookinfo/reviews-80-10-10.yaml");
     let split: Vec<_> = reviews.spec.http[0]
         .route
         .iter()
@@ -95,7 +95,7 @@ fn the_80_10_10_split_reads_as_weights() {
 
 #[test]
 fn the_ratings_delay_is_two_seconds_for_jason() {
-    let ratings = virtual_service("ratings-test-delay.yaml");
+    let ratings = virtual_service("bookinfo-rules/ratings-test-delay.yaml");
     let rule = &ratings.spec.http[0];
     assert_eq!(
         rule.match_[0].headers["end-user"],
