@@ -122,6 +122,14 @@ pub async fn send(port: u16, req: &Request) -> std::io::Result<Observed> {
     })
 }
 
+/// [`send`] to any address (a workload's own loopback IP).
+pub async fn send_to(addr: std::net::SocketAddr, req: &Request) -> std::io::Result<Observed> {
+    let tcp = TcpStream::connect(addr).await?;
+    let raw = exchange_raw(tcp, &req.to_bytes(), req.method == "HEAD").await?;
+    parse(&raw, req.method == "HEAD")
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("unparsable response: {:?}", String::from_utf8_lossy(&raw))))
+}
+
 /// Writes raw bytes and reads until one full response (or EOF/timeout).
 pub async fn send_raw(port: u16, bytes: &[u8], head: bool) -> std::io::Result<Vec<u8>> {
     let tcp = TcpStream::connect(("127.0.0.1", port)).await?;

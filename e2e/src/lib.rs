@@ -9,6 +9,7 @@
 
 pub mod bootstrap;
 pub mod client;
+pub mod mesh;
 pub mod pki;
 pub mod proxy;
 pub mod tls_client;

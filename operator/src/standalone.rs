@@ -14,7 +14,7 @@ use std::time::{Duration, SystemTime};
 
 use weft_crds::Resource;
 
-use crate::index::Index;
+use crate::index::{Index, Key};
 use crate::validate::{self, Finding};
 use crate::xds::Hub;
 
@@ -98,29 +98,63 @@ impl Workspace {
     }
 }
 
-/// Validates and indexes the workspace; logs what changed in the findings.
-pub fn rebuild(workspace: &Workspace, previous: &[Finding]) -> (Arc<Index>, Vec<Finding>) {
-    let validated = validate::validate(&workspace.resources());
-    for f in validated.findings.iter().filter(|f| !previous.contains(f)) {
-        match f.message.level {
-            weft_crds::status::Level::Error => tracing::error!("{f}"),
-            _ => tracing::warn!("{f}"),
+/// What is in effect, kept across changes.
+#[derive(Default)]
+pub struct State {
+    /// The last accepted version of every resource.
+    last_good: BTreeMap<Key, Resource>,
+    findings: Vec<Finding>,
+}
+
+impl State {
+    /// Validates the workspace and indexes what is accepted. A resource
+    /// that no longer validates keeps its last good version in effect, as
+    /// a Kubernetes admission webhook would have refused the edit; what
+    /// changed in the findings is logged.
+    pub fn rebuild(&mut self, workspace: &Workspace) -> Arc<Index> {
+        let mut resources = workspace.resources();
+        let first = validate::validate(&resources);
+        let rejected: Vec<Key> = first.errors().map(|f| f.key.clone()).collect();
+        let mut kept = 0;
+        for r in resources.iter_mut() {
+            let key = validate::key_of(r);
+            if let Some(good) = rejected.contains(&key).then(|| self.last_good.get(&key)).flatten() {
+                *r = good.clone();
+                kept += 1;
+            }
         }
+        let validated = if kept > 0 { validate::validate(&resources) } else { first };
+        // The findings are those of what was written, not of what is kept.
+        let findings = validate::validate(&workspace.resources()).findings;
+        for f in findings.iter().filter(|f| !self.findings.contains(f)) {
+            match f.message.level {
+                weft_crds::status::Level::Error => tracing::error!("{f}"),
+                _ => tracing::warn!("{f}"),
+            }
+        }
+        if kept > 0 {
+            tracing::warn!(kept, "resources with errors keep their last good version in effect");
+        }
+        self.findings = findings;
+        self.last_good = validated.accepted.iter().map(|r| (validate::key_of(r), r.clone())).collect();
+        Arc::new(Index::build(&validated.accepted))
     }
-    (Arc::new(Index::build(&validated.accepted)), validated.findings)
+
+    pub fn findings(&self) -> &[Finding] {
+        &self.findings
+    }
 }
 
 /// Watches `dir` and keeps the hub's translation current, forever.
 pub async fn watch(dir: PathBuf, hub: Arc<Hub>) {
     let mut workspace = Workspace::default();
-    let mut findings = Vec::new();
+    let mut state = State::default();
     loop {
         if workspace.refresh(&dir) {
-            let (index, now) = rebuild(&workspace, &findings);
-            findings = now;
+            let index = state.rebuild(&workspace);
             let services = index.services.len();
             hub.set_generator(Arc::new(move |proxy: &crate::xds::Proxy| crate::translate::snapshot(&index, proxy)));
-            tracing::info!(services, problems = findings.len(), "configuration applied");
+            tracing::info!(services, problems = state.findings().len(), "configuration applied");
         }
         tokio::time::sleep(POLL).await;
     }

@@ -20,6 +20,7 @@ mod envoy_diff_tls;
 mod malformed_http;
 mod traffic_drain;
 mod xds_ads;
+mod xds_standalone;
 
 use weft_e2e::{Kind, Observed, Proxy, Request, Seen, Upstream};
 

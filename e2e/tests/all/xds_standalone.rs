@@ -1,0 +1,168 @@
+//! The whole control plane on Istio resources: `weft-operator standalone`
+//! on a directory, an ingress gateway and two sidecars started from
+//! `weft-operator bootstrap`, apps on their workloads' own loopback
+//! addresses. The same scenario on Envoy and on weft-proxy must look the
+//! same to the client and the apps:
+//! - gateway → VirtualService → subset v1 (through v1's sidecar);
+//! - an app calls the service through its sidecar (`HTTP_PROXY` style);
+//! - editing the VirtualService moves traffic within a second;
+//! - a file with an unsupported field is reported and changes nothing.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use weft_e2e::client::send_to;
+use weft_e2e::mesh::{bootstrap, Identity, Operator};
+use weft_e2e::{free_port, Kind, Proxy, Request, Upstream};
+
+const REGISTRY: &str = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: web }
+spec:
+  hosts: [web.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [ { number: 9080, name: http, protocol: HTTP } ]
+  workloadSelector: { labels: { app: web } }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: web-v1 }
+spec:
+  address: ${IP1}
+  labels: { app: web, version: v1, security.istio.io/tlsMode: istio }
+---
+apiVersion: networking.istio.io/v1
+kind: WorkloadEntry
+metadata: { name: web-v2 }
+spec:
+  address: ${IP2}
+  labels: { app: web, version: v2, security.istio.io/tlsMode: istio }
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: web }
+spec:
+  host: web
+  subsets: [ { name: v1, labels: { version: v1 } }, { name: v2, labels: { version: v2 } } ]
+---
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: gw }
+spec:
+  selector: { istio: ingressgateway }
+  servers: [ { port: { number: ${GW}, name: http, protocol: HTTP }, hosts: ["*"] } ]
+"#;
+
+fn route_to(subset: &str) -> String {
+    format!(
+        r#"apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: {{ name: web }}
+spec:
+  hosts: ["*"]
+  gateways: [gw]
+  http:
+  - match: [ {{ uri: {{ prefix: /web }} }} ]
+    route: [ {{ destination: {{ host: web, subset: {subset} }} }} ]
+"#
+    )
+}
+
+/// Replaces a file the way an editor or `kubectl cp` would: write aside, `mv`.
+fn replace(dir: &Path, name: &str, text: &str) {
+    let aside = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&aside, text).expect("write");
+    std::fs::rename(&aside, dir.join(name)).expect("mv");
+}
+
+/// Sends until the body is `body`; returns how long it took.
+async fn until_body(addr: SocketAddr, req: &Request, body: &str, what: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        let r = send_to(addr, req).await;
+        if r.as_ref().is_ok_and(|o| o.body_str() == body) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{what}: not {body:?} within 10 s (last: {r:?})");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+async fn scenario(kind: Kind, net: u8) -> Vec<String> {
+    let (ip1, ip2) = (format!("127.200.{net}.1"), format!("127.200.{net}.2"));
+    let gw_port = free_port();
+    let dir: PathBuf = std::env::temp_dir().join(format!("weft-e2e-standalone-{}-{kind:?}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let registry = REGISTRY.replace("${IP1}", &ip1).replace("${IP2}", &ip2).replace("${GW}", &gw_port.to_string());
+    replace(&dir, "registry.yaml", &registry);
+    replace(&dir, "web.yaml", &route_to("v1"));
+    let operator = Operator::start(&dir).await.unwrap_or_else(|e| panic!("{e}"));
+
+    let v1 = Upstream::start_on("v1", format!("{ip1}:9080").parse().expect("addr")).await.expect("bind v1");
+    let v2 = Upstream::start_on("v2", format!("{ip2}:9080").parse().expect("addr")).await.expect("bind v2");
+    let start = |id: Identity<'_>| {
+        let template = bootstrap(&id, operator.xds_port, None).unwrap_or_else(|e| panic!("{e}"));
+        async move { Proxy::start(kind, &template, &[]).await.unwrap_or_else(|e| panic!("{e}")) }
+    };
+    let _gateway = start(Identity { role: "gateway", workload: "ingress", namespace: "istio-system", ip: "127.0.0.1", labels: &[("istio", "ingressgateway")] }).await;
+    let _s1 = start(Identity { role: "sidecar", workload: "web-v1", namespace: "default", ip: &ip1, labels: &[("app", "web"), ("version", "v1")] }).await;
+    let _s2 = start(Identity { role: "sidecar", workload: "web-v2", namespace: "default", ip: &ip2, labels: &[("app", "web"), ("version", "v2")] }).await;
+
+    let gw: SocketAddr = format!("127.0.0.1:{gw_port}").parse().expect("addr");
+    let what = format!("{kind:?}");
+    let mut steps = Vec::new();
+    let page = Request::get("/web/page").header("host", "shop.example");
+    // Ready proxies serve at once: gateway → v1's sidecar inbound → v1.
+    let r = send_to(gw, &page).await.expect("gateway answers");
+    steps.push(format!("gateway: {} {}", r.status, r.body_str()));
+    let seen = v1.take();
+    steps.push(format!("v1 saw {:?} host {:?}", seen.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(), seen.first().and_then(|s| s.header("host"))));
+    let r = send_to(gw, &Request::get("/elsewhere")).await.expect("gateway answers");
+    steps.push(format!("no route: {}", r.status));
+
+    // An app on v1 calls the service through its sidecar, as HTTP_PROXY
+    // clients do (absolute form); no VirtualService for the mesh, so both
+    // versions serve.
+    let outbound: SocketAddr = format!("{ip1}:15001").parse().expect("addr");
+    let mut versions = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        let r = send_to(outbound, &Request::get("http://web:9080/api").header("host", "web:9080")).await.expect("sidecar answers");
+        versions.insert(r.body_str().to_string());
+    }
+    steps.push(format!("mesh call reaches {versions:?}"));
+    v1.take();
+    v2.take();
+
+    // Editing the rule moves the traffic, within a second.
+    replace(&dir, "web.yaml", &route_to("v2"));
+    let took = until_body(gw, &page, "v2", &what).await;
+    assert!(took < Duration::from_secs(1), "{what}: the change took {took:?}");
+    steps.push("moved to v2".into());
+
+    // An unsupported field: reported with its path; the rule's last good
+    // version stays in effect.
+    let bad = route_to("v1").replace("  http:\n", "  exportTo: [\".\"]\n  http:\n");
+    replace(&dir, "web.yaml", &bad);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let r = send_to(gw, &page).await.expect("gateway answers");
+    steps.push(format!("after a bad edit: {}", r.body_str()));
+    assert_eq!(r.body_str(), "v2", "{what}: last good rule kept");
+    assert!(operator.log_text().contains("spec.exportTo"), "{what}: the operator names the field: {}", operator.log_text());
+    let _ = std::fs::remove_dir_all(&dir);
+    steps
+}
+
+#[tokio::test]
+async fn istio_resources_route_the_same_on_envoy_and_weft() {
+    let envoy = scenario(Kind::Envoy, 1).await;
+    let weft = scenario(Kind::Weft, 2).await;
+    assert_eq!(envoy, weft, "left Envoy, right weft-proxy");
+    assert_eq!(envoy[0], "gateway: 200 v1");
+    assert_eq!(envoy[1], r#"v1 saw ["/web/page"] host Some("shop.example")"#);
+    assert_eq!(envoy[2], "no route: 404");
+    assert_eq!(envoy[3], r#"mesh call reaches {"v1", "v2"}"#);
+}
