@@ -19,11 +19,15 @@
 #![forbid(unsafe_code)]
 
 pub mod details;
+pub mod outbound;
+pub mod propagate;
 pub mod ratings;
+pub mod reviews;
 pub mod server;
 
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -69,6 +73,17 @@ impl Version {
     }
 }
 
+/// How outbound calls find their way.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ProxyMode {
+    /// `HTTP_PROXY` / `http_proxy` / `NO_PROXY` from the environment: the
+    /// sidecar when the mesh starts the app.
+    #[default]
+    FromEnv,
+    /// Straight to the URL's host, whatever the environment says.
+    Direct,
+}
+
 /// Everything one service needs to run.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -82,6 +97,10 @@ pub struct Config {
     pub details_url: String,
     pub reviews_url: String,
     pub ratings_url: String,
+    pub proxy: ProxyMode,
+    /// Overrides every outbound timeout (Istio's: productpage 3 s, reviews
+    /// v2 10 s, reviews v3 2.5 s).
+    pub timeout: Option<Duration>,
 }
 
 impl Config {
@@ -96,6 +115,8 @@ impl Config {
             details_url: "http://details:9080".into(),
             reviews_url: "http://reviews:9080".into(),
             ratings_url: "http://ratings:9080".into(),
+            proxy: ProxyMode::FromEnv,
+            timeout: None,
         }
     }
 }
@@ -103,6 +124,8 @@ impl Config {
 /// What can stop a service from starting or serving.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
+    #[error("cannot build the outbound HTTP client")]
+    Client(#[source] reqwest::Error),
     #[error("listener failed")]
     Io(#[from] std::io::Error),
 }
@@ -118,7 +141,11 @@ pub async fn serve(
     match config.service {
         Service::Details => server::serve(listener, Arc::new(details::Details), shutdown).await?,
         Service::Ratings => server::serve(listener, Arc::new(ratings::Ratings), shutdown).await?,
-        Service::Productpage | Service::Reviews => {
+        Service::Reviews => {
+            let app = reviews::Reviews::new(config).map_err(Error::Client)?;
+            server::serve(listener, Arc::new(app), shutdown).await?
+        }
+        Service::Productpage => {
             return Err(Error::Io(std::io::Error::other("not implemented yet")))
         }
     }
