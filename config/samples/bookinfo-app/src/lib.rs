@@ -20,6 +20,7 @@
 
 pub mod details;
 pub mod outbound;
+pub mod productpage;
 pub mod propagate;
 pub mod ratings;
 pub mod reviews;
@@ -146,7 +147,8 @@ pub async fn serve(
             server::serve(listener, Arc::new(app), shutdown).await?
         }
         Service::Productpage => {
-            return Err(Error::Io(std::io::Error::other("not implemented yet")))
+            let app = productpage::Productpage::new(config).map_err(Error::Client)?;
+            server::serve(listener, Arc::new(app), shutdown).await?
         }
     }
     Ok(())
