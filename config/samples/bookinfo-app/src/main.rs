@@ -17,7 +17,10 @@ use clap::Parser;
 use weft_bookinfo::{Config, Service, Version};
 
 #[derive(Parser)]
-#[command(name = "bookinfo", about = "Istio's Bookinfo services, for the Weft mesh demo")]
+#[command(
+    name = "bookinfo",
+    about = "Istio's Bookinfo services, for the Weft mesh demo"
+)]
 struct Cli {
     /// The service to run.
     #[arg(value_enum)]

@@ -97,8 +97,17 @@ impl Productpage {
         let url = format!("{base}/{resource}/{id}");
         let mut status = StatusCode::INTERNAL_SERVER_ERROR;
         for _ in 0..attempts {
-            match self.outbound.get_json(&url, headers.clone(), self.timeout()).await {
-                Ok(body) => return Answer { status: StatusCode::OK, body },
+            match self
+                .outbound
+                .get_json(&url, headers.clone(), self.timeout())
+                .await
+            {
+                Ok(body) => {
+                    return Answer {
+                        status: StatusCode::OK,
+                        body,
+                    }
+                }
                 Err(e) => status = e.status(),
             }
         }
@@ -116,8 +125,15 @@ impl Productpage {
 
     async fn reviews(&self, id: i64, headers: &HeaderMap) -> Answer {
         let base = &self.config.reviews_url;
-        self.call(base, "reviews", id, headers, REVIEWS_ATTEMPTS, REVIEWS_UNAVAILABLE)
-            .await
+        self.call(
+            base,
+            "reviews",
+            id,
+            headers,
+            REVIEWS_ATTEMPTS,
+            REVIEWS_UNAVAILABLE,
+        )
+        .await
     }
 
     async fn ratings(&self, id: i64, headers: &HeaderMap) -> Answer {
@@ -134,12 +150,20 @@ impl Productpage {
             self.reviews(product.id, &headers)
         );
         let user = signed_in_user(req.headers());
-        server::html(page::product_page(product, user.as_deref(), &details, &reviews))
+        server::html(page::product_page(
+            product,
+            user.as_deref(),
+            &details,
+            &reviews,
+        ))
     }
 
     async fn api(&self, req: &Request, id: &str, what: Option<&str>) -> Response {
         let Some(id) = server::product_id(id) else {
-            return server::json_error(StatusCode::BAD_REQUEST, "please provide numeric product id");
+            return server::json_error(
+                StatusCode::BAD_REQUEST,
+                "please provide numeric product id",
+            );
         };
         let headers = outgoing_headers(req.headers());
         let answer = match what {

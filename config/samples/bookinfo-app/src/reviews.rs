@@ -60,12 +60,10 @@ impl Reviews {
     /// How long ratings may take: Istio's reviews waits 10 s with black
     /// stars and 2.5 s with red ones (the fault-injection task relies on it).
     fn ratings_timeout(&self) -> Duration {
-        self.config
-            .timeout
-            .unwrap_or(match self.config.version {
-                Version::V3 => Duration::from_millis(2500),
-                _ => Duration::from_secs(10),
-            })
+        self.config.timeout.unwrap_or(match self.config.version {
+            Version::V3 => Duration::from_millis(2500),
+            _ => Duration::from_secs(10),
+        })
     }
 
     async fn reviews(&self, id: i64, incoming: &HeaderMap) -> Value {

@@ -79,7 +79,10 @@ pub async fn serve<A: App>(
     }
     drop(listener);
     tracing::info!("shutting down");
-    if tokio::time::timeout(DRAIN, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(DRAIN, graceful.shutdown())
+        .await
+        .is_err()
+    {
         tracing::warn!("connections still open after {DRAIN:?}; closing them");
     }
     Ok(())
@@ -103,7 +106,11 @@ async fn logged<A: App>(app: &A, req: Request) -> Response {
 
 /// The path's segments after the leading `/`, e.g. `["details", "0"]`.
 pub fn segments(req: &Request) -> Vec<&str> {
-    req.uri().path().trim_start_matches('/').split('/').collect()
+    req.uri()
+        .path()
+        .trim_start_matches('/')
+        .split('/')
+        .collect()
 }
 
 /// A GET (or HEAD) route, matched as (method, segments).
@@ -160,15 +167,27 @@ pub fn json(status: StatusCode, value: &serde_json::Value) -> Response {
 }
 
 pub fn html(body: String) -> Response {
-    with_type(StatusCode::OK, "text/html; charset=utf-8", Bytes::from(body))
+    with_type(
+        StatusCode::OK,
+        "text/html; charset=utf-8",
+        Bytes::from(body),
+    )
 }
 
 pub fn text(status: StatusCode, body: &'static str) -> Response {
-    with_type(status, "text/plain; charset=utf-8", Bytes::from_static(body.as_bytes()))
+    with_type(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(body.as_bytes()),
+    )
 }
 
 pub fn css(body: &'static str) -> Response {
-    with_type(StatusCode::OK, "text/css; charset=utf-8", Bytes::from_static(body.as_bytes()))
+    with_type(
+        StatusCode::OK,
+        "text/css; charset=utf-8",
+        Bytes::from_static(body.as_bytes()),
+    )
 }
 
 pub fn not_found() -> Response {

@@ -159,7 +159,9 @@ fn rating(rating: &Value) -> String {
 /// A colour name or `#hex` from reviews; anything else is black.
 fn color(value: &Value) -> &str {
     match value.as_str() {
-        Some(c) if !c.is_empty() && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '#') => c,
+        Some(c) if !c.is_empty() && c.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '#') => {
+            c
+        }
         _ => "black",
     }
 }
@@ -215,8 +217,14 @@ mod tests {
         };
         let html = reviews_section(&reviews);
         assert!(html.contains("Reviews served by: &lt;script&gt;"), "{html}");
-        assert!(html.contains("x &amp; y") && html.contains("a&quot;b"), "{html}");
-        assert!(html.contains("color: black") && html.contains("★★★★★<"), "{html}");
+        assert!(
+            html.contains("x &amp; y") && html.contains("a&quot;b"),
+            "{html}"
+        );
+        assert!(
+            html.contains("color: black") && html.contains("★★★★★<"),
+            "{html}"
+        );
     }
 
     #[test]
