@@ -103,6 +103,8 @@ pub struct Index {
     pub virtual_services: Vec<Rule<VirtualServiceSpec>>,
     pub destination_rules: Vec<Rule<DestinationRuleSpec>>,
     pub gateways: Vec<Rule<GatewaySpec>>,
+    /// Service host → index in `destination_rules` of the rule for it.
+    rule_for: BTreeMap<String, usize>,
 }
 
 pub fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
@@ -124,26 +126,40 @@ pub fn qualify(host: &str, namespace: &str) -> String {
 
 impl Index {
     /// Indexes resources already validated.
-    pub fn build(resources: &[Resource]) -> Index {
+    pub fn build<R: std::borrow::Borrow<Resource>>(resources: &[R]) -> Index {
         let mut index = Index::default();
         let entries: Vec<(String, &WorkloadEntrySpec)> = resources
             .iter()
-            .filter_map(|r| match r {
+            .filter_map(|r| match r.borrow() {
                 Resource::WorkloadEntry(w) => Some((namespace_of(&w.metadata), &w.spec)),
                 _ => None,
             })
             .collect();
+        let mut by_label: std::collections::HashMap<(&str, &str, &str), Vec<usize>> = std::collections::HashMap::new();
+        for (i, (ns, e)) in entries.iter().enumerate() {
+            for (k, v) in &e.labels {
+                by_label.entry((ns.as_str(), k.as_str(), v.as_str())).or_default().push(i);
+            }
+        }
         for r in resources {
-            match r {
+            match r.borrow() {
                 Resource::ServiceEntry(se) => {
                     let namespace = namespace_of(&se.metadata);
                     let spec = &se.spec;
                     let instances: Vec<Instance> = match &spec.workload_selector {
-                        Some(sel) => entries
-                            .iter()
-                            .filter(|(ns, e)| *ns == namespace && sel.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
-                            .filter_map(|(_, e)| Instance::from_entry(e))
-                            .collect(),
+                        Some(sel) => {
+                            // Candidates by the selector's first label, then the rest.
+                            let candidates: &[usize] = match sel.labels.iter().next() {
+                                Some((k, v)) => by_label.get(&(namespace.as_str(), k.as_str(), v.as_str())).map_or(&[], Vec::as_slice),
+                                None => &[],
+                            };
+                            candidates
+                                .iter()
+                                .map(|i| entries[*i].1)
+                                .filter(|e| sel.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
+                                .filter_map(Instance::from_entry)
+                                .collect()
+                        }
                         None => spec.endpoints.iter().filter_map(Instance::from_entry).collect(),
                     };
                     for host in &spec.hosts {
@@ -174,6 +190,12 @@ impl Index {
         index.virtual_services.sort_by(|a, b| a.key.cmp(&b.key));
         index.destination_rules.sort_by(|a, b| a.key.cmp(&b.key));
         index.gateways.sort_by(|a, b| a.key.cmp(&b.key));
+        for (i, r) in index.destination_rules.iter().enumerate() {
+            if let Some(service) = index.service(&r.spec.host, &r.key.namespace) {
+                let host = service.host.clone();
+                index.rule_for.entry(host).or_insert(i);
+            }
+        }
         index
     }
 
@@ -185,8 +207,6 @@ impl Index {
     /// The DestinationRule for a service (the first by name, as Istio
     /// merges none).
     pub fn destination_rule(&self, service: &Service) -> Option<&Rule<DestinationRuleSpec>> {
-        self.destination_rules
-            .iter()
-            .find(|r| self.service(&r.spec.host, &r.key.namespace).is_some_and(|s| s.host == service.host))
+        self.rule_for.get(&service.host).map(|i| &self.destination_rules[*i])
     }
 }

@@ -4,7 +4,7 @@
 //! is left out (the rest of the mesh carries on) and its problems logged.
 //!
 //! ```text
-//!  DIR/*.yaml ─poll─► changed files re-read ─► validate ─► Index ─► Hub::set_generator ─ADS─► proxies
+//!  DIR/*.yaml ─inotify (poll as backup)─► changed files re-read ─► validate ─► Index ─► Hub::set_generator ─ADS─► proxies
 //! ```
 
 use std::collections::BTreeMap;
@@ -18,9 +18,8 @@ use crate::index::{Index, Key};
 use crate::validate::{self, Finding};
 use crate::xds::Hub;
 
-/// How often the directory is checked. Polling a few `stat`s is cheap and
-/// portable; a change shows within this plus the push.
-const POLL: Duration = Duration::from_millis(50);
+/// How often the directory is checked when no change was heard.
+const POLL: Duration = Duration::from_secs(1);
 
 /// What identifies a file's content without reading it.
 type Stamp = (u64, SystemTime, u64);
@@ -60,7 +59,7 @@ pub fn read(path: &Path) -> Result<Vec<Resource>, String> {
 /// The directory's files as last read.
 #[derive(Default)]
 pub struct Workspace {
-    files: BTreeMap<PathBuf, (Option<Stamp>, Vec<Resource>)>,
+    files: BTreeMap<PathBuf, (Option<Stamp>, Vec<Arc<Resource>>)>,
 }
 
 impl Workspace {
@@ -70,7 +69,8 @@ impl Workspace {
         let present = files(dir);
         let mut changed = false;
         let before = self.files.len();
-        self.files.retain(|p, _| present.contains(p));
+        let keep: std::collections::BTreeSet<&PathBuf> = present.iter().collect();
+        self.files.retain(|p, _| keep.contains(p));
         changed |= self.files.len() != before;
         for path in present {
             let now = stamp(&path);
@@ -79,7 +79,7 @@ impl Workspace {
             }
             match read(&path) {
                 Ok(resources) => {
-                    self.files.insert(path, (now, resources));
+                    self.files.insert(path, (now, resources.into_iter().map(Arc::new).collect()));
                     changed = true;
                 }
                 Err(e) => {
@@ -93,7 +93,7 @@ impl Workspace {
         changed
     }
 
-    pub fn resources(&self) -> Vec<Resource> {
+    pub fn resources(&self) -> Vec<Arc<Resource>> {
         self.files.values().flat_map(|(_, r)| r.iter().cloned()).collect()
     }
 }
@@ -102,8 +102,9 @@ impl Workspace {
 #[derive(Default)]
 pub struct State {
     /// The last accepted version of every resource.
-    last_good: BTreeMap<Key, Resource>,
+    last_good: BTreeMap<Key, Arc<Resource>>,
     findings: Vec<Finding>,
+    validator: validate::Validator,
 }
 
 impl State {
@@ -113,7 +114,9 @@ impl State {
     /// changed in the findings is logged.
     pub fn rebuild(&mut self, workspace: &Workspace) -> Arc<Index> {
         let mut resources = workspace.resources();
-        let first = validate::validate(&resources);
+        let first = self.validator.validate(&resources);
+        // The findings are those of what was written, not of what is kept.
+        let findings = first.findings.clone();
         let rejected: Vec<Key> = first.errors().map(|f| f.key.clone()).collect();
         let mut kept = 0;
         for r in resources.iter_mut() {
@@ -123,9 +126,7 @@ impl State {
                 kept += 1;
             }
         }
-        let validated = if kept > 0 { validate::validate(&resources) } else { first };
-        // The findings are those of what was written, not of what is kept.
-        let findings = validate::validate(&workspace.resources()).findings;
+        let validated = if kept > 0 { self.validator.validate(&resources) } else { first };
         for f in findings.iter().filter(|f| !self.findings.contains(f)) {
             match f.message.level {
                 weft_crds::status::Level::Error => tracing::error!("{f}"),
@@ -145,17 +146,51 @@ impl State {
     }
 }
 
-/// Watches `dir` and keeps the hub's translation current, forever.
+/// Watches `dir` and keeps the hub's translation current, forever. A
+/// change is heard at once through inotify; a slow poll backs it up
+/// (network filesystems, a watch that could not be set).
 pub async fn watch(dir: PathBuf, hub: Arc<Hub>) {
+    let wake = Arc::new(tokio::sync::Notify::new());
+    let _watcher = {
+        use notify::Watcher;
+        let wake = wake.clone();
+        let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| wake.notify_one());
+        match watcher {
+            Ok(mut w) => match w.watch(&dir, notify::RecursiveMode::Recursive) {
+                Ok(()) => Some(w),
+                Err(e) => {
+                    tracing::warn!(error = %e, dir = %dir.display(), "cannot watch the directory; polling it");
+                    None
+                }
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "no file watcher; polling the directory");
+                None
+            }
+        }
+    };
     let mut workspace = Workspace::default();
     let mut state = State::default();
     loop {
+        let started = std::time::Instant::now();
         if workspace.refresh(&dir) {
+            let read = started.elapsed();
             let index = state.rebuild(&workspace);
+            let validated = started.elapsed();
             let services = index.services.len();
-            hub.set_generator(Arc::new(move |proxy: &crate::xds::Proxy| crate::translate::snapshot(&index, proxy)));
-            tracing::info!(services, problems = state.findings().len(), "configuration applied");
+            let translation = Arc::new(crate::translate::Translation::new(index));
+            let translated = started.elapsed();
+            hub.set_generator(translation);
+            tracing::info!(
+                services,
+                problems = state.findings().len(),
+                read_ms = read.as_millis() as u64,
+                validated_ms = validated.as_millis() as u64,
+                translated_ms = translated.as_millis() as u64,
+                applied_ms = started.elapsed().as_millis() as u64,
+                "configuration applied"
+            );
         }
-        tokio::time::sleep(POLL).await;
+        let _ = tokio::time::timeout(POLL, wake.notified()).await;
     }
 }

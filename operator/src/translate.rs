@@ -14,7 +14,8 @@ mod cluster;
 mod envoy;
 pub mod route;
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
 
 use weft_envoy_api::pb::envoy::config::cluster::v3 as xds_cluster;
 use weft_envoy_api::pb::envoy::config::endpoint::v3 as xds_endpoint;
@@ -23,6 +24,8 @@ use weft_envoy_api::pb::envoy::config::route::v3 as xds_route;
 use weft_envoy_api::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 
 use crate::index::{Index, Service, INBOUND_PORT, OUTBOUND_PORT};
+use crate::xds::hub::Generator;
+use crate::xds::snapshot::Layer;
 use crate::xds::{Kind, Proxy, Resource, Role, Snapshot};
 use envoy::{ads, any, socket};
 use route::Scope;
@@ -31,26 +34,89 @@ use route::Scope;
 /// name for the `proxyHttpPort` listener's routes).
 pub const HTTP_PROXY_ROUTES: &str = "http_proxy";
 
-/// Everything one proxy should have.
-pub fn snapshot(index: &Index, proxy: &Proxy) -> Snapshot {
-    let mut s = Snapshot::default();
-    for service in index.services.values() {
-        for port in &service.ports {
-            for (c, cla) in cluster::outbound(index, service, port) {
-                s.insert(Kind::Endpoint, Resource::new(cla.cluster_name.clone(), &cla));
-                s.insert(Kind::Cluster, Resource::new(c.name.clone(), &c));
-            }
-        }
-    }
-    match proxy.role {
-        Role::Sidecar => sidecar(index, proxy, &mut s),
-        Role::Gateway => gateway(index, proxy, &mut s),
-    }
-    s
+/// One translation of the mesh, shared by every proxy: clusters and
+/// endpoints are built once, route configurations once per distinct
+/// (role, namespace, labels that rules match on); only listeners, which
+/// bind the proxy's own address, are built per proxy.
+pub struct Translation {
+    index: Arc<Index>,
+    clusters: Layer,
+    endpoints: Layer,
+    /// Label keys some rule matches on (`match.sourceLabels`): proxies
+    /// that agree on these share their routes.
+    label_keys: BTreeSet<String>,
+    routes: Mutex<HashMap<RouteKey, Arc<Vec<Arc<Resource>>>>>,
 }
 
-fn sidecar(index: &Index, proxy: &Proxy, s: &mut Snapshot) {
-    // Outbound: every HTTP service port, by host:port, through one listener.
+type RouteKey = (Role, String, Vec<(String, String)>);
+
+impl Translation {
+    pub fn new(index: Arc<Index>) -> Translation {
+        let mut clusters = Vec::new();
+        let mut endpoints = Vec::new();
+        for service in index.services.values() {
+            for port in &service.ports {
+                for (c, cla) in cluster::outbound(&index, service, port) {
+                    endpoints.push(Resource::new(cla.cluster_name.clone(), &cla));
+                    clusters.push(Resource::new(c.name.clone(), &c));
+                }
+            }
+        }
+        let label_keys = index
+            .virtual_services
+            .iter()
+            .flat_map(|vs| vs.spec.http.iter().flat_map(|h| h.match_.iter().flat_map(|m| m.source_labels.keys().cloned())))
+            .collect();
+        Translation { index, clusters: Layer::new(clusters), endpoints: Layer::new(endpoints), label_keys, routes: Mutex::default() }
+    }
+
+    /// The route configurations of proxies like `proxy`, built once.
+    fn routes(&self, proxy: &Proxy) -> Arc<Vec<Arc<Resource>>> {
+        let labels: Vec<(String, String)> =
+            proxy.labels.iter().filter(|(k, _)| self.label_keys.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let key = (proxy.role, proxy.namespace.clone(), labels);
+        let mut cache = self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        cache
+            .entry(key)
+            .or_insert_with(|| {
+                let configs = match proxy.role {
+                    Role::Sidecar => vec![sidecar_routes(&self.index, proxy)],
+                    Role::Gateway => gateway_routes(&self.index, proxy).into_values().collect(),
+                };
+                Arc::new(configs.into_iter().map(|rc| Arc::new(Resource::new(rc.name.clone(), &rc))).collect())
+            })
+            .clone()
+    }
+}
+
+impl Generator for Translation {
+    fn snapshot(&self, proxy: &Proxy) -> Snapshot {
+        let mut s = Snapshot::default();
+        s.share(Kind::Cluster, self.clusters.clone());
+        s.share(Kind::Endpoint, self.endpoints.clone());
+        for rc in self.routes(proxy).iter() {
+            s.insert_shared(Kind::Route, rc.clone());
+        }
+        match proxy.role {
+            Role::Sidecar => sidecar_listeners(&self.index, proxy, &mut s),
+            Role::Gateway => {
+                for port in gateway_routes(&self.index, proxy).into_keys() {
+                    let l = listener(&format!("0.0.0.0_{port}"), &proxy.ip, port, &format!("outbound_0.0.0.0_{port}"), Routes::Rds(format!("http.{port}")));
+                    s.insert(Kind::Listener, Resource::new(l.name.clone(), &l));
+                }
+            }
+        }
+        s
+    }
+}
+
+/// Everything one proxy should have (one-off; see [`Translation`]).
+pub fn snapshot(index: &Arc<Index>, proxy: &Proxy) -> Snapshot {
+    Translation::new(index.clone()).snapshot(proxy)
+}
+
+/// The sidecar's outbound routes: every HTTP service port, by host:port.
+fn sidecar_routes(index: &Index, proxy: &Proxy) -> xds_route::RouteConfiguration {
     let mut vhosts = Vec::new();
     for service in index.services.values() {
         for port in service.ports.iter().filter(|p| Service::is_http(p)) {
@@ -65,8 +131,11 @@ fn sidecar(index: &Index, proxy: &Proxy, s: &mut Snapshot) {
             });
         }
     }
-    let rc = xds_route::RouteConfiguration { name: HTTP_PROXY_ROUTES.into(), virtual_hosts: vhosts, ..Default::default() };
-    s.insert(Kind::Route, Resource::new(rc.name.clone(), &rc));
+    xds_route::RouteConfiguration { name: HTTP_PROXY_ROUTES.into(), virtual_hosts: vhosts, ..Default::default() }
+}
+
+/// The sidecar's listeners (on its own address) and inbound clusters.
+fn sidecar_listeners(index: &Index, proxy: &Proxy, s: &mut Snapshot) {
     let outbound = listener("virtualOutbound", &proxy.ip, OUTBOUND_PORT, "outbound", Routes::Rds(HTTP_PROXY_ROUTES.into()));
     s.insert(Kind::Listener, Resource::new(outbound.name.clone(), &outbound));
 
@@ -106,7 +175,9 @@ fn sidecar(index: &Index, proxy: &Proxy, s: &mut Snapshot) {
     }
 }
 
-fn gateway(index: &Index, proxy: &Proxy, s: &mut Snapshot) {
+/// A gateway's route configurations, by port: the VirtualServices that
+/// name the Gateways selecting it.
+fn gateway_routes(index: &Index, proxy: &Proxy) -> BTreeMap<u32, xds_route::RouteConfiguration> {
     // Port → the gateways (namespace/name) serving HTTP on it, and their hosts.
     let mut ports: BTreeMap<u32, Vec<(String, Vec<String>)>> = BTreeMap::new();
     for g in &index.gateways {
@@ -118,6 +189,7 @@ fn gateway(index: &Index, proxy: &Proxy, s: &mut Snapshot) {
             ports.entry(server.port.number).or_default().push((name, server.hosts.clone()));
         }
     }
+    let mut out = BTreeMap::new();
     for (port, gateways) in ports {
         let mut vhosts: Vec<xds_route::VirtualHost> = Vec::new();
         for (gateway, server_hosts) in &gateways {
@@ -136,12 +208,9 @@ fn gateway(index: &Index, proxy: &Proxy, s: &mut Snapshot) {
                 }
             }
         }
-        let rds = format!("http.{port}");
-        let rc = xds_route::RouteConfiguration { name: rds.clone(), virtual_hosts: vhosts, ..Default::default() };
-        s.insert(Kind::Route, Resource::new(rds.clone(), &rc));
-        let l = listener(&format!("0.0.0.0_{port}"), &proxy.ip, port, &format!("outbound_0.0.0.0_{port}"), Routes::Rds(rds));
-        s.insert(Kind::Listener, Resource::new(l.name.clone(), &l));
+        out.insert(port, xds_route::RouteConfiguration { name: format!("http.{port}"), virtual_hosts: vhosts, ..Default::default() });
     }
+    out
 }
 
 /// Gateway server host `sh` (`*`, `ns/host`, `*.suffix`) admits VirtualService host `h`.

@@ -9,6 +9,7 @@
 mod supported;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde_json::Value;
 use weft_crds::status::{Level, Problem, ValidationMessage};
@@ -45,7 +46,7 @@ impl std::fmt::Display for Finding {
 #[derive(Debug, Default)]
 pub struct Validated {
     /// The resources in effect.
-    pub accepted: Vec<Resource>,
+    pub accepted: Vec<Arc<Resource>>,
     pub findings: Vec<Finding>,
 }
 
@@ -83,12 +84,54 @@ fn spec_json(r: &Resource) -> (Value, Option<Value>) {
     }
 }
 
+/// Validation that remembers each resource's field check, so a change
+/// re-checks only what changed (standalone mode re-validates on every
+/// edit).
+#[derive(Default)]
+pub struct Validator {
+    fields: std::collections::HashMap<Key, (Arc<Resource>, Vec<Finding>)>,
+}
+
+impl Validator {
+    pub fn validate(&mut self, resources: &[Arc<Resource>]) -> Validated {
+        let mut fresh = std::collections::HashMap::new();
+        let result = validate_with(resources, |key, r| {
+            let findings = match self.fields.remove(key) {
+                // Unchanged files keep their resources' allocations.
+                Some((old, findings)) if Arc::ptr_eq(&old, r) || *old == **r => findings,
+                _ => field_findings(key, r),
+            };
+            fresh.insert(key.clone(), (r.clone(), findings.clone()));
+            findings
+        });
+        self.fields = fresh;
+        result
+    }
+}
+
 pub fn validate(resources: &[Resource]) -> Validated {
+    let resources: Vec<Arc<Resource>> = resources.iter().cloned().map(Arc::new).collect();
+    validate_with(&resources, |k, r| field_findings(k, r))
+}
+
+/// Fields set outside what translation implements.
+fn field_findings(key: &Key, r: &Resource) -> Vec<Finding> {
+    let (spec, defaults) = spec_json(r);
+    let mut leaves = Vec::new();
+    walk(&spec, defaults.as_ref(), String::new(), String::new(), &mut leaves);
+    leaves
+        .into_iter()
+        .filter(|(_, pattern)| !supported::supported(key.kind, pattern))
+        .map(|(path, _)| finding(key, Level::Error, Problem::UnsupportedField, &format!("spec.{path}"), "not supported by weft yet"))
+        .collect()
+}
+
+fn validate_with(resources: &[Arc<Resource>], mut fields: impl FnMut(&Key, &Arc<Resource>) -> Vec<Finding>) -> Validated {
     let mut findings = Vec::new();
     // One resource per kind, namespace and name, as in Kubernetes: the
     // first read wins (files are read in name order).
     let mut seen = std::collections::BTreeSet::new();
-    let resources: Vec<&Resource> = resources
+    let resources: Vec<&Arc<Resource>> = resources
         .iter()
         .filter(|r| {
             let key = key_of(r);
@@ -99,18 +142,16 @@ pub fn validate(resources: &[Resource]) -> Validated {
             first
         })
         .collect();
+    let mut rejected = std::collections::HashSet::new();
     for r in resources.iter().copied() {
         let key = key_of(r);
-        let (spec, defaults) = spec_json(r);
-        let mut leaves = Vec::new();
-        walk(&spec, defaults.as_ref(), String::new(), String::new(), &mut leaves);
-        for (path, pattern) in leaves {
-            if !supported::supported(key.kind, &pattern) {
-                findings.push(finding(&key, Level::Error, Problem::UnsupportedField, &format!("spec.{path}"), "not supported by weft yet"));
-            }
+        let found = fields(&key, r);
+        if found.iter().any(|f| f.message.level == Level::Error) {
+            rejected.insert(key);
         }
+        findings.extend(found);
     }
-    let first_pass: Vec<Resource> = resources.into_iter().filter(|r| !has_error(&findings, &key_of(r))).cloned().collect();
+    let first_pass: Vec<Arc<Resource>> = resources.into_iter().filter(|r| !rejected.contains(&key_of(r))).cloned().collect();
     let index = Index::build(&first_pass);
     semantic(&index, &first_pass, &mut findings);
     let accepted = first_pass.into_iter().filter(|r| !has_error(&findings, &key_of(r))).collect();
@@ -150,12 +191,12 @@ fn walk(v: &Value, default: Option<&Value>, path: String, pattern: String, out: 
 }
 
 /// References, values and conflicts.
-fn semantic(index: &Index, resources: &[Resource], findings: &mut Vec<Finding>) {
+fn semantic(index: &Index, resources: &[Arc<Resource>], findings: &mut Vec<Finding>) {
     // host → the VirtualService that routes it for the sidecars.
     let mut mesh_hosts: BTreeMap<String, Key> = BTreeMap::new();
     for r in resources {
         let key = key_of(r);
-        match r {
+        match &**r {
             Resource::VirtualService(vs) => {
                 let spec = &vs.spec;
                 for (i, http) in spec.http.iter().enumerate() {

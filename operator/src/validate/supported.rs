@@ -92,7 +92,15 @@ const GATEWAY: &[&str] = &["selector.*", "servers[].port.number", "servers[].por
 /// Whether the field at `path` (indices already written as `[]`) of a
 /// `kind`'s spec is implemented.
 pub fn supported(kind: &str, path: &str) -> bool {
-    let patterns: Vec<String> = match kind {
+    static PATTERNS: std::sync::OnceLock<Vec<(&'static str, Vec<String>)>> = std::sync::OnceLock::new();
+    let all = PATTERNS.get_or_init(|| {
+        ["VirtualService", "DestinationRule", "ServiceEntry", "WorkloadEntry", "Gateway"].into_iter().map(|k| (k, patterns(k))).collect()
+    });
+    all.iter().find(|(k, _)| *k == kind).is_some_and(|(_, patterns)| patterns.iter().any(|p| matches(p, path)))
+}
+
+fn patterns(kind: &str) -> Vec<String> {
+    match kind {
         "VirtualService" => {
             let mut p: Vec<String> = VIRTUAL_SERVICE.iter().map(|s| s.to_string()).collect();
             for prefix in ["http[].route[].destination", "http[].mirror", "http[].mirrors[].destination"] {
@@ -114,8 +122,7 @@ pub fn supported(kind: &str, path: &str) -> bool {
         "WorkloadEntry" => WORKLOAD_ENTRY.iter().map(|s| s.to_string()).collect(),
         "Gateway" => GATEWAY.iter().map(|s| s.to_string()).collect(),
         _ => Vec::new(),
-    };
-    patterns.iter().any(|p| matches(p, path))
+    }
 }
 
 /// A pattern matches a path equal to it, or (StringMatch, lists of

@@ -30,6 +30,9 @@ struct Watch {
     held: BTreeMap<String, String>,
     /// Versions of the last response, reported in ACK/NACK events.
     last: Option<(String, String)>,
+    /// The snapshot's version of the kind when last compared; unchanged
+    /// and no subscription change means nothing to send.
+    seen_kind_version: Option<String>,
 }
 
 impl Stream {
@@ -69,6 +72,9 @@ impl Stream {
                 }
             }
         }
+        if !req.resource_names_subscribe.is_empty() || !req.resource_names_unsubscribe.is_empty() || first {
+            watch.seen_kind_version = None;
+        }
         for name in &req.resource_names_subscribe {
             if name == "*" {
                 watch.wildcard = true;
@@ -97,6 +103,11 @@ impl Stream {
 
     fn respond(&mut self, kind: Kind, snapshot: &Snapshot) -> Option<DeltaDiscoveryResponse> {
         let watch = self.watches.get_mut(&kind)?;
+        let kind_version = snapshot.version(kind);
+        if watch.seen_kind_version.as_deref() == Some(kind_version) {
+            return None;
+        }
+        watch.seen_kind_version = Some(kind_version.to_string());
         let subscribed = |name: &str| watch.wildcard || watch.names.contains(name);
         let changed: Vec<WireResource> = snapshot
             .of(kind)

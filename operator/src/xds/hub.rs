@@ -123,7 +123,7 @@ impl Hub {
                 .or_insert_with(|| Arc::new(generator.snapshot(&stream.proxy)))
                 .clone();
             stream.snapshot.send_if_modified(|current| {
-                let changed = **current != *snapshot;
+                let changed = !current.same(&snapshot);
                 if changed {
                     *current = snapshot;
                 }

@@ -23,8 +23,8 @@ use super::{delta, sotw, Event};
 
 /// A stream protocol's state machine, as the stream task drives it.
 trait Protocol: Default + Send + 'static {
-    type Request: Send + 'static;
-    type Response: Send + 'static;
+    type Request: Send + std::fmt::Debug + 'static;
+    type Response: Send + Summary + 'static;
     fn node(req: &Self::Request) -> Option<&Node>;
     fn on_request(
         &mut self,
@@ -67,6 +67,23 @@ impl Protocol for delta::Stream {
     }
     fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
         delta::Stream::on_snapshot(self, snapshot)
+    }
+}
+
+/// What a debug log says about a response.
+trait Summary {
+    fn summary(&self) -> String;
+}
+
+impl Summary for DiscoveryResponse {
+    fn summary(&self) -> String {
+        format!("{} version={} nonce={} resources={}", self.type_url, self.version_info, self.nonce, self.resources.len())
+    }
+}
+
+impl Summary for DeltaDiscoveryResponse {
+    fn summary(&self) -> String {
+        format!("{} nonce={} resources={} removed={}", self.type_url, self.nonce, self.resources.len(), self.removed_resources.len())
     }
 }
 
@@ -142,7 +159,10 @@ async fn run<P: Protocol>(
     let mut next = Some(first);
     loop {
         let responses = if let Some(req) = next.take() {
-            let snapshot = subscription.snapshot.borrow_and_update().clone();
+            tracing::trace!(proxy = %subscription.proxy.id, request = ?req, "request");
+            // Not marked seen: if the snapshot changed meanwhile, the change
+            // branch below still runs and pushes the other types.
+            let snapshot = subscription.snapshot.borrow().clone();
             let (responses, event) = state.on_request(&req, &snapshot);
             if let Some(event) = event {
                 hub.report(&subscription.proxy, event);
@@ -168,6 +188,7 @@ async fn run<P: Protocol>(
             }
         };
         for response in responses {
+            tracing::debug!(proxy = %subscription.proxy.id, response = %response.summary(), "push");
             if tx.send(Ok(response)).await.is_err() {
                 return;
             }

@@ -69,35 +69,91 @@ impl Resource {
     }
 }
 
-/// Every resource of every kind for one proxy. Cheap to share: streams hold
-/// an `Arc<Snapshot>` and compare resource versions.
-#[derive(Debug, Clone, Default, PartialEq)]
+/// Resources shared by many snapshots (the clusters every sidecar gets),
+/// with the version of the whole set computed once.
+#[derive(Debug, Clone, Default)]
+pub struct Layer {
+    map: Arc<BTreeMap<String, Arc<Resource>>>,
+    version: String,
+}
+
+impl Layer {
+    pub fn new(resources: impl IntoIterator<Item = Resource>) -> Layer {
+        let map: BTreeMap<String, Arc<Resource>> = resources.into_iter().map(|r| (r.name.clone(), Arc::new(r))).collect();
+        let version = set_version(map.values().map(|r| &**r));
+        Layer { map: Arc::new(map), version }
+    }
+}
+
+/// Every resource of every kind for one proxy: per kind, a shared layer
+/// and the proxy's own resources (which win on a name clash). Cheap to
+/// share and compare: streams hold an `Arc<Snapshot>`, and the version of
+/// each kind (a hash of names and versions) is computed once.
+#[derive(Debug, Clone, Default)]
 pub struct Snapshot {
-    resources: BTreeMap<Kind, BTreeMap<String, Arc<Resource>>>,
+    kinds: BTreeMap<Kind, Set>,
+}
+
+#[derive(Debug, Clone, Default)]
+struct Set {
+    shared: Layer,
+    own: BTreeMap<String, Arc<Resource>>,
+    version: std::sync::OnceLock<String>,
 }
 
 impl Snapshot {
     pub fn insert(&mut self, kind: Kind, resource: Resource) {
-        self.resources
-            .entry(kind)
-            .or_default()
-            .insert(resource.name.clone(), Arc::new(resource));
+        let set = self.kinds.entry(kind).or_default();
+        set.version = Default::default();
+        set.own.insert(resource.name.clone(), Arc::new(resource));
+    }
+
+    /// Adds a resource shared with other snapshots.
+    pub fn insert_shared(&mut self, kind: Kind, resource: Arc<Resource>) {
+        let set = self.kinds.entry(kind).or_default();
+        set.version = Default::default();
+        set.own.insert(resource.name.clone(), resource);
+    }
+
+    /// Uses `layer` as the shared resources of `kind`.
+    pub fn share(&mut self, kind: Kind, layer: Layer) {
+        let set = self.kinds.entry(kind).or_default();
+        set.version = Default::default();
+        set.shared = layer;
     }
 
     pub fn get(&self, kind: Kind, name: &str) -> Option<&Arc<Resource>> {
-        self.resources.get(&kind)?.get(name)
+        let set = self.kinds.get(&kind)?;
+        set.own.get(name).or_else(|| set.shared.map.get(name))
     }
 
-    /// The resources of one kind, by name.
+    /// The resources of one kind.
     pub fn of(&self, kind: Kind) -> impl Iterator<Item = &Arc<Resource>> {
-        self.resources
-            .get(&kind)
-            .into_iter()
-            .flat_map(|m| m.values())
+        self.kinds.get(&kind).into_iter().flat_map(|set| {
+            let shadowed = |r: &&Arc<Resource>| !set.own.contains_key(&r.name);
+            set.shared.map.values().filter(shadowed).chain(set.own.values())
+        })
     }
 
     pub fn len(&self, kind: Kind) -> usize {
-        self.resources.get(&kind).map_or(0, BTreeMap::len)
+        self.of(kind).count()
+    }
+
+    /// The version of all resources of `kind` together.
+    pub fn version(&self, kind: Kind) -> &str {
+        match self.kinds.get(&kind) {
+            Some(set) => set.version.get_or_init(|| {
+                let own = set_version(set.own.values().map(|r| &**r));
+                format!("{}{}", set.shared.version, own)
+            }),
+            None => "",
+        }
+    }
+
+    /// Whether two snapshots hold the same resources (by versions).
+    pub fn same(&self, other: &Snapshot) -> bool {
+        let kinds = |s: &Snapshot| s.kinds.keys().copied().collect::<Vec<_>>();
+        kinds(self) == kinds(other) && self.kinds.keys().all(|k| self.version(*k) == other.version(*k))
     }
 }
 
@@ -109,9 +165,12 @@ impl Snapshot {
         let pool = weft_envoy_api::pool();
         let options = weft_envoy_api::prost_reflect::SerializeOptions::new().use_proto_field_name(true);
         let mut out = serde_json::Map::new();
-        for (kind, resources) in &self.resources {
+        for kind in self.kinds.keys() {
             let mut by_name = serde_json::Map::new();
-            for (name, r) in resources {
+            let mut resources: Vec<&Arc<Resource>> = self.of(*kind).collect();
+            resources.sort_by(|a, b| a.name.cmp(&b.name));
+            for r in resources {
+                let name = &r.name;
                 let value = pool
                     .get_message_by_name(weft_envoy_api::type_name(&r.body.type_url))
                     .and_then(|desc| weft_envoy_api::prost_reflect::DynamicMessage::decode(desc, r.body.value.as_slice()).ok())

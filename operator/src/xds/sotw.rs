@@ -38,6 +38,11 @@ struct Watch {
     /// reconnecting proxy already holding the current config is not sent
     /// it again).
     initial_version: String,
+    /// The snapshot's version of the whole kind when this watch was last
+    /// answered, and whether its names changed since: when neither did,
+    /// nothing it asks for can have changed (no need to look).
+    seen_kind_version: String,
+    names_changed: bool,
 }
 
 impl Stream {
@@ -101,6 +106,12 @@ impl Stream {
         if !watch.open {
             return None;
         }
+        let kind_version = snapshot.version(kind);
+        if watch.sent.is_some() && !watch.names_changed && watch.seen_kind_version == kind_version {
+            return None;
+        }
+        watch.seen_kind_version = kind_version.to_string();
+        watch.names_changed = false;
         let wanted: Vec<&Resource> = if watch.wildcard {
             snapshot.of(kind).map(|r| &**r).collect()
         } else {

@@ -22,7 +22,7 @@ fn proxy(role: Role, ip: &str, namespace: &str, labels: &[(&str, &str)]) -> Prox
 }
 
 fn golden(name: &str, proxy: &Proxy) {
-    let index = Index::build(&validate(&bookinfo()).accepted);
+    let index = std::sync::Arc::new(Index::build(&validate(&bookinfo()).accepted));
     let actual = serde_json::to_string_pretty(&snapshot(&index, proxy).to_json()).expect("json") + "\n";
     let path = repo(&format!("operator/tests/golden/{name}.json"));
     if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some() {
