@@ -10,7 +10,7 @@ APT_PACKAGES := cmake clang libclang-dev python3-venv openssl
 BENCH_PACKAGES := wrk nginx-light
 export ENVOY_BIN := $(abspath $(ENVOY))
 
-.PHONY: all deps bench-deps build test fuzz demo bench crds clean
+.PHONY: all deps bench-deps build test fuzz demo demo-proxy bench crds clean
 
 FUZZ_SECONDS ?= 30
 # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain
@@ -55,8 +55,15 @@ test: deps $(ENVOY) build fuzz
 	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' target/test.log; \
 	exit $$status
 
-# The front-proxy demo: two sample upstreams behind weft-proxy on :10000.
+# The Bookinfo demo: weft-operator (standalone, on a copy of
+# config/samples/bookinfo), six workloads each behind a weft-proxy sidecar
+# on its own loopback address, and the ingress gateway on 127.0.0.1:8080.
+# Ctrl-C stops everything.
 demo: deps build
+	@./target/debug/weft-demo
+
+# The proxy alone: two sample upstreams behind weft-proxy on :10000.
+demo-proxy: deps build
 	@echo "weft-proxy on http://127.0.0.1:10000 (admin http://127.0.0.1:9901); Ctrl-C stops everything"
 	@echo "  curl -s 127.0.0.1:10000/            # blue or green, 50/50"
 	@echo "  curl -s 127.0.0.1:10000/hello       # direct response"
@@ -66,12 +73,6 @@ demo: deps build
 	trap 'kill -TERM $$proxy $$up 2>/dev/null; wait $$proxy; kill $$up 2>/dev/null; exit 0' INT TERM; \
 	wait $$proxy; kill $$up 2>/dev/null
 
-# The CRDs generated from crds/src; a test in weft-crds fails until the
-# checked-in file matches the types.
-crds:
-	$(CARGO) run -q -p weft-crds --bin crdgen > crds/crds.gen.yaml.tmp || { rm -f crds/crds.gen.yaml.tmp; exit 1; }
-	mv crds/crds.gen.yaml.tmp crds/crds.gen.yaml
-
 bench-deps:
 	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(BENCH_PACKAGES)"
 
@@ -79,8 +80,9 @@ bench-deps:
 # e2e/src/bin/weft-bench.rs for what is measured. BENCH_SECONDS, BENCH_RATE
 # and BENCH_ROUNDS tune it.
 bench: deps bench-deps $(ENVOY)
-	$(CARGO) build --release -p weft-proxy -p weft-e2e --bins
+	$(CARGO) build --release -p weft-proxy -p weft-operator -p weft-e2e --bins
 	WEFT_PROFILE=release ./target/release/weft-bench
+	./target/release/weft-push-bench
 
 clean:
 	$(CARGO) clean

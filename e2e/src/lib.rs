@@ -9,6 +9,7 @@
 
 pub mod bootstrap;
 pub mod client;
+pub mod demo;
 pub mod mesh;
 pub mod pki;
 pub mod proxy;

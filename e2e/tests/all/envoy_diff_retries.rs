@@ -222,3 +222,23 @@ async fn idle_timeouts_match_envoy() {
         }
     }
 }
+
+/// Istio puts the previous_hosts predicate on every retry policy: a retry
+/// goes to another host. With one of two hosts refusing connections and
+/// one retry, every request succeeds on both proxies (without the
+/// predicate a quarter would fail under RANDOM).
+#[tokio::test]
+async fn retries_avoid_previous_hosts_like_envoy() {
+    use weft_e2e::bootstrap::{cluster, endpoint, locality, single_route, upstream};
+    let up = Upstream::start("up").await;
+    let dead = weft_e2e::free_port().to_string();
+    let route = r#"cluster: up, timeout: 0s, retry_policy: { retry_on: connect-failure, num_retries: 1,
+        retry_host_predicate: [ { name: envoy.retry_host_predicates.previous_hosts,
+          typed_config: { "@type": type.googleapis.com/envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate } } ],
+        host_selection_retry_max_attempts: 40 }"#;
+    let hosts = locality(0, &[upstream("up"), endpoint("127.0.0.1", &dead, "")]);
+    let template = single_route(route, &[cluster("up", "lb_policy: RANDOM\nconnect_timeout: 1s", &[hosts])]);
+    let requests: Vec<Request> = (0..40).map(|i| Request::get(&format!("/r{i}"))).collect();
+    let outcomes = assert_same_on_both(&template, &[&up], &requests).await;
+    assert!(outcomes.iter().all(|o| o.response.status == 200), "every request recovers on the other host");
+}

@@ -18,6 +18,7 @@ mod envoy_diff_routing;
 mod envoy_diff_tcp;
 mod envoy_diff_tls;
 mod malformed_http;
+mod traffic_bookinfo;
 mod traffic_drain;
 mod xds_ads;
 mod xds_standalone;

@@ -91,13 +91,27 @@ pub fn default_route(cluster: String) -> xds_route::Route {
     }
 }
 
-/// Istio's default retry policy, minus the gRPC conditions and host
-/// predicates weft-proxy does not implement yet.
+/// Istio's default retry policy, minus the gRPC conditions weft-proxy
+/// does not implement yet.
 fn default_retry() -> xds_route::RetryPolicy {
     xds_route::RetryPolicy {
         retry_on: "connect-failure,refused-stream,retriable-status-codes".into(),
         num_retries: Some(UInt32Value { value: 2 }),
         retriable_status_codes: vec![503],
+        ..other_hosts()
+    }
+}
+
+/// What Istio puts on every retry policy: a retry goes to another host
+/// (previous_hosts predicate, up to 5 draws).
+fn other_hosts() -> xds_route::RetryPolicy {
+    use weft_envoy_api::pb::envoy::extensions::retry::host::previous_hosts::v3::PreviousHostsPredicate;
+    xds_route::RetryPolicy {
+        retry_host_predicate: vec![xds_route::retry_policy::RetryHostPredicate {
+            name: "envoy.retry_host_predicates.previous_hosts".into(),
+            config_type: Some(xds_route::retry_policy::retry_host_predicate::ConfigType::TypedConfig(any(&PreviousHostsPredicate {}))),
+        }],
+        host_selection_retry_max_attempts: 5,
         ..Default::default()
     }
 }
@@ -261,7 +275,7 @@ fn action(scope: &Scope<'_>, vs: &Rule<VirtualServiceSpec>, http: &HttpRoute, pa
                 num_retries: Some(UInt32Value { value: r.attempts.unwrap_or(2).max(0) as u32 }),
                 per_try_timeout: r.per_try_timeout.as_ref().map(|d| duration(d.0)),
                 retriable_status_codes: if r.retry_on.is_none() { vec![503] } else { Vec::new() },
-                ..Default::default()
+                ..other_hosts()
             },
             None => default_retry(),
         }),

@@ -292,8 +292,15 @@ const SUPPORTED: &[(&str, &[&str])] = &[
         ],
     ),
     (
+        "envoy.config.route.v3.RetryPolicy.RetryHostPredicate",
+        &["name", "typed_config"],
+    ),
+    ("envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate", &[]),
+    (
         "envoy.config.route.v3.RetryPolicy",
         &[
+            "retry_host_predicate",
+            "host_selection_retry_max_attempts",
             "retry_on",
             "num_retries",
             "per_try_timeout",

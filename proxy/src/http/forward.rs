@@ -158,6 +158,9 @@ pub async fn forward(
     let mut _retry_slot = None;
     let max_retries = retry.as_ref().map(|r| r.num_retries).unwrap_or(0);
     let mut attempt = 0u32;
+    // Hosts tried so far, for the previous_hosts retry predicate.
+    let mut tried: Vec<std::net::SocketAddr> = Vec::new();
+    let avoid = retry.as_ref().filter(|r| r.avoid_previous_hosts).map(|r| r.host_selection_attempts);
     let outcome = loop {
         cluster.stats.rq_total.inc();
         let attempt_start = Instant::now();
@@ -182,7 +185,7 @@ pub async fn forward(
         }
         let result = match attempt_deadline {
             Some(d) => {
-                match tokio::time::timeout_at(d.into(), try_once(cluster, &req, &body, (hash, fwd.auto_host_rewrite), log))
+                match tokio::time::timeout_at(d.into(), try_once(cluster, &req, &body, (hash, fwd.auto_host_rewrite), (&tried, avoid), log))
                     .await
                 {
                     Ok(r) => r,
@@ -194,8 +197,9 @@ pub async fn forward(
                     }
                 }
             }
-            None => try_once(cluster, &req, &body, (hash, fwd.auto_host_rewrite), log).await,
+            None => try_once(cluster, &req, &body, (hash, fwd.auto_host_rewrite), (&tried, avoid), log).await,
         };
+        tried.extend(log.upstream_host);
         let global_timeout = [deadline, idle_deadline].into_iter().flatten().any(|d| Instant::now() >= d);
         // Every attempt's outcome is counted once, retried or not.
         match &result {
@@ -320,7 +324,7 @@ fn shadow(mirror: &Mirror, req: &RequestHeader, body: &Bytes, timeout: Option<Du
         cluster.stats.rq_total.inc();
         let attempt = async {
             let start = Instant::now();
-            if let Outcome::Response(mut x) = try_once(&cluster, &req, &body, (None, false), &mut Entry::default()).await {
+            if let Outcome::Response(mut x) = try_once(&cluster, &req, &body, (None, false), (&[], None), &mut Entry::default()).await {
                 cluster.stats.response(x.resp.status.as_u16(), start.elapsed().as_secs_f64() * 1000.0);
                 while let Ok(Some(_)) = x.upstream.read_response_body().await {}
                 upstream::checkin(x.upstream, x.pool, x.budget).await;
@@ -466,9 +470,14 @@ async fn try_once<'c>(
     req: &RequestHeader,
     body: &Bytes,
     (hash, auto_host_rewrite): (Option<u64>, bool),
+    (tried, avoid): (&[std::net::SocketAddr], Option<u32>),
     log: &mut Entry,
 ) -> Outcome<'c> {
-    let Some(host) = cluster.pick(hash) else {
+    let host = match avoid {
+        Some(attempts) => cluster.pick_avoiding(hash, tried, attempts),
+        None => cluster.pick(hash),
+    };
+    let Some(host) = host else {
         return Outcome::Failed(Failure::NoHost);
     };
     let budget = &cluster.breakers.connections;

@@ -452,6 +452,24 @@ impl Cluster {
     /// Picks a host for a request, or `None` when the cluster has none:
     /// a priority level by load, then a host of that level by the policy.
     pub fn pick(&self, hash: Option<u64>) -> Option<InFlight> {
+        self.pick_avoiding(hash, &[], 1)
+    }
+
+    /// [`pick`](Self::pick), drawing again (up to `attempts` draws in all)
+    /// while the host is one of `avoid`; the last draw stands, as Envoy's
+    /// retry host predicates do.
+    pub fn pick_avoiding(&self, hash: Option<u64>, avoid: &[SocketAddr], attempts: u32) -> Option<InFlight> {
+        let mut host = self.pick_once(hash)?;
+        for _ in 1..attempts.max(1) {
+            if !avoid.contains(&host.addr()) {
+                break;
+            }
+            host = self.pick_once(hash)?;
+        }
+        Some(host)
+    }
+
+    fn pick_once(&self, hash: Option<u64>) -> Option<InFlight> {
         let set = self.hosts.load();
         let level = set.level()?;
         let hosts = &level.candidates;

@@ -211,7 +211,15 @@ pub struct RetryPolicy {
     pub status_codes: Vec<u16>,
     pub base_interval: Duration,
     pub max_interval: Duration,
+    /// `retry_host_predicate` previous_hosts: a retry avoids the hosts
+    /// already tried, drawing up to `host_selection_attempts` times.
+    pub avoid_previous_hosts: bool,
+    /// `host_selection_retry_max_attempts` (Envoy's default: 1).
+    pub host_selection_attempts: u32,
 }
+
+/// The retry host predicate weft-proxy implements.
+const PREVIOUS_HOSTS: &str = "envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate";
 
 impl RetryPolicy {
     pub fn compile(p: &xds_route::RetryPolicy, path: &str) -> Result<Self> {
@@ -253,7 +261,24 @@ impl RetryPolicy {
                 }
             }
         }
+        let mut avoid_previous_hosts = false;
+        for (i, predicate) in p.retry_host_predicate.iter().enumerate() {
+            use xds_route::retry_policy::retry_host_predicate::ConfigType;
+            let type_name = match &predicate.config_type {
+                Some(ConfigType::TypedConfig(any)) => weft_envoy_api::type_name(&any.type_url),
+                None => "",
+            };
+            if type_name != PREVIOUS_HOSTS {
+                return Err(ConfigError::new(
+                    format!("{path}.retry_host_predicate[{i}].typed_config"),
+                    format!("retry host predicate {type_name:?} is not supported by weft-proxy (previous_hosts is)"),
+                ));
+            }
+            avoid_previous_hosts = true;
+        }
         Ok(RetryPolicy {
+            avoid_previous_hosts,
+            host_selection_attempts: p.host_selection_retry_max_attempts.max(1) as u32,
             on,
             num_retries: p.num_retries.as_ref().map(|n| n.value).unwrap_or(1),
             per_try_timeout: p
@@ -941,6 +966,8 @@ mod tests {
             status_codes: codes,
             base_interval: Duration::from_millis(25),
             max_interval: Duration::from_millis(250),
+            avoid_previous_hosts: false,
+            host_selection_attempts: 1,
         };
         assert!(policy("5xx", vec![]).retries_status(500));
         assert!(!policy("gateway-error", vec![]).retries_status(500));
