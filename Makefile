@@ -73,6 +73,12 @@ demo-proxy: deps build
 	trap 'kill -TERM $$proxy $$up 2>/dev/null; wait $$proxy; kill $$up 2>/dev/null; exit 0' INT TERM; \
 	wait $$proxy; kill $$up 2>/dev/null
 
+# The CRDs generated from crds/src; a test in weft-crds fails until the
+# checked-in file matches the types.
+crds:
+	$(CARGO) run -q -p weft-crds --bin crdgen > crds/crds.gen.yaml.tmp || { rm -f crds/crds.gen.yaml.tmp; exit 1; }
+	mv crds/crds.gen.yaml.tmp crds/crds.gen.yaml
+
 bench-deps:
 	@$(MAKE) --no-print-directory deps APT_PACKAGES="$(BENCH_PACKAGES)"
 
