@@ -77,6 +77,11 @@ impl Workspace {
             if self.files.get(&path).is_some_and(|(s, _)| *s == now) {
                 continue;
             }
+            if now.is_none() {
+                // Gone between the listing and now: a removal, not an error.
+                changed |= self.files.remove(&path).is_some();
+                continue;
+            }
             match read(&path) {
                 Ok(resources) => {
                     self.files.insert(path, (now, resources.into_iter().map(Arc::new).collect()));

@@ -57,7 +57,7 @@ fn main() -> Result<()> {
     write_mesh(&dir, services)?;
     let xds_port = weft_e2e::free_port();
     let binary = weft_e2e::proxy::repo_root().join("target/release/weft-operator");
-    let _operator = Guard(
+    let operator = Guard(
         Command::new(&binary)
             .args(["standalone", "--config-dir"])
             .arg(&dir)
@@ -70,6 +70,9 @@ fn main() -> Result<()> {
     );
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
     let result = rt.block_on(run(&dir, xds_port, services, proxies, rounds));
+    // The simulated proxies go first, then the operator, then its files.
+    rt.shutdown_background();
+    drop(operator);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
