@@ -115,3 +115,59 @@ pub fn decode_json(
         message: e.to_string(),
     })
 }
+
+/// The xDS resource types weft serves and follows, in the order a change
+/// is applied: clusters before the endpoints that warm them, listeners
+/// after the clusters they name, routes last (Envoy's make-before-break
+/// order). Shared by the ADS server (operator) and client (proxy).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum ResourceType {
+    Cluster,
+    Endpoint,
+    Listener,
+    Route,
+}
+
+impl ResourceType {
+    pub const ALL: [ResourceType; 4] = [ResourceType::Cluster, ResourceType::Endpoint, ResourceType::Listener, ResourceType::Route];
+
+    /// The message's full name.
+    pub fn message(self) -> &'static str {
+        match self {
+            ResourceType::Cluster => "envoy.config.cluster.v3.Cluster",
+            ResourceType::Endpoint => "envoy.config.endpoint.v3.ClusterLoadAssignment",
+            ResourceType::Listener => "envoy.config.listener.v3.Listener",
+            ResourceType::Route => "envoy.config.route.v3.RouteConfiguration",
+        }
+    }
+
+    pub fn type_url(self) -> &'static str {
+        match self {
+            ResourceType::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
+            ResourceType::Endpoint => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
+            ResourceType::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
+            ResourceType::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
+        }
+    }
+
+    /// The discovery service's short name, which error paths start with
+    /// (`cds.resources[2].…`).
+    pub fn api(self) -> &'static str {
+        match self {
+            ResourceType::Cluster => "cds",
+            ResourceType::Endpoint => "eds",
+            ResourceType::Listener => "lds",
+            ResourceType::Route => "rds",
+        }
+    }
+
+    pub fn from_type_url(url: &str) -> Option<ResourceType> {
+        Self::ALL.into_iter().find(|k| type_name(url) == k.message())
+    }
+
+    /// Listeners and clusters are subscribed as a whole (wildcard);
+    /// endpoints and routes by the names the others use.
+    pub fn wildcard_by_default(self) -> bool {
+        matches!(self, ResourceType::Cluster | ResourceType::Listener)
+    }
+}

@@ -95,7 +95,7 @@ impl Stream {
     }
 
     pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DeltaDiscoveryResponse> {
-        Kind::PUSH_ORDER
+        Kind::ALL
             .into_iter()
             .filter_map(|kind| self.respond(kind, snapshot))
             .collect()

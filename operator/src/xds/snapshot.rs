@@ -11,40 +11,8 @@ use std::sync::Arc;
 use prost::Message;
 use weft_envoy_api::pb::google::protobuf::Any;
 
-/// The resource types the operator serves, in the order a change is pushed:
-/// clusters before the endpoints that warm them, listeners after the
-/// clusters they name, routes last (Envoy's make-before-break order; Envoy
-/// rejects a listener whose inline routes name an unknown cluster).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Kind {
-    Cluster,
-    Endpoint,
-    Listener,
-    Route,
-}
-
-impl Kind {
-    pub const PUSH_ORDER: [Kind; 4] = [Kind::Cluster, Kind::Endpoint, Kind::Listener, Kind::Route];
-
-    pub fn type_url(self) -> &'static str {
-        match self {
-            Kind::Cluster => "type.googleapis.com/envoy.config.cluster.v3.Cluster",
-            Kind::Endpoint => "type.googleapis.com/envoy.config.endpoint.v3.ClusterLoadAssignment",
-            Kind::Listener => "type.googleapis.com/envoy.config.listener.v3.Listener",
-            Kind::Route => "type.googleapis.com/envoy.config.route.v3.RouteConfiguration",
-        }
-    }
-
-    pub fn from_type_url(url: &str) -> Option<Kind> {
-        Kind::PUSH_ORDER.into_iter().find(|k| k.type_url() == url)
-    }
-
-    /// Listeners and clusters are requested as "everything" (wildcard);
-    /// endpoints and routes by name.
-    pub fn wildcard_by_default(self) -> bool {
-        matches!(self, Kind::Cluster | Kind::Listener)
-    }
-}
+/// The resource types the operator serves; `Kind::ALL` is the push order.
+pub use weft_envoy_api::ResourceType as Kind;
 
 /// One named resource and the version of its encoding.
 #[derive(Debug, Clone, PartialEq)]
@@ -238,7 +206,7 @@ mod tests {
 
     #[test]
     fn type_urls_round_trip() {
-        for k in Kind::PUSH_ORDER {
+        for k in Kind::ALL {
             assert_eq!(Kind::from_type_url(k.type_url()), Some(k));
         }
         assert_eq!(Kind::from_type_url("type.googleapis.com/foo"), None);

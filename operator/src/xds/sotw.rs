@@ -95,7 +95,7 @@ impl Stream {
     /// A new snapshot: responses for every open watch whose resources
     /// changed, clusters first.
     pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
-        Kind::PUSH_ORDER
+        Kind::ALL
             .into_iter()
             .filter_map(|kind| self.respond(kind, snapshot))
             .collect()

@@ -29,50 +29,7 @@ pub const INITIAL_FETCH_TIMEOUT: Duration = Duration::from_secs(15);
 /// gRPC's INVALID_ARGUMENT, the code Envoy puts in a NACK.
 const INVALID_ARGUMENT: i32 = 3;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Kind {
-    Cluster,
-    Endpoint,
-    Listener,
-    Route,
-}
-
-impl Kind {
-    const ALL: [Kind; 4] = [Kind::Cluster, Kind::Endpoint, Kind::Listener, Kind::Route];
-
-    pub fn message(self) -> &'static str {
-        match self {
-            Kind::Cluster => "envoy.config.cluster.v3.Cluster",
-            Kind::Endpoint => "envoy.config.endpoint.v3.ClusterLoadAssignment",
-            Kind::Listener => "envoy.config.listener.v3.Listener",
-            Kind::Route => "envoy.config.route.v3.RouteConfiguration",
-        }
-    }
-
-    fn type_url(self) -> String {
-        format!("type.googleapis.com/{}", self.message())
-    }
-
-    fn from_type_url(url: &str) -> Option<Kind> {
-        Kind::ALL.into_iter().find(|k| weft_envoy_api::type_name(url) == k.message())
-    }
-
-    /// The source name error paths start with (`cds.resources[2].…`).
-    fn source(self) -> &'static str {
-        match self {
-            Kind::Cluster => "cds",
-            Kind::Endpoint => "eds",
-            Kind::Listener => "lds",
-            Kind::Route => "rds",
-        }
-    }
-
-    /// Listeners and clusters are subscribed as a whole; endpoints and
-    /// routes by the names the others use.
-    fn wildcard(self) -> bool {
-        matches!(self, Kind::Cluster | Kind::Listener)
-    }
-}
+pub use weft_envoy_api::ResourceType as Kind;
 
 /// Per type: the version accepted, the nonce of the last response and
 /// (endpoints, routes) the names subscribed.
@@ -123,7 +80,7 @@ impl State {
         for t in self.tracks.values_mut() {
             t.nonce.clear();
         }
-        let kinds: Vec<Kind> = Kind::ALL.into_iter().filter(|k| k.wildcard() || !self.tracks[k].names.is_empty()).collect();
+        let kinds: Vec<Kind> = Kind::ALL.into_iter().filter(|k| k.wildcard_by_default() || !self.tracks[k].names.is_empty()).collect();
         kinds.into_iter().map(|k| self.request(k, None)).collect()
     }
 
@@ -135,7 +92,7 @@ impl State {
             version_info: t.version.clone(),
             node,
             resource_names: t.names.iter().cloned().collect(),
-            type_url: kind.type_url(),
+            type_url: kind.type_url().to_string(),
             response_nonce: t.nonce.clone(),
             error_detail: error.map(|message| Status { code: INVALID_ARGUMENT, message, details: Vec::new() }),
             ..Default::default()
@@ -170,7 +127,7 @@ impl State {
             requests.push(self.request(kind, None));
         } else {
             let message = errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ");
-            tracing::warn!(source = kind.source(), version = %resp.version_info, error = %message, "xDS update rejected (NACK); keeping the last good resources");
+            tracing::warn!(source = kind.api(), version = %resp.version_info, error = %message, "xDS update rejected (NACK); keeping the last good resources");
             requests.push(self.request(kind, Some(message)));
         }
         self.dirty |= self.held != before;
@@ -292,7 +249,7 @@ fn decode_all<M: Message + Default>(resp: &DiscoveryResponse, kind: Kind, loader
         .iter()
         .enumerate()
         .map(|(i, any)| {
-            let path = format!("{}.resources[{i}]", kind.source());
+            let path = format!("{}.resources[{i}]", kind.api());
             loader.decode_resource::<M>(any, kind.message(), &path).map_err(|e| load_error(e, &path))
         })
         .collect()
@@ -350,7 +307,7 @@ mod tests {
     }
 
     fn response(kind: Kind, version: &str, resources: Vec<Any>) -> DiscoveryResponse {
-        DiscoveryResponse { version_info: version.into(), resources, type_url: kind.type_url(), nonce: format!("n{version}"), ..Default::default() }
+        DiscoveryResponse { version_info: version.into(), resources, type_url: kind.type_url().to_string(), nonce: format!("n{version}"), ..Default::default() }
     }
 
     fn eds_cluster(name: &str) -> XdsCluster {
