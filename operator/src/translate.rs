@@ -121,8 +121,10 @@ fn sidecar_routes(index: &Index, proxy: &Proxy) -> xds_route::RouteConfiguration
     for service in index.services.values() {
         for port in service.ports.iter().filter(|p| Service::is_http(p)) {
             let scope = Scope { index, labels: &proxy.labels, port: port.number, gateway: None };
-            let routes = mesh_routes(&scope, &service.host, &service.namespace)
-                .unwrap_or_else(|| vec![route::default_route(cluster::name(port.number, "", &service.host))]);
+            let routes = mesh_routes(&scope, &service.host, &service.namespace).unwrap_or_else(|| {
+                let hash = cluster::hash_policy(cluster::policy(index, service, port.number, "").as_ref());
+                vec![route::default_route_hashed(cluster::name(port.number, "", &service.host), hash)]
+            });
             vhosts.push(xds_route::VirtualHost {
                 name: format!("{}:{}", service.host, port.number),
                 domains: domains(service, port.number, &proxy.namespace),

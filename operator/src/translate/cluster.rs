@@ -28,13 +28,59 @@ pub fn name(port: u32, subset: &str, host: &str) -> String {
 /// The clusters of one service port: the service, then each subset.
 pub fn outbound(index: &Index, service: &Service, port: &ServicePort) -> Vec<(xds_cluster::Cluster, xds_endpoint::ClusterLoadAssignment)> {
     let rule = index.destination_rule(service);
-    let policy = rule.and_then(|r| r.spec.traffic_policy.as_ref());
-    let mut out = vec![build(service, port, "", &Labels::new(), policy)];
+    let mut out = vec![build(service, port, "", &Labels::new(), policy(index, service, port.number, "").as_ref())];
     for subset in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
-        let policy = subset.traffic_policy.as_ref().or(policy);
-        out.push(build(service, port, &subset.name, &subset.labels, policy));
+        let merged = policy(index, service, port.number, &subset.name);
+        out.push(build(service, port, &subset.name, &subset.labels, merged.as_ref()));
     }
     out
+}
+
+/// The traffic policy in effect for a service port and subset, merged as
+/// istiod merges it: each part (load balancer, connection pool, outlier
+/// detection, TLS) set by the subset wins over the same part of the rule,
+/// and a port's `portLevelSettings` win over the level they are in.
+pub fn policy(index: &Index, service: &Service, port: u32, subset: &str) -> Option<TrafficPolicy> {
+    let rule = index.destination_rule(service)?;
+    let mut merged = at_port(rule.spec.traffic_policy.clone().unwrap_or_default(), port);
+    if let Some(sp) = rule.spec.subsets.iter().find(|s| s.name == subset).and_then(|s| s.traffic_policy.clone()) {
+        let sp = at_port(sp, port);
+        merged.load_balancer = sp.load_balancer.or(merged.load_balancer);
+        merged.connection_pool = sp.connection_pool.or(merged.connection_pool);
+        merged.outlier_detection = sp.outlier_detection.or(merged.outlier_detection);
+        merged.tls = sp.tls.or(merged.tls);
+    }
+    Some(merged)
+}
+
+/// A policy with its settings for `port` applied over it.
+fn at_port(mut p: TrafficPolicy, port: u32) -> TrafficPolicy {
+    let settings = std::mem::take(&mut p.port_level_settings);
+    if let Some(pl) = settings.into_iter().find(|pl| pl.port.as_ref().and_then(|s| s.number) == Some(port)) {
+        p.load_balancer = pl.load_balancer.or(p.load_balancer);
+        p.connection_pool = pl.connection_pool.or(p.connection_pool);
+        p.outlier_detection = pl.outlier_detection.or(p.outlier_detection);
+        p.tls = pl.tls.or(p.tls);
+    }
+    p
+}
+
+/// The route hash policy a consistent-hash load balancer needs.
+pub fn hash_policy(policy: Option<&TrafficPolicy>) -> Vec<weft_envoy_api::pb::envoy::config::route::v3::route_action::HashPolicy> {
+    use weft_envoy_api::pb::envoy::config::route::v3::route_action::hash_policy::{self as hp, PolicySpecifier};
+    let Some(ch) = policy.and_then(|p| p.load_balancer.as_ref()).and_then(|l| l.consistent_hash.as_ref()) else {
+        return Vec::new();
+    };
+    let specifier = if let Some(h) = &ch.http_header_name {
+        PolicySpecifier::Header(hp::Header { header_name: h.clone(), ..Default::default() })
+    } else if let Some(q) = &ch.http_query_parameter_name {
+        PolicySpecifier::QueryParameter(hp::QueryParameter { name: q.clone() })
+    } else if ch.use_source_ip == Some(true) {
+        PolicySpecifier::ConnectionProperties(hp::ConnectionProperties { source_ip: true })
+    } else {
+        return Vec::new();
+    };
+    vec![weft_envoy_api::pb::envoy::config::route::v3::route_action::HashPolicy { policy_specifier: Some(specifier), terminal: false }]
 }
 
 fn build(
@@ -46,9 +92,12 @@ fn build(
 ) -> (xds_cluster::Cluster, xds_endpoint::ClusterLoadAssignment) {
     use xds_cluster::cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy};
     let name = name(port.number, subset, &service.host);
-    let lb = match policy.and_then(|p| p.load_balancer.as_ref()).and_then(|l| l.simple) {
-        Some(SimpleLb::RoundRobin) => LbPolicy::RoundRobin,
-        Some(SimpleLb::Random) => LbPolicy::Random,
+    let balancer = policy.and_then(|p| p.load_balancer.as_ref());
+    let lb = match (balancer.and_then(|l| l.simple), balancer.and_then(|l| l.consistent_hash.as_ref())) {
+        (_, Some(ch)) if ch.maglev.is_some() => LbPolicy::Maglev,
+        (_, Some(_)) => LbPolicy::RingHash,
+        (Some(SimpleLb::RoundRobin), None) => LbPolicy::RoundRobin,
+        (Some(SimpleLb::Random), None) => LbPolicy::Random,
         // Istio's default (and LEAST_CONN's meaning).
         _ => LbPolicy::LeastRequest,
     };
@@ -60,6 +109,18 @@ fn build(
         lb_policy: lb as i32,
         ..Default::default()
     };
+    if let Some(ch) = balancer.and_then(|l| l.consistent_hash.as_ref()) {
+        use xds_cluster::cluster::{LbConfig, MaglevLbConfig, RingHashLbConfig};
+        let value = |v: u64| weft_envoy_api::pb::google::protobuf::UInt64Value { value: v };
+        cluster.lb_config = Some(match &ch.maglev {
+            Some(m) => LbConfig::MaglevLbConfig(MaglevLbConfig { table_size: m.table_size.map(value) }),
+            // Istio's default ring: 1024 entries.
+            None => LbConfig::RingHashLbConfig(RingHashLbConfig {
+                minimum_ring_size: Some(value(ch.ring_hash.as_ref().and_then(|r| r.minimum_ring_size).or(ch.minimum_ring_size).unwrap_or(1024))),
+                ..Default::default()
+            }),
+        });
+    }
     if let Some(pool) = policy.and_then(|p| p.connection_pool.as_ref()) {
         apply_pool(&mut cluster, pool);
     }

@@ -78,10 +78,16 @@ pub fn routes(scope: &Scope<'_>, vs: &Rule<VirtualServiceSpec>) -> Result<Vec<xd
 
 /// The route a service gets without a VirtualService.
 pub fn default_route(cluster: String) -> xds_route::Route {
+    default_route_hashed(cluster, Vec::new())
+}
+
+/// [`default_route`] for a service whose load balancer hashes requests.
+pub fn default_route_hashed(cluster: String, hash_policy: Vec<xds_route::route_action::HashPolicy>) -> xds_route::Route {
     xds_route::Route {
         name: "default".into(),
         r#match: Some(route_match(None)),
         action: Some(xds_route::route::Action::Route(xds_route::RouteAction {
+            hash_policy,
             cluster_specifier: Some(xds_route::route_action::ClusterSpecifier::Cluster(cluster)),
             timeout: Some(duration(Duration::ZERO)),
             retry_policy: Some(default_retry()),
@@ -232,12 +238,17 @@ fn action(scope: &Scope<'_>, vs: &Rule<VirtualServiceSpec>, http: &HttpRoute, pa
         return Ok(Action::DirectResponse(xds_route::DirectResponseAction { status: d.status, body, ..Default::default() }));
     }
     use xds_route::route_action::{ClusterSpecifier, HostRewriteSpecifier};
+    let mut hash_policy = Vec::new();
     let targets: Vec<(String, u32, Option<&Headers>)> = http
         .route
         .iter()
         .enumerate()
         .map(|(j, d)| {
-            let name = resolve(scope, &vs.key.namespace, &d.destination, &format!("{path}.route[{j}].destination"))?;
+            let (name, hash) = resolve_with_hash(scope, &vs.key.namespace, &d.destination, &format!("{path}.route[{j}].destination"))?;
+            // As istiod: the first destination's consistent hash decides.
+            if j == 0 {
+                hash_policy = hash;
+            }
             let weight = d.weight.map_or(if http.route.len() == 1 { 100 } else { 0 }, |w| w.max(0) as u32);
             Ok((name, weight, d.headers.as_ref()))
         })
@@ -266,6 +277,7 @@ fn action(scope: &Scope<'_>, vs: &Rule<VirtualServiceSpec>, http: &HttpRoute, pa
         }),
     };
     let mut ra = xds_route::RouteAction {
+        hash_policy,
         cluster_specifier: Some(clusters),
         timeout: Some(duration(http.timeout.as_ref().map_or(Duration::ZERO, |t| t.0))),
         retry_policy: Some(match &http.retries {
@@ -313,6 +325,16 @@ fn action(scope: &Scope<'_>, vs: &Rule<VirtualServiceSpec>, http: &HttpRoute, pa
 
 /// `outbound|PORT|SUBSET|HOST` for a destination of a rule in `namespace`.
 fn resolve(scope: &Scope<'_>, namespace: &str, d: &Destination, path: &str) -> Result<String, Unresolved> {
+    resolve_with_hash(scope, namespace, d, path).map(|(name, _)| name)
+}
+
+/// [`resolve`], and the hash policy the destination's load balancer needs.
+fn resolve_with_hash(
+    scope: &Scope<'_>,
+    namespace: &str,
+    d: &Destination,
+    path: &str,
+) -> Result<(String, Vec<xds_route::route_action::HashPolicy>), Unresolved> {
     let unresolved = |message: String| Unresolved { path: path.to_string(), message };
     let service = scope
         .index
@@ -323,7 +345,9 @@ fn resolve(scope: &Scope<'_>, namespace: &str, d: &Destination, path: &str) -> R
         (None, [only]) => only.number,
         (None, _) => return Err(unresolved(format!("service \"{}\" has several ports: set port.number", service.host))),
     };
-    Ok(cluster::name(port, d.subset.as_deref().unwrap_or_default(), &service.host))
+    let subset = d.subset.as_deref().unwrap_or_default();
+    let hash = cluster::hash_policy(cluster::policy(scope.index, service, port, subset).as_ref());
+    Ok((cluster::name(port, subset, &service.host), hash))
 }
 
 fn header_ops(ops: Option<&HeaderOperations>) -> (Vec<core::HeaderValueOption>, Vec<String>) {

@@ -6,6 +6,12 @@
 /// A DestinationRule traffic policy (top level and per subset).
 const TRAFFIC_POLICY: &[&str] = &[
     "loadBalancer.simple",
+    "loadBalancer.consistentHash.httpHeaderName",
+    "loadBalancer.consistentHash.httpQueryParameterName",
+    "loadBalancer.consistentHash.useSourceIp",
+    "loadBalancer.consistentHash.ringHash.minimumRingSize",
+    "loadBalancer.consistentHash.minimumRingSize",
+    "loadBalancer.consistentHash.maglev.tableSize",
     "connectionPool.tcp.maxConnections",
     "connectionPool.tcp.connectTimeout",
     "connectionPool.http.http1MaxPendingRequests",
@@ -113,8 +119,10 @@ fn patterns(kind: &str) -> Vec<String> {
         }
         "DestinationRule" => {
             let mut p = vec!["host".to_string(), "subsets[].name".into(), "subsets[].labels.*".into()];
-            for prefix in ["trafficPolicy", "subsets[].trafficPolicy"] {
-                p.extend(TRAFFIC_POLICY.iter().map(|t| format!("{prefix}.{t}")));
+            for level in ["trafficPolicy", "subsets[].trafficPolicy"] {
+                p.extend(TRAFFIC_POLICY.iter().map(|t| format!("{level}.{t}")));
+                p.push(format!("{level}.portLevelSettings[].port.number"));
+                p.extend(TRAFFIC_POLICY.iter().map(|t| format!("{level}.portLevelSettings[].{t}")));
             }
             p
         }

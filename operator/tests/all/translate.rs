@@ -41,3 +41,47 @@ fn bookinfo_ingress_gateway() {
 fn bookinfo_productpage_sidecar() {
     golden("bookinfo-productpage-sidecar", &proxy(Role::Sidecar, "127.0.1.1", "default", &[("app", "productpage"), ("version", "v1")]));
 }
+
+#[test]
+fn consistent_hash_and_port_level_settings() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: web }
+spec:
+  hosts: [web.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [ { number: 80, name: http, protocol: HTTP }, { number: 81, name: http-admin, protocol: HTTP } ]
+  endpoints: [ { address: 10.0.0.1, labels: { version: v1 } } ]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: web }
+spec:
+  host: web
+  trafficPolicy:
+    loadBalancer: { consistentHash: { httpHeaderName: x-user } }
+    portLevelSettings:
+    - port: { number: 81 }
+      loadBalancer: { simple: ROUND_ROBIN }
+  subsets:
+  - name: v1
+    labels: { version: v1 }
+    trafficPolicy: { loadBalancer: { consistentHash: { maglev: { tableSize: 65537 }, useSourceIp: true } } }
+"#;
+    let resources = weft_crds::from_yaml(yaml).expect("reads");
+    let validated = validate(&resources);
+    assert!(validated.findings.is_empty(), "{:?}", validated.findings);
+    let index = std::sync::Arc::new(Index::build(&validated.accepted));
+    let json = snapshot(&index, &proxy(Role::Sidecar, "10.0.0.9", "default", &[])).to_json();
+    // Proto3 JSON leaves out defaults: no lb_policy is ROUND_ROBIN.
+    let lb = |name: &str| json["Cluster"][name]["lb_policy"].as_str().unwrap_or("ROUND_ROBIN").to_string();
+    assert_eq!(lb("outbound|80||web.default.svc.cluster.local"), "RING_HASH");
+    assert_eq!(lb("outbound|81||web.default.svc.cluster.local"), "ROUND_ROBIN", "port 81's own setting");
+    assert_eq!(lb("outbound|80|v1|web.default.svc.cluster.local"), "MAGLEV", "the subset's own policy");
+    let vhosts = json["Route"]["http_proxy"]["virtual_hosts"].as_array().expect("vhosts").clone();
+    let hash = |vhost: &str| vhosts.iter().find(|v| v["name"] == vhost).map(|v| v["routes"][0]["route"]["hash_policy"].clone());
+    assert_eq!(hash("web.default.svc.cluster.local:80"), Some(serde_json::json!([{ "header": { "header_name": "x-user" } }])));
+    assert_eq!(hash("web.default.svc.cluster.local:81"), Some(serde_json::Value::Null), "no hashing where the port balances round robin");
+}
