@@ -29,6 +29,8 @@ pub const WORKLOADS: &[(&str, &str, &str)] = &[
 /// Where the gateway listens (the Gateway resource's port).
 pub const GATEWAY_PORT: u16 = 8080;
 pub const XDS_PORT: u16 = 15010;
+/// The operator's `/debug/status`.
+pub const STATUS_PORT: u16 = 15014;
 pub const GATEWAY_ADMIN_PORT: u16 = 15000;
 
 /// The running demo; every process stops when it is dropped.
@@ -65,7 +67,7 @@ impl Demo {
     /// Starts everything in `work` (config copy and logs) and waits until
     /// the product page is served through the gateway.
     pub fn start(work: &Path) -> anyhow::Result<Demo> {
-        for port in [GATEWAY_PORT, XDS_PORT, GATEWAY_ADMIN_PORT] {
+        for port in [GATEWAY_PORT, XDS_PORT, STATUS_PORT, GATEWAY_ADMIN_PORT] {
             anyhow::ensure!(
                 std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(),
                 "127.0.0.1:{port} is taken: is a demo already running?"
@@ -89,6 +91,8 @@ impl Demo {
             Command::new(binary("weft-operator")).args(["standalone", "--config-dir"]).arg(&config_dir).args([
                 "--xds-address",
                 &format!("127.0.0.1:{XDS_PORT}"),
+                "--status-address",
+                &format!("127.0.0.1:{STATUS_PORT}"),
             ]),
         )?;
         wait_port("127.0.0.1", XDS_PORT)?;

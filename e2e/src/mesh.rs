@@ -15,6 +15,8 @@ fn operator_binary() -> PathBuf {
 pub struct Operator {
     child: Child,
     pub xds_port: u16,
+    /// `/debug/status`.
+    pub status_port: u16,
     log: PathBuf,
 }
 
@@ -28,17 +30,18 @@ impl Drop for Operator {
 impl Operator {
     /// Starts on `dir` and waits until the xDS port accepts connections.
     pub async fn start(dir: &Path) -> anyhow::Result<Operator> {
-        let xds_port = crate::free_port();
+        let (xds_port, status_port) = (crate::free_port(), crate::free_port());
         let log = dir.with_extension("operator.log");
         let child = Command::new(operator_binary())
             .args(["standalone", "--config-dir"])
             .arg(dir)
             .args(["--xds-address", &format!("127.0.0.1:{xds_port}")])
+            .args(["--status-address", &format!("127.0.0.1:{status_port}")])
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log)?)
             .spawn()
             .map_err(|e| anyhow::anyhow!("start weft-operator ({}): {e}", operator_binary().display()))?;
-        let mut op = Operator { child, xds_port, log };
+        let mut op = Operator { child, xds_port, status_port, log };
         let deadline = Instant::now() + Duration::from_secs(10);
         while tokio::net::TcpStream::connect(("127.0.0.1", xds_port)).await.is_err() {
             if let Ok(Some(status)) = op.child.try_wait() {
@@ -52,6 +55,12 @@ impl Operator {
 
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The operator's `/debug/status` board.
+    pub async fn status(&self) -> serde_json::Value {
+        let r = crate::client::send(self.status_port, &crate::Request::get("/debug/status")).await;
+        r.ok().and_then(|o| serde_json::from_slice(&o.body).ok()).unwrap_or(serde_json::Value::Null)
     }
 }
 

@@ -10,11 +10,13 @@
 //! - `validate`: problems with their field paths; what is accepted.
 //! - `translate`: index → one proxy's snapshot, as istiod would build it.
 //! - `standalone`: a watched directory of YAML as the source of truth.
+//! - `status`: each resource's condition and messages, proxies' NACKs.
 //! - `bootstrap`: the Envoy bootstrap that connects a proxy to us.
 
 pub mod bootstrap;
 pub mod index;
 pub mod standalone;
+pub mod status;
 pub mod translate;
 pub mod validate;
 pub mod xds;

@@ -29,6 +29,10 @@ enum Command {
         /// Where proxies connect (Istio's plaintext xDS port by default).
         #[arg(long, default_value = "127.0.0.1:15010")]
         xds_address: SocketAddr,
+        /// `/debug/status`: each resource's condition and validation
+        /// messages, and the proxies' NACKs (istiod's debug port).
+        #[arg(long, default_value = "127.0.0.1:15014")]
+        status_address: SocketAddr,
         #[arg(long, default_value = "info")]
         log_level: String,
     },
@@ -80,7 +84,7 @@ fn main() -> std::process::ExitCode {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Command::Standalone { config_dir, xds_address, log_level } => {
+        Command::Standalone { config_dir, xds_address, status_address, log_level } => {
             init_logging(&log_level);
             if !config_dir.is_dir() {
                 bail!("--config-dir {}: not a directory", config_dir.display());
@@ -94,7 +98,13 @@ fn run(cli: Cli) -> Result<()> {
                 let shutdown = async {
                     let _ = tokio::signal::ctrl_c().await;
                 };
-                tokio::spawn(standalone::watch(config_dir, hub.clone()));
+                let status_listener = tokio::net::TcpListener::bind(status_address)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("--status-address {status_address}: {e}"))?;
+                let statuses = weft_operator::status::Statuses::default();
+                tokio::spawn(weft_operator::status::serve(status_listener, statuses.clone(), hub.clone()));
+                tokio::spawn(statuses.clone().follow(hub.clone()));
+                tokio::spawn(standalone::watch(config_dir, hub.clone(), statuses));
                 let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
                 tokio::select! {
                     r = weft_operator::xds::server::serve(hub, listener, shutdown) => r?,

@@ -154,7 +154,7 @@ impl State {
 /// Watches `dir` and keeps the hub's translation current, forever. A
 /// change is heard at once through inotify; a slow poll backs it up
 /// (network filesystems, a watch that could not be set).
-pub async fn watch(dir: PathBuf, hub: Arc<Hub>) {
+pub async fn watch(dir: PathBuf, hub: Arc<Hub>, statuses: crate::status::Statuses) {
     let wake = Arc::new(tokio::sync::Notify::new());
     let _watcher = {
         use notify::Watcher;
@@ -181,6 +181,7 @@ pub async fn watch(dir: PathBuf, hub: Arc<Hub>) {
         if workspace.refresh(&dir) {
             let read = started.elapsed();
             let index = state.rebuild(&workspace);
+            statuses.validated(workspace.resources().iter().map(|r| validate::key_of(r)), state.findings());
             let validated = started.elapsed();
             let services = index.services.len();
             let translation = Arc::new(crate::translate::Translation::new(index));

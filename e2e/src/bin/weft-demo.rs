@@ -23,6 +23,7 @@ Switch rules:
   cp config/samples/bookinfo/reviews-80-10-10.yaml {config}/          # back to 80/10/10
   ./target/debug/weft-operator validate {config}                      # check a change before making it
 
+Status: curl -s 127.0.0.1:15014/debug/status   (each resource's Accepted condition and problems, proxies, NACKs)
 Admin: gateway http://127.0.0.1:15000 (/stats/prometheus, /clusters, /config_dump); sidecars 15100-15105.
 Logs: {logs}. Ctrl-C stops everything.",
         logs = demo.log_dir.display()

@@ -61,7 +61,7 @@ fn main() -> Result<()> {
         Command::new(&binary)
             .args(["standalone", "--config-dir"])
             .arg(&dir)
-            .args(["--xds-address", &format!("127.0.0.1:{xds_port}"), "--log-level"])
+            .args(["--xds-address", &format!("127.0.0.1:{xds_port}"), "--status-address", &format!("127.0.0.1:{}", weft_e2e::free_port()), "--log-level"])
             .arg(std::env::var("PUSH_OPERATOR_LOG").unwrap_or_else(|_| "warn".into()))
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())

@@ -165,6 +165,14 @@ async fn scenario(kind: Kind, net: u8) -> Vec<String> {
     steps.push(format!("after a bad edit: {}", r.body_str()));
     assert_eq!(r.body_str(), "v2", "{what}: last good rule kept");
     assert!(operator.log_text().contains("spec.exportTo"), "{what}: the operator names the field: {}", operator.log_text());
+    let status = operator.status().await;
+    let web = &status["resources"]["VirtualService default/web"];
+    assert_eq!(web["conditions"][0]["status"], "False", "{what}: {status}");
+    assert_eq!(web["conditions"][0]["reason"], "UnsupportedField", "{what}: {status}");
+    assert_eq!(web["validationMessages"][0]["path"], "spec.exportTo", "{what}: {status}");
+    assert_eq!(status["resources"]["Gateway default/gw"]["conditions"][0]["status"], "True");
+    assert_eq!(status["proxies"].as_array().map(Vec::len), Some(3), "{what}: gateway and two sidecars connected");
+    assert!(status["nacks"].as_object().is_some_and(|n| n.is_empty()), "{what}: no proxy rejected anything: {status}");
     let _ = std::fs::remove_dir_all(&dir);
     steps
 }
