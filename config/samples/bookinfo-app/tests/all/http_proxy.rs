@@ -36,14 +36,20 @@ async fn productpage_calls_reviews_through_http_proxy() {
         "{seen:?}"
     );
 
-    // One log line per request, with method, path and status.
-    let log = productpage.log();
-    assert!(
-        log.iter().any(|l| l.contains("method=GET")
-            && l.contains("path=/productpage")
-            && l.contains("status=200")),
-        "{log:#?}"
-    );
+    // One log line per request, with method, path and status. It is
+    // written once the response is sent, so it may trail the response.
+    let logged = |log: &[String]| {
+        log.iter().any(|l| l.contains("method=GET") && l.contains("path=/productpage") && l.contains("status=200"))
+    };
+    let mut log = productpage.log();
+    for _ in 0..100 {
+        if logged(&log) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        log = productpage.log();
+    }
+    assert!(logged(&log), "{log:#?}");
 }
 
 #[tokio::test]
