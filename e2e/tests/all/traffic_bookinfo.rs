@@ -96,7 +96,10 @@ fn bookinfo_through_the_gateway() {
     let (quick, _) = timed(None);
     let (slow, page) = timed(Some("user=jason"));
     assert!(quick < Duration::from_millis(500), "without the rule's user: {quick:?}");
-    assert!(slow >= Duration::from_secs(2) && slow < Duration::from_secs(3), "jason's page took {slow:?}");
+    // ~2 s more; productpage gives up on reviews at 3 s, so a page that
+    // still shows reviews arrived before that (with slack for a loaded CI).
+    assert!(slow >= Duration::from_secs(2) && slow < Duration::from_millis(3500), "jason's page took {slow:?}");
+    assert!(page.contains("Reviews served by"), "jason's page still has its reviews");
     assert!(page.contains("jason"), "jason is signed in on the page");
 
     // A broken v2 workload (nothing listens there): the retries rule
