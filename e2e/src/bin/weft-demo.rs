@@ -3,11 +3,12 @@
 use weft_e2e::demo::{Demo, GATEWAY_PORT};
 
 fn main() -> anyhow::Result<()> {
-    let work = weft_e2e::proxy::repo_root().join("target/demo");
+    let root = std::fs::canonicalize(weft_e2e::proxy::repo_root())?;
+    let work = root.join("target/demo");
     println!("starting weft-operator, 6 Bookinfo workloads with weft-proxy sidecars and the ingress gateway ...");
     let demo = Demo::start(&work)?;
     let config = demo.config_dir.display();
-    let rules = weft_e2e::proxy::repo_root().join("config/samples/bookinfo-rules");
+    let rules = root.join("config/samples/bookinfo-rules");
     let rules = rules.display();
     println!(
         "
