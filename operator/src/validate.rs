@@ -201,9 +201,19 @@ fn semantic(index: &Index, resources: &[Arc<Resource>], findings: &mut Vec<Findi
                 let spec = &vs.spec;
                 for (i, http) in spec.http.iter().enumerate() {
                     let path = format!("spec.http[{i}]");
-                    let actions = [!http.route.is_empty(), http.redirect.is_some(), http.direct_response.is_some()];
+                    let actions = [!http.route.is_empty(), http.redirect.is_some(), http.direct_response.is_some(), http.delegate.is_some()];
                     if actions.iter().filter(|a| **a).count() != 1 {
-                        findings.push(finding(&key, Level::Error, Problem::InvalidValue, &path, "exactly one of route, redirect or directResponse is required"));
+                        findings.push(finding(&key, Level::Error, Problem::InvalidValue, &path, "exactly one of route, redirect, directResponse or delegate is required"));
+                    }
+                    if let Some(d) = &http.delegate {
+                        let namespace = d.namespace.clone().unwrap_or_else(|| key.namespace.clone());
+                        let name = d.name.clone().unwrap_or_default();
+                        match index.virtual_services.iter().find(|r| r.key.namespace == namespace && r.key.name == name) {
+                            None => findings.push(finding(&key, Level::Error, Problem::ReferenceNotFound, &format!("{path}.delegate"), &format!("no VirtualService {namespace}/{name}"))),
+                            Some(r) if !r.spec.hosts.is_empty() => findings.push(finding(&key, Level::Error, Problem::InvalidValue, &format!("{path}.delegate"), &format!("VirtualService {namespace}/{name} has hosts: a delegate must not"))),
+                            Some(r) if r.spec.http.iter().any(|h| h.delegate.is_some()) => findings.push(finding(&key, Level::Error, Problem::InvalidValue, &format!("{path}.delegate"), &format!("VirtualService {namespace}/{name} delegates again: one level only"))),
+                            Some(_) => {}
+                        }
                     }
                     let weights: Vec<i32> = http.route.iter().map(|d| d.weight.unwrap_or(0)).collect();
                     if http.route.len() > 1 && weights.iter().sum::<i32>() != 100 {

@@ -4,7 +4,7 @@
 //! faults and CORS are per-route filter configs; Istio's defaults where a
 //! field is absent (no timeout; two retries on connection failures).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use weft_crds::common::{Labels, StringMatch};
@@ -43,37 +43,121 @@ pub struct Unresolved {
     pub message: String,
 }
 
-/// The Envoy routes of a VirtualService.
+/// The Envoy routes of a VirtualService. A route that delegates is
+/// replaced by the delegate VirtualService's routes, each matching what
+/// both match (as Istio merges them; one level deep).
 pub fn routes(scope: &Scope<'_>, vs: &Rule<VirtualServiceSpec>) -> Result<Vec<xds_route::Route>, Unresolved> {
     let mut out = Vec::new();
     for (i, http) in vs.spec.http.iter().enumerate() {
         let path = format!("spec.http[{i}]");
-        let action = action(scope, vs, http, &path)?;
-        let matches: Vec<Option<&HttpMatchRequest>> =
-            if http.match_.is_empty() { vec![None] } else { http.match_.iter().map(Some).collect() };
-        for m in matches {
-            if !m.is_none_or(|m| applies(scope, vs, m)) {
-                continue;
-            }
-            let mut route = xds_route::Route {
-                name: http.name.clone().unwrap_or_default(),
-                r#match: Some(route_match(m)),
-                action: Some(action.clone()),
-                typed_per_filter_config: filters(http),
-                ..Default::default()
-            };
-            if let Some(h) = &http.headers {
-                let (add, remove) = header_ops(h.request.as_ref());
-                route.request_headers_to_add = add;
-                route.request_headers_to_remove = remove;
-                let (add, remove) = header_ops(h.response.as_ref());
-                route.response_headers_to_add = add;
-                route.response_headers_to_remove = remove;
-            }
-            out.push(route);
+        let Some(d) = &http.delegate else {
+            emit(scope, vs, http, &path, &mut out)?;
+            continue;
+        };
+        let namespace = d.namespace.as_deref().unwrap_or(&vs.key.namespace);
+        let name = d.name.as_deref().unwrap_or_default();
+        let delegate = scope
+            .index
+            .virtual_services
+            .iter()
+            .find(|r| r.key.namespace == namespace && r.key.name == name)
+            .ok_or_else(|| Unresolved { path: format!("{path}.delegate"), message: format!("no VirtualService {namespace}/{name}") })?;
+        for dh in delegate.spec.http.iter().filter(|dh| dh.delegate.is_none()) {
+            let Some(matches) = merge_matches(&http.match_, &dh.match_) else { continue };
+            let merged = HttpRoute { match_: matches, ..dh.clone() };
+            emit(scope, delegate, &merged, &format!("{path}.delegate"), &mut out)?;
         }
     }
     Ok(out)
+}
+
+/// One `http` entry: a route per match that applies here.
+fn emit(scope: &Scope<'_>, vs: &Rule<VirtualServiceSpec>, http: &HttpRoute, path: &str, out: &mut Vec<xds_route::Route>) -> Result<(), Unresolved> {
+    let action = action(scope, vs, http, path)?;
+    let matches: Vec<Option<&HttpMatchRequest>> =
+        if http.match_.is_empty() { vec![None] } else { http.match_.iter().map(Some).collect() };
+    for m in matches {
+        if !m.is_none_or(|m| applies(scope, vs, m)) {
+            continue;
+        }
+        let mut route = xds_route::Route {
+            name: http.name.clone().unwrap_or_default(),
+            r#match: Some(route_match(m)),
+            action: Some(action.clone()),
+            typed_per_filter_config: filters(http),
+            ..Default::default()
+        };
+        if let Some(h) = &http.headers {
+            let (add, remove) = header_ops(h.request.as_ref());
+            route.request_headers_to_add = add;
+            route.request_headers_to_remove = remove;
+            let (add, remove) = header_ops(h.response.as_ref());
+            route.response_headers_to_add = add;
+            route.response_headers_to_remove = remove;
+        }
+        out.push(route);
+    }
+    Ok(())
+}
+
+/// The matches of a delegate route under its root route: every pair that
+/// can both hold, merged. `None` when none can (the route never applies);
+/// an empty list matches everything.
+fn merge_matches(root: &[HttpMatchRequest], delegate: &[HttpMatchRequest]) -> Option<Vec<HttpMatchRequest>> {
+    match (root.is_empty(), delegate.is_empty()) {
+        (true, _) => Some(delegate.to_vec()),
+        (false, true) => Some(root.to_vec()),
+        (false, false) => {
+            let merged: Vec<HttpMatchRequest> = root.iter().flat_map(|r| delegate.iter().filter_map(move |d| merge_match(r, d))).collect();
+            (!merged.is_empty()).then_some(merged)
+        }
+    }
+}
+
+/// A delegate's match within its root's: the delegate's URI must lie
+/// inside the root's; other conditions add up (the delegate's win on the
+/// same header or parameter).
+fn merge_match(root: &HttpMatchRequest, delegate: &HttpMatchRequest) -> Option<HttpMatchRequest> {
+    let uri = match (&root.uri, &delegate.uri) {
+        (None, d) => d.clone(),
+        (r, None) => r.clone(),
+        (Some(r), Some(d)) => {
+            let inside = match (r, d) {
+                (StringMatch { prefix: Some(p), .. }, StringMatch { prefix: Some(q), .. }) => q.starts_with(p.as_str()),
+                (StringMatch { prefix: Some(p), .. }, StringMatch { exact: Some(e), .. }) => e.starts_with(p.as_str()),
+                (StringMatch { exact: Some(e), .. }, StringMatch { exact: Some(f), .. }) => e == f,
+                (StringMatch { exact: Some(_), .. }, _) => false,
+                // A regex on either side cannot be checked here.
+                _ => true,
+            };
+            if !inside {
+                return None;
+            }
+            Some(d.clone())
+        }
+    };
+    let union = |a: &BTreeMap<String, StringMatch>, b: &BTreeMap<String, StringMatch>| {
+        let mut m = a.clone();
+        m.extend(b.iter().map(|(k, v)| (k.clone(), v.clone())));
+        m
+    };
+    let mut source_labels = root.source_labels.clone();
+    source_labels.extend(delegate.source_labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Some(HttpMatchRequest {
+        uri,
+        headers: union(&root.headers, &delegate.headers),
+        without_headers: union(&root.without_headers, &delegate.without_headers),
+        query_params: union(&root.query_params, &delegate.query_params),
+        method: delegate.method.clone().or_else(|| root.method.clone()),
+        authority: delegate.authority.clone().or_else(|| root.authority.clone()),
+        scheme: delegate.scheme.clone().or_else(|| root.scheme.clone()),
+        port: delegate.port.or(root.port),
+        ignore_uri_case: delegate.ignore_uri_case.or(root.ignore_uri_case),
+        source_labels,
+        gateways: root.gateways.clone(),
+        name: delegate.name.clone().or_else(|| root.name.clone()),
+        ..HttpMatchRequest::default()
+    })
 }
 
 /// The route a service gets without a VirtualService.

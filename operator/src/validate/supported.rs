@@ -32,6 +32,8 @@ const VIRTUAL_SERVICE: &[&str] = &[
     "hosts",
     "gateways",
     "http[].name",
+    "http[].delegate.name",
+    "http[].delegate.namespace",
     "http[].match[].name",
     "http[].match[].uri",
     "http[].match[].method",
@@ -159,7 +161,8 @@ mod tests {
         assert!(supported("VirtualService", "http[].match[].uri.prefix"));
         assert!(supported("VirtualService", "http[].match[].headers.end-user.exact"));
         assert!(supported("DestinationRule", "subsets[].trafficPolicy.loadBalancer.simple"));
-        assert!(!supported("VirtualService", "http[].delegate.name"));
+        assert!(supported("VirtualService", "http[].delegate.name"));
+        assert!(!supported("VirtualService", "tcp[].route[].destination.host"));
         assert!(!supported("DestinationRule", "trafficPolicy.tls.mode"));
         assert!(!supported("Gateway", "servers[].tls.mode"));
         assert!(!supported("WasmPlugin", "url"));

@@ -85,3 +85,57 @@ spec:
     assert_eq!(hash("web.default.svc.cluster.local:80"), Some(serde_json::json!([{ "header": { "header_name": "x-user" } }])));
     assert_eq!(hash("web.default.svc.cluster.local:81"), Some(serde_json::Value::Null), "no hashing where the port balances round robin");
 }
+
+#[test]
+fn delegated_routes_merge_under_their_root() {
+    let extra = r#"
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: shop }
+spec:
+  hosts: [shop.example]
+  gateways: [bookinfo-gateway]
+  http:
+  - match: [ { uri: { prefix: /reviews } } ]
+    delegate: { name: reviews-routes }
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: reviews-routes }
+spec:
+  http:
+  - match: [ { uri: { prefix: /reviews/v2 }, headers: { x-beta: { exact: "1" } } } ]
+    route: [ { destination: { host: reviews, subset: v2 } } ]
+  - match: [ { uri: { prefix: /elsewhere } } ]
+    route: [ { destination: { host: reviews, subset: v3 } } ]
+  - route: [ { destination: { host: reviews, subset: v1 } } ]
+"#;
+    let mut resources = bookinfo();
+    resources.extend(weft_crds::from_yaml(extra).expect("reads"));
+    let validated = validate(&resources);
+    assert!(validated.findings.is_empty(), "{:?}", validated.findings);
+    let index = std::sync::Arc::new(Index::build(&validated.accepted));
+    let json = snapshot(&index, &proxy(Role::Gateway, "127.0.0.1", "istio-system", &[("istio", "ingressgateway")])).to_json();
+    let vhosts = json["Route"]["http.8080"]["virtual_hosts"].as_array().expect("vhosts").clone();
+    let shop = vhosts.iter().find(|v| v["name"] == "shop.example").expect("the root's host");
+    let routes: Vec<String> = shop["routes"]
+        .as_array()
+        .expect("routes")
+        .iter()
+        .map(|r| format!("{} {} -> {}", r["match"]["prefix"], r["match"]["headers"].as_array().map_or(0, Vec::len), r["route"]["cluster"]))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            r#""/reviews/v2" 1 -> "outbound|9080|v2|reviews.default.svc.cluster.local""#,
+            r#""/reviews" 0 -> "outbound|9080|v1|reviews.default.svc.cluster.local""#,
+        ],
+        "the /elsewhere route lies outside the root's /reviews and is dropped"
+    );
+    // A delegate that does not exist is an error on the root.
+    let broken = extra.replace("delegate: { name: reviews-routes }", "delegate: { name: nowhere }");
+    let mut resources = bookinfo();
+    resources.extend(weft_crds::from_yaml(&broken).expect("reads"));
+    let paths: Vec<_> = validate(&resources).findings.iter().map(|f| f.message.path.clone().unwrap_or_default()).collect();
+    assert_eq!(paths, ["spec.http[0].delegate"]);
+}

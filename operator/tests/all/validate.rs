@@ -55,8 +55,8 @@ fn invalid_regex_and_weights() {
 
 #[test]
 fn unsupported_fields_are_named() {
-    let f = findings(&format!("{VS}  hosts: [t]\n  http:\n  - delegate: {{ name: other }}\n"));
-    assert!(f.contains(&"Error WFT0001 VirtualService/t spec.http[0].delegate.name".to_string()), "{f:?}");
+    let f = findings(&format!("{VS}  hosts: [t]\n  tcp:\n  - route: [ {{ destination: {{ host: ratings }} }} ]\n"));
+    assert!(f.contains(&"Error WFT0001 VirtualService/t spec.tcp[0].route[0].destination.host".to_string()), "{f:?}");
     let tls = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: { name: t }\nspec:\n  host: ratings\n  trafficPolicy: { tls: { mode: ISTIO_MUTUAL } }\n";
     assert_eq!(findings(tls), ["Error WFT0001 DestinationRule/t spec.trafficPolicy.tls.mode"]);
 }
