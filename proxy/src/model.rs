@@ -129,6 +129,17 @@ impl Config {
     }
 }
 
+/// An xDS config source weft-proxy can follow inside a resource (a
+/// listener's `rds`, a cluster's `eds_config`): the ADS stream.
+pub fn ads_only(source: Option<&xds_core::ConfigSource>, path: &str) -> Result<()> {
+    use xds_core::config_source::ConfigSourceSpecifier as S;
+    match source.and_then(|s| s.config_source_specifier.as_ref()) {
+        Some(S::Ads(_)) => Ok(()),
+        None => Err(ConfigError::new(path, "a config source is required")),
+        Some(_) => Err(ConfigError::new(path, "only ads is supported by weft-proxy as a config source here")),
+    }
+}
+
 /// A `core.v3.Address` as a socket address (TCP, literal IP).
 pub fn socket_address(addr: Option<&xds_core::Address>, path: &str) -> Result<SocketAddr> {
     use xds_core::address::Address as Kind;

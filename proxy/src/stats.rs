@@ -39,113 +39,123 @@ struct Families {
     local_rate_limit: [IntCounterVec; 5],
 }
 
+/// The metric families `/stats/prometheus` shows.
 fn families() -> &'static Families {
     static F: OnceLock<Families> = OnceLock::new();
-    F.get_or_init(|| {
-        let registry = Registry::new();
-        let counter = |name: &str, help: &str, labels: &[&str]| {
-            let c =
-                IntCounterVec::new(Opts::new(name, help), labels).expect("invariant: valid metric");
-            registry
-                .register(Box::new(c.clone()))
-                .expect("invariant: metric registered once");
-            c
-        };
-        let cl = &["envoy_cluster_name"];
-        let code_cl = &["envoy_response_code_class", "envoy_cluster_name"];
-        let hcm = &["envoy_http_conn_manager_prefix"];
-        let code_hcm = &[
-            "envoy_response_code_class",
-            "envoy_http_conn_manager_prefix",
-        ];
-        let upstream_rq_time = HistogramVec::new(
-            HistogramOpts::new(
-                "envoy_cluster_upstream_rq_time",
-                "upstream request time (ms)",
-            )
-            .buckets(BUCKETS_MS.to_vec()),
-            cl,
-        )
-        .expect("invariant: valid metric");
+    F.get_or_init(new_families)
+}
+
+/// Families never exported: counters of things Envoy keeps no stats for
+/// (the placeholder a route gets for a cluster that does not exist).
+fn detached_families() -> &'static Families {
+    static D: OnceLock<Families> = OnceLock::new();
+    D.get_or_init(new_families)
+}
+
+fn new_families() -> Families {
+    let registry = Registry::new();
+    let counter = |name: &str, help: &str, labels: &[&str]| {
+        let c =
+            IntCounterVec::new(Opts::new(name, help), labels).expect("invariant: valid metric");
         registry
-            .register(Box::new(upstream_rq_time.clone()))
+            .register(Box::new(c.clone()))
             .expect("invariant: metric registered once");
-        Families {
-            upstream_rq_total: counter("envoy_cluster_upstream_rq_total", "upstream requests", cl),
-            upstream_rq_xx: counter(
-                "envoy_cluster_upstream_rq_xx",
-                "upstream responses by class",
-                code_cl,
-            ),
-            upstream_rq: counter(
-                "envoy_cluster_upstream_rq",
-                "upstream responses by code",
-                &["envoy_response_code", "envoy_cluster_name"],
-            ),
-            upstream_rq_retry: counter("envoy_cluster_upstream_rq_retry", "upstream retries", cl),
-            upstream_rq_timeout: counter(
-                "envoy_cluster_upstream_rq_timeout",
-                "upstream request timeouts",
+        c
+    };
+    let cl = &["envoy_cluster_name"];
+    let code_cl = &["envoy_response_code_class", "envoy_cluster_name"];
+    let hcm = &["envoy_http_conn_manager_prefix"];
+    let code_hcm = &[
+        "envoy_response_code_class",
+        "envoy_http_conn_manager_prefix",
+    ];
+    let upstream_rq_time = HistogramVec::new(
+        HistogramOpts::new(
+            "envoy_cluster_upstream_rq_time",
+            "upstream request time (ms)",
+        )
+        .buckets(BUCKETS_MS.to_vec()),
+        cl,
+    )
+    .expect("invariant: valid metric");
+    registry
+        .register(Box::new(upstream_rq_time.clone()))
+        .expect("invariant: metric registered once");
+    Families {
+        upstream_rq_total: counter("envoy_cluster_upstream_rq_total", "upstream requests", cl),
+        upstream_rq_xx: counter(
+            "envoy_cluster_upstream_rq_xx",
+            "upstream responses by class",
+            code_cl,
+        ),
+        upstream_rq: counter(
+            "envoy_cluster_upstream_rq",
+            "upstream responses by code",
+            &["envoy_response_code", "envoy_cluster_name"],
+        ),
+        upstream_rq_retry: counter("envoy_cluster_upstream_rq_retry", "upstream retries", cl),
+        upstream_rq_timeout: counter(
+            "envoy_cluster_upstream_rq_timeout",
+            "upstream request timeouts",
+            cl,
+        ),
+        upstream_cx_connect_fail: counter(
+            "envoy_cluster_upstream_cx_connect_fail",
+            "upstream connect failures",
+            cl,
+        ),
+        upstream_rq_pending_overflow: counter(
+            "envoy_cluster_upstream_rq_pending_overflow",
+            "requests refused by the max_requests circuit breaker",
+            cl,
+        ),
+        upstream_rq_retry_overflow: counter(
+            "envoy_cluster_upstream_rq_retry_overflow",
+            "retries not attempted because of the max_retries circuit breaker",
+            cl,
+        ),
+        downstream_rq_total: counter(
+            "envoy_http_downstream_rq_total",
+            "downstream requests",
+            hcm,
+        ),
+        downstream_rq_xx: counter(
+            "envoy_http_downstream_rq_xx",
+            "downstream responses by class",
+            code_hcm,
+        ),
+        ejections_enforced_total: counter(
+            "envoy_cluster_outlier_detection_ejections_enforced_total",
+            "hosts ejected by outlier detection",
+            cl,
+        ),
+        ejections_enforced_5xx: counter(
+            "envoy_cluster_outlier_detection_ejections_enforced_consecutive_5xx",
+            "ejections for consecutive 5xx",
+            cl,
+        ),
+        ejections_enforced_gateway: counter(
+            "envoy_cluster_outlier_detection_ejections_enforced_consecutive_gateway_failure",
+            "ejections for consecutive gateway failures",
+            cl,
+        ),
+        ejections_active: {
+            let g = IntGaugeVec::new(
+                Opts::new("envoy_cluster_outlier_detection_ejections_active", "hosts ejected now"),
                 cl,
-            ),
-            upstream_cx_connect_fail: counter(
-                "envoy_cluster_upstream_cx_connect_fail",
-                "upstream connect failures",
-                cl,
-            ),
-            upstream_rq_pending_overflow: counter(
-                "envoy_cluster_upstream_rq_pending_overflow",
-                "requests refused by the max_requests circuit breaker",
-                cl,
-            ),
-            upstream_rq_retry_overflow: counter(
-                "envoy_cluster_upstream_rq_retry_overflow",
-                "retries not attempted because of the max_retries circuit breaker",
-                cl,
-            ),
-            downstream_rq_total: counter(
-                "envoy_http_downstream_rq_total",
-                "downstream requests",
-                hcm,
-            ),
-            downstream_rq_xx: counter(
-                "envoy_http_downstream_rq_xx",
-                "downstream responses by class",
-                code_hcm,
-            ),
-            ejections_enforced_total: counter(
-                "envoy_cluster_outlier_detection_ejections_enforced_total",
-                "hosts ejected by outlier detection",
-                cl,
-            ),
-            ejections_enforced_5xx: counter(
-                "envoy_cluster_outlier_detection_ejections_enforced_consecutive_5xx",
-                "ejections for consecutive 5xx",
-                cl,
-            ),
-            ejections_enforced_gateway: counter(
-                "envoy_cluster_outlier_detection_ejections_enforced_consecutive_gateway_failure",
-                "ejections for consecutive gateway failures",
-                cl,
-            ),
-            ejections_active: {
-                let g = IntGaugeVec::new(
-                    Opts::new("envoy_cluster_outlier_detection_ejections_active", "hosts ejected now"),
-                    cl,
-                )
-                .expect("invariant: valid metric");
-                registry.register(Box::new(g.clone())).expect("invariant: metric registered once");
-                g
-            },
-            health_check_success: counter("envoy_cluster_health_check_success", "passed health checks", cl),
-            health_check_failure: counter("envoy_cluster_health_check_failure", "failed health checks", cl),
-            cors_origin_valid: counter("envoy_http_cors_origin_valid", "requests with an allowed Origin", hcm),
-            cors_origin_invalid: counter("envoy_http_cors_origin_invalid", "requests with an Origin not allowed", hcm),
-            local_rate_limit: LOCAL_RATE_LIMIT.map(|(name, help)| counter(name, help, &["envoy_local_http_ratelimit_prefix"])),
-            upstream_rq_time,
-            registry,
-        }
-    })
+            )
+            .expect("invariant: valid metric");
+            registry.register(Box::new(g.clone())).expect("invariant: metric registered once");
+            g
+        },
+        health_check_success: counter("envoy_cluster_health_check_success", "passed health checks", cl),
+        health_check_failure: counter("envoy_cluster_health_check_failure", "failed health checks", cl),
+        cors_origin_valid: counter("envoy_http_cors_origin_valid", "requests with an allowed Origin", hcm),
+        cors_origin_invalid: counter("envoy_http_cors_origin_invalid", "requests with an Origin not allowed", hcm),
+        local_rate_limit: LOCAL_RATE_LIMIT.map(|(name, help)| counter(name, help, &["envoy_local_http_ratelimit_prefix"])),
+        upstream_rq_time,
+        registry,
+    }
 }
 
 fn class_counters(vec: &IntCounterVec, name: &str) -> [IntCounter; 5] {
@@ -160,6 +170,8 @@ fn class_index(status: u16) -> usize {
 #[derive(Debug, Clone)]
 pub struct ClusterStats {
     name: String,
+    /// Where the counters live (exported or detached).
+    families: fn() -> &'static Families,
     pub rq_total: IntCounter,
     rq_xx: [IntCounter; 5],
     pub rq_retry: IntCounter,
@@ -181,9 +193,19 @@ pub struct ClusterStats {
 
 impl ClusterStats {
     pub fn new(cluster: &str) -> Self {
+        Self::in_families(families, cluster)
+    }
+
+    /// Counters that `/stats/prometheus` does not show.
+    pub fn detached(cluster: &str) -> Self {
+        Self::in_families(detached_families, cluster)
+    }
+
+    fn in_families(families: fn() -> &'static Families, cluster: &str) -> Self {
         let f = families();
         ClusterStats {
             name: cluster.to_string(),
+            families,
             rq_total: f.upstream_rq_total.with_label_values(&[cluster]),
             rq_xx: class_counters(&f.upstream_rq_xx, cluster),
             rq_retry: f.upstream_rq_retry.with_label_values(&[cluster]),
@@ -206,7 +228,7 @@ impl ClusterStats {
     pub fn response(&self, status: u16, ms: f64) {
         self.rq_xx[class_index(status)].inc();
         if let Some(slot) = status.checked_sub(100).and_then(|i| self.rq_code.get(i as usize)) {
-            slot.get_or_init(|| families().upstream_rq.with_label_values(&[&status.to_string(), &self.name]))
+            slot.get_or_init(|| (self.families)().upstream_rq.with_label_values(&[&status.to_string(), &self.name]))
                 .inc();
         }
         self.rq_time.observe(ms);

@@ -262,8 +262,9 @@ impl Cluster {
     }
 
     /// The placeholder a route gets for a cluster that does not exist.
+    /// Its counters are detached: Envoy shows no stats for such a name.
     pub fn not_found(name: &str) -> Self {
-        let mut c = Self::compile(&xds_cluster::Cluster { name: name.to_string(), ..Default::default() }, "")
+        let mut c = Self::build(&xds_cluster::Cluster { name: name.to_string(), ..Default::default() }, "", None, ClusterStats::detached)
             .expect("invariant: a cluster with only a name compiles");
         c.not_found = true;
         c
@@ -281,6 +282,10 @@ impl Cluster {
     }
 
     pub fn compile_with(c: &xds_cluster::Cluster, path: &str, eds: Eds<'_>) -> Result<Self> {
+        Self::build(c, path, eds, ClusterStats::new)
+    }
+
+    fn build(c: &xds_cluster::Cluster, path: &str, eds: Eds<'_>, stats: fn(&str) -> ClusterStats) -> Result<Self> {
         use xds_cluster::cluster::{ClusterDiscoveryType as D, DiscoveryType};
         if c.name.is_empty() {
             return Err(ConfigError::new(format!("{path}.name"), "name is required"));
@@ -290,7 +295,9 @@ impl Cluster {
             Some(D::Type(t)) => match DiscoveryType::try_from(*t) {
                 Ok(k @ (DiscoveryType::Static | DiscoveryType::StrictDns | DiscoveryType::LogicalDns)) => k,
                 Ok(DiscoveryType::Eds) => {
-                    eds_source(c, path)?;
+                    // Its endpoints come from the ADS stream only.
+                    let source = c.eds_cluster_config.as_ref().and_then(|e| e.eds_config.as_ref());
+                    super::ads_only(source, &format!("{path}.eds_cluster_config.eds_config"))?;
                     DiscoveryType::Eds
                 }
                 Ok(other) => {
@@ -443,7 +450,7 @@ impl Cluster {
             connect_timeout,
             tls: upstream_tls(c.transport_socket.as_ref(), &format!("{path}.transport_socket"), http2)?,
             http2,
-            stats: ClusterStats::new(&c.name),
+            stats: stats(&c.name),
             not_found: false,
             rr_next: AtomicUsize::new(rand::random::<u32>() as usize),
         })
@@ -610,20 +617,6 @@ struct EndpointSpec {
     hostname: Option<String>,
 }
 
-/// Where an EDS cluster's endpoints come from: the ADS stream only.
-fn eds_source(c: &xds_cluster::Cluster, path: &str) -> Result<()> {
-    use xds_core::config_source::ConfigSourceSpecifier as S;
-    let source = c.eds_cluster_config.as_ref().and_then(|e| e.eds_config.as_ref());
-    match source.and_then(|s| s.config_source_specifier.as_ref()) {
-        Some(S::Ads(_)) => Ok(()),
-        None => Err(ConfigError::new(format!("{path}.eds_cluster_config.eds_config"), "an EDS cluster needs eds_config")),
-        Some(_) => Err(ConfigError::new(
-            format!("{path}.eds_cluster_config.eds_config"),
-            "only ads is supported by weft-proxy as an EDS config source",
-        )),
-    }
-}
-
 /// Checks an EDS load assignment on its own: every endpoint a literal
 /// address with a port, weights at least 1.
 pub fn check_assignment(la: &ClusterLoadAssignment, path: &str) -> Result<()> {
@@ -738,6 +731,19 @@ fn upstream_tls(ts: Option<&xds_core::TransportSocket>, path: &str, http2: bool)
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_unknown_cluster_shows_no_stats() {
+        let ghost = Cluster::not_found("ghost-cluster-for-stats-test");
+        ghost.stats.rq_total.inc();
+        ghost.stats.response(503, 1.0);
+        let known = Cluster::compile(&xds_cluster::Cluster { name: "known-cluster-for-stats-test".into(), ..Default::default() }, "c")
+            .expect("compiles");
+        known.stats.rq_total.inc();
+        let text = String::from_utf8(crate::stats::prometheus_text()).expect("utf-8");
+        assert!(text.contains("known-cluster-for-stats-test"), "a real cluster is exported");
+        assert!(!text.contains("ghost-cluster-for-stats-test"), "Envoy keeps no stats for a cluster that does not exist");
+    }
 
     fn addrs(list: &[&str]) -> Vec<SocketAddr> {
         list.iter().map(|a| a.parse().expect("addr")).collect()

@@ -13,7 +13,7 @@ use weft_envoy_api::prost;
 
 use super::filter_chain::{FilterChain, FilterChains};
 use super::route::RouteTable;
-use super::{socket_address, ConfigError, Refs, Result};
+use super::{ads_only, socket_address, ConfigError, Refs, Result};
 use weft_envoy_api::pb::envoy::config::route::v3 as xds_route;
 use crate::access_log::AccessLog;
 use crate::http::xfcc::ClientCertPolicy;
@@ -239,16 +239,5 @@ pub fn data_source(ds: &xds_core::DataSource, path: &str) -> Result<Bytes> {
             "this data source is not supported by weft-proxy",
         )),
         None => Ok(Bytes::new()),
-    }
-}
-
-/// An xDS config source weft-proxy can follow inside a listener or
-/// cluster: the ADS stream.
-pub fn ads_only(source: Option<&xds_core::ConfigSource>, path: &str) -> Result<()> {
-    use xds_core::config_source::ConfigSourceSpecifier as S;
-    match source.and_then(|s| s.config_source_specifier.as_ref()) {
-        Some(S::Ads(_)) => Ok(()),
-        None => Err(ConfigError::new(path, "a config source is required")),
-        Some(_) => Err(ConfigError::new(path, "only ads is supported by weft-proxy as a config source here")),
     }
 }
