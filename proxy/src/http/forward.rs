@@ -199,7 +199,11 @@ pub async fn forward(
             }
             None => try_once(cluster, &req, &body, (hash, fwd.auto_host_rewrite), (&tried, avoid), log).await,
         };
-        tried.extend(log.upstream_host);
+        // Only a policy with the predicate pays for the list (this is the
+        // request path; most requests make one attempt).
+        if avoid.is_some() {
+            tried.extend(log.upstream_host);
+        }
         let global_timeout = [deadline, idle_deadline].into_iter().flatten().any(|d| Instant::now() >= d);
         // Every attempt's outcome is counted once, retried or not.
         match &result {

@@ -115,10 +115,17 @@ impl State {
             Kind::Route => self.merge_routes(resp, loader),
         };
         // The resources were checked one by one; the whole must compile too.
-        if let Err(e) = Config::compile_with(&self.bootstrap, &self.held) {
-            self.held = before.clone();
-            errors.push(e);
-        }
+        // That compiled config is the one served, if it is served now
+        // (follow_names below only drops routes and endpoints nothing
+        // refers to, which the compiled config does not use).
+        let compiled = match Config::compile_with(&self.bootstrap, &self.held) {
+            Ok(config) => Some(config),
+            Err(e) => {
+                self.held = before.clone();
+                errors.push(e);
+                None
+            }
+        };
         let mut requests = self.follow_names();
         if errors.is_empty() {
             if let Some(t) = self.tracks.get_mut(&kind) {
@@ -131,7 +138,7 @@ impl State {
             requests.push(self.request(kind, Some(message)));
         }
         self.dirty |= self.held != before;
-        Step { requests, config: self.publish(now) }
+        Step { requests, config: self.publish_compiled(now, compiled) }
     }
 
     /// When the held config should be served even though something is
@@ -143,6 +150,11 @@ impl State {
     /// The config to serve, when there are accepted changes and nothing
     /// waits for its routes or endpoints (or has waited long enough).
     pub fn publish(&mut self, now: Instant) -> Option<Config> {
+        self.publish_compiled(now, None)
+    }
+
+    /// [`publish`](Self::publish) with the held resources already compiled.
+    fn publish_compiled(&mut self, now: Instant, compiled: Option<Config>) -> Option<Config> {
         if !self.dirty {
             return None;
         }
@@ -158,7 +170,7 @@ impl State {
         }
         self.waiting_since = None;
         self.dirty = false;
-        Config::compile_with(&self.bootstrap, &self.held).ok()
+        compiled.or_else(|| Config::compile_with(&self.bootstrap, &self.held).ok())
     }
 
     /// Subscriptions follow the accepted clusters (EDS service names) and
