@@ -143,7 +143,7 @@ impl State {
         }
         self.findings = findings;
         self.last_good = validated.accepted.iter().map(|r| (validate::key_of(r), r.clone())).collect();
-        Arc::new(Index::build(&validated.accepted))
+        Arc::new(validated.index)
     }
 
     pub fn findings(&self) -> &[Finding] {

@@ -48,6 +48,8 @@ pub struct Validated {
     /// The resources in effect.
     pub accepted: Vec<Arc<Resource>>,
     pub findings: Vec<Finding>,
+    /// `accepted`, indexed (validation needs the index anyway).
+    pub index: Index,
 }
 
 impl Validated {
@@ -154,8 +156,11 @@ fn validate_with(resources: &[Arc<Resource>], mut fields: impl FnMut(&Key, &Arc<
     let first_pass: Vec<Arc<Resource>> = resources.into_iter().filter(|r| !rejected.contains(&key_of(r))).cloned().collect();
     let index = Index::build(&first_pass);
     semantic(&index, &first_pass, &mut findings);
-    let accepted = first_pass.into_iter().filter(|r| !has_error(&findings, &key_of(r))).collect();
-    Validated { accepted, findings }
+    let checked = first_pass.len();
+    let accepted: Vec<Arc<Resource>> = first_pass.into_iter().filter(|r| !has_error(&findings, &key_of(r))).collect();
+    // Usually nothing fails the semantic checks and the index stands.
+    let index = if accepted.len() == checked { index } else { Index::build(&accepted) };
+    Validated { accepted, findings, index }
 }
 
 fn has_error(findings: &[Finding], key: &Key) -> bool {
