@@ -48,7 +48,7 @@ impl HttpServerApp for Admin {
             "/stats/prometheus" => (
                 200,
                 "text/plain; charset=UTF-8",
-                Bytes::from(crate::stats::prometheus_text()),
+                Bytes::from([crate::stats::prometheus_text(), crate::wasm::prometheus().into_bytes()].concat()),
             ),
             "/config_dump" => {
                 let dump = serde_json::json!({

@@ -3,7 +3,7 @@
 //! the response (Envoy's encoder filters).
 //!
 //! ```text
-//!  request ─► route lookup ─► cors ─► local_ratelimit ─► fault ─► ... ─► router (http::forward)
+//!  request ─► route lookup ─► cors ─► local_ratelimit ─► fault ─► wasm ─► ... ─► router (http::forward)
 //!                      │        └─ edits for the response ──────────────────┐
 //!                      └─ per-route config (typed_per_filter_config) by filter name
 //!  response (upstream or local) ◄─ route header mutations ◄─ filter edits ◄──┘
@@ -15,14 +15,18 @@ pub mod cors;
 pub mod fault;
 pub mod local_ratelimit;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use arc_swap::ArcSwapOption;
+use bytes::Bytes;
 use pingora_http::{RequestHeader, ResponseHeader};
 use weft_envoy_api::pb::google::protobuf::Any;
 
 use crate::access_log::Entry;
 use crate::http::LocalReply;
 use crate::model::listener::unpack;
-use crate::model::Result;
+use crate::model::{Cluster, Result};
 
 /// A compiled HTTP filter (router excluded: it is the last filter, always).
 #[derive(Debug)]
@@ -30,6 +34,7 @@ pub enum HttpFilter {
     Fault(fault::Fault),
     Cors(cors::Cors),
     LocalRateLimit(local_ratelimit::LocalRateLimit),
+    Wasm(crate::wasm::Filter),
 }
 
 /// A filter's per-route override, looked up by the filter's name.
@@ -63,6 +68,11 @@ pub struct Context<'a> {
     /// Response flags for the access log (FI, DI, RL).
     pub log: &'a mut Entry,
     pub response: &'a mut ResponseEdits,
+    /// The request body, read before the filters when one of them
+    /// (wasm) looks at it; the router sends what is left here.
+    pub body: &'a mut Option<Bytes>,
+    /// Addresses and TLS of the stream, for plugins' properties.
+    pub info: &'a Arc<crate::wasm::properties::StreamInfo>,
 }
 
 impl<'a> Context<'a> {
@@ -87,7 +97,12 @@ pub struct ConnectionState {
 /// the route's header mutations, in the reverse of the filters' order.
 /// Empty (and unallocated) unless a filter has something to add.
 #[derive(Debug, Default)]
-pub struct ResponseEdits(Vec<Edit>);
+pub struct ResponseEdits {
+    edits: Vec<Edit>,
+    /// The plugin contexts of the wasm filters the request went through:
+    /// they see the response too, and end with it.
+    pub wasm: Vec<crate::wasm::Stream>,
+}
 
 #[derive(Debug)]
 enum Edit {
@@ -97,11 +112,11 @@ enum Edit {
 
 impl ResponseEdits {
     fn push(&mut self, edit: Edit) {
-        self.0.push(edit);
+        self.edits.push(edit);
     }
 
     pub fn apply(&self, resp: &mut ResponseHeader) {
-        for edit in self.0.iter().rev() {
+        for edit in self.edits.iter().rev() {
             match edit {
                 Edit::Cors(c) => c.apply(resp),
                 Edit::RateLimit(r) => r.apply(resp),
@@ -113,7 +128,7 @@ impl ResponseEdits {
 impl HttpFilter {
     /// Compiles an `http_filters[]` entry that is not the router;
     /// `stat_prefix` is the connection manager's.
-    pub fn compile(any: &Any, path: &str, stat_prefix: &str) -> Result<Self> {
+    pub fn compile(any: &Any, path: &str, stat_prefix: &str, clusters: &HashMap<String, Arc<Cluster>>) -> Result<Self> {
         match weft_envoy_api::type_name(&any.type_url) {
             fault::TYPE => Ok(HttpFilter::Fault(fault::Fault::compile(&unpack(any, fault::TYPE, path)?, path)?)),
             cors::TYPE => {
@@ -125,6 +140,7 @@ impl HttpFilter {
                 path,
                 false,
             )?)),
+            crate::wasm::TYPE => Ok(HttpFilter::Wasm(crate::wasm::Filter::compile(&unpack(any, crate::wasm::TYPE, path)?, path, clusters)?)),
             other => Err(crate::model::ConfigError::new(path, format!("HTTP filter {other} is not supported by weft-proxy"))),
         }
     }
@@ -147,7 +163,16 @@ impl HttpFilter {
                 };
                 l.on_request(req, cx)
             }
+            HttpFilter::Wasm(w) => match w.on_request(req, cx.body, cx.info, &mut cx.response.wasm).await {
+                Ok(()) => Verdict::Continue,
+                Err(reply) => Verdict::Respond(reply),
+            },
         }
+    }
+
+    /// The filter reads the request body (before the router would).
+    pub fn reads_body(&self) -> bool {
+        matches!(self, HttpFilter::Wasm(_))
     }
 }
 

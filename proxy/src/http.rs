@@ -10,6 +10,7 @@
 
 mod edge;
 mod forward;
+pub use forward::call;
 mod local;
 mod xff;
 pub mod xfcc;
@@ -32,6 +33,7 @@ use crate::model::header::HeaderMutations;
 use crate::model::listener::HttpManager;
 use crate::model::route::Action;
 use crate::tls::PeerIdentity;
+use crate::wasm::properties::StreamInfo;
 use pingora_core::protocols::tls::SslDigest;
 use pingora_core::protocols::Stream;
 
@@ -185,6 +187,23 @@ impl HttpProxy {
         // config) even when there is none; the router answers 404 after.
         let forwards = route.is_some_and(|r| matches!(r.action, Action::Forward(_)));
         let mut edits = ResponseEdits::default();
+        // The body, when a filter reads it (the router reads it otherwise).
+        let mut body = None;
+        let info = if manager.filters.iter().any(|(_, f)| f.reads_body()) {
+            match forward::read_body(session).await {
+                Ok(b) => body = Some(b),
+                Err(status) => return LocalReply::new(status, "").send(manager, session, Finish::new(&[], &edits)).await,
+            }
+            Arc::new(StreamInfo {
+                source: session.client_addr().and_then(|a| a.as_inet()).copied(),
+                destination: session.server_addr().and_then(|a| a.as_inet()).copied(),
+                tls: ssl.is_some(),
+                requested_server_name: None,
+                protocol: if session.is_http2() { "HTTP/2" } else { "HTTP/1.1" },
+            })
+        } else {
+            no_stream_info()
+        };
         for (name, filter) in &manager.filters {
             let mut cx = Context {
                 forwards,
@@ -192,6 +211,8 @@ impl HttpProxy {
                 connection,
                 log: &mut *log,
                 response: &mut edits,
+                body: &mut body,
+                info: &info,
             };
             match filter.on_request(&mut req, &mut cx).await {
                 Verdict::Continue => {}
@@ -269,10 +290,16 @@ impl HttpProxy {
                     &table.response_headers,
                 ];
                 let plan = forward::Plan { fwd, target, levels, edits: &edits };
-                forward::forward(manager, session, req, plan, log).await
+                forward::forward(manager, session, (req, body), plan, log).await
             }
         }
     }
+}
+
+/// The stream info of requests no plugin looks at: shared, not built.
+fn no_stream_info() -> Arc<StreamInfo> {
+    static NONE: std::sync::OnceLock<Arc<StreamInfo>> = std::sync::OnceLock::new();
+    NONE.get_or_init(Default::default).clone()
 }
 
 /// What the connection manager does to every request before routing:

@@ -24,4 +24,5 @@ pub mod stats;
 pub mod tcp;
 pub mod tls;
 pub mod upstream;
+pub mod wasm;
 pub mod xds;

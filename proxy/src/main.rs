@@ -43,11 +43,22 @@ struct Args {
     /// How long to let in-flight requests finish after SIGTERM.
     #[arg(long = "drain-time-s", default_value_t = 5)]
     drain_time_s: u64,
+    /// Linear memory one wasm plugin VM may grow to; past it the plugin
+    /// fails (and its VM is remade).
+    #[arg(long = "wasm-memory-limit-mb", default_value_t = 256)]
+    wasm_memory_limit_mb: usize,
+    /// CPU time one wasm plugin callback may take before it is interrupted.
+    #[arg(long = "wasm-callback-timeout-ms", default_value_t = 200)]
+    wasm_callback_timeout_ms: u64,
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(&args.log_level);
+    weft_proxy::wasm::vm::set_limits(weft_proxy::wasm::vm::Limits {
+        memory_bytes: args.wasm_memory_limit_mb << 20,
+        callback_time: Duration::from_millis(args.wasm_callback_timeout_ms.max(1)),
+    });
     // Loading decodes the whole Envoy descriptor pool (~40 MB of small
     // allocations). On a thread of its own, the allocator returns that memory
     // when the thread ends; loaded on the main thread it stayed resident
@@ -73,6 +84,9 @@ fn main() -> ExitCode {
         Ok(b) => b,
         Err(e) => return fail(&e),
     };
+    if let Some(node) = &loaded.bootstrap.node {
+        weft_proxy::wasm::properties::set_node(weft_proxy::wasm::properties::Node { id: node.id.clone(), cluster: node.cluster.clone() });
+    }
     let config = match model::Config::compile_with(&loaded.bootstrap, &dynamic) {
         Ok(c) => c,
         Err(e) if dynamic.listeners.is_empty() && dynamic.clusters.is_empty() => return fail(&e.to_string()),

@@ -20,6 +20,7 @@ mod envoy_diff_tls;
 mod malformed_http;
 mod traffic_bookinfo;
 mod traffic_drain;
+mod wasm_host;
 mod xds_ads;
 mod xds_standalone;
 

@@ -411,6 +411,20 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ),
     ("envoy.config.endpoint.v3.LbEndpoint", &["endpoint", "load_balancing_weight"]),
     ("envoy.config.endpoint.v3.Endpoint", &["address", "hostname"]),
+    // proxy-wasm plugins (wasm/).
+    ("envoy.extensions.filters.http.wasm.v3.Wasm", &["config"]),
+    (
+        "envoy.extensions.wasm.v3.PluginConfig",
+        &["name", "root_id", "vm_config", "configuration", "fail_open", "failure_policy"],
+    ),
+    (
+        "envoy.extensions.wasm.v3.VmConfig",
+        &["vm_id", "runtime", "code", "configuration", "environment_variables"],
+    ),
+    ("envoy.extensions.wasm.v3.EnvironmentVariables", &["host_env_keys", "key_values"]),
+    ("envoy.config.core.v3.AsyncDataSource", &["local", "remote"]),
+    ("envoy.config.core.v3.RemoteDataSource", &["http_uri", "sha256"]),
+    ("envoy.config.core.v3.HttpUri", &["uri", "cluster", "timeout"]),
 ];
 
 /// Every message type of the supported subset: the roots of the descriptor
@@ -505,6 +519,11 @@ fn walk_any(msg: &DynamicMessage, path: &mut String) -> Result<(), Unsupported> 
         .and_then(|v| v.as_bytes().cloned())
         .unwrap_or_default();
     let type_name = weft_envoy_api::type_name(&type_url);
+    // Well-known values (a plugin's `configuration` as StringValue,
+    // BytesValue or Struct) are data, not extensions.
+    if type_name.starts_with("google.protobuf.") && msg.descriptor().parent_pool().get_message_by_name(type_name).is_some() {
+        return Ok(());
+    }
     let inner: Option<MessageDescriptor> = msg.descriptor().parent_pool().get_message_by_name(type_name);
     let Some(inner) = inner.filter(|_| supported_fields(type_name).is_some()) else {
         return Err(Unsupported {

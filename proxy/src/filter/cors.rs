@@ -247,15 +247,15 @@ impl Cors {
         let mut reply = LocalReply::new(200, "");
         let headers = &mut reply.extra_headers;
         if let Some(origin) = origin {
-            headers.push((ALLOW_ORIGIN, origin));
+            headers.push((http::HeaderName::from_static(ALLOW_ORIGIN), origin));
         }
         if credentials {
-            headers.push((ALLOW_CREDENTIALS, HeaderValue::from_static("true")));
+            headers.push((http::HeaderName::from_static(ALLOW_CREDENTIALS), HeaderValue::from_static("true")));
         }
         // `*` echoes what the browser asked for (Envoy 1.40).
         if let Some(methods) = policies.first(|p| p.allow_methods.as_ref()) {
             let value = if methods == "*" { method } else { methods.clone() };
-            headers.push((ALLOW_METHODS, value));
+            headers.push((http::HeaderName::from_static(ALLOW_METHODS), value));
         }
         if let Some(allowed) = policies.first(|p| p.allow_headers.as_ref()) {
             let value = if allowed == "*" {
@@ -263,14 +263,14 @@ impl Cors {
             } else {
                 allowed.clone()
             };
-            headers.push((ALLOW_HEADERS, value));
+            headers.push((http::HeaderName::from_static(ALLOW_HEADERS), value));
         }
         if let Some(max_age) = policies.first(|p| p.max_age.clone()) {
-            headers.push((MAX_AGE, max_age));
+            headers.push((http::HeaderName::from_static(MAX_AGE), max_age));
         }
         let private_network = policies.first(|p| p.allow_private_network_access).unwrap_or(false);
         if private_network && joined(req, REQUEST_PRIVATE_NETWORK).is_some_and(|v| v == "true") {
-            headers.push((ALLOW_PRIVATE_NETWORK, HeaderValue::from_static("true")));
+            headers.push((http::HeaderName::from_static(ALLOW_PRIVATE_NETWORK), HeaderValue::from_static("true")));
         }
         reply
     }

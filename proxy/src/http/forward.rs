@@ -98,7 +98,7 @@ pub struct Plan<'a> {
 pub async fn forward(
     manager: &HttpManager,
     session: &mut ServerSession,
-    mut req: RequestHeader,
+    (mut req, body): (RequestHeader, Option<Bytes>),
     plan: Plan<'_>,
     log: &mut Entry,
 ) -> Option<u16> {
@@ -111,7 +111,11 @@ pub async fn forward(
         return LocalReply::new(503, "").send(manager, session, finish).await;
     }
     let start = Instant::now();
-    let body = match read_body(session).await {
+    let read = match body {
+        Some(b) => Ok(b),
+        None => read_body(session).await,
+    };
+    let body = match read {
         Ok(b) => b,
         Err(status) => {
             return LocalReply::new(status, "")
@@ -299,7 +303,7 @@ pub async fn forward(
 /// Envoy's answer when a circuit breaker refuses a request.
 fn overflow() -> LocalReply {
     let mut reply = LocalReply::new(503, "upstream connect error or disconnect/reset before headers. reset reason: overflow");
-    reply.extra_headers.push(("x-envoy-overloaded", HeaderValue::from_static("true")));
+    reply.extra_headers.push((http::HeaderName::from_static("x-envoy-overloaded"), HeaderValue::from_static("true")));
     reply
 }
 
@@ -341,6 +345,45 @@ fn shadow(mirror: &Mirror, req: &RequestHeader, body: &Bytes, timeout: Option<Du
             None => attempt.await,
         }
     });
+}
+
+/// A request the proxy makes itself (a plugin's HTTP callout): one
+/// attempt through the cluster, the whole response read, bounded by
+/// `timeout` (none when zero).
+pub async fn call(cluster: &Cluster, mut req: RequestHeader, body: Bytes, timeout: Duration) -> Result<(ResponseHeader, Bytes), String> {
+    let _ = req.insert_header(header::CONTENT_LENGTH, body.len().to_string());
+    if !timeout.is_zero() {
+        let _ = req.insert_header("x-envoy-expected-rq-timeout-ms", timeout.as_millis().to_string());
+    }
+    let attempt = async {
+        cluster.stats.rq_total.inc();
+        let start = Instant::now();
+        match try_once(cluster, &req, &body, (None, false), (&[], None), &mut Entry::default()).await {
+            Outcome::Response(mut x) => {
+                cluster.stats.response(x.resp.status.as_u16(), start.elapsed().as_secs_f64() * 1000.0);
+                let mut body = BytesMut::new();
+                loop {
+                    match x.upstream.read_response_body().await {
+                        Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                        Ok(None) => break,
+                        Err(e) => return Err(format!("upstream reset: {e}")),
+                    }
+                    if x.upstream.response_done() {
+                        break;
+                    }
+                }
+                let resp = *x.resp;
+                upstream::checkin(x.upstream, x.pool, x.budget).await;
+                Ok((resp, body.freeze()))
+            }
+            Outcome::Failed(f) => Err(format!("{f:?}")),
+        }
+    };
+    if timeout.is_zero() {
+        attempt.await
+    } else {
+        tokio::time::timeout(timeout, attempt).await.map_err(|_| "timeout".to_string())?
+    }
 }
 
 /// A retry's wait: fully jittered exponential back-off, as Envoy computes it.
@@ -451,7 +494,7 @@ pub fn set_path(req: &mut RequestHeader, original: &str, new: &str) {
     let _ = req.set_raw_path(new.as_bytes());
 }
 
-async fn read_body(session: &mut ServerSession) -> Result<Bytes, u16> {
+pub(super) async fn read_body(session: &mut ServerSession) -> Result<Bytes, u16> {
     let mut buf = BytesMut::new();
     loop {
         match session.read_request_body().await {
@@ -577,6 +620,14 @@ async fn stream_response(
     let service_ms = start.elapsed().as_millis().to_string();
     let _ = resp.insert_header("x-envoy-upstream-service-time", service_ms);
     finish_response_headers(manager, &mut resp, finish);
+    // Plugins see the response after the route's and the filters' edits.
+    let mut plugins = crate::wasm::Encoder::new(&finish.edits.wasm);
+    if !plugins.is_empty() {
+        let end = held.as_mut().is_some_and(|(u, ..)| u.response_done());
+        if let Err(reply) = plugins.headers(&mut resp, end).await {
+            return reply.send(manager, session, Finish::new(&[], finish.edits)).await;
+        }
+    }
     let mut header = Some(resp);
     loop {
         let (upstream, ..) = held.as_mut()?;
@@ -603,6 +654,23 @@ async fn stream_response(
                 drop((host, slot));
             }
         }
+        let data = if !plugins.is_empty() && (data.is_some() || plugins.held || !plugins.buffered.is_empty()) {
+            // Headers already sent: what the plugin does to them is lost.
+            let Ok(mut sent_already) = ResponseHeader::build(200, Some(0)) else { return None };
+            let target = match header.as_mut() {
+                Some(h) => &mut **h,
+                None => &mut sent_already,
+            };
+            match plugins.body(target, data, done).await {
+                Ok(Some(out)) => Some(out).filter(|b| !b.is_empty() || done),
+                // Buffered by a plugin: nothing goes out yet.
+                Ok(None) => continue,
+                // The VM failed mid-response: the stream is reset.
+                Err(_) => return None,
+            }
+        } else {
+            data
+        };
         let mut tasks = Vec::with_capacity(2);
         if let Some(h) = header.take() {
             tasks.push(HttpTask::Header(h, done && data.is_none()));

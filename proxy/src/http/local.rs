@@ -18,7 +18,7 @@ pub struct LocalReply {
     pub body: Bytes,
     pub location: Option<HeaderValue>,
     /// Headers of the reply itself (`x-envoy-overloaded`).
-    pub extra_headers: Vec<(&'static str, HeaderValue)>,
+    pub extra_headers: Vec<(http::HeaderName, HeaderValue)>,
     /// Header mutations of the filter that replies, applied after the
     /// route's (a local rate limit's `response_headers_to_add`).
     pub mutations: Option<Arc<HeaderMutations>>,
@@ -58,9 +58,26 @@ impl LocalReply {
             m.apply(&mut resp);
         }
         finish_response_headers(manager, &mut resp, Finish { levels: &[], ..finish });
+        let mut body = self.body;
+        let mut plugins = crate::wasm::Encoder::new(&finish.edits.wasm);
+        if !plugins.is_empty() {
+            // A reply has nothing to replace it with: a failed plugin
+            // leaves it as it is.
+            let _ = plugins.headers(&mut resp, body.is_empty()).await;
+            if !body.is_empty() {
+                let before = body.len();
+                if let Ok(Some(b)) = plugins.body(&mut resp, Some(body.clone()), true).await {
+                    body = b;
+                }
+                if body.len() != before && resp.headers.contains_key(header::CONTENT_LENGTH) {
+                    resp.insert_header(header::CONTENT_LENGTH, body.len().to_string()).ok()?;
+                }
+            }
+        }
+        let status = resp.status.as_u16();
         session.write_response_header(Box::new(resp)).await.ok()?;
-        session.write_response_body(self.body, true).await.ok()?;
-        Some(self.status)
+        session.write_response_body(body, true).await.ok()?;
+        Some(status)
     }
 }
 

@@ -156,7 +156,7 @@ impl HttpManager {
                 return Err(ConfigError::new(fpath, "the router filter must be the last HTTP filter"));
             }
             if !is_router {
-                let filter = HttpFilter::compile(any, &format!("{fpath}.typed_config"), &hcm.stat_prefix)?;
+                let filter = HttpFilter::compile(any, &format!("{fpath}.typed_config"), &hcm.stat_prefix, refs.clusters)?;
                 http_filters.push((f.name.clone(), filter));
             }
         }

@@ -1,0 +1,187 @@
+//! The proxy-wasm host against Envoy's, with a plugin written in the text
+//! format (tests/all/wasm/probe.wat) so each test controls exactly what
+//! the plugin does: header edits from its configuration, a local reply,
+//! a trap. Where weft-proxy differs on purpose (CPU and memory bounds,
+//! which Envoy's V8 does not enforce), the test runs weft-proxy alone and
+//! says so.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use weft_e2e::{Kind, Proxy, Request, Upstream};
+
+use crate::assert_same_on_both;
+
+/// The probe plugin compiled to a `.wasm` file both proxies load.
+fn probe() -> PathBuf {
+    let wasm = wat::parse_file(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/all/wasm/probe.wat")).expect("probe.wat compiles");
+    let path = std::env::temp_dir().join(format!("weft-probe-{}.wasm", std::process::id()));
+    std::fs::write(&path, wasm).expect("write probe.wasm");
+    path
+}
+
+/// One listener, the probe in front of the router, `plugin` the
+/// PluginConfig fields besides vm_config.
+fn bootstrap(wasm: &PathBuf, plugin: &str) -> String {
+    format!(
+        r#"
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{ADMIN}} }} }}
+static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{LISTEN}} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: main
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+              - match: {{ prefix: "/direct" }}
+                direct_response: {{ status: 200, body: {{ inline_string: "direct" }} }}
+              - match: {{ prefix: "/" }}
+                route: {{ cluster: up }}
+          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: probe
+                root_id: probe_root
+                {plugin}
+                vm_config:
+                  vm_id: probe_vm
+                  runtime: envoy.wasm.runtime.v8
+                  code: {{ local: {{ filename: {wasm} }} }}
+          - name: envoy.filters.http.router
+            typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
+  clusters:
+  - name: up
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: up
+      endpoints: [ {{ lb_endpoints: [ {{ endpoint: {{ address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{UP_up}} }} }} }} }} ] }} ]
+"#,
+        wasm = wasm.display()
+    )
+}
+
+const CONFIGURED: &str = r#"configuration: { "@type": type.googleapis.com/google.protobuf.StringValue, value: "tagged" }"#;
+
+#[tokio::test]
+async fn header_edits_and_local_replies_match_envoy() {
+    let up = Upstream::start("up").await;
+    let requests = vec![
+        Request::get("/"),
+        Request::get("/direct"),
+        Request::get("/").header("x-deny", "1"),
+        Request::get("/x").method("POST").body("some body"),
+    ];
+    let outcomes = assert_same_on_both(&bootstrap(&probe(), CONFIGURED), &[&up], &requests).await;
+    // What the plugin did, so the comparison cannot pass on two proxies
+    // that both ignore it.
+    assert_eq!(outcomes[0].response.header("x-wasm"), Some("tagged"));
+    assert!(outcomes[0].upstream[0].1.contains("x-wasm: tagged"), "{:?}", outcomes[0].upstream);
+    assert_eq!(outcomes[1].response.header("x-wasm"), Some("tagged"), "direct responses pass the encoder too");
+    assert_eq!(outcomes[2].response.status, 403);
+    assert_eq!(outcomes[2].response.body_str(), "denied by probe");
+    assert!(outcomes[2].upstream.is_empty());
+}
+
+#[tokio::test]
+async fn a_trap_fails_the_request_by_policy_like_envoy() {
+    let up = Upstream::start("up").await;
+    // The failing request, then one that finds the VM failed.
+    let requests = vec![Request::get("/").header("x-crash", "1"), Request::get("/")];
+    for (policy, expected) in [
+        ("", [503, 503]),
+        ("failure_policy: FAIL_CLOSED", [503, 503]),
+        ("failure_policy: FAIL_RELOAD", [503, 503]),
+        // Envoy 1.40: FAIL_OPEN still fails the request that trapped;
+        // the deprecated fail_open lets it through too.
+        ("failure_policy: FAIL_OPEN", [503, 200]),
+        ("fail_open: true", [200, 200]),
+    ] {
+        let plugin = format!("{CONFIGURED}\n                {policy}");
+        let outcomes = assert_same_on_both(&bootstrap(&probe(), &plugin), &[&up], &requests).await;
+        let statuses: Vec<u16> = outcomes.iter().map(|o| o.response.status).collect();
+        assert_eq!(statuses, expected, "{policy:?}");
+        assert_eq!(outcomes[1].response.header("x-wasm"), None, "{policy:?}: a failed plugin does not run");
+    }
+}
+
+/// After a reload back-off (one second here), weft-proxy runs a new VM
+/// whatever the policy, as Envoy does only for FAIL_RELOAD: Envoy's
+/// default (FAIL_CLOSED) keeps answering 503 until restarted, which is
+/// the difference on purpose.
+#[tokio::test]
+async fn a_failed_vm_is_reloaded_after_a_second() {
+    let up = Upstream::start("up").await;
+    for (kind, policy, after) in [
+        (Kind::Envoy, "failure_policy: FAIL_RELOAD", 200),
+        (Kind::Weft, "failure_policy: FAIL_RELOAD", 200),
+        (Kind::Envoy, "", 503),
+        (Kind::Weft, "", 200),
+    ] {
+        let plugin = format!("{CONFIGURED}\n                {policy}");
+        let proxy = Proxy::start(kind, &bootstrap(&probe(), &plugin), &[&up]).await.expect("start");
+        assert_eq!(proxy.send(&Request::get("/").header("x-crash", "1")).await.status, 503);
+        // Envoy counts its back-off from the first request that finds the
+        // VM failed; ask every 200 ms for three seconds.
+        let mut last = proxy.send(&Request::get("/")).await;
+        for _ in 0..15 {
+            if last.status == 200 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            last = proxy.send(&Request::get("/")).await;
+        }
+        assert_eq!(last.status, after, "{kind:?} {policy:?}");
+        if after == 200 {
+            assert_eq!(last.header("x-wasm"), Some("tagged"), "{kind:?} {policy:?}: the new VM runs the plugin");
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_plugin_that_refuses_its_configuration_is_rejected_like_envoy() {
+    // The probe refuses an empty configuration (proxy_on_configure → false).
+    let up = Upstream::start("up").await;
+    let text = bootstrap(&probe(), "");
+    for kind in Kind::BOTH {
+        let started = Proxy::start(kind, &text, &[&up]).await;
+        assert!(started.is_err(), "{kind:?} started with a plugin that refused its configuration");
+    }
+    let (ok, weft) = weft_e2e::proxy::validate(Kind::Weft, &weft_e2e::proxy::render(&text, 1, 2, &[&up]));
+    assert!(!ok);
+    assert!(weft.contains("proxy_on_configure returned false"), "{weft}");
+    assert!(weft.contains("http_filters[0]"), "the error names the filter: {weft}");
+}
+
+/// weft-proxy only: Envoy's V8 has no CPU bound on a callback (a looping
+/// plugin holds its worker forever) and grows memory to V8's own limit.
+/// weft-proxy interrupts the callback, fails the request, and makes a
+/// new VM for the requests after (one reload a second at most).
+#[tokio::test]
+async fn runaway_plugins_are_stopped_and_replaced() {
+    let up = Upstream::start("up").await;
+    let proxy = Proxy::start(Kind::Weft, &bootstrap(&probe(), CONFIGURED), &[&up]).await.expect("start");
+    for bad in ["x-spin", "x-grow", "x-crash"] {
+        let started = std::time::Instant::now();
+        let r = proxy.send(&Request::get("/").header(bad, "1")).await;
+        assert_eq!(r.status, 503, "{bad}");
+        assert!(started.elapsed() < Duration::from_secs(2), "{bad} took {:?}", started.elapsed());
+        // The next VM comes at most a second after the failure.
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let r = proxy.send(&Request::get("/")).await;
+        assert_eq!((r.status, r.header("x-wasm")), (200, Some("tagged")), "after {bad}");
+    }
+    let failures = proxy.stat("weft_wasm_vm_failures_total").await;
+    assert_eq!(failures, Some(3.0));
+}
+

@@ -1,0 +1,745 @@
+//! The host side of the proxy-wasm ABI: the `env.proxy_*` functions a
+//! plugin imports, acting on the state of the callback in progress.
+//!
+//! Host functions never block and never run plugin callbacks: what needs
+//! the network or another context (HTTP callouts, resuming a stream from
+//! a timer) is recorded here and carried out by the VM's caller once the
+//! callback has returned (see `vm.rs`).
+
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use pingora_http::{RequestHeader, ResponseHeader};
+use wasmtime::{Caller, Linker, Memory, StoreLimits, TypedFunc};
+
+use super::abi::{self, BufferType, MapType, MetricType, Status};
+use super::plugin::Plugin;
+use super::properties::{self, StreamInfo};
+use super::shared;
+
+/// The store's data: everything host functions can see.
+pub struct Host {
+    pub plugin: std::sync::Weak<Plugin>,
+    /// For log lines: the plugin's name and root id.
+    pub name: String,
+    pub limits: StoreLimits,
+    pub memory: Option<Memory>,
+    /// The plugin's allocator (`proxy_on_memory_allocate` or `malloc`):
+    /// how the host hands bytes to the plugin.
+    pub malloc: Option<TypedFunc<i32, i32>>,
+    pub root_context: u32,
+    /// The context host calls act on (`proxy_set_effective_context`).
+    pub effective: u32,
+    pub tick: Option<Duration>,
+    /// The stream whose callback runs, with its headers and bodies.
+    pub stream: Option<StreamData>,
+    /// The response an `on_http_call_response` callback reads.
+    pub call_response: Option<CallResponse>,
+    /// HTTP callouts asked for during this callback.
+    pub calls: Vec<Callout>,
+    next_token: u32,
+    /// Resumes and local replies for streams other than the running one.
+    pub signals: Vec<(u32, Signal)>,
+    /// `proxy_define_metric` ids index this.
+    metrics: Vec<super::metrics::Metric>,
+    /// Shared queues that became ready, to tell their owners.
+    pub ready_queues: Vec<u32>,
+    /// `proxy_done` was called by the root context.
+    pub done: bool,
+}
+
+impl Host {
+    pub fn new(plugin: &std::sync::Arc<Plugin>, limits: StoreLimits) -> Self {
+        Host {
+            plugin: std::sync::Arc::downgrade(plugin),
+            name: format!("{} {}", plugin.name, plugin.root_id),
+            limits,
+            memory: None,
+            malloc: None,
+            root_context: 1,
+            effective: 1,
+            tick: None,
+            stream: None,
+            call_response: None,
+            calls: Vec::new(),
+            next_token: 1,
+            signals: Vec::new(),
+            metrics: Vec::new(),
+            ready_queues: Vec::new(),
+            done: false,
+        }
+    }
+
+    /// The running stream, if host calls act on it.
+    fn stream(&mut self) -> Option<&mut StreamData> {
+        let effective = self.effective;
+        self.stream.as_mut().filter(|s| s.context == effective)
+    }
+}
+
+/// A stream's side of a callback: moved into the store for the call and
+/// back out after.
+pub struct StreamData {
+    pub context: u32,
+    pub request: Option<RequestHeader>,
+    pub request_body: Option<BytesMut>,
+    pub response: Option<ResponseHeader>,
+    pub response_body: Option<BytesMut>,
+    pub info: std::sync::Arc<StreamInfo>,
+    /// Set by `proxy_send_local_response`.
+    pub local_reply: Option<LocalResponse>,
+    /// Set by `proxy_continue_stream`.
+    pub resume: bool,
+}
+
+impl StreamData {
+    pub fn new(context: u32, info: std::sync::Arc<StreamInfo>) -> Self {
+        StreamData {
+            context,
+            request: None,
+            request_body: None,
+            response: None,
+            response_body: None,
+            info,
+            local_reply: None,
+            resume: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct LocalResponse {
+    pub status: u16,
+    pub body: Bytes,
+    pub headers: Vec<(String, Bytes)>,
+    pub details: String,
+}
+
+/// What a stream waits for while it is paused.
+#[derive(Debug)]
+pub enum Signal {
+    Resume,
+    LocalReply(LocalResponse),
+    CallDone(u32, Result<CallResponse, ()>),
+}
+
+#[derive(Debug, Clone, Default)]
+pub struct CallResponse {
+    pub headers: Vec<(String, Bytes)>,
+    pub body: Bytes,
+}
+
+/// An HTTP callout a plugin asked for (`proxy_http_call`).
+#[derive(Debug)]
+pub struct Callout {
+    pub token: u32,
+    pub context: u32,
+    pub cluster: std::sync::Arc<crate::model::Cluster>,
+    pub headers: Vec<(String, Bytes)>,
+    pub body: Bytes,
+    pub timeout: Duration,
+}
+
+type C<'a> = Caller<'a, Host>;
+type R = wasmtime::Result<i32>;
+
+/// Reads `len` bytes at `ptr` of the plugin's memory.
+pub fn read(caller: &C<'_>, ptr: i32, len: i32) -> Option<Vec<u8>> {
+    let memory = caller.data().memory?;
+    let start = ptr as u32 as usize;
+    let end = start.checked_add(len as u32 as usize)?;
+    memory.data(caller).get(start..end).map(<[u8]>::to_vec)
+}
+
+fn write(caller: &mut C<'_>, ptr: i32, bytes: &[u8]) -> bool {
+    let Some(memory) = caller.data().memory else { return false };
+    let start = ptr as u32 as usize;
+    match memory.data_mut(caller).get_mut(start..start.saturating_add(bytes.len())) {
+        Some(dst) => {
+            dst.copy_from_slice(bytes);
+            true
+        }
+        None => false,
+    }
+}
+
+fn put_u32(caller: &mut C<'_>, ptr: i32, v: u32) -> bool {
+    write(caller, ptr, &v.to_le_bytes())
+}
+
+/// Hands `data` to the plugin: allocated in its memory with its own
+/// allocator, the address and size written at `ptr_out` and `size_out`.
+/// Empty data is a null pointer, as Envoy hands it.
+fn give(caller: &mut C<'_>, data: &[u8], ptr_out: i32, size_out: i32) -> wasmtime::Result<Status> {
+    let mut ptr = 0i32;
+    if !data.is_empty() {
+        let Some(malloc) = caller.data().malloc.clone() else { return Ok(Status::InternalFailure) };
+        ptr = malloc.call(&mut *caller, data.len() as i32)?;
+        if ptr == 0 || !write(caller, ptr, data) {
+            return Ok(Status::InternalFailure);
+        }
+    }
+    if !put_u32(caller, ptr_out, ptr as u32) || !put_u32(caller, size_out, data.len() as u32) {
+        return Ok(Status::InvalidMemoryAccess);
+    }
+    Ok(Status::Ok)
+}
+
+fn text(caller: &C<'_>, ptr: i32, len: i32) -> Option<String> {
+    read(caller, ptr, len).and_then(|b| String::from_utf8(b).ok())
+}
+
+macro_rules! status {
+    ($e:expr) => {
+        match $e {
+            Some(v) => v,
+            None => return Ok(Status::InvalidMemoryAccess as i32),
+        }
+    };
+}
+
+/// Registers every `env.proxy_*` function of ABI 0.2.1 (and the 0.2.0
+/// names SDKs still import).
+pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
+    linker.func_wrap("env", "proxy_log", |caller: C<'_>, level: i32, ptr: i32, len: i32| -> R {
+        let msg = status!(read(&caller, ptr, len));
+        let msg = String::from_utf8_lossy(&msg);
+        let name = &caller.data().name;
+        // Envoy's wording: "wasm log <name> <root_id>: <message>".
+        match abi::log_level(level) {
+            Some(tracing::Level::TRACE) => tracing::trace!(target: "wasm", "wasm log {name}: {msg}"),
+            Some(tracing::Level::DEBUG) => tracing::debug!(target: "wasm", "wasm log {name}: {msg}"),
+            Some(tracing::Level::INFO) => tracing::info!(target: "wasm", "wasm log {name}: {msg}"),
+            Some(tracing::Level::WARN) => tracing::warn!(target: "wasm", "wasm log {name}: {msg}"),
+            Some(_) => tracing::error!(target: "wasm", "wasm log {name}: {msg}"),
+            None => return Ok(Status::BadArgument as i32),
+        }
+        Ok(Status::Ok as i32)
+    })?;
+    linker.func_wrap("env", "proxy_get_log_level", |mut caller: C<'_>, out: i32| -> R {
+        let level = abi::level_number(tracing::level_filters::LevelFilter::current());
+        Ok(if put_u32(&mut caller, out, level as u32) { Status::Ok } else { Status::InvalidMemoryAccess } as i32)
+    })?;
+    linker.func_wrap("env", "proxy_get_current_time_nanoseconds", |mut caller: C<'_>, out: i32| -> R {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
+        Ok(if write(&mut caller, out, &(now.as_nanos() as u64).to_le_bytes()) { Status::Ok } else { Status::InvalidMemoryAccess } as i32)
+    })?;
+    linker.func_wrap("env", "proxy_set_tick_period_milliseconds", |mut caller: C<'_>, ms: i32| -> R {
+        let host = caller.data_mut();
+        host.tick = (ms != 0).then(|| Duration::from_millis(ms as u32 as u64));
+        Ok(Status::Ok as i32)
+    })?;
+    linker.func_wrap("env", "proxy_set_effective_context", |mut caller: C<'_>, context: i32| -> R {
+        caller.data_mut().effective = context as u32;
+        Ok(Status::Ok as i32)
+    })?;
+    linker.func_wrap("env", "proxy_done", |mut caller: C<'_>| -> R {
+        caller.data_mut().done = true;
+        Ok(Status::Ok as i32)
+    })?;
+
+    // Buffers: bodies, configurations, callout responses.
+    linker.func_wrap(
+        "env",
+        "proxy_get_buffer_bytes",
+        |mut caller: C<'_>, kind: i32, start: i32, max: i32, ptr_out: i32, size_out: i32| -> R {
+            let Some(kind) = BufferType::from_i32(kind) else { return Ok(Status::BadArgument as i32) };
+            let data: Bytes = {
+                let host = caller.data_mut();
+                let plugin = host.plugin.upgrade();
+                match kind {
+                    BufferType::PluginConfiguration => plugin.map(|p| p.configuration.clone()),
+                    BufferType::VmConfiguration => plugin.map(|p| p.vm_configuration.clone()),
+                    BufferType::CallResponseBody => host.call_response.as_ref().map(|c| c.body.clone()),
+                    BufferType::RequestBody => host.stream().and_then(|s| s.request_body.as_ref()).map(|b| Bytes::copy_from_slice(b)),
+                    BufferType::ResponseBody => host.stream().and_then(|s| s.response_body.as_ref()).map(|b| Bytes::copy_from_slice(b)),
+                }
+                .unwrap_or_default()
+            };
+            let start = (start as u32 as usize).min(data.len());
+            let end = start.saturating_add(max as u32 as usize).min(data.len());
+            Ok(give(&mut caller, &data[start..end], ptr_out, size_out)? as i32)
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_set_buffer_bytes",
+        |mut caller: C<'_>, kind: i32, start: i32, size: i32, ptr: i32, len: i32| -> R {
+            let data = status!(read(&caller, ptr, len));
+            let host = caller.data_mut();
+            let body = match BufferType::from_i32(kind) {
+                Some(BufferType::RequestBody) => host.stream().map(|s| s.request_body.get_or_insert_with(BytesMut::new)),
+                Some(BufferType::ResponseBody) => host.stream().map(|s| s.response_body.get_or_insert_with(BytesMut::new)),
+                _ => return Ok(Status::BadArgument as i32),
+            };
+            let Some(body) = body else { return Ok(Status::NotFound as i32) };
+            Ok(splice(body, start as u32 as usize, size as u32 as usize, &data) as i32)
+        },
+    )?;
+
+    // Header maps.
+    linker.func_wrap("env", "proxy_get_header_map_pairs", |mut caller: C<'_>, map: i32, ptr_out: i32, size_out: i32| -> R {
+        let Some(map) = MapType::from_i32(map) else { return Ok(Status::BadArgument as i32) };
+        let pairs = headers_of(caller.data_mut(), map);
+        let Some(pairs) = pairs else { return Ok(Status::NotFound as i32) };
+        let bytes = abi::serialize_pairs(pairs.iter().map(|(k, v)| (k.as_bytes(), v.as_ref())));
+        Ok(give(&mut caller, &bytes, ptr_out, size_out)? as i32)
+    })?;
+    linker.func_wrap(
+        "env",
+        "proxy_get_header_map_value",
+        |mut caller: C<'_>, map: i32, kptr: i32, klen: i32, ptr_out: i32, size_out: i32| -> R {
+            let Some(map) = MapType::from_i32(map) else { return Ok(Status::BadArgument as i32) };
+            let key = status!(text(&caller, kptr, klen)).to_ascii_lowercase();
+            let Some(pairs) = headers_of(caller.data_mut(), map) else { return Ok(Status::NotFound as i32) };
+            // Several values of one name read as Envoy joins them.
+            let values: Vec<&Bytes> = pairs.iter().filter(|(k, _)| *k == key).map(|(_, v)| v).collect();
+            if values.is_empty() {
+                return Ok(Status::NotFound as i32);
+            }
+            let joined = values.iter().map(|v| v.as_ref()).collect::<Vec<_>>().join(&b","[..]);
+            Ok(give(&mut caller, &joined, ptr_out, size_out)? as i32)
+        },
+    )?;
+    for (name, op) in [
+        ("proxy_add_header_map_value", Edit::Add),
+        ("proxy_replace_header_map_value", Edit::Replace),
+    ] {
+        linker.func_wrap("env", name, move |mut caller: C<'_>, map: i32, kptr: i32, klen: i32, vptr: i32, vlen: i32| -> R {
+            let key = status!(read(&caller, kptr, klen));
+            let value = status!(read(&caller, vptr, vlen));
+            Ok(edit_headers(caller.data_mut(), map, op, &key, Some(&value)) as i32)
+        })?;
+    }
+    linker.func_wrap("env", "proxy_remove_header_map_value", |mut caller: C<'_>, map: i32, kptr: i32, klen: i32| -> R {
+        let key = status!(read(&caller, kptr, klen));
+        Ok(edit_headers(caller.data_mut(), map, Edit::Remove, &key, None) as i32)
+    })?;
+    linker.func_wrap("env", "proxy_set_header_map_pairs", |mut caller: C<'_>, map: i32, ptr: i32, len: i32| -> R {
+        let data = status!(read(&caller, ptr, len));
+        let Some(pairs) = abi::deserialize_pairs(&data) else { return Ok(Status::BadArgument as i32) };
+        let host = caller.data_mut();
+        let status = edit_headers(host, map, Edit::Clear, b"", None);
+        if status != Status::Ok {
+            return Ok(status as i32);
+        }
+        for (k, v) in pairs {
+            let s = edit_headers(host, map, Edit::Add, k, Some(v));
+            if s != Status::Ok {
+                return Ok(s as i32);
+            }
+        }
+        Ok(Status::Ok as i32)
+    })?;
+    linker.func_wrap("env", "proxy_get_header_map_size", |mut caller: C<'_>, map: i32, out: i32| -> R {
+        let Some(map) = MapType::from_i32(map) else { return Ok(Status::BadArgument as i32) };
+        let Some(pairs) = headers_of(caller.data_mut(), map) else { return Ok(Status::NotFound as i32) };
+        let size: usize = pairs.iter().map(|(k, v)| k.len() + v.len()).sum();
+        Ok(if put_u32(&mut caller, out, size as u32) { Status::Ok } else { Status::InvalidMemoryAccess } as i32)
+    })?;
+
+    // Stream control.
+    linker.func_wrap("env", "proxy_continue_stream", |mut caller: C<'_>, _which: i32| -> R {
+        let host = caller.data_mut();
+        match host.stream() {
+            Some(s) => s.resume = true,
+            None => {
+                let target = host.effective;
+                host.signals.push((target, Signal::Resume));
+            }
+        }
+        Ok(Status::Ok as i32)
+    })?;
+    // ABI 0.2.0 names.
+    for name in ["proxy_continue_request", "proxy_continue_response"] {
+        linker.func_wrap("env", name, |mut caller: C<'_>| -> R {
+            let host = caller.data_mut();
+            match host.stream() {
+                Some(s) => s.resume = true,
+                None => {
+                    let target = host.effective;
+                    host.signals.push((target, Signal::Resume));
+                }
+            }
+            Ok(Status::Ok as i32)
+        })?;
+    }
+    linker.func_wrap("env", "proxy_close_stream", |_caller: C<'_>, _which: i32| -> R { Ok(Status::Unimplemented as i32) })?;
+    linker.func_wrap(
+        "env",
+        "proxy_send_local_response",
+        |mut caller: C<'_>, status: i32, dptr: i32, dlen: i32, bptr: i32, blen: i32, hptr: i32, hlen: i32, _grpc: i32| -> R {
+            let details = String::from_utf8_lossy(&status!(read(&caller, dptr, dlen))).into_owned();
+            let body = Bytes::from(status!(read(&caller, bptr, blen)));
+            let raw = status!(read(&caller, hptr, hlen));
+            let Some(pairs) = abi::deserialize_pairs(&raw) else { return Ok(Status::BadArgument as i32) };
+            let headers = pairs
+                .into_iter()
+                .map(|(k, v)| (String::from_utf8_lossy(k).to_ascii_lowercase(), Bytes::copy_from_slice(v)))
+                .collect();
+            if !(100..=999).contains(&status) {
+                return Ok(Status::BadArgument as i32);
+            }
+            let reply = LocalResponse { status: status as u16, body, headers, details };
+            let host = caller.data_mut();
+            match host.stream() {
+                Some(s) => s.local_reply = Some(reply),
+                None => {
+                    let target = host.effective;
+                    host.signals.push((target, Signal::LocalReply(reply)));
+                }
+            }
+            Ok(Status::Ok as i32)
+        },
+    )?;
+
+    // Properties.
+    linker.func_wrap("env", "proxy_get_property", |mut caller: C<'_>, ptr: i32, len: i32, ptr_out: i32, size_out: i32| -> R {
+        let path = status!(read(&caller, ptr, len));
+        let value = {
+            let host = caller.data_mut();
+            let plugin = host.plugin.upgrade();
+            let effective = host.effective;
+            let stream = host.stream.as_ref().filter(|s| s.context == effective);
+            properties::get(&path, plugin.as_deref(), stream)
+        };
+        match value {
+            Some(v) => Ok(give(&mut caller, &v, ptr_out, size_out)? as i32),
+            None => Ok(Status::NotFound as i32),
+        }
+    })?;
+    linker.func_wrap("env", "proxy_set_property", |_caller: C<'_>, _p: i32, _l: i32, _v: i32, _vl: i32| -> R {
+        Ok(Status::Unimplemented as i32)
+    })?;
+
+    // Shared data and queues (process-wide, per vm_id, as Envoy's).
+    linker.func_wrap(
+        "env",
+        "proxy_get_shared_data",
+        |mut caller: C<'_>, kptr: i32, klen: i32, ptr_out: i32, size_out: i32, cas_out: i32| -> R {
+            let key = status!(text(&caller, kptr, klen));
+            let Some(vm_id) = caller.data().plugin.upgrade().map(|p| p.vm_id.clone()) else { return Ok(Status::NotFound as i32) };
+            let Some((value, cas)) = shared::get(&vm_id, &key) else { return Ok(Status::NotFound as i32) };
+            let s = give(&mut caller, &value, ptr_out, size_out)?;
+            if s == Status::Ok && !put_u32(&mut caller, cas_out, cas) {
+                return Ok(Status::InvalidMemoryAccess as i32);
+            }
+            Ok(s as i32)
+        },
+    )?;
+    linker.func_wrap("env", "proxy_set_shared_data", |caller: C<'_>, kptr: i32, klen: i32, vptr: i32, vlen: i32, cas: i32| -> R {
+        let key = status!(text(&caller, kptr, klen));
+        let value = status!(read(&caller, vptr, vlen));
+        let Some(vm_id) = caller.data().plugin.upgrade().map(|p| p.vm_id.clone()) else { return Ok(Status::NotFound as i32) };
+        Ok(shared::set(&vm_id, key, Bytes::from(value), cas as u32) as i32)
+    })?;
+    linker.func_wrap("env", "proxy_register_shared_queue", |mut caller: C<'_>, nptr: i32, nlen: i32, out: i32| -> R {
+        let name = status!(text(&caller, nptr, nlen));
+        let Some(plugin) = caller.data().plugin.upgrade() else { return Ok(Status::NotFound as i32) };
+        let id = shared::register_queue(&plugin, &name);
+        Ok(if put_u32(&mut caller, out, id) { Status::Ok } else { Status::InvalidMemoryAccess } as i32)
+    })?;
+    linker.func_wrap("env", "proxy_resolve_shared_queue", |mut caller: C<'_>, vptr: i32, vlen: i32, nptr: i32, nlen: i32, out: i32| -> R {
+        let vm_id = status!(text(&caller, vptr, vlen));
+        let name = status!(text(&caller, nptr, nlen));
+        match shared::resolve_queue(&vm_id, &name) {
+            Some(id) => Ok(if put_u32(&mut caller, out, id) { Status::Ok } else { Status::InvalidMemoryAccess } as i32),
+            None => Ok(Status::NotFound as i32),
+        }
+    })?;
+    linker.func_wrap("env", "proxy_enqueue_shared_queue", |caller: C<'_>, id: i32, ptr: i32, len: i32| -> R {
+        let data = status!(read(&caller, ptr, len));
+        Ok(shared::enqueue(id as u32, Bytes::from(data)) as i32)
+    })?;
+    linker.func_wrap("env", "proxy_dequeue_shared_queue", |mut caller: C<'_>, id: i32, ptr_out: i32, size_out: i32| -> R {
+        match shared::dequeue(id as u32) {
+            Ok(Some(data)) => Ok(give(&mut caller, &data, ptr_out, size_out)? as i32),
+            Ok(None) => Ok(Status::Empty as i32),
+            Err(s) => Ok(s as i32),
+        }
+    })?;
+
+    // HTTP callouts.
+    linker.func_wrap(
+        "env",
+        "proxy_http_call",
+        |mut caller: C<'_>,
+         uptr: i32,
+         ulen: i32,
+         hptr: i32,
+         hlen: i32,
+         bptr: i32,
+         blen: i32,
+         tptr: i32,
+         tlen: i32,
+         timeout_ms: i32,
+         token_out: i32|
+         -> R {
+            let cluster_name = status!(text(&caller, uptr, ulen));
+            let raw = status!(read(&caller, hptr, hlen));
+            let body = Bytes::from(status!(read(&caller, bptr, blen)));
+            let _trailers = status!(read(&caller, tptr, tlen));
+            let Some(pairs) = abi::deserialize_pairs(&raw) else { return Ok(Status::BadArgument as i32) };
+            let headers: Vec<(String, Bytes)> = pairs
+                .into_iter()
+                .map(|(k, v)| (String::from_utf8_lossy(k).to_ascii_lowercase(), Bytes::copy_from_slice(v)))
+                .collect();
+            // Envoy refuses a callout without these.
+            for required in [":method", ":path", ":authority"] {
+                if !headers.iter().any(|(k, v)| k == required && !v.is_empty()) {
+                    return Ok(Status::BadArgument as i32);
+                }
+            }
+            let Some(plugin) = caller.data().plugin.upgrade() else { return Ok(Status::InternalFailure as i32) };
+            let Some(cluster) = plugin.clusters.load().get(&cluster_name).cloned() else {
+                return Ok(Status::BadArgument as i32);
+            };
+            let host = caller.data_mut();
+            let token = host.next_token;
+            host.next_token = host.next_token.wrapping_add(1).max(1);
+            let context = host.effective;
+            host.calls.push(Callout {
+                token,
+                context,
+                cluster,
+                headers,
+                body,
+                timeout: Duration::from_millis(timeout_ms as u32 as u64),
+            });
+            Ok(if put_u32(&mut caller, token_out, token) { Status::Ok } else { Status::InvalidMemoryAccess } as i32)
+        },
+    )?;
+    // gRPC callouts are not implemented yet: the plugin is told so.
+    linker.func_wrap(
+        "env",
+        "proxy_grpc_call",
+        |_c: C<'_>, _a: i32, _b: i32, _c2: i32, _d: i32, _e: i32, _f: i32, _g: i32, _h: i32, _i: i32, _j: i32, _k: i32, _l: i32| -> R {
+            Ok(Status::Unimplemented as i32)
+        },
+    )?;
+    linker.func_wrap(
+        "env",
+        "proxy_grpc_stream",
+        |_c: C<'_>, _a: i32, _b: i32, _c2: i32, _d: i32, _e: i32, _f: i32, _g: i32, _h: i32, _i: i32| -> R { Ok(Status::Unimplemented as i32) },
+    )?;
+    linker.func_wrap("env", "proxy_grpc_send", |_c: C<'_>, _t: i32, _p: i32, _l: i32, _e: i32| -> R { Ok(Status::Unimplemented as i32) })?;
+    linker.func_wrap("env", "proxy_grpc_cancel", |_c: C<'_>, _t: i32| -> R { Ok(Status::Unimplemented as i32) })?;
+    linker.func_wrap("env", "proxy_grpc_close", |_c: C<'_>, _t: i32| -> R { Ok(Status::Unimplemented as i32) })?;
+    linker.func_wrap("env", "proxy_get_status", |_c: C<'_>, _code: i32, _p: i32, _s: i32| -> R { Ok(Status::NotFound as i32) })?;
+    linker.func_wrap(
+        "env",
+        "proxy_call_foreign_function",
+        |_c: C<'_>, _n: i32, _nl: i32, _a: i32, _al: i32, _r: i32, _rs: i32| -> R { Ok(Status::NotFound as i32) },
+    )?;
+
+    // Metrics.
+    linker.func_wrap("env", "proxy_define_metric", |mut caller: C<'_>, kind: i32, nptr: i32, nlen: i32, out: i32| -> R {
+        let Some(kind) = MetricType::from_i32(kind) else { return Ok(Status::BadArgument as i32) };
+        let name = status!(text(&caller, nptr, nlen));
+        let Some(plugin) = caller.data().plugin.upgrade() else { return Ok(Status::InternalFailure as i32) };
+        let Some(metric) = plugin.metrics.define(kind, &name) else { return Ok(Status::BadArgument as i32) };
+        let host = caller.data_mut();
+        host.metrics.push(metric);
+        let id = host.metrics.len() as u32;
+        Ok(if put_u32(&mut caller, out, id) { Status::Ok } else { Status::InvalidMemoryAccess } as i32)
+    })?;
+    linker.func_wrap("env", "proxy_increment_metric", |caller: C<'_>, id: i32, offset: i64| -> R {
+        match metric(&caller, id) {
+            Some(m) => Ok(m.increment(offset) as i32),
+            None => Ok(Status::NotFound as i32),
+        }
+    })?;
+    linker.func_wrap("env", "proxy_record_metric", |caller: C<'_>, id: i32, value: i64| -> R {
+        match metric(&caller, id) {
+            Some(m) => Ok(m.record(value as u64) as i32),
+            None => Ok(Status::NotFound as i32),
+        }
+    })?;
+    linker.func_wrap("env", "proxy_get_metric", |mut caller: C<'_>, id: i32, out: i32| -> R {
+        let Some(value) = metric(&caller, id).map(|m| m.get()) else { return Ok(Status::NotFound as i32) };
+        Ok(if write(&mut caller, out, &value.to_le_bytes()) { Status::Ok } else { Status::InvalidMemoryAccess } as i32)
+    })?;
+    Ok(())
+}
+
+fn metric(caller: &C<'_>, id: i32) -> Option<super::metrics::Metric> {
+    let index = (id as u32 as usize).checked_sub(1)?;
+    caller.data().metrics.get(index).cloned()
+}
+
+/// Envoy's `setBuffer`: at 0, the first `size` bytes are replaced (a
+/// prepend when `size` is 0); at or past the end, an append; elsewhere
+/// refused.
+fn splice(body: &mut BytesMut, start: usize, size: usize, data: &[u8]) -> Status {
+    if start == 0 {
+        let rest = body.split_off(size.min(body.len()));
+        body.clear();
+        body.extend_from_slice(data);
+        body.extend_from_slice(&rest);
+        Status::Ok
+    } else if start >= body.len() {
+        body.extend_from_slice(data);
+        Status::Ok
+    } else {
+        Status::BadArgument
+    }
+}
+
+/// A header map as the plugin sees it: pseudo-headers first, then the
+/// rest in order (HTTP/1.1's `host` shows as `:authority`, as in Envoy).
+fn headers_of(host: &mut Host, map: MapType) -> Option<Vec<(String, Bytes)>> {
+    match map {
+        MapType::RequestHeaders => {
+            let stream = host.stream()?;
+            let tls = stream.info.tls;
+            let req = stream.request.as_ref()?;
+            Some(request_pairs(req, tls))
+        }
+        MapType::ResponseHeaders => {
+            let resp = host.stream()?.response.as_ref()?;
+            let mut pairs = vec![(":status".to_string(), Bytes::from(resp.status.as_u16().to_string()))];
+            pairs.extend(resp.headers.iter().map(|(k, v)| (k.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes()))));
+            Some(pairs)
+        }
+        MapType::CallResponseHeaders => host.call_response.as_ref().map(|c| c.headers.clone()),
+        // Trailers are not passed to plugins yet: an empty map.
+        MapType::RequestTrailers | MapType::ResponseTrailers | MapType::CallResponseTrailers => Some(Vec::new()),
+    }
+}
+
+pub fn request_pairs(req: &RequestHeader, tls: bool) -> Vec<(String, Bytes)> {
+    let authority = req
+        .headers
+        .get(http::header::HOST)
+        .map(|h| Bytes::copy_from_slice(h.as_bytes()))
+        .or_else(|| req.uri.authority().map(|a| Bytes::copy_from_slice(a.as_str().as_bytes())))
+        .unwrap_or_default();
+    let mut pairs = vec![
+        (":authority".to_string(), authority),
+        (":path".to_string(), Bytes::copy_from_slice(req.raw_path())),
+        (":method".to_string(), Bytes::copy_from_slice(req.method.as_str().as_bytes())),
+        (":scheme".to_string(), Bytes::from_static(if tls { b"https" } else { b"http" })),
+    ];
+    pairs.extend(
+        req.headers
+            .iter()
+            .filter(|(k, _)| *k != http::header::HOST)
+            .map(|(k, v)| (k.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes()))),
+    );
+    pairs
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Edit {
+    Add,
+    Replace,
+    Remove,
+    Clear,
+}
+
+fn edit_headers(host: &mut Host, map: i32, op: Edit, key: &[u8], value: Option<&[u8]>) -> Status {
+    let Some(stream) = host.stream() else { return Status::NotFound };
+    let key = key.to_ascii_lowercase();
+    let name = match op {
+        Edit::Clear => None,
+        _ if key.starts_with(b":") => None,
+        _ => match http::HeaderName::from_bytes(&key) {
+            Ok(n) => Some(n),
+            Err(_) => return Status::BadArgument,
+        },
+    };
+    let value = match value.map(http::HeaderValue::from_bytes) {
+        Some(Ok(v)) => Some(v),
+        Some(Err(_)) => return Status::BadArgument,
+        None => None,
+    };
+    match MapType::from_i32(map) {
+        Some(MapType::RequestHeaders) => {
+            let Some(req) = stream.request.as_mut() else { return Status::NotFound };
+            match (op, name, value) {
+                (Edit::Clear, _, _) => {
+                    let names: Vec<_> = req.headers.keys().cloned().collect();
+                    for n in names {
+                        req.remove_header(&n);
+                    }
+                }
+                (Edit::Remove, Some(n), _) => {
+                    req.remove_header(&n);
+                }
+                (Edit::Add, Some(n), Some(v)) => {
+                    let _ = req.append_header(n, v);
+                }
+                (Edit::Replace, Some(n), Some(v)) => {
+                    let _ = req.insert_header(n, v);
+                }
+                // Pseudo-headers: what they stand for.
+                (Edit::Add | Edit::Replace, None, Some(v)) => match &key[..] {
+                    b":path" => {
+                        let _ = req.set_raw_path(v.as_bytes());
+                    }
+                    b":authority" => {
+                        let _ = req.insert_header(http::header::HOST, v);
+                    }
+                    b":method" => match http::Method::from_bytes(v.as_bytes()) {
+                        Ok(m) => req.set_method(m),
+                        Err(_) => return Status::BadArgument,
+                    },
+                    _ => {}
+                },
+                _ => {}
+            }
+            Status::Ok
+        }
+        Some(MapType::ResponseHeaders) => {
+            let Some(resp) = stream.response.as_mut() else { return Status::NotFound };
+            match (op, name, value) {
+                (Edit::Clear, _, _) => {
+                    let names: Vec<_> = resp.headers.keys().cloned().collect();
+                    for n in names {
+                        resp.remove_header(&n);
+                    }
+                }
+                (Edit::Remove, Some(n), _) => {
+                    resp.remove_header(&n);
+                }
+                (Edit::Add, Some(n), Some(v)) => {
+                    let _ = resp.append_header(n, v);
+                }
+                (Edit::Replace, Some(n), Some(v)) => {
+                    let _ = resp.insert_header(n, v);
+                }
+                (Edit::Add | Edit::Replace, None, Some(v)) if key == b":status" => {
+                    match v.to_str().ok().and_then(|s| s.parse::<u16>().ok()) {
+                        Some(code) => {
+                            let _ = resp.set_status(code);
+                        }
+                        None => return Status::BadArgument,
+                    }
+                }
+                _ => {}
+            }
+            Status::Ok
+        }
+        Some(_) => Status::Ok, // trailers and callout maps: read-only here
+        None => Status::BadArgument,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn set_buffer_follows_envoy() {
+        let mut b = BytesMut::from(&b"hello world"[..]);
+        assert_eq!(splice(&mut b, 0, 5, b"HOWDY"), Status::Ok);
+        assert_eq!(&b[..], b"HOWDY world");
+        assert_eq!(splice(&mut b, 0, 0, b">"), Status::Ok);
+        assert_eq!(&b[..], b">HOWDY world");
+        assert_eq!(splice(&mut b, 100, 0, b"!"), Status::Ok);
+        assert_eq!(&b[..], b">HOWDY world!");
+        assert_eq!(splice(&mut b, 3, 1, b"x"), Status::BadArgument);
+        assert_eq!(splice(&mut b, 0, usize::MAX, b"new"), Status::Ok);
+        assert_eq!(&b[..], b"new");
+    }
+}

@@ -1,0 +1,286 @@
+//! The wasm HTTP filter (`envoy.filters.http.wasm`) on the request path:
+//! one plugin context per request, driven through the request and the
+//! response as Envoy drives it.
+//!
+//! ```text
+//!  request headers ─► body (whole, end_of_stream) ─► router ─► response headers ─► body chunks ─► client
+//!        └─ Pause: wait for the callout answer / proxy_continue_stream / a local reply
+//!  response body Pause (StopIterationAndBuffer): chunks are held and the
+//!  plugin sees the whole buffer again with the next one; headers paused
+//!  wait for the body, so a plugin can fix content-length after a rewrite.
+//! ```
+//! The request body reaches the plugin in one piece: the router buffers
+//! every request body anyway (for retries), so it is read before the
+//! filters run when a wasm filter is in the chain.
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderValue;
+use pingora_http::{RequestHeader, ResponseHeader};
+
+use super::abi::Action;
+use super::host::{LocalResponse, Signal, StreamData};
+use super::plugin::Plugin;
+use super::properties::StreamInfo;
+use super::vm::{with_existing, with_vm, Phase, Waiter};
+use crate::http::LocalReply;
+
+pub const TYPE: &str = "envoy.extensions.filters.http.wasm.v3.Wasm";
+
+/// A configured wasm filter.
+#[derive(Debug)]
+pub struct Filter {
+    pub plugin: Arc<Plugin>,
+}
+
+/// A request's plugin context, alive until the response is sent (then
+/// `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`).
+pub struct Stream {
+    plugin: Arc<Plugin>,
+    context: u32,
+    generation: u64,
+    waiter: Arc<Waiter>,
+    info: Arc<StreamInfo>,
+}
+
+impl std::fmt::Debug for Stream {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Stream").field("plugin", &self.plugin.name).field("context", &self.context).finish()
+    }
+}
+
+/// How a plugin left a phase of the stream.
+pub enum Outcome {
+    Continue,
+    /// Body buffering: hold what came so far, call again with more.
+    Buffer,
+    Reply(LocalReply),
+}
+
+impl Filter {
+    /// The request side: headers, then the body if there is one. `Err`
+    /// is the reply that ends the request (the plugin's, or 503 when the
+    /// VM failed and the plugin does not fail open).
+    pub async fn on_request(
+        &self,
+        req: &mut RequestHeader,
+        body: &mut Option<Bytes>,
+        info: &Arc<StreamInfo>,
+        streams: &mut Vec<Stream>,
+    ) -> Result<(), LocalReply> {
+        let waiter = Arc::new(Waiter::default());
+        let Some((context, generation)) = with_vm(&self.plugin, |vm| vm.new_stream(waiter.clone()).map(|c| (c, vm.generation)))
+            .and_then(Result::ok)
+        else {
+            return self.fail(self.plugin.failure.later_requests_pass);
+        };
+        let stream = Stream { plugin: self.plugin.clone(), context, generation, waiter, info: info.clone() };
+        // The headers move into the plugin's reach for the callbacks.
+        let Ok(empty) = RequestHeader::build_no_case("GET", b"/", Some(0)) else { return Ok(()) };
+        let mut data = Some(StreamData::new(context, info.clone()));
+        if let Some(d) = data.as_mut() {
+            d.request = Some(std::mem::replace(req, empty));
+            d.request_body = body.take().filter(|b| !b.is_empty()).map(|b| BytesMut::from(&b[..]));
+        }
+        let has_body = data.as_ref().is_some_and(|d| d.request_body.is_some());
+        let headers = data.as_ref().and_then(|d| d.request.as_ref()).map_or(0, |r| r.headers.len() + 4);
+        let mut outcome = stream.phase(&mut data, Phase::RequestHeaders, headers, !has_body).await;
+        if has_body && matches!(outcome, Ok(Outcome::Continue)) {
+            let size = data.as_ref().and_then(|d| d.request_body.as_ref()).map_or(0, |b| b.len());
+            outcome = stream.phase(&mut data, Phase::RequestBody, size, true).await;
+        }
+        if let Some(d) = data {
+            if let Some(r) = d.request {
+                *req = r;
+            }
+            *body = d.request_body.map(BytesMut::freeze);
+        }
+        streams.push(stream);
+        match outcome {
+            Ok(Outcome::Reply(reply)) => Err(reply),
+            Ok(_) => Ok(()),
+            Err(()) => self.fail(self.plugin.failure.failing_request_passes),
+        }
+    }
+
+    /// Envoy's answer when the plugin cannot run: 503 (`wasm_fail_stream`),
+    /// or on with the request when the policy lets it pass.
+    fn fail(&self, passes: bool) -> Result<(), LocalReply> {
+        if passes {
+            Ok(())
+        } else {
+            Err(LocalReply::new(503, ""))
+        }
+    }
+}
+
+impl Stream {
+    /// Runs one phase; a pause at the end of the stream waits for the
+    /// plugin to resume it. `Err`: the VM failed.
+    async fn phase(&self, data: &mut Option<StreamData>, phase: Phase, size: usize, end_of_stream: bool) -> Result<Outcome, ()> {
+        let action = with_existing(&Arc::downgrade(&self.plugin), self.generation, |vm| vm.stream_callback(data, phase, size, end_of_stream))
+            .ok_or(())?
+            .map_err(drop)?;
+        if let Some(reply) = data.as_mut().and_then(|d| d.local_reply.take()) {
+            return Ok(Outcome::Reply(local_reply(reply)));
+        }
+        let body_phase = matches!(phase, Phase::RequestBody | Phase::ResponseBody);
+        match action {
+            Action::Continue => Ok(Outcome::Continue),
+            Action::Pause if body_phase && !end_of_stream => Ok(Outcome::Buffer),
+            Action::Pause => self.wait(data).await,
+        }
+    }
+
+    /// A paused stream: answers its callouts until the plugin resumes it
+    /// or replies.
+    async fn wait(&self, data: &mut Option<StreamData>) -> Result<Outcome, ()> {
+        loop {
+            if let Some(d) = data.as_mut() {
+                if let Some(reply) = d.local_reply.take() {
+                    return Ok(Outcome::Reply(local_reply(reply)));
+                }
+                if std::mem::take(&mut d.resume) {
+                    return Ok(Outcome::Continue);
+                }
+            }
+            match self.waiter.next().await {
+                Signal::Resume => return Ok(Outcome::Continue),
+                Signal::LocalReply(reply) => return Ok(Outcome::Reply(local_reply(reply))),
+                Signal::CallDone(token, result) => {
+                    let context = self.context;
+                    with_existing(&Arc::downgrade(&self.plugin), self.generation, |vm| vm.call_response(data, context, token, result))
+                        .ok_or(())?
+                        .map_err(drop)?;
+                }
+            }
+        }
+    }
+
+    /// The response headers, as the plugin sees and changes them.
+    /// `Buffer`: the plugin holds them until it has seen the body.
+    pub async fn response_headers(&self, resp: &mut ResponseHeader, end_of_stream: bool) -> Outcome {
+        let Ok(empty) = ResponseHeader::build(200, Some(0)) else { return Outcome::Continue };
+        let mut data = Some(self.data_with(Some(std::mem::replace(resp, empty)), None));
+        let size = data.as_ref().and_then(|d| d.response.as_ref()).map_or(0, |r| r.headers.len() + 1);
+        let outcome = self.phase(&mut data, Phase::ResponseHeaders, size, end_of_stream).await;
+        if let Some(r) = data.and_then(|d| d.response) {
+            *resp = r;
+        }
+        self.response_outcome(outcome, end_of_stream)
+    }
+
+    /// A response body chunk, appended to what the plugin buffered so far
+    /// (`body` is all of it, changed in place). The headers may still
+    /// change while they are held.
+    pub async fn response_body(&self, resp: &mut ResponseHeader, body: &mut BytesMut, end_of_stream: bool) -> Outcome {
+        let Ok(empty) = ResponseHeader::build(200, Some(0)) else { return Outcome::Continue };
+        let headers = std::mem::replace(resp, empty);
+        let mut data = Some(self.data_with(Some(headers), Some(std::mem::take(body))));
+        let size = body_len(&data);
+        let outcome = self.phase(&mut data, Phase::ResponseBody, size, end_of_stream).await;
+        if let Some(d) = data {
+            if let Some(r) = d.response {
+                *resp = r;
+            }
+            *body = d.response_body.unwrap_or_default();
+        }
+        self.response_outcome(outcome, end_of_stream)
+    }
+
+    fn response_outcome(&self, outcome: Result<Outcome, ()>, end_of_stream: bool) -> Outcome {
+        match outcome {
+            // A header pause before the body: held like a body pause.
+            Ok(Outcome::Continue) => Outcome::Continue,
+            Ok(Outcome::Buffer) if !end_of_stream => Outcome::Buffer,
+            Ok(Outcome::Buffer) => Outcome::Continue,
+            // Replacing a response already under way is not supported.
+            Ok(Outcome::Reply(_)) => {
+                tracing::debug!(plugin = %self.plugin.name, "a local reply from a response callback is ignored");
+                Outcome::Continue
+            }
+            Err(()) if self.plugin.failure.failing_request_passes => Outcome::Continue,
+            Err(()) => Outcome::Reply(LocalReply::new(503, "")),
+        }
+    }
+
+    fn data_with(&self, response: Option<ResponseHeader>, body: Option<BytesMut>) -> StreamData {
+        let mut d = StreamData::new(self.context, self.info.clone());
+        d.response = response;
+        d.response_body = body;
+        d
+    }
+}
+
+fn body_len(data: &Option<StreamData>) -> usize {
+    data.as_ref().and_then(|d| d.response_body.as_ref()).map_or(0, |b| b.len())
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        let context = self.context;
+        with_existing(&Arc::downgrade(&self.plugin), self.generation, |vm| vm.finish_stream(context));
+    }
+}
+
+/// A plugin's `proxy_send_local_response` as the proxy sends it.
+fn local_reply(r: LocalResponse) -> LocalReply {
+    let mut reply = LocalReply::new(r.status, "");
+    reply.body = r.body;
+    for (name, value) in r.headers {
+        if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(&value)) {
+            reply.extra_headers.push((n, v));
+        }
+    }
+    reply
+}
+
+/// Response callbacks over the wasm streams a request went through, in
+/// reverse filter order (Envoy's encoder order). `held` is true while a
+/// plugin holds the headers for the body.
+pub struct Encoder<'a> {
+    streams: &'a [Stream],
+    pub held: bool,
+    pub buffered: BytesMut,
+}
+
+impl<'a> Encoder<'a> {
+    pub fn new(streams: &'a [Stream]) -> Self {
+        Encoder { streams, held: false, buffered: BytesMut::new() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// Runs the response headers through the plugins. `Err`: a reply
+    /// replaces the response (a failed VM).
+    pub async fn headers(&mut self, resp: &mut ResponseHeader, end_of_stream: bool) -> Result<(), LocalReply> {
+        for s in self.streams.iter().rev() {
+            match s.response_headers(resp, end_of_stream).await {
+                Outcome::Continue => {}
+                Outcome::Buffer => self.held = true,
+                Outcome::Reply(r) => return Err(r),
+            }
+        }
+        Ok(())
+    }
+
+    /// A body chunk (`None` with `end_of_stream` for the end). Returns
+    /// what may go out now: nothing while a plugin buffers.
+    pub async fn body(&mut self, resp: &mut ResponseHeader, chunk: Option<Bytes>, end_of_stream: bool) -> Result<Option<Bytes>, LocalReply> {
+        if let Some(c) = chunk {
+            self.buffered.extend_from_slice(&c);
+        }
+        for s in self.streams.iter().rev() {
+            match s.response_body(resp, &mut self.buffered, end_of_stream).await {
+                Outcome::Continue => {}
+                Outcome::Buffer => return Ok(None),
+                Outcome::Reply(r) => return Err(r),
+            }
+        }
+        self.held = false;
+        Ok(Some(std::mem::take(&mut self.buffered).freeze()))
+    }
+}

@@ -1,0 +1,427 @@
+//! A plugin's VM: one wasmtime instance and its root context, one per
+//! worker thread (a request never leaves its worker, so a VM is never
+//! shared and needs no lock).
+//!
+//! ```text
+//!  worker thread ─ VMS[plugin] ─► Vm { store(Host), exports, generation }
+//!     request ─► with_vm ─► stream callback ─► after_callback ─┬─ callouts: spawned, answer to the stream's Waiter
+//!                                                              ├─ signals to other streams (resume, local reply)
+//!                                                              └─ tick loop started when the plugin asks
+//!  a trap or an overrun: VM dropped, the next request (at most one a
+//!  second) gets a fresh one.
+//! ```
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use wasmtime::{Store, StoreLimitsBuilder, TypedFunc, WasmParams, WasmResults};
+
+use super::abi::Action;
+use super::engine::{lock, EPOCH_TICK};
+use super::host::{CallResponse, Host, Signal, StreamData};
+use super::plugin::Plugin;
+
+/// Bounds on what one VM may take.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Linear memory per VM; growing past it traps.
+    pub memory_bytes: usize,
+    /// CPU time one callback may run before it is interrupted.
+    pub callback_time: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { memory_bytes: 256 << 20, callback_time: Duration::from_millis(200) }
+    }
+}
+
+static LIMITS: Mutex<Option<Limits>> = Mutex::new(None);
+
+/// Sets the limits of VMs made from now on (`--wasm-memory-limit-mb`,
+/// `--wasm-callback-timeout-ms`).
+pub fn set_limits(limits: Limits) {
+    *lock(&LIMITS) = Some(limits);
+}
+
+fn limits() -> Limits {
+    lock(&LIMITS).unwrap_or_default()
+}
+
+/// A new VM after a failure waits this long, so a plugin that traps on
+/// every request is not re-instantiated for every request (Envoy's
+/// FAIL_RELOAD back-off).
+const RELOAD_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Failures, reloads and VMs made, for `/stats/prometheus`.
+pub static FAILURES: AtomicU64 = AtomicU64::new(0);
+pub static CREATED: AtomicU64 = AtomicU64::new(0);
+
+type F<P, R> = Option<TypedFunc<P, R>>;
+
+/// The callbacks the plugin exports (missing ones are skipped).
+struct Exports {
+    context_create: F<(i32, i32), ()>,
+    vm_start: F<(i32, i32), i32>,
+    configure: F<(i32, i32), i32>,
+    tick: F<i32, ()>,
+    queue_ready: F<(i32, i32), ()>,
+    request_headers: F<(i32, i32, i32), i32>,
+    request_body: F<(i32, i32, i32), i32>,
+    response_headers: F<(i32, i32, i32), i32>,
+    response_body: F<(i32, i32, i32), i32>,
+    http_call_response: F<(i32, i32, i32, i32, i32), ()>,
+    done: F<i32, i32>,
+    log: F<i32, ()>,
+    delete: F<i32, ()>,
+}
+
+/// Which stream callback to run.
+#[derive(Debug, Clone, Copy)]
+pub enum Phase {
+    RequestHeaders,
+    RequestBody,
+    ResponseHeaders,
+    ResponseBody,
+}
+
+/// The VM failed (trapped, ran out of time or memory): the request fails
+/// or passes by the plugin's failure policy.
+#[derive(Debug)]
+pub struct Failed;
+
+/// What a paused stream waits on: callout answers and other contexts'
+/// resumes or replies.
+#[derive(Default)]
+pub struct Waiter {
+    notify: tokio::sync::Notify,
+    signals: Mutex<VecDeque<Signal>>,
+}
+
+impl Waiter {
+    pub fn push(&self, s: Signal) {
+        lock(&self.signals).push_back(s);
+        self.notify.notify_one();
+    }
+
+    pub async fn next(&self) -> Signal {
+        loop {
+            if let Some(s) = lock(&self.signals).pop_front() {
+                return s;
+            }
+            self.notify.notified().await;
+        }
+    }
+}
+
+pub struct Vm {
+    store: Store<Host>,
+    f: Exports,
+    pub generation: u64,
+    /// Streams alive in this VM, by context id.
+    waiting: HashMap<u32, Arc<Waiter>>,
+    next_context: u32,
+    /// Callouts and timers need a runtime; the VM that checks a config
+    /// (not a worker's) never starts them.
+    detached: bool,
+    ticking: bool,
+    pub failed: bool,
+}
+
+impl Vm {
+    /// Checks that a plugin starts: a VM made, started and configured,
+    /// then dropped. The error says what went wrong.
+    pub fn start(plugin: &Arc<Plugin>) -> Result<(), String> {
+        Vm::new(plugin, true).map(drop)
+    }
+
+    fn new(plugin: &Arc<Plugin>, detached: bool) -> Result<Vm, String> {
+        let limits = limits();
+        let store_limits = StoreLimitsBuilder::new().memory_size(limits.memory_bytes).trap_on_grow_failure(true).build();
+        let mut store = Store::new(super::engine::engine(), Host::new(plugin, store_limits));
+        store.limiter(|h| &mut h.limits);
+        store.set_epoch_deadline(budget_ticks(limits));
+        let instance = plugin.module.pre.instantiate(&mut store).map_err(|e| format!("cannot instantiate the module: {e:#}"))?;
+        let memory = instance.get_memory(&mut store, "memory").ok_or("the module exports no memory")?;
+        let malloc = ["proxy_on_memory_allocate", "malloc"]
+            .iter()
+            .find_map(|name| instance.get_typed_func::<i32, i32>(&mut store, name).ok())
+            .ok_or("the module exports no allocator (proxy_on_memory_allocate or malloc)")?;
+        store.data_mut().memory = Some(memory);
+        store.data_mut().malloc = Some(malloc);
+        macro_rules! export {
+            ($name:literal) => {
+                match instance.get_func(&mut store, $name) {
+                    None => None,
+                    Some(f) => Some(f.typed(&store).map_err(|_| format!("export {} has the wrong signature for ABI 0.2.1", $name))?),
+                }
+            };
+        }
+        let f = Exports {
+            context_create: export!("proxy_on_context_create"),
+            vm_start: export!("proxy_on_vm_start"),
+            configure: export!("proxy_on_configure"),
+            tick: export!("proxy_on_tick"),
+            queue_ready: export!("proxy_on_queue_ready"),
+            request_headers: export!("proxy_on_request_headers"),
+            request_body: export!("proxy_on_request_body"),
+            response_headers: export!("proxy_on_response_headers"),
+            response_body: export!("proxy_on_response_body"),
+            http_call_response: export!("proxy_on_http_call_response"),
+            done: export!("proxy_on_done"),
+            log: export!("proxy_on_log"),
+            delete: export!("proxy_on_delete"),
+        };
+        static GENERATION: AtomicU64 = AtomicU64::new(1);
+        let mut vm = Vm {
+            store,
+            f,
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
+            waiting: HashMap::new(),
+            next_context: 2,
+            detached,
+            ticking: false,
+            failed: false,
+        };
+        // WASI reactors initialise their runtime first; commands run main.
+        for init in ["_initialize", "_start"] {
+            if let Ok(f) = instance.get_typed_func::<(), ()>(&mut vm.store, init) {
+                vm.call(&Some(f), ()).map_err(|_| format!("{init} failed (see the log)"))?;
+                break;
+            }
+        }
+        let root = vm.store.data().root_context as i32;
+        vm.call(&vm.f.context_create.clone(), (root, 0)).map_err(|_| "proxy_on_context_create failed for the root context".to_string())?;
+        let vm_config = plugin.vm_configuration.len() as i32;
+        if vm.call(&vm.f.vm_start.clone(), (root, vm_config)).map_err(|_| "proxy_on_vm_start trapped".to_string())? == Some(0) {
+            return Err("proxy_on_vm_start returned false (the plugin refused to start)".into());
+        }
+        let config = plugin.configuration.len() as i32;
+        if vm.call(&vm.f.configure.clone(), (root, config)).map_err(|_| "proxy_on_configure trapped".to_string())? == Some(0) {
+            return Err("proxy_on_configure returned false (the plugin refused its configuration)".into());
+        }
+        CREATED.fetch_add(1, Ordering::Relaxed);
+        vm.after_callback();
+        Ok(vm)
+    }
+
+    /// Runs an export (if the plugin has it) within the CPU budget. A trap
+    /// marks the VM failed.
+    fn call<P: WasmParams, R: WasmResults>(&mut self, f: &Option<TypedFunc<P, R>>, args: P) -> Result<Option<R>, Failed> {
+        let Some(f) = f else { return Ok(None) };
+        if self.failed {
+            return Err(Failed);
+        }
+        self.store.set_epoch_deadline(budget_ticks(limits()));
+        match f.call(&mut self.store, args) {
+            Ok(r) => Ok(Some(r)),
+            Err(e) => {
+                self.failed = true;
+                FAILURES.fetch_add(1, Ordering::Relaxed);
+                let why = match e.downcast_ref::<wasmtime::Trap>() {
+                    Some(wasmtime::Trap::Interrupt) => "ran past its CPU budget".to_string(),
+                    _ => format!("{e:#}"),
+                };
+                tracing::error!(plugin = %self.store.data().name, "wasm plugin failed: {why}");
+                Err(Failed)
+            }
+        }
+    }
+
+    /// A context for a new stream, registered with the waiter its
+    /// callouts and signals reach.
+    pub fn new_stream(&mut self, waiter: Arc<Waiter>) -> Result<u32, Failed> {
+        let id = self.next_context;
+        self.next_context = self.next_context.wrapping_add(1).max(2);
+        let root = self.store.data().root_context as i32;
+        self.call(&self.f.context_create.clone(), (id as i32, root))?;
+        self.waiting.insert(id, waiter);
+        Ok(id)
+    }
+
+    /// Runs a stream callback with the stream's data in the store.
+    pub fn stream_callback(&mut self, data: &mut Option<StreamData>, phase: Phase, size: usize, end_of_stream: bool) -> Result<Action, Failed> {
+        let Some(context) = data.as_ref().map(|d| d.context) else { return Ok(Action::Continue) };
+        let f = match phase {
+            Phase::RequestHeaders => &self.f.request_headers,
+            Phase::RequestBody => &self.f.request_body,
+            Phase::ResponseHeaders => &self.f.response_headers,
+            Phase::ResponseBody => &self.f.response_body,
+        }
+        .clone();
+        let r = self.with_stream(data, context, |vm| vm.call(&f, (context as i32, size as i32, i32::from(end_of_stream))));
+        Ok(r?.map(Action::from_i32).unwrap_or(Action::Continue))
+    }
+
+    /// Delivers a callout's answer to the context that asked.
+    pub fn call_response(&mut self, data: &mut Option<StreamData>, context: u32, token: u32, response: Result<CallResponse, ()>) -> Result<(), Failed> {
+        // A failed callout is an answer with no headers and no body.
+        let response = response.unwrap_or_default();
+        let (headers, body) = (response.headers.len() as i32, response.body.len() as i32);
+        let f = self.f.http_call_response.clone();
+        self.store.data_mut().call_response = Some(response);
+        let r = self.with_stream(data, context, |vm| vm.call(&f, (context as i32, token as i32, headers, body, 0)));
+        self.store.data_mut().call_response = None;
+        r.map(drop)
+    }
+
+    fn with_stream<T>(&mut self, data: &mut Option<StreamData>, context: u32, f: impl FnOnce(&mut Vm) -> T) -> T {
+        std::mem::swap(&mut self.store.data_mut().stream, data);
+        self.store.data_mut().effective = context;
+        let r = f(self);
+        std::mem::swap(&mut self.store.data_mut().stream, data);
+        let root = self.store.data().root_context;
+        self.store.data_mut().effective = root;
+        self.after_callback();
+        r
+    }
+
+    /// The end of a stream: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
+    pub fn finish_stream(&mut self, context: u32) {
+        self.waiting.remove(&context);
+        let c = context as i32;
+        let (done, log, delete) = (self.f.done.clone(), self.f.log.clone(), self.f.delete.clone());
+        let _ = self.call(&done, c).and_then(|_| self.call(&log, c)).and_then(|_| self.call(&delete, c));
+        self.after_callback();
+    }
+
+    fn on_tick(&mut self) {
+        let root = self.store.data().root_context as i32;
+        let _ = self.call(&self.f.tick.clone(), root);
+        self.after_callback();
+    }
+
+    fn on_queue_ready(&mut self, queue: u32) {
+        let root = self.store.data().root_context as i32;
+        let _ = self.call(&self.f.queue_ready.clone(), (root, queue as i32));
+        self.after_callback();
+    }
+
+    /// Carries out what the callback asked for: callouts, signals to other
+    /// streams, the tick timer.
+    fn after_callback(&mut self) {
+        let host = self.store.data_mut();
+        let calls = std::mem::take(&mut host.calls);
+        let signals = std::mem::take(&mut host.signals);
+        let tick = host.tick;
+        let plugin = host.plugin.clone();
+        if self.detached || tokio::runtime::Handle::try_current().is_err() {
+            return;
+        }
+        for (context, signal) in signals {
+            match self.waiting.get(&context) {
+                Some(w) => w.push(signal),
+                None => tracing::debug!(context, "signal for a stream that is gone"),
+            }
+        }
+        let generation = self.generation;
+        for call in calls {
+            let waiter = self.waiting.get(&call.context).cloned();
+            let plugin = plugin.clone();
+            tokio::spawn(async move {
+                let (context, token) = (call.context, call.token);
+                let result = super::callout::send(call).await;
+                match waiter {
+                    Some(w) => w.push(Signal::CallDone(token, result)),
+                    None => {
+                        with_existing(&plugin, generation, |vm| {
+                            let _ = vm.call_response(&mut None, context, token, result);
+                        });
+                    }
+                }
+            });
+        }
+        if tick.is_some() && !self.ticking {
+            self.ticking = true;
+            tokio::spawn(async move {
+                while let Some(Some(period)) = with_existing(&plugin, generation, |vm| vm.store.data().tick) {
+                    tokio::time::sleep(period).await;
+                    if with_existing(&plugin, generation, Vm::on_tick).is_none() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+}
+
+fn budget_ticks(limits: Limits) -> u64 {
+    (limits.callback_time.as_millis() / EPOCH_TICK.as_millis()).max(1) as u64
+}
+
+/// This worker's VMs, by plugin id.
+struct Slot {
+    plugin: Weak<Plugin>,
+    vm: Option<Rc<RefCell<Vm>>>,
+    failed_at: Option<Instant>,
+}
+
+thread_local! {
+    static VMS: RefCell<HashMap<u64, Slot>> = RefCell::new(HashMap::new());
+}
+
+/// Runs `f` on this worker's VM of the plugin, made (or remade after a
+/// failure, at most once per RELOAD_BACKOFF) when needed. `None`: no VM
+/// can run now.
+pub fn with_vm<T>(plugin: &Arc<Plugin>, f: impl FnOnce(&mut Vm) -> T) -> Option<T> {
+    let vm = VMS.with(|vms| {
+        let mut vms = vms.borrow_mut();
+        if !vms.contains_key(&plugin.id) {
+            // A new plugin: forget the VMs of plugins no config uses.
+            vms.retain(|_, s| s.plugin.strong_count() > 0);
+        }
+        let slot = vms.entry(plugin.id).or_insert_with(|| Slot { plugin: Arc::downgrade(plugin), vm: None, failed_at: None });
+        if slot.vm.is_none() {
+            if slot.failed_at.is_some_and(|t| t.elapsed() < RELOAD_BACKOFF) {
+                return None;
+            }
+            match Vm::new(plugin, false) {
+                Ok(vm) => slot.vm = Some(Rc::new(RefCell::new(vm))),
+                Err(e) => {
+                    tracing::error!(plugin = %plugin.name, "cannot start the wasm VM: {e}");
+                    slot.failed_at = Some(Instant::now());
+                    return None;
+                }
+            }
+        }
+        slot.vm.clone()
+    })?;
+    let mut guard = vm.try_borrow_mut().ok()?;
+    let r = f(&mut guard);
+    if guard.failed {
+        drop(guard);
+        VMS.with(|vms| {
+            if let Some(slot) = vms.borrow_mut().get_mut(&plugin.id) {
+                slot.vm = None;
+                slot.failed_at = Some(Instant::now());
+            }
+        });
+    }
+    Some(r)
+}
+
+/// Like `with_vm`, for work that belongs to one VM (its timers, its
+/// callouts, its streams' ends): nothing when that VM is gone.
+pub fn with_existing<T>(plugin: &Weak<Plugin>, generation: u64, f: impl FnOnce(&mut Vm) -> T) -> Option<T> {
+    let plugin = plugin.upgrade()?;
+    let current = VMS.with(|vms| vms.borrow().get(&plugin.id).and_then(|s| s.vm.clone()))?;
+    if current.try_borrow().ok()?.generation != generation {
+        return None;
+    }
+    with_vm(&plugin, f)
+}
+
+/// A shared queue got an item: its owner's root context hears of it on
+/// this worker, after the callback that enqueued returns.
+pub fn notify_queue(owner: Arc<Plugin>, queue: u32) {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return;
+    }
+    tokio::spawn(async move {
+        with_vm(&owner, |vm| vm.on_queue_ready(queue));
+    });
+}
