@@ -15,6 +15,7 @@
 //! | `host` | the `env.proxy_*` functions |
 //! | `wasi` | the WASI calls toolchains import |
 //! | `stream` | the HTTP filter: a plugin context per request |
+//! | `testkit` | a plugin in-process, for plugin authors' tests |
 //! | `properties`, `shared`, `metrics`, `callout`, `remote` | what the host functions reach |
 
 pub mod abi;
@@ -27,6 +28,7 @@ pub mod properties;
 mod remote;
 pub mod shared;
 pub mod stream;
+pub mod testkit;
 pub mod vm;
 mod wasi;
 
