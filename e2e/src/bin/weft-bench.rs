@@ -10,6 +10,11 @@
 //! - latency p50/p99/p99.9 at a fixed rate below saturation, open loop
 //!   (each request sent on schedule, timed from send to full response);
 //! - RSS idle and under load (VmRSS), CPU-seconds per 10k requests.
+//!
+//! And the cost of a wasm plugin: Envoy and weft-proxy again with the
+//! SDK's `headers` example (target/wasm/headers.wasm, `make wasm`) adding
+//! one request header; what the plugin adds to CPU per request and to p50
+//! latency is compared between the two.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -28,6 +33,30 @@ enum Target {
     Weft,
     Nginx,
     Direct,
+    /// Envoy and weft-proxy with one wasm plugin adding a request header.
+    EnvoyWasm,
+    WeftWasm,
+}
+
+/// The plugin the wasm targets run, and its configuration.
+const PLUGIN: &str = "target/wasm/headers.wasm";
+const PLUGIN_CONFIG: &str = r#"{\"request\":{\"add\":{\"x-plugin\":\"weft\"}}}"#;
+
+/// The bootstrap with the plugin before the router.
+fn with_plugin(bootstrap: &str, wasm: &Path) -> String {
+    let filter = format!(
+        r#"          http_filters:
+          - name: envoy.filters.http.wasm
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
+              config:
+                name: bench
+                configuration: {{ "@type": type.googleapis.com/google.protobuf.StringValue, value: "{PLUGIN_CONFIG}" }}
+                vm_config: {{ runtime: envoy.wasm.runtime.v8, code: {{ local: {{ filename: {} }} }} }}
+"#,
+        wasm.display()
+    );
+    bootstrap.replacen("          http_filters:\n", &filter, 1)
 }
 
 #[derive(Debug, Default, Clone)]
@@ -59,7 +88,11 @@ fn main() -> Result<()> {
     let _upstream = Guard(nginx(&dir, "upstream", "location / { return 200 \"x\"; }", up_port, "1")?);
     wait_port(up_port)?;
 
-    let targets = [Target::Envoy, Target::Weft, Target::Nginx, Target::Direct];
+    let plugin = weft_e2e::proxy::repo_root().join(PLUGIN);
+    if !plugin.exists() {
+        bail!("{} is missing: run `make wasm`", plugin.display());
+    }
+    let targets = [Target::Envoy, Target::Weft, Target::Nginx, Target::Direct, Target::EnvoyWasm, Target::WeftWasm];
     let mut results: Vec<(Target, Vec<Sample>)> = targets.iter().map(|t| (*t, Vec::new())).collect();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     for round in 0..settings.rounds {
@@ -96,18 +129,23 @@ fn measure(target: Target, dir: &Path, up_port: u16, s: &Settings, rt: &tokio::r
             let upstream_block = format!("upstream up {{ server 127.0.0.1:{up_port}; keepalive 64; }}");
             (port, Some(Guard(nginx_with(dir, "proxy", conf, &upstream_block, port, "0")?)))
         }
-        Target::Envoy | Target::Weft => {
+        Target::Envoy | Target::Weft | Target::EnvoyWasm | Target::WeftWasm => {
             let (port, admin) = (free_port(), free_port());
-            let yaml = BOOTSTRAP
+            let bootstrap = match target {
+                Target::EnvoyWasm | Target::WeftWasm => with_plugin(BOOTSTRAP, &weft_e2e::proxy::repo_root().join(PLUGIN)),
+                _ => BOOTSTRAP.to_string(),
+            };
+            let yaml = bootstrap
                 .replace("${LISTEN}", &port.to_string())
                 .replace("${ADMIN}", &admin.to_string())
                 .replace("${UP_up}", &up_port.to_string());
             let path = dir.join(format!("{target:?}.yaml"));
             std::fs::write(&path, yaml)?;
-            let kind = if target == Target::Envoy { weft_e2e::Kind::Envoy } else { weft_e2e::Kind::Weft };
+            let envoy = matches!(target, Target::Envoy | Target::EnvoyWasm);
+            let kind = if envoy { weft_e2e::Kind::Envoy } else { weft_e2e::Kind::Weft };
             let mut cmd = Command::new("taskset");
             cmd.arg("-c").arg("0").arg(kind.binary()).arg("-c").arg(&path).args(["--concurrency", "1", "--log-level", "error"]);
-            if target == Target::Envoy {
+            if envoy {
                 cmd.arg("--disable-hot-restart");
             }
             let child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().with_context(|| format!("start {target:?}"))?;
@@ -362,4 +400,17 @@ fn report(results: &[(Target, Vec<Sample>)], s: &Settings) {
     println!("  added latency p50      {:>6.2}x  [<= 0.5]", added(|x| x.p50_us));
     println!("  added latency p99      {:>6.2}x  [<= 0.5]", added(|x| x.p99_us));
     println!("  idle RSS               {:>6.2}x  [<= 0.35]", ratio(|x| x.rss_idle_mib));
+    // CPU-s per 10k requests × 100 = µs per request.
+    let plugin_cost = |with: Target, without: Target, f: fn(&Sample) -> f64, scale: f64| (m(with, f) - m(without, f)) * scale;
+    let (cpu_weft, cpu_envoy) = (
+        plugin_cost(Target::WeftWasm, Target::Weft, |x| x.cpu_s_per_10k, 100.0),
+        plugin_cost(Target::EnvoyWasm, Target::Envoy, |x| x.cpu_s_per_10k, 100.0),
+    );
+    let (p50_weft, p50_envoy) =
+        (plugin_cost(Target::WeftWasm, Target::Weft, |x| x.p50_us, 1.0), plugin_cost(Target::EnvoyWasm, Target::Envoy, |x| x.p50_us, 1.0));
+    println!();
+    println!("wasm plugin (SDK `headers`, adds one request header), what it adds per request:");
+    println!("  CPU   weft {cpu_weft:>6.1} µs, Envoy {cpu_envoy:>6.1} µs  {:>6.2}x  [<= 0.3]", cpu_weft / cpu_envoy);
+    println!("  p50   weft {p50_weft:>6.1} µs, Envoy {p50_envoy:>6.1} µs  {:>6.2}x  [<= 0.3]", p50_weft / p50_envoy);
+    println!("  max rps with the plugin: weft {:.0}, Envoy {:.0}", m(Target::WeftWasm, |x| x.rps), m(Target::EnvoyWasm, |x| x.rps));
 }

@@ -129,6 +129,8 @@ pub struct Vm {
     /// (not a worker's) never starts them.
     detached: bool,
     ticking: bool,
+    /// The CPU bound of one callback, in epoch ticks.
+    budget: u64,
     pub failed: bool,
 }
 
@@ -185,23 +187,27 @@ impl Vm {
             next_context: 2,
             detached,
             ticking: false,
+            budget: budget_ticks(limits),
             failed: false,
         };
         // WASI reactors initialise their runtime first; commands run main.
         for init in ["_initialize", "_start"] {
             if let Ok(f) = instance.get_typed_func::<(), ()>(&mut vm.store, init) {
-                vm.call(&Some(f), ()).map_err(|_| format!("{init} failed (see the log)"))?;
+                vm.store.set_epoch_deadline(vm.budget);
+                if let Err(e) = f.call(&mut vm.store, ()) {
+                    return Err(format!("{init} failed: {e:#}"));
+                }
                 break;
             }
         }
         let root = vm.store.data().root_context as i32;
-        vm.call(&vm.f.context_create.clone(), (root, 0)).map_err(|_| "proxy_on_context_create failed for the root context".to_string())?;
+        vm.call(|f| &f.context_create, (root, 0)).map_err(|_| "proxy_on_context_create failed for the root context".to_string())?;
         let vm_config = plugin.vm_configuration.len() as i32;
-        if vm.call(&vm.f.vm_start.clone(), (root, vm_config)).map_err(|_| "proxy_on_vm_start trapped".to_string())? == Some(0) {
+        if vm.call(|f| &f.vm_start, (root, vm_config)).map_err(|_| "proxy_on_vm_start trapped".to_string())? == Some(0) {
             return Err("proxy_on_vm_start returned false (the plugin refused to start)".into());
         }
         let config = plugin.configuration.len() as i32;
-        if vm.call(&vm.f.configure.clone(), (root, config)).map_err(|_| "proxy_on_configure trapped".to_string())? == Some(0) {
+        if vm.call(|f| &f.configure, (root, config)).map_err(|_| "proxy_on_configure trapped".to_string())? == Some(0) {
             return Err("proxy_on_configure returned false (the plugin refused its configuration)".into());
         }
         CREATED.fetch_add(1, Ordering::Relaxed);
@@ -209,14 +215,14 @@ impl Vm {
         Ok(vm)
     }
 
-    /// Runs an export (if the plugin has it) within the CPU budget. A trap
-    /// marks the VM failed.
-    fn call<P: WasmParams, R: WasmResults>(&mut self, f: &Option<TypedFunc<P, R>>, args: P) -> Result<Option<R>, Failed> {
-        let Some(f) = f else { return Ok(None) };
+    /// Runs the export `pick` selects (if the plugin has it) within the
+    /// CPU budget. A trap marks the VM failed.
+    fn call<P: WasmParams, R: WasmResults>(&mut self, pick: fn(&Exports) -> &F<P, R>, args: P) -> Result<Option<R>, Failed> {
+        let Some(f) = pick(&self.f) else { return Ok(None) };
         if self.failed {
             return Err(Failed);
         }
-        self.store.set_epoch_deadline(budget_ticks(limits()));
+        self.store.set_epoch_deadline(self.budget);
         match f.call(&mut self.store, args) {
             Ok(r) => Ok(Some(r)),
             Err(e) => {
@@ -238,7 +244,7 @@ impl Vm {
         let id = self.next_context;
         self.next_context = self.next_context.wrapping_add(1).max(2);
         let root = self.store.data().root_context as i32;
-        self.call(&self.f.context_create.clone(), (id as i32, root))?;
+        self.call(|f| &f.context_create, (id as i32, root))?;
         self.waiting.insert(id, waiter);
         Ok(id)
     }
@@ -246,14 +252,13 @@ impl Vm {
     /// Runs a stream callback with the stream's data in the store.
     pub fn stream_callback(&mut self, data: &mut Option<StreamData>, phase: Phase, size: usize, end_of_stream: bool) -> Result<Action, Failed> {
         let Some(context) = data.as_ref().map(|d| d.context) else { return Ok(Action::Continue) };
-        let f = match phase {
-            Phase::RequestHeaders => &self.f.request_headers,
-            Phase::RequestBody => &self.f.request_body,
-            Phase::ResponseHeaders => &self.f.response_headers,
-            Phase::ResponseBody => &self.f.response_body,
-        }
-        .clone();
-        let r = self.with_stream(data, context, |vm| vm.call(&f, (context as i32, size as i32, i32::from(end_of_stream))));
+        let pick: fn(&Exports) -> &F<(i32, i32, i32), i32> = match phase {
+            Phase::RequestHeaders => |f| &f.request_headers,
+            Phase::RequestBody => |f| &f.request_body,
+            Phase::ResponseHeaders => |f| &f.response_headers,
+            Phase::ResponseBody => |f| &f.response_body,
+        };
+        let r = self.with_stream(data, context, |vm| vm.call(pick, (context as i32, size as i32, i32::from(end_of_stream))));
         Ok(r?.map(Action::from_i32).unwrap_or(Action::Continue))
     }
 
@@ -262,9 +267,8 @@ impl Vm {
         // A failed callout is an answer with no headers and no body.
         let response = response.unwrap_or_default();
         let (headers, body) = (response.headers.len() as i32, response.body.len() as i32);
-        let f = self.f.http_call_response.clone();
         self.store.data_mut().call_response = Some(response);
-        let r = self.with_stream(data, context, |vm| vm.call(&f, (context as i32, token as i32, headers, body, 0)));
+        let r = self.with_stream(data, context, |vm| vm.call(|f| &f.http_call_response, (context as i32, token as i32, headers, body, 0)));
         self.store.data_mut().call_response = None;
         r.map(drop)
     }
@@ -284,20 +288,19 @@ impl Vm {
     pub fn finish_stream(&mut self, context: u32) {
         self.waiting.remove(&context);
         let c = context as i32;
-        let (done, log, delete) = (self.f.done.clone(), self.f.log.clone(), self.f.delete.clone());
-        let _ = self.call(&done, c).and_then(|_| self.call(&log, c)).and_then(|_| self.call(&delete, c));
+        let _ = self.call(|f| &f.done, c).and_then(|_| self.call(|f| &f.log, c)).and_then(|_| self.call(|f| &f.delete, c));
         self.after_callback();
     }
 
     fn on_tick(&mut self) {
         let root = self.store.data().root_context as i32;
-        let _ = self.call(&self.f.tick.clone(), root);
+        let _ = self.call(|f| &f.tick, root);
         self.after_callback();
     }
 
     fn on_queue_ready(&mut self, queue: u32) {
         let root = self.store.data().root_context as i32;
-        let _ = self.call(&self.f.queue_ready.clone(), (root, queue as i32));
+        let _ = self.call(|f| &f.queue_ready, (root, queue as i32));
         self.after_callback();
     }
 
