@@ -165,7 +165,7 @@ fn sidecar_listeners(index: &Index, proxy: &Proxy, plugins: &Plugins<'_>, s: &mu
             }
             let name = format!("inbound|{}||", port.number);
             let app = port.target_port.unwrap_or(port.number);
-            let c = address_cluster(&name, &proxy.ip, app);
+            let c = static_cluster(&name, &proxy.ip, app);
             s.insert(Kind::Cluster, Resource::new(name.clone(), &c));
             inbound_vhosts.push(xds_route::VirtualHost {
                 name: format!("inbound|http|{}", port.number),
@@ -296,21 +296,20 @@ fn listener(name: &str, ip: &str, port: u32, stat_prefix: &str, routes: Routes, 
     }
 }
 
-/// A cluster of one address (the app beside a sidecar, a plugin's module
-/// server): STATIC for an IP, STRICT_DNS for a name.
-fn address_cluster(name: &str, host: &str, port: u32) -> xds_cluster::Cluster {
+/// A cluster with one fixed address (the app beside a sidecar, a plugin's
+/// module server).
+fn static_cluster(name: &str, ip: &str, port: u32) -> xds_cluster::Cluster {
     use xds_cluster::cluster::{ClusterDiscoveryType, DiscoveryType};
-    let discovery = if host.parse::<std::net::IpAddr>().is_ok() { DiscoveryType::Static } else { DiscoveryType::StrictDns };
     xds_cluster::Cluster {
         name: name.to_string(),
-        cluster_discovery_type: Some(ClusterDiscoveryType::Type(discovery as i32)),
+        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Static as i32)),
         connect_timeout: Some(envoy::duration(std::time::Duration::from_secs(10))),
         load_assignment: Some(xds_endpoint::ClusterLoadAssignment {
             cluster_name: name.to_string(),
             endpoints: vec![xds_endpoint::LocalityLbEndpoints {
                 lb_endpoints: vec![xds_endpoint::LbEndpoint {
                     host_identifier: Some(xds_endpoint::lb_endpoint::HostIdentifier::Endpoint(xds_endpoint::Endpoint {
-                        address: Some(socket(host, port)),
+                        address: Some(socket(ip, port)),
                         ..Default::default()
                     })),
                     ..Default::default()

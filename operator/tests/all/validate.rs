@@ -92,8 +92,9 @@ fn wasm_plugin_module_urls() {
     assert_eq!(url("oci://ghcr.io/x/p:1", ""), ["Error WFT0001 WasmPlugin/w spec.url"]);
     assert_eq!(url("ghcr.io/x/p:1", ""), ["Error WFT0001 WasmPlugin/w spec.url"], "no scheme means OCI, as in Istio");
     assert_eq!(url("https://m.example/p.wasm", &format!("  sha256: {SHA}\n")), ["Error WFT0001 WasmPlugin/w spec.url"]);
-    assert_eq!(url("http://m.example/p.wasm", ""), ["Error WFT0002 WasmPlugin/w spec.sha256"]);
-    assert_eq!(url("http://m.example/p.wasm", "  sha256: abc\n"), ["Error WFT0002 WasmPlugin/w spec.sha256"]);
+    assert_eq!(url("http://10.0.0.1/p.wasm", ""), ["Error WFT0002 WasmPlugin/w spec.sha256"]);
+    assert_eq!(url("http://10.0.0.1/p.wasm", "  sha256: abc\n"), ["Error WFT0002 WasmPlugin/w spec.sha256"]);
+    assert_eq!(url("http://m.example/p.wasm", &format!("  sha256: {SHA}\n")), ["Error WFT0001 WasmPlugin/w spec.url"], "weft-proxy cannot fetch by name yet");
     assert_eq!(url("file://p.wasm", ""), ["Error WFT0002 WasmPlugin/w spec.url"]);
     assert_eq!(url("ftp://m.example/p.wasm", ""), ["Error WFT0002 WasmPlugin/w spec.url"]);
     assert_eq!(url("file:///p.wasm", &format!("  sha256: {SHA}\n")), ["Warning WFT0001 WasmPlugin/w spec.sha256"], "not checked, but kept");
