@@ -28,3 +28,11 @@ pub fn free_port() -> u16 {
         .map(|a| a.port())
         .expect("bind an ephemeral port")
 }
+
+/// Replaces `dir/name` the way an editor, `kubectl cp` or Envoy's docs do
+/// it: write aside, then `mv`, so a watcher never reads half a file.
+pub fn replace_file(dir: &std::path::Path, name: &str, text: &str) {
+    let aside = dir.join(format!(".{name}.tmp"));
+    std::fs::write(&aside, text).expect("write");
+    std::fs::rename(&aside, dir.join(name)).expect("mv");
+}

@@ -6,12 +6,16 @@
 //! DestinationRule means `NAME.NAMESPACE.svc.cluster.local` in the rule's
 //! namespace; ServiceEntry hosts are taken as written.
 
+pub mod wasm_plugin;
+
 use std::collections::BTreeMap;
 
 use weft_crds::common::Labels;
 use weft_crds::networking::service_entry::{Location, Resolution, ServicePort};
 use weft_crds::networking::{DestinationRuleSpec, GatewaySpec, VirtualServiceSpec, WorkloadEntrySpec};
 use weft_crds::Resource;
+
+use wasm_plugin::{Module, Plugin};
 
 /// Istio's inbound capture port: a workload with a sidecar receives the
 /// mesh's traffic there (without iptables, peers dial it directly).
@@ -103,6 +107,9 @@ pub struct Index {
     pub virtual_services: Vec<Rule<VirtualServiceSpec>>,
     pub destination_rules: Vec<Rule<DestinationRuleSpec>>,
     pub gateways: Vec<Rule<GatewaySpec>>,
+    /// By priority (highest first), then namespace/name: each phase's
+    /// chain order.
+    pub wasm_plugins: Vec<Plugin>,
     /// Service host → index in `destination_rules` of the rule for it.
     rule_for: BTreeMap<String, usize>,
 }
@@ -183,13 +190,20 @@ impl Index {
                     index.destination_rules.push(Rule { key: key("DestinationRule", &dr.metadata), spec: dr.spec.clone() })
                 }
                 Resource::Gateway(g) => index.gateways.push(Rule { key: key("Gateway", &g.metadata), spec: g.spec.clone() }),
-                Resource::WorkloadEntry(_) | Resource::WasmPlugin(_) | Resource::Mesh(_) => {}
+                Resource::WasmPlugin(w) => {
+                    // A module that does not parse was reported by validation.
+                    if let Ok(module) = Module::parse(&w.spec.url, w.spec.sha256.as_deref()) {
+                        index.wasm_plugins.push(Plugin { key: key("WasmPlugin", &w.metadata), spec: w.spec.clone(), module });
+                    }
+                }
+                Resource::WorkloadEntry(_) | Resource::Mesh(_) => {}
             }
         }
         // Istio resolves conflicts by age; without timestamps, by name.
         index.virtual_services.sort_by(|a, b| a.key.cmp(&b.key));
         index.destination_rules.sort_by(|a, b| a.key.cmp(&b.key));
         index.gateways.sort_by(|a, b| a.key.cmp(&b.key));
+        index.wasm_plugins.sort_by(Plugin::order);
         for (i, r) in index.destination_rules.iter().enumerate() {
             if let Some(service) = index.service(&r.spec.host, &r.key.namespace) {
                 let host = service.host.clone();

@@ -9,10 +9,13 @@
 //! Without iptables, apps reach the mesh through their sidecar's outbound
 //! listener (`HTTP_PROXY`), and peers reach a workload that has a sidecar
 //! on its inbound port (see `index::Instance::endpoint_port`).
+//! Every listener's HTTP filter chain carries the WasmPlugins that select
+//! the proxy (see `wasm`).
 
 mod cluster;
 mod envoy;
 pub mod route;
+mod wasm;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
@@ -29,6 +32,7 @@ use crate::xds::snapshot::Layer;
 use crate::xds::{Kind, Proxy, Resource, Role, Snapshot};
 use envoy::{ads, any, socket};
 use route::Scope;
+use wasm::{Class, Plugins};
 
 /// The route configuration of the sidecar's HTTP proxy listener (istiod's
 /// name for the `proxyHttpPort` listener's routes).
@@ -97,11 +101,17 @@ impl Generator for Translation {
         for rc in self.routes(proxy).iter() {
             s.insert_shared(Kind::Route, rc.clone());
         }
+        let plugins = Plugins::selecting(&self.index, proxy);
+        for c in plugins.clusters() {
+            s.insert(Kind::Cluster, Resource::new(c.name.clone(), &c));
+        }
         match proxy.role {
-            Role::Sidecar => sidecar_listeners(&self.index, proxy, &mut s),
+            Role::Sidecar => sidecar_listeners(&self.index, proxy, &plugins, &mut s),
             Role::Gateway => {
+                let filters = plugins.http_filters(Class::Gateway);
                 for port in gateway_routes(&self.index, proxy).into_keys() {
-                    let l = listener(&format!("0.0.0.0_{port}"), &proxy.ip, port, &format!("outbound_0.0.0.0_{port}"), Routes::Rds(format!("http.{port}")));
+                    let routes = Routes::Rds(format!("http.{port}"));
+                    let l = listener(&format!("0.0.0.0_{port}"), &proxy.ip, port, &format!("outbound_0.0.0.0_{port}"), routes, filters.clone());
                     s.insert(Kind::Listener, Resource::new(l.name.clone(), &l));
                 }
             }
@@ -137,8 +147,9 @@ fn sidecar_routes(index: &Index, proxy: &Proxy) -> xds_route::RouteConfiguration
 }
 
 /// The sidecar's listeners (on its own address) and inbound clusters.
-fn sidecar_listeners(index: &Index, proxy: &Proxy, s: &mut Snapshot) {
-    let outbound = listener("virtualOutbound", &proxy.ip, OUTBOUND_PORT, "outbound", Routes::Rds(HTTP_PROXY_ROUTES.into()));
+fn sidecar_listeners(index: &Index, proxy: &Proxy, plugins: &Plugins<'_>, s: &mut Snapshot) {
+    let routes = Routes::Rds(HTTP_PROXY_ROUTES.into());
+    let outbound = listener("virtualOutbound", &proxy.ip, OUTBOUND_PORT, "outbound", routes, plugins.http_filters(Class::SidecarOutbound));
     s.insert(Kind::Listener, Resource::new(outbound.name.clone(), &outbound));
 
     // Inbound: the services this workload serves, to the app beside it.
@@ -172,7 +183,8 @@ fn sidecar_listeners(index: &Index, proxy: &Proxy, s: &mut Snapshot) {
             virtual_hosts: inbound_vhosts,
             ..Default::default()
         };
-        let inbound = listener("virtualInbound", &proxy.ip, INBOUND_PORT, "inbound", Routes::Inline(Box::new(rc)));
+        let routes = Routes::Inline(Box::new(rc));
+        let inbound = listener("virtualInbound", &proxy.ip, INBOUND_PORT, "inbound", routes, plugins.http_filters(Class::SidecarInbound));
         s.insert(Kind::Listener, Resource::new(inbound.name.clone(), &inbound));
     }
 }
@@ -258,7 +270,7 @@ enum Routes {
     Inline(Box<xds_route::RouteConfiguration>),
 }
 
-fn listener(name: &str, ip: &str, port: u32, stat_prefix: &str, routes: Routes) -> xds_listener::Listener {
+fn listener(name: &str, ip: &str, port: u32, stat_prefix: &str, routes: Routes, http_filters: Vec<hcm::HttpFilter>) -> xds_listener::Listener {
     use hcm::http_connection_manager::RouteSpecifier;
     let route_specifier = match routes {
         Routes::Rds(name) => RouteSpecifier::Rds(hcm::Rds { config_source: Some(ads()), route_config_name: name }),
@@ -267,7 +279,7 @@ fn listener(name: &str, ip: &str, port: u32, stat_prefix: &str, routes: Routes) 
     let manager = hcm::HttpConnectionManager {
         stat_prefix: stat_prefix.to_string(),
         route_specifier: Some(route_specifier),
-        http_filters: envoy::http_filters(),
+        http_filters,
         ..Default::default()
     };
     xds_listener::Listener {
@@ -284,7 +296,8 @@ fn listener(name: &str, ip: &str, port: u32, stat_prefix: &str, routes: Routes) 
     }
 }
 
-/// A cluster with one fixed address (the app beside a sidecar).
+/// A cluster with one fixed address (the app beside a sidecar, a plugin's
+/// module server).
 fn static_cluster(name: &str, ip: &str, port: u32) -> xds_cluster::Cluster {
     use xds_cluster::cluster::{ClusterDiscoveryType, DiscoveryType};
     xds_cluster::Cluster {

@@ -124,7 +124,10 @@ fn field_findings(key: &Key, r: &Resource) -> Vec<Finding> {
     leaves
         .into_iter()
         .filter(|(_, pattern)| !supported::supported(key.kind, pattern))
-        .map(|(path, _)| finding(key, Level::Error, Problem::UnsupportedField, &format!("spec.{path}"), "not supported by weft yet"))
+        .map(|(path, pattern)| {
+            let why = supported::reason(key.kind, &pattern).unwrap_or("not supported by weft yet");
+            finding(key, Level::Error, Problem::UnsupportedField, &format!("spec.{path}"), why)
+        })
         .collect()
 }
 
@@ -295,7 +298,24 @@ fn semantic(index: &Index, resources: &[Arc<Resource>], findings: &mut Vec<Findi
                     }
                 }
             }
-            Resource::WasmPlugin(_) | Resource::Mesh(_) => {}
+            Resource::WasmPlugin(w) => {
+                use weft_crds::extensions::wasm_plugin::PluginType;
+                use crate::index::wasm_plugin::Module;
+                match Module::parse(&w.spec.url, w.spec.sha256.as_deref()) {
+                    Err(e) => {
+                        let problem = if e.unsupported() { Problem::UnsupportedField } else { Problem::InvalidValue };
+                        findings.push(finding(&key, Level::Error, problem, e.path(), &e.to_string()));
+                    }
+                    Ok(Module::File(_)) if w.spec.sha256.is_some() => {
+                        findings.push(finding(&key, Level::Warning, Problem::UnsupportedField, "spec.sha256", "not checked for file:// modules (proxies read the file as it is)"));
+                    }
+                    Ok(_) => {}
+                }
+                if w.spec.type_ == Some(PluginType::Network) {
+                    findings.push(finding(&key, Level::Error, Problem::UnsupportedField, "spec.type", "NETWORK plugins are not supported by weft yet (HTTP is)"));
+                }
+            }
+            Resource::Mesh(_) => {}
         }
     }
 }

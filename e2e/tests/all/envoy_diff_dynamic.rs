@@ -4,11 +4,11 @@
 //! update (rejected, last good config kept) and a request in flight across
 //! the swap must look the same to clients and upstreams on both proxies.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use weft_e2e::client::send;
-use weft_e2e::{free_port, Kind, Proxy, Request, Upstream};
+use weft_e2e::{free_port, replace_file, Kind, Proxy, Request, Upstream};
 
 const BOOTSTRAP: &str = r#"
 node: { id: test-node, cluster: test }
@@ -56,13 +56,6 @@ fn listener(name: &str, port: u16, regex: &str, action: &str) -> String {
 
 fn resources(items: &[String]) -> String {
     format!("resources:\n{}", items.concat())
-}
-
-/// Replaces a watched file the way Envoy expects: write aside, then `mv`.
-fn replace(dir: &Path, name: &str, text: &str) {
-    let aside = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&aside, text).expect("write");
-    std::fs::rename(&aside, dir.join(name)).expect("mv");
 }
 
 /// Sends until `done` holds for the response (or the connection error),
@@ -113,8 +106,8 @@ async fn scenario(kind: Kind, a: &Upstream, b: &Upstream) -> Vec<String> {
     let ups = [a, b];
     let to = |c: &str| format!("route: {{ cluster: {c} }}");
     let answer = r#"direct_response: { status: 200, body: { inline_string: "two" } }"#;
-    replace(&dir, "cds.yaml", &resources(&[cluster("ca", a.port())]));
-    replace(&dir, "lds.yaml", &resources(&[listener("one", l1, "/.*", &to("ca"))]));
+    replace_file(&dir, "cds.yaml", &resources(&[cluster("ca", a.port())]));
+    replace_file(&dir, "lds.yaml", &resources(&[listener("one", l1, "/.*", &to("ca"))]));
     let template = BOOTSTRAP.replace("${DIR}", &dir.display().to_string());
     let proxy = Proxy::start(kind, &template, &[]).await.unwrap_or_else(|e| panic!("{e}"));
     let get = |p: &str| Request::get(p).header("host", "svc.local");
@@ -127,11 +120,11 @@ async fn scenario(kind: Kind, a: &Upstream, b: &Upstream) -> Vec<String> {
     // A request in flight while its listener is replaced.
     let slow = tokio::spawn(async move { send(l1, &Request::get("/slow").header("host", "svc.local").header("x-test-delay-ms", "1500")).await });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    replace(&dir, "cds.yaml", &resources(&[cluster("ca", a.port()), cluster("cb", b.port())]));
+    replace_file(&dir, "cds.yaml", &resources(&[cluster("ca", a.port()), cluster("cb", b.port())]));
     // Clusters first, as a control plane orders them: Envoy rejects a
     // listener whose routes name a cluster it does not have yet.
     cluster_known(&proxy, "cb", &format!("{kind:?}")).await;
-    replace(&dir, "lds.yaml", &resources(&[listener("one", l1, "/.*", &to("cb")), listener("two", l2, "/.*", answer)]));
+    replace_file(&dir, "lds.yaml", &resources(&[listener("one", l1, "/.*", &to("cb")), listener("two", l2, "/.*", answer)]));
     until(l1, &get("/probe"), |r| from(r, "b"), &format!("{kind:?} /probe on l1")).await;
     until(l2, &get("/probe"), |r| from(r, "two"), &format!("{kind:?} /probe on l2")).await;
     ups.iter().for_each(|u| drop(u.take()));
@@ -140,19 +133,19 @@ async fn scenario(kind: Kind, a: &Upstream, b: &Upstream) -> Vec<String> {
     steps.push(outcome(send(l2, &get("/new")).await, &ups));
 
     // A bad update changes nothing.
-    replace(&dir, "lds.yaml", &resources(&[listener("one", l1, "/[unclosed", &to("ca"))]));
+    replace_file(&dir, "lds.yaml", &resources(&[listener("one", l1, "/[unclosed", &to("ca"))]));
     tokio::time::sleep(Duration::from_millis(1000)).await;
     steps.push(outcome(send(l1, &get("/kept")).await, &ups));
     steps.push(outcome(send(l2, &get("/kept")).await, &ups));
 
     // Removing a listener closes its port.
-    replace(&dir, "lds.yaml", &resources(&[listener("one", l1, "/.*", &to("cb"))]));
+    replace_file(&dir, "lds.yaml", &resources(&[listener("one", l1, "/.*", &to("cb"))]));
     until(l2, &get("/gone"), |r| r.is_err(), &format!("{kind:?} /gone on l2")).await;
     ups.iter().for_each(|u| drop(u.take()));
     steps.push(outcome(send(l2, &get("/gone")).await, &ups));
 
     // A cluster change alone reaches the unchanged listener.
-    replace(&dir, "cds.yaml", &resources(&[cluster("ca", a.port()), cluster("cb", a.port())]));
+    replace_file(&dir, "cds.yaml", &resources(&[cluster("ca", a.port()), cluster("cb", a.port())]));
     until(l1, &get("/probe"), |r| from(r, "a"), &format!("{kind:?} /probe on l1")).await;
     ups.iter().for_each(|u| drop(u.take()));
     steps.push(outcome(send(l1, &get("/moved")).await, &ups));

@@ -23,6 +23,7 @@ mod traffic_drain;
 mod wasm_host;
 mod xds_ads;
 mod xds_standalone;
+mod xds_wasmplugin;
 
 use weft_e2e::{Kind, Observed, Proxy, Request, Seen, Upstream};
 

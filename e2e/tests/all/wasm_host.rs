@@ -5,7 +5,7 @@
 //! which Envoy's V8 does not enforce), the test runs weft-proxy alone and
 //! says so.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use weft_e2e::{Kind, Proxy, Request, Upstream};
@@ -22,7 +22,7 @@ fn probe() -> PathBuf {
 
 /// One listener, the probe in front of the router, `plugin` the
 /// PluginConfig fields besides vm_config.
-fn bootstrap(wasm: &PathBuf, plugin: &str) -> String {
+fn bootstrap(wasm: &Path, plugin: &str) -> String {
     format!(
         r#"
 admin:

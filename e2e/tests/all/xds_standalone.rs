@@ -10,12 +10,12 @@
 //! - a file with an unsupported field is reported and changes nothing.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use weft_e2e::client::send_to;
 use weft_e2e::mesh::{bootstrap, Identity, Operator};
-use weft_e2e::{free_port, Kind, Proxy, Request, Upstream};
+use weft_e2e::{free_port, replace_file, Kind, Proxy, Request, Upstream};
 
 const REGISTRY: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -73,13 +73,6 @@ spec:
     )
 }
 
-/// Replaces a file the way an editor or `kubectl cp` would: write aside, `mv`.
-fn replace(dir: &Path, name: &str, text: &str) {
-    let aside = dir.join(format!(".{name}.tmp"));
-    std::fs::write(&aside, text).expect("write");
-    std::fs::rename(&aside, dir.join(name)).expect("mv");
-}
-
 /// Sends until the body is `body`; returns how long it took.
 async fn until_body(addr: SocketAddr, req: &Request, body: &str, what: &str) -> Duration {
     let start = Instant::now();
@@ -100,8 +93,8 @@ async fn scenario(kind: Kind, net: u8) -> Vec<String> {
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
     let registry = REGISTRY.replace("${IP1}", &ip1).replace("${IP2}", &ip2).replace("${GW}", &gw_port.to_string());
-    replace(&dir, "registry.yaml", &registry);
-    replace(&dir, "web.yaml", &route_to("v1"));
+    replace_file(&dir, "registry.yaml", &registry);
+    replace_file(&dir, "web.yaml", &route_to("v1"));
     let operator = Operator::start(&dir).await.unwrap_or_else(|e| panic!("{e}"));
 
     let v1 = Upstream::start_on("v1", format!("{ip1}:9080").parse().expect("addr")).await.expect("bind v1");
@@ -151,7 +144,7 @@ async fn scenario(kind: Kind, net: u8) -> Vec<String> {
     v2.take();
 
     // Editing the rule moves the traffic, within a second.
-    replace(&dir, "web.yaml", &route_to("v2"));
+    replace_file(&dir, "web.yaml", &route_to("v2"));
     let took = until_body(gw, &page, "v2", &what).await;
     assert!(took < Duration::from_secs(1), "{what}: the change took {took:?}");
     steps.push("moved to v2".into());
@@ -159,7 +152,7 @@ async fn scenario(kind: Kind, net: u8) -> Vec<String> {
     // An unsupported field: reported with its path; the rule's last good
     // version stays in effect.
     let bad = route_to("v1").replace("  http:\n", "  exportTo: [\".\"]\n  http:\n");
-    replace(&dir, "web.yaml", &bad);
+    replace_file(&dir, "web.yaml", &bad);
     tokio::time::sleep(Duration::from_millis(500)).await;
     let r = send_to(gw, &page).await.expect("gateway answers");
     steps.push(format!("after a bad edit: {}", r.body_str()));

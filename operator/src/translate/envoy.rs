@@ -55,13 +55,16 @@ pub const CORS: &str = "envoy.filters.http.cors";
 pub const ROUTER: &str = "envoy.filters.http.router";
 pub const HCM: &str = "envoy.filters.network.http_connection_manager";
 
-/// Istio's HTTP filter chain, as far as weft implements it: CORS, fault
-/// injection (both configured per route), then the router.
-pub fn http_filters() -> Vec<hcm::HttpFilter> {
+/// Istio's HTTP filter chain, as far as weft implements it: `early`
+/// (WasmPlugins of the AUTHN and AUTHZ phases, where Istio's own authn and
+/// authz filters would follow), CORS and fault injection (both configured
+/// per route), `late` (STATS, then UNSPECIFIED_PHASE plugins), the router.
+pub fn http_filters(early: Vec<hcm::HttpFilter>, late: Vec<hcm::HttpFilter>) -> Vec<hcm::HttpFilter> {
     use weft_envoy_api::pb::envoy::extensions::filters::http::{cors::v3::Cors, fault::v3::HttpFault, router::v3::Router};
-    vec![
-        http_filter(CORS, &Cors::default()),
-        http_filter(FAULT, &HttpFault::default()),
-        http_filter(ROUTER, &Router::default()),
-    ]
+    let mut chain = early;
+    chain.push(http_filter(CORS, &Cors::default()));
+    chain.push(http_filter(FAULT, &HttpFault::default()));
+    chain.extend(late);
+    chain.push(http_filter(ROUTER, &Router::default()));
+    chain
 }

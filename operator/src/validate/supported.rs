@@ -95,6 +95,24 @@ const SERVICE_ENTRY: &[&str] = &[
 
 const WORKLOAD_ENTRY: &[&str] = &["address", "ports.*", "labels.*", "weight"];
 
+/// `targetRef(s)`, OCI pulling and `match[].ports` are not here: see
+/// [`reason`]. `pluginConfig` is the plugin's own, taken whole.
+const WASM_PLUGIN: &[&str] = &[
+    "selector.matchLabels.*",
+    "url",
+    "sha256",
+    "pluginConfig",
+    "pluginName",
+    "phase",
+    "priority",
+    "failStrategy",
+    "vmConfig.env[].name",
+    "vmConfig.env[].value",
+    "vmConfig.env[].valueFrom",
+    "match[].mode",
+    "type",
+];
+
 const GATEWAY: &[&str] = &["selector.*", "servers[].port.number", "servers[].port.protocol", "servers[].port.name", "servers[].hosts", "servers[].name"];
 
 /// Whether the field at `path` (indices already written as `[]`) of a
@@ -102,7 +120,7 @@ const GATEWAY: &[&str] = &["selector.*", "servers[].port.number", "servers[].por
 pub fn supported(kind: &str, path: &str) -> bool {
     static PATTERNS: std::sync::OnceLock<Vec<(&'static str, Vec<String>)>> = std::sync::OnceLock::new();
     let all = PATTERNS.get_or_init(|| {
-        ["VirtualService", "DestinationRule", "ServiceEntry", "WorkloadEntry", "Gateway"].into_iter().map(|k| (k, patterns(k))).collect()
+        ["VirtualService", "DestinationRule", "ServiceEntry", "WorkloadEntry", "Gateway", "WasmPlugin"].into_iter().map(|k| (k, patterns(k))).collect()
     });
     all.iter().find(|(k, _)| *k == kind).is_some_and(|(_, patterns)| patterns.iter().any(|p| matches(p, path)))
 }
@@ -131,8 +149,31 @@ fn patterns(kind: &str) -> Vec<String> {
         "ServiceEntry" => SERVICE_ENTRY.iter().map(|s| s.to_string()).collect(),
         "WorkloadEntry" => WORKLOAD_ENTRY.iter().map(|s| s.to_string()).collect(),
         "Gateway" => GATEWAY.iter().map(|s| s.to_string()).collect(),
+        "WasmPlugin" => WASM_PLUGIN.iter().map(|s| s.to_string()).collect(),
         _ => Vec::new(),
     }
+}
+
+/// Why an unsupported field is not supported, where there is more to say
+/// than "not yet".
+pub fn reason(kind: &str, path: &str) -> Option<&'static str> {
+    const OCI: &str = "only used to pull OCI images, which weft does not: use a file:// or http:// url";
+    const WASM: &[(&str, &str)] = &[
+        ("imagePullPolicy", OCI),
+        ("imagePullSecret", OCI),
+        ("verificationKey", OCI),
+        ("targetRef", "not supported by weft yet: select workloads with selector.matchLabels"),
+        ("targetRefs[]", "not supported by weft yet: select workloads with selector.matchLabels"),
+        (
+            "match[].ports[]",
+            "not supported by weft yet: a sidecar serves all ports on one outbound and one inbound listener, so a plugin cannot be limited to some",
+        ),
+    ];
+    let table = match kind {
+        "WasmPlugin" => WASM,
+        _ => return None,
+    };
+    table.iter().find(|(p, _)| matches(p, path)).map(|(_, why)| *why)
 }
 
 /// A pattern matches a path equal to it, or (StringMatch, lists of
@@ -165,6 +206,10 @@ mod tests {
         assert!(!supported("VirtualService", "tcp[].route[].destination.host"));
         assert!(!supported("DestinationRule", "trafficPolicy.tls.mode"));
         assert!(!supported("Gateway", "servers[].tls.mode"));
-        assert!(!supported("WasmPlugin", "url"));
+        assert!(supported("WasmPlugin", "url"));
+        assert!(supported("WasmPlugin", "pluginConfig.nested.list[].key"), "the plugin's configuration is taken whole");
+        assert!(!supported("WasmPlugin", "match[].ports[].number"));
+        assert_eq!(reason("WasmPlugin", "match[].ports[].number").map(|r| r.contains("one outbound")), Some(true));
+        assert!(!supported("WasmPlugin", "targetRefs[].name"));
     }
 }

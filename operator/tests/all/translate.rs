@@ -23,7 +23,11 @@ fn proxy(role: Role, ip: &str, namespace: &str, labels: &[(&str, &str)]) -> Prox
 
 fn golden(name: &str, proxy: &Proxy) {
     let index = std::sync::Arc::new(Index::build(&validate(&bookinfo()).accepted));
-    let actual = serde_json::to_string_pretty(&snapshot(&index, proxy).to_json()).expect("json") + "\n";
+    compare_golden(name, &snapshot(&index, proxy).to_json());
+}
+
+fn compare_golden(name: &str, json: &serde_json::Value) {
+    let actual = serde_json::to_string_pretty(json).expect("json") + "\n";
     let path = repo(&format!("operator/tests/golden/{name}.json"));
     if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some() {
         std::fs::write(&path, &actual).expect("write golden");
@@ -138,4 +142,94 @@ spec:
     resources.extend(weft_crds::from_yaml(&broken).expect("reads"));
     let paths: Vec<_> = validate(&resources).findings.iter().map(|f| f.message.path.clone().unwrap_or_default()).collect();
     assert_eq!(paths, ["spec.http[0].delegate"]);
+}
+
+/// Bookinfo plus WasmPlugins: mesh-wide from the root namespace, by
+/// selector in `default`, of several phases and priorities.
+const WASM_PLUGINS: &str = r#"
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: { name: auth, namespace: istio-system }
+spec:
+  url: http://10.0.0.5:8000/auth.wasm
+  sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+  phase: AUTHN
+  failStrategy: FAIL_CLOSE
+  match: [ { mode: CLIENT } ]
+  vmConfig: { env: [ { name: REGION, value: eu }, { name: HOSTNAME, valueFrom: HOST }, { name: ZONE, value: eu-1 } ] }
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: { name: tagger, namespace: istio-system }
+spec:
+  selector: { matchLabels: { istio: ingressgateway } }
+  url: file:///opt/wasm/tagger.wasm
+  pluginName: tagger_root
+  pluginConfig: { tag: gateway, list: [1, 2] }
+  priority: -5
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: { name: stats-low, namespace: default }
+spec:
+  url: file:///opt/wasm/stats.wasm
+  phase: STATS
+  priority: 1
+  failStrategy: FAIL_OPEN
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: { name: stats-high, namespace: default }
+spec:
+  selector: { matchLabels: { app: productpage } }
+  url: file:///opt/wasm/stats.wasm
+  phase: STATS
+  priority: 5
+  pluginConfig: {}
+  match: [ { mode: SERVER } ]
+---
+apiVersion: extensions.istio.io/v1alpha1
+kind: WasmPlugin
+metadata: { name: reviews-only, namespace: default }
+spec:
+  selector: { matchLabels: { app: reviews } }
+  url: file:///opt/wasm/reviews.wasm
+"#;
+
+#[test]
+fn wasm_plugins_by_selector_phase_and_priority() {
+    let mut resources = bookinfo();
+    resources.extend(weft_crds::from_yaml(WASM_PLUGINS).expect("reads"));
+    let validated = validate(&resources);
+    assert!(validated.findings.is_empty(), "{:?}", validated.findings);
+    let index = std::sync::Arc::new(Index::build(&validated.accepted));
+    let proxies = [
+        ("gateway", proxy(Role::Gateway, "127.0.0.1", "istio-system", &[("istio", "ingressgateway")])),
+        ("sidecar", proxy(Role::Sidecar, "127.0.1.1", "default", &[("app", "productpage"), ("version", "v1")])),
+    ];
+    let mut chains = Vec::new();
+    let mut golden = serde_json::Map::new();
+    for (role, p) in &proxies {
+        let json = snapshot(&index, p).to_json();
+        for (name, listener) in json["Listener"].as_object().expect("listeners") {
+            let filters = listener["filter_chains"][0]["filters"][0]["typed_config"]["http_filters"].as_array().expect("http filters");
+            let names: Vec<&str> = filters.iter().filter_map(|f| f["name"].as_str()).collect();
+            chains.push(format!("{role} {name}: {}", names.join(", ")));
+        }
+        // The plugins' part of the snapshot: listeners and fetch clusters.
+        let clusters: serde_json::Map<_, _> =
+            json["Cluster"].as_object().expect("clusters").iter().filter(|(n, _)| n.starts_with("wasm-fetch")).map(|(n, c)| (n.clone(), c.clone())).collect();
+        golden.insert(role.to_string(), serde_json::json!({ "Cluster": clusters, "Listener": json["Listener"] }));
+    }
+    assert_eq!(
+        chains,
+        [
+            "gateway 0.0.0.0_8080: istio-system.auth, envoy.filters.http.cors, envoy.filters.http.fault, istio-system.tagger, envoy.filters.http.router",
+            "sidecar virtualInbound: envoy.filters.http.cors, envoy.filters.http.fault, default.stats-high, default.stats-low, envoy.filters.http.router",
+            "sidecar virtualOutbound: istio-system.auth, envoy.filters.http.cors, envoy.filters.http.fault, default.stats-low, envoy.filters.http.router",
+        ],
+        "AUTHN first; STATS by priority, then UNSPECIFIED_PHASE; CLIENT is the gateway and outbound, SERVER inbound; \
+         selection by namespace (istio-system is mesh-wide) and labels"
+    );
+    compare_golden("wasm-plugins", &serde_json::Value::Object(golden));
 }

@@ -74,3 +74,54 @@ fn invalid_resources_are_left_out_and_the_rest_kept() {
     resources.extend(weft_crds::from_yaml(&format!("{VS}  hosts: [t]\n  http:\n  - route:\n    - destination: {{ host: nowhere }}\n")).expect("reads"));
     assert_eq!(validate(&resources).accepted.len(), good);
 }
+
+const WASM: &str = "apiVersion: extensions.istio.io/v1alpha1\nkind: WasmPlugin\nmetadata: { name: w, namespace: istio-system }\nspec:\n";
+const SHA: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
+#[test]
+fn a_wasm_plugin_in_weft_s_subset_is_valid() {
+    let spec = format!(
+        "  selector: {{ matchLabels: {{ istio: ingressgateway }} }}\n  url: http://10.0.0.1:8000/p.wasm\n  sha256: {SHA}\n  pluginName: root\n  pluginConfig: {{ a: {{ b: [1, {{ c: d }}] }} }}\n  phase: AUTHN\n  priority: 10\n  failStrategy: FAIL_OPEN\n  type: HTTP\n  vmConfig: {{ env: [ {{ name: A, value: x }}, {{ name: HOME, valueFrom: HOST }} ] }}\n  match: [ {{ mode: CLIENT }} ]\n"
+    );
+    assert_eq!(findings(&format!("{WASM}{spec}")), Vec::<String>::new());
+}
+
+#[test]
+fn wasm_plugin_module_urls() {
+    let url = |url: &str, extra: &str| findings(&format!("{WASM}  url: {url}\n{extra}"));
+    assert_eq!(url("oci://ghcr.io/x/p:1", ""), ["Error WFT0001 WasmPlugin/w spec.url"]);
+    assert_eq!(url("ghcr.io/x/p:1", ""), ["Error WFT0001 WasmPlugin/w spec.url"], "no scheme means OCI, as in Istio");
+    assert_eq!(url("https://m.example/p.wasm", &format!("  sha256: {SHA}\n")), ["Error WFT0001 WasmPlugin/w spec.url"]);
+    assert_eq!(url("http://10.0.0.1/p.wasm", ""), ["Error WFT0002 WasmPlugin/w spec.sha256"]);
+    assert_eq!(url("http://10.0.0.1/p.wasm", "  sha256: abc\n"), ["Error WFT0002 WasmPlugin/w spec.sha256"]);
+    assert_eq!(url("http://m.example/p.wasm", &format!("  sha256: {SHA}\n")), ["Error WFT0001 WasmPlugin/w spec.url"], "weft-proxy cannot fetch by name yet");
+    assert_eq!(url("file://p.wasm", ""), ["Error WFT0002 WasmPlugin/w spec.url"]);
+    assert_eq!(url("ftp://m.example/p.wasm", ""), ["Error WFT0002 WasmPlugin/w spec.url"]);
+    assert_eq!(url("file:///p.wasm", &format!("  sha256: {SHA}\n")), ["Warning WFT0001 WasmPlugin/w spec.sha256"], "not checked, but kept");
+    // The message says what to do instead.
+    let mut resources = bookinfo();
+    resources.extend(weft_crds::from_yaml(&format!("{WASM}  url: oci://ghcr.io/x/p:1\n")).expect("reads"));
+    let v = validate(&resources);
+    assert_eq!(v.findings[0].message.message.as_deref(), Some("OCI images are not supported by weft; use file:// or http://"));
+    assert!(v.index.wasm_plugins.is_empty(), "left out");
+}
+
+#[test]
+fn wasm_plugin_fields_weft_does_not_implement() {
+    let f = findings(&format!(
+        "{WASM}  url: file:///p.wasm\n  type: NETWORK\n  imagePullPolicy: Always\n  imagePullSecret: s\n  verificationKey: k\n  targetRefs: [ {{ kind: Gateway, name: g }} ]\n  match: [ {{ mode: SERVER, ports: [ {{ number: 8080 }} ] }} ]\n"
+    ));
+    assert_eq!(
+        f,
+        [
+            "Error WFT0001 WasmPlugin/w spec.imagePullPolicy",
+            "Error WFT0001 WasmPlugin/w spec.imagePullSecret",
+            "Error WFT0001 WasmPlugin/w spec.match[0].ports[0].number",
+            "Error WFT0001 WasmPlugin/w spec.targetRefs[0].kind",
+            "Error WFT0001 WasmPlugin/w spec.targetRefs[0].name",
+            "Error WFT0001 WasmPlugin/w spec.verificationKey",
+        ]
+    );
+    // A NETWORK plugin is reported once its fields are otherwise fine.
+    assert_eq!(findings(&format!("{WASM}  url: file:///p.wasm\n  type: NETWORK\n")), ["Error WFT0001 WasmPlugin/w spec.type"]);
+}
