@@ -39,14 +39,24 @@ pub fn fetch(remote: &xds_core::RemoteDataSource, path: &str, clusters: &HashMap
     let cluster = clusters.get(name).ok_or_else(|| ConfigError::new(format!("{upath}.cluster"), format!("unknown cluster {name}")))?;
     let timeout = uri.timeout.as_ref().map(crate::model::duration).unwrap_or(Duration::from_secs(5)).max(Duration::from_millis(1));
     let parsed: http::Uri = uri.uri.parse().map_err(|e| ConfigError::new(format!("{upath}.uri"), format!("invalid URI: {e}")))?;
-    let host = cluster.pick(None).ok_or_else(|| ConfigError::new(format!("{upath}.cluster"), format!("cluster {name} has no hosts")))?;
-    let body = get(host.addr(), &parsed, timeout).map_err(|e| ConfigError::new(format!("{upath}.uri"), format!("cannot fetch {}: {e}", uri.uri)))?;
+    // A DNS cluster that has not resolved yet (it arrived in the same
+    // update) is looked up here: compilation runs off the workers.
+    let addr = cluster.pick(None).map(|h| h.addr()).or_else(|| resolve(cluster));
+    let addr = addr.ok_or_else(|| ConfigError::new(format!("{upath}.cluster"), format!("cluster {name} has no hosts")))?;
+    let body = get(addr, &parsed, timeout).map_err(|e| ConfigError::new(format!("{upath}.uri"), format!("cannot fetch {}: {e}", uri.uri)))?;
     let got = super::engine::sha256_hex(&body);
     if got != sha {
         return Err(ConfigError::new(format!("{path}.sha256"), format!("the fetched module's sha256 is {got}, not {sha}")));
     }
     let _ = std::fs::create_dir_all(cache_dir()).and_then(|_| std::fs::write(&cached, &body));
     Ok(Bytes::from(body))
+}
+
+fn resolve(cluster: &Cluster) -> Option<std::net::SocketAddr> {
+    use std::net::ToSocketAddrs;
+    let (host, port) = cluster.dns.as_ref()?.names.first()?;
+    let addrs: Vec<_> = (host.as_str(), *port).to_socket_addrs().ok()?.collect();
+    addrs.iter().find(|a| a.is_ipv4()).or(addrs.first()).copied()
 }
 
 fn get(addr: std::net::SocketAddr, uri: &http::Uri, timeout: Duration) -> std::result::Result<Vec<u8>, String> {
