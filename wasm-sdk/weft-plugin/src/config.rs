@@ -13,6 +13,12 @@ pub fn from_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, serde_json::Err
     serde_json::from_slice(bytes)
 }
 
+/// [`from_json`] for `on_configure`: a configuration that does not parse
+/// is logged (at error level, with serde's reason) and gives `None`.
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Option<T> {
+    from_json(bytes).map_err(|e| crate::error!("invalid plugin configuration: {e}")).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

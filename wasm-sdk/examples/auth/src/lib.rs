@@ -49,16 +49,8 @@ struct Auth {
 
 impl RootContext for Auth {
     fn on_configure(&mut self, config: &[u8]) -> bool {
-        match config::from_json::<Config>(config) {
-            Ok(c) => {
-                self.config = Some(Rc::new(c));
-                true
-            }
-            Err(e) => {
-                weft_plugin::error!("auth: invalid configuration: {e}");
-                false
-            }
-        }
+        self.config = config::parse(config).map(Rc::new);
+        self.config.is_some()
     }
 
     fn new_http_context(&mut self, _id: u32) -> Option<Box<dyn HttpContext>> {
@@ -103,12 +95,13 @@ fn on_answer(answer: Result<Response, weft_plugin::CallFailed>) {
 
 impl HttpContext for Check {
     fn on_request_headers(&mut self, _: usize, _: bool) -> Action {
-        let authorization = REQUEST_HEADERS.get("authorization").unwrap_or_default();
-        let sent = HttpCall::new(&self.config.cluster)
+        let mut call = HttpCall::new(&self.config.cluster)
             .path(&self.config.path)
-            .header("authorization", &authorization)
-            .timeout(Duration::from_millis(self.config.timeout_ms))
-            .send(on_answer);
+            .timeout(Duration::from_millis(self.config.timeout_ms));
+        if let Some(authorization) = REQUEST_HEADERS.get("authorization") {
+            call = call.header("authorization", &authorization);
+        }
+        let sent = call.send(on_answer);
         if let Err(e) = sent {
             weft_plugin::warn!("auth: cannot call {}: {e}", self.config.cluster);
             deny();

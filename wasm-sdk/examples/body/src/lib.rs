@@ -57,16 +57,7 @@ struct Body {
 
 impl RootContext for Body {
     fn on_configure(&mut self, config: &[u8]) -> bool {
-        match config::from_json(config) {
-            Ok(c) => {
-                self.config = Rc::new(c);
-                true
-            }
-            Err(e) => {
-                weft_plugin::error!("body: invalid configuration: {e}");
-                false
-            }
-        }
+        config::parse(config).map(|c| self.config = Rc::new(c)).is_some()
     }
 
     fn new_http_context(&mut self, _id: u32) -> Option<Box<dyn HttpContext>> {

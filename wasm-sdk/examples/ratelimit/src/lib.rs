@@ -77,12 +77,8 @@ struct RateLimit {
 
 impl RootContext for RateLimit {
     fn on_configure(&mut self, config: &[u8]) -> bool {
-        let config: Config = match config::from_json(config) {
-            Ok(c) => c,
-            Err(e) => {
-                weft_plugin::error!("ratelimit: invalid configuration: {e}");
-                return false;
-            }
+        let Some(config) = config::parse::<Config>(config) else {
+            return false;
         };
         if let Err(e) = weft_plugin::set_tick_period(Duration::from_millis(config.refill_ms)) {
             weft_plugin::error!("ratelimit: cannot start the refill timer: {e}");
