@@ -18,7 +18,7 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use weft_e2e::proxy::repo_root;
 use weft_e2e::{free_port, Kind, Proxy, Request, Seen, Upstream};
 
-use crate::{describe, run, Outcome};
+use crate::{assert_same_on_both, describe, run, Outcome};
 
 const WASM: &str = include_str!("bootstraps/wasm.yaml");
 
@@ -77,7 +77,7 @@ async fn headers_plugin_matches_envoy() {
     let up = Upstream::start("up").await;
     let template = bootstrap("headers", HEADERS_CONFIG, &[]);
     let (ups, requests) = ([&up], headers_requests());
-    let out = same_on_both("request", |kind| run(kind, &template, &ups, &requests)).await;
+    let out = assert_same_on_both(&template, &ups, &requests).await;
 
     let seen = &out[0].upstream[0].1;
     for expected in ["x-mode: rewritten", "x-plugin: weft", "x-mixed-case: lowered", "x-multi: client", "x-multi: plugin"] {
@@ -101,7 +101,7 @@ async fn wasi_module_runs_like_the_plain_one() {
     let up = Upstream::start("up").await;
     let (ups, requests) = ([&up], headers_requests());
     let wasi = bootstrap("headers.wasi", HEADERS_CONFIG, &[]);
-    let out = same_on_both("request", |kind| run(kind, &wasi, &ups, &requests)).await;
+    let out = assert_same_on_both(&wasi, &ups, &requests).await;
     let plain = run(Kind::Envoy, &bootstrap("headers", HEADERS_CONFIG, &[]), &ups, &requests).await;
     assert_eq!(out, plain, "left wasip1, right wasm32-unknown-unknown");
 }
@@ -225,8 +225,7 @@ async fn auth_plugin_matches_envoy() {
 async fn auth_plugin_denies_when_the_service_is_down() {
     let up = Upstream::start("up").await;
     let template = bootstrap("auth", r#"{"cluster":"authz"}"#, &[]);
-    let (ups, requests) = ([&up], vec![Request::get("/").header("authorization", "Bearer alice-token")]);
-    let out = same_on_both("request", |kind| run(kind, &template, &ups, &requests)).await;
+    let out = assert_same_on_both(&template, &[&up], &[Request::get("/").header("authorization", "Bearer alice-token")]).await;
     assert_eq!(out[0].response.status, 403);
     assert!(out[0].upstream.is_empty());
 }
@@ -251,7 +250,7 @@ async fn ratelimit_plugin_limits_per_client_like_envoy() {
         Request::get("/"),
     ];
     let ups = [&up];
-    let out = same_on_both("request", |kind| run(kind, &template, &ups, &requests)).await;
+    let out = assert_same_on_both(&template, &ups, &requests).await;
     let statuses: Vec<u16> = out.iter().map(|o| o.response.status).collect();
     assert_eq!(statuses, [200, 200, 429, 200, 200, 200, 429]);
     assert_eq!(out[2].response.body_str(), "rate limited\n");
@@ -284,13 +283,13 @@ async fn body_plugin_rewrites_like_envoy() {
     let (ups, requests) = ([&up], vec![Request::get("/x"), Request::get("/direct"), Request::get("/x").method("HEAD")]);
     // The length changes: content-length goes, the proxy frames the body.
     let template = bootstrap("body", r#"{"find":"up","replace":"the upstream"}"#, &[]);
-    let out = same_on_both("request", |kind| run(kind, &template, &ups, &requests)).await;
+    let out = assert_same_on_both(&template, &ups, &requests).await;
     assert_eq!(out[0].response.body_str(), "the upstream");
     assert_eq!(header(&out[0], "content-length"), None);
     assert_eq!(out[1].response.body_str(), "direct answer");
     // The length stays: content-length stays.
     let template = bootstrap("body", r#"{"uppercase":true}"#, &[]);
-    let out = same_on_both("request", |kind| run(kind, &template, &ups, &requests)).await;
+    let out = assert_same_on_both(&template, &ups, &requests).await;
     assert_eq!(out[0].response.body_str(), "UP");
     assert_eq!(header(&out[0], "content-length"), Some("2"));
     assert_eq!(out[1].response.body_str(), "DIRECT ANSWER");
@@ -356,8 +355,7 @@ async fn metrics_plugin_exports_like_envoy() {
 async fn upstream_sdk_http_headers_matches_envoy() {
     let up = Upstream::start("up").await;
     let template = bootstrap("upstream_http_headers", "", &[]);
-    let (ups, requests) = ([&up], vec![Request::get("/hello"), Request::get("/other")]);
-    let out = same_on_both("request", |kind| run(kind, &template, &ups, &requests)).await;
+    let out = assert_same_on_both(&template, &[&up], &[Request::get("/hello"), Request::get("/other")]).await;
     assert_eq!(out[0].response.body_str(), "Hello, World!\n");
     assert_eq!(header(&out[0], "hello"), Some("World"));
     assert!(out[0].upstream.is_empty());
@@ -373,8 +371,7 @@ async fn upstream_sdk_http_auth_random_matches_envoy() {
     for (name, status) in [("bob", 200), ("alice", 403)] {
         let httpbin = Upstream::start(name).await;
         let template = bootstrap("upstream_http_auth_random", "", &[("httpbin", httpbin.port())]);
-        let (ups, requests) = ([&up, &httpbin], vec![Request::get("/")]);
-        let out = same_on_both("request", |kind| run(kind, &template, &ups, &requests)).await;
+        let out = assert_same_on_both(&template, &[&up, &httpbin], &[Request::get("/")]).await;
         assert_eq!(out[0].response.status, status, "httpbin answering {name:?}");
         assert!(out[0].upstream.iter().any(|(u, seen)| u == name && seen.starts_with("GET /bytes/1\n")), "{:?}", out[0].upstream);
         assert_eq!(header(&out[0], "powered-by"), Some("proxy-wasm"));
@@ -386,12 +383,10 @@ async fn upstream_sdk_http_body_matches_envoy() {
     let up = Upstream::start("up").await;
     let secret = Upstream::start("top secret").await;
     let template = bootstrap("upstream_http_body", "", &[]).replace("${UP_up}", "${UP_top secret}");
-    let (ups, requests) = ([&secret], vec![Request::get("/")]);
-    let out = same_on_both("request", |kind| run(kind, &template, &ups, &requests)).await;
+    let out = assert_same_on_both(&template, &[&secret], &[Request::get("/")]).await;
     assert_eq!(out[0].response.body_str(), "Original message body (10 bytes) redacted.\n");
     let template = bootstrap("upstream_http_body", "", &[]);
-    let (ups, requests) = ([&up], vec![Request::get("/")]);
-    let out = same_on_both("request", |kind| run(kind, &template, &ups, &requests)).await;
+    let out = assert_same_on_both(&template, &[&up], &[Request::get("/")]).await;
     assert_eq!(out[0].response.body_str(), "up");
 }
 
@@ -399,8 +394,7 @@ async fn upstream_sdk_http_body_matches_envoy() {
 async fn upstream_sdk_http_config_matches_envoy() {
     let up = Upstream::start("up").await;
     let template = bootstrap("upstream_http_config", "hello from the config", &[]);
-    let (ups, requests) = ([&up], vec![Request::get("/"), Request::get("/direct")]);
-    let out = same_on_both("request", |kind| run(kind, &template, &ups, &requests)).await;
+    let out = assert_same_on_both(&template, &[&up], &[Request::get("/"), Request::get("/direct")]).await;
     for o in &out {
         assert_eq!(header(o, "custom-header"), Some("hello from the config"));
     }
