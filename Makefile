@@ -8,9 +8,12 @@ ENVOY := $(VENV)/bin/envoy
 ENVOY_VERSION := 1.40.0
 APT_PACKAGES := cmake clang libclang-dev python3-venv openssl
 BENCH_PACKAGES := wrk nginx-light
+# The wasm32 toolchain when rustup has no wasm32 targets (see `wasm`).
+WASM_PACKAGES := rustc-web cargo-web rust-web-src lld wasi-libc
+WASM_TARGETS := wasm32-unknown-unknown wasm32-wasip1
 export ENVOY_BIN := $(abspath $(ENVOY))
 
-.PHONY: all deps bench-deps build test fuzz demo demo-proxy bench crds clean
+.PHONY: all deps bench-deps build test fuzz wasm demo demo-proxy bench crds clean
 
 FUZZ_SECONDS ?= 30
 # cargo-fuzz needs nightly flags; RUSTC_BOOTSTRAP lets the stable toolchain
@@ -48,10 +51,21 @@ fuzz:
 	cd fuzz && $(FUZZ) run --sanitizer none -O request_routing corpus/request_routing -- -max_total_time=$(FUZZ_SECONDS)
 	cd fuzz && $(FUZZ) run --sanitizer none -O client_hello corpus/client_hello -- -max_total_time=$(FUZZ_SECONDS)
 
+# proxy-wasm plugins (wasm-sdk/) to target/wasm/*.wasm, for the e2e tests.
+# rustup's wasm32 targets when they are installed; otherwise Debian's
+# rustc-web building std from source (wasm-sdk/README.md has both routes).
+wasm:
+	@for t in $(WASM_TARGETS); do rustup target list --installed 2>/dev/null | grep -qx $$t || debian=1; done; \
+	if [ -n "$$debian" ]; then $(MAKE) --no-print-directory deps APT_PACKAGES="$(WASM_PACKAGES)"; fi
+	@./wasm-sdk/build.sh
+
 # Ends with one "N passed, N failed" line summing every test binary (cargo
 # prints a line per binary, and the last one is often an empty doc-test run).
-test: deps $(ENVOY) build fuzz
-	@set -o pipefail; $(CARGO) test --workspace --no-fail-fast 2>&1 | tee target/test.log; status=$$?; \
+# The plugin SDK's own workspace (wasm-sdk/) is tested on the host too.
+test: deps $(ENVOY) build fuzz wasm
+	@set -o pipefail; { $(CARGO) test --workspace --no-fail-fast; s=$$?; \
+	  (cd wasm-sdk && CARGO_TARGET_DIR=../target/wasm-build $(CARGO) test --workspace --no-fail-fast) || s=1; exit $$s; } \
+	  2>&1 | tee target/test.log; status=$$?; \
 	awk '/^test result:/ { p += $$4; f += $$6 } END { printf "%d passed, %d failed\n", p, f }' target/test.log; \
 	exit $$status
 
