@@ -21,6 +21,7 @@ mod malformed_http;
 mod traffic_bookinfo;
 mod traffic_drain;
 mod wasm_host;
+mod wasm_testkit;
 mod wasm_plugins;
 mod xds_ads;
 mod xds_standalone;

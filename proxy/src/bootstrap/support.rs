@@ -20,7 +20,8 @@ pub struct Unsupported {
 const SUPPORTED: &[(&str, &[&str])] = &[
     (
         "envoy.config.bootstrap.v3.Bootstrap",
-        &["node", "static_resources", "dynamic_resources", "admin"],
+        // stats_flush_interval: accepted; weft-proxy's stats are always current.
+        &["node", "static_resources", "dynamic_resources", "admin", "stats_flush_interval"],
     ),
     ("envoy.config.bootstrap.v3.Bootstrap.DynamicResources", &["lds_config", "cds_config", "ads_config"]),
     ("envoy.config.core.v3.ConfigSource", &["path", "path_config_source", "ads", "resource_api_version"]),

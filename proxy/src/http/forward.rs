@@ -17,7 +17,7 @@ use pingora_core::protocols::http::HttpTask;
 use pingora_core::protocols::http::ServerSession;
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use super::local::{finish_response_headers, Finish, LocalReply};
+use super::local::{edit_response_headers, frame_body, stamp_response_headers, Finish, LocalReply};
 use super::xff;
 use crate::model::header::Headers;
 use crate::model::header::HeaderMutations;
@@ -351,7 +351,11 @@ fn shadow(mirror: &Mirror, req: &RequestHeader, body: &Bytes, timeout: Option<Du
 /// attempt through the cluster, the whole response read, bounded by
 /// `timeout` (none when zero).
 pub async fn call(cluster: &Cluster, mut req: RequestHeader, body: Bytes, timeout: Duration) -> Result<(ResponseHeader, Bytes), String> {
-    let _ = req.insert_header(header::CONTENT_LENGTH, body.len().to_string());
+    if !body.is_empty() {
+        let _ = req.insert_header(header::CONTENT_LENGTH, body.len().to_string());
+    }
+    // Envoy's async client marks its requests internal.
+    let _ = req.insert_header("x-envoy-internal", HeaderValue::from_static("true"));
     if !timeout.is_zero() {
         let _ = req.insert_header("x-envoy-expected-rq-timeout-ms", timeout.as_millis().to_string());
     }
@@ -376,14 +380,32 @@ pub async fn call(cluster: &Cluster, mut req: RequestHeader, body: Bytes, timeou
                 upstream::checkin(x.upstream, x.pool, x.budget).await;
                 Ok((resp, body.freeze()))
             }
-            Outcome::Failed(f) => Err(format!("{f:?}")),
+            // What the router would have answered, as Envoy's async
+            // client hands it to the caller.
+            Outcome::Failed(f) => synthesized(match f {
+                Failure::NoHost => (503, "no healthy upstream"),
+                Failure::Overflow => (503, "upstream connect error or disconnect/reset before headers. reset reason: overflow"),
+                Failure::Connect => (503, "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"),
+                Failure::PerTryTimeout => (504, "upstream request timeout"),
+                Failure::Reset => (503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination"),
+            }),
         }
     };
     if timeout.is_zero() {
         attempt.await
     } else {
-        tokio::time::timeout(timeout, attempt).await.map_err(|_| "timeout".to_string())?
+        match tokio::time::timeout(timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => synthesized((504, "upstream request timeout")),
+        }
     }
+}
+
+fn synthesized((status, body): (u16, &'static str)) -> Result<(ResponseHeader, Bytes), String> {
+    let mut resp = ResponseHeader::build(status, Some(2)).map_err(|e| e.to_string())?;
+    let _ = resp.insert_header(header::CONTENT_LENGTH, body.len().to_string());
+    let _ = resp.insert_header(header::CONTENT_TYPE, "text/plain");
+    Ok((resp, Bytes::from_static(body.as_bytes())))
 }
 
 /// A retry's wait: fully jittered exponential back-off, as Envoy computes it.
@@ -619,7 +641,7 @@ async fn stream_response(
     resp.remove_matching(|name| HOP_BY_HOP.contains(&name));
     let service_ms = start.elapsed().as_millis().to_string();
     let _ = resp.insert_header("x-envoy-upstream-service-time", service_ms);
-    finish_response_headers(manager, &mut resp, finish);
+    edit_response_headers(&mut resp, finish);
     // Plugins see the response after the route's and the filters' edits.
     let mut plugins = crate::wasm::Encoder::new(&finish.edits.wasm);
     if !plugins.is_empty() {
@@ -627,7 +649,9 @@ async fn stream_response(
         if let Err(reply) = plugins.headers(&mut resp, end).await {
             return reply.send(manager, session, Finish::new(&[], finish.edits)).await;
         }
+        frame_body(&mut resp, session, !end);
     }
+    stamp_response_headers(manager, &mut resp);
     let mut header = Some(resp);
     loop {
         let (upstream, ..) = held.as_mut()?;

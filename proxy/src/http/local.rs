@@ -39,13 +39,13 @@ impl LocalReply {
     /// Returns the status sent.
     pub async fn send(self, manager: &HttpManager, session: &mut ServerSession, finish: Finish<'_>) -> Option<u16> {
         let mut resp = ResponseHeader::build(self.status, Some(4)).ok()?;
-        if !self.body.is_empty() {
-            resp.insert_header(header::CONTENT_TYPE, "text/plain")
-                .ok()?;
-        }
         // Envoy ends an empty HTTP/2 reply on its headers, with no length.
         if !(self.body.is_empty() && session.is_http2()) {
             resp.insert_header(header::CONTENT_LENGTH, self.body.len().to_string())
+                .ok()?;
+        }
+        if !self.body.is_empty() && !self.extra_headers.iter().any(|(k, _)| k == header::CONTENT_TYPE) {
+            resp.insert_header(header::CONTENT_TYPE, "text/plain")
                 .ok()?;
         }
         if let Some(location) = self.location {
@@ -57,7 +57,7 @@ impl LocalReply {
         for m in finish.levels.iter().copied().chain(self.mutations.as_deref()) {
             m.apply(&mut resp);
         }
-        finish_response_headers(manager, &mut resp, Finish { levels: &[], ..finish });
+        edit_response_headers(&mut resp, Finish { levels: &[], ..finish });
         let mut body = self.body;
         let mut plugins = crate::wasm::Encoder::new(&finish.edits.wasm);
         if !plugins.is_empty() {
@@ -73,7 +73,9 @@ impl LocalReply {
                     resp.insert_header(header::CONTENT_LENGTH, body.len().to_string()).ok()?;
                 }
             }
+            frame_body(&mut resp, session, !body.is_empty());
         }
+        stamp_response_headers(manager, &mut resp);
         let status = resp.status.as_u16();
         session.write_response_header(Box::new(resp)).await.ok()?;
         session.write_response_body(body, true).await.ok()?;
@@ -101,13 +103,28 @@ impl<'a> Finish<'a> {
 
 /// What every response gets on its way out: the route's header mutations,
 /// then the filters' edits (Envoy's encoder filters run after the router
-/// finalized the headers), `date` when missing and `server` overwritten,
-/// as Envoy's defaults do.
-pub fn finish_response_headers(manager: &HttpManager, resp: &mut ResponseHeader, finish: Finish<'_>) {
+/// finalized the headers). Plugins see the result; `stamp_response_headers`
+/// comes after them.
+pub fn edit_response_headers(resp: &mut ResponseHeader, finish: Finish<'_>) {
     for m in finish.levels {
         m.apply(resp);
     }
     finish.edits.apply(resp);
+}
+
+/// A plugin that dropped `content-length` from a response with a body
+/// (to change its length): HTTP/1.1 then needs chunked framing, as Envoy
+/// sends it.
+pub fn frame_body(resp: &mut ResponseHeader, session: &ServerSession, body: bool) {
+    let framed = resp.headers.contains_key(header::CONTENT_LENGTH) || resp.headers.contains_key(header::TRANSFER_ENCODING);
+    if body && !framed && !session.is_http2() {
+        let _ = resp.insert_header(header::TRANSFER_ENCODING, "chunked");
+    }
+}
+
+/// What the codec adds last, after every filter: `date` when missing and
+/// `server` overwritten, as Envoy's defaults do.
+pub fn stamp_response_headers(manager: &HttpManager, resp: &mut ResponseHeader) {
     if !resp.headers.contains_key(header::DATE) {
         let now = httpdate();
         let _ = resp.insert_header(header::DATE, now);

@@ -261,6 +261,20 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             Ok(give(&mut caller, &data[start..end], ptr_out, size_out)? as i32)
         },
     )?;
+    linker.func_wrap("env", "proxy_get_buffer_status", |mut caller: C<'_>, kind: i32, len_out: i32, flags_out: i32| -> R {
+        let host = caller.data_mut();
+        let len = match BufferType::from_i32(kind) {
+            Some(BufferType::PluginConfiguration) => host.plugin.upgrade().map(|p| p.configuration.len()),
+            Some(BufferType::VmConfiguration) => host.plugin.upgrade().map(|p| p.vm_configuration.len()),
+            Some(BufferType::CallResponseBody) => host.call_response.as_ref().map(|c| c.body.len()),
+            Some(BufferType::RequestBody) => host.stream().and_then(|s| s.request_body.as_ref()).map(|b| b.len()),
+            Some(BufferType::ResponseBody) => host.stream().and_then(|s| s.response_body.as_ref()).map(|b| b.len()),
+            None => return Ok(Status::BadArgument as i32),
+        };
+        let Some(len) = len else { return Ok(Status::NotFound as i32) };
+        let ok = put_u32(&mut caller, len_out, len as u32) && put_u32(&mut caller, flags_out, 0);
+        Ok(if ok { Status::Ok } else { Status::InvalidMemoryAccess } as i32)
+    })?;
     linker.func_wrap(
         "env",
         "proxy_set_buffer_bytes",

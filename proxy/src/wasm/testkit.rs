@@ -11,8 +11,8 @@
 //!     .callout("auth", |req| if req.header("authorization") == Some("Bearer ok") { Reply::new(200) } else { Reply::new(401) })
 //!     .start()
 //!     .unwrap();
-//! let denied = plugin.request("GET", "/", &[], b"").reply().unwrap();
-//! assert_eq!(denied.status, 403);
+//! let exchange = plugin.request("GET", "/", &[], b"");
+//! assert_eq!(exchange.reply().map(|r| r.status), Some(403));
 //! ```
 
 use std::collections::HashMap;

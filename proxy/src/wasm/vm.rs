@@ -62,6 +62,8 @@ pub static FAILURES: AtomicU64 = AtomicU64::new(0);
 pub static CREATED: AtomicU64 = AtomicU64::new(0);
 
 type F<P, R> = Option<TypedFunc<P, R>>;
+/// A stream callback: (context, size, end_of_stream) → action.
+type StreamFn = F<(i32, i32, i32), i32>;
 
 /// The callbacks the plugin exports (missing ones are skipped).
 struct Exports {
@@ -70,10 +72,10 @@ struct Exports {
     configure: F<(i32, i32), i32>,
     tick: F<i32, ()>,
     queue_ready: F<(i32, i32), ()>,
-    request_headers: F<(i32, i32, i32), i32>,
-    request_body: F<(i32, i32, i32), i32>,
-    response_headers: F<(i32, i32, i32), i32>,
-    response_body: F<(i32, i32, i32), i32>,
+    request_headers: StreamFn,
+    request_body: StreamFn,
+    response_headers: StreamFn,
+    response_body: StreamFn,
     http_call_response: F<(i32, i32, i32, i32, i32), ()>,
     done: F<i32, i32>,
     log: F<i32, ()>,
@@ -252,7 +254,7 @@ impl Vm {
     /// Runs a stream callback with the stream's data in the store.
     pub fn stream_callback(&mut self, data: &mut Option<StreamData>, phase: Phase, size: usize, end_of_stream: bool) -> Result<Action, Failed> {
         let Some(context) = data.as_ref().map(|d| d.context) else { return Ok(Action::Continue) };
-        let pick: fn(&Exports) -> &F<(i32, i32, i32), i32> = match phase {
+        let pick: fn(&Exports) -> &StreamFn = match phase {
             Phase::RequestHeaders => |f| &f.request_headers,
             Phase::RequestBody => |f| &f.request_body,
             Phase::ResponseHeaders => |f| &f.response_headers,
