@@ -99,7 +99,7 @@ bench-deps:
 # weft-proxy vs Envoy (and nginx, and no proxy) side by side; see
 # e2e/src/bin/weft-bench.rs for what is measured. BENCH_SECONDS, BENCH_RATE
 # and BENCH_ROUNDS tune it.
-bench: deps bench-deps $(ENVOY)
+bench: deps bench-deps $(ENVOY) wasm
 	$(CARGO) build --release -p weft-proxy -p weft-operator -p weft-e2e --bins
 	WEFT_PROFILE=release ./target/release/weft-bench
 	./target/release/weft-push-bench
