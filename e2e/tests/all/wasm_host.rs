@@ -185,3 +185,17 @@ async fn runaway_plugins_are_stopped_and_replaced() {
     assert_eq!(failures, Some(3.0));
 }
 
+
+#[tokio::test]
+async fn a_module_that_does_not_compile_is_rejected_like_envoy() {
+    let up = Upstream::start("up").await;
+    let garbage = std::env::temp_dir().join(format!("weft-garbage-{}.wasm", std::process::id()));
+    std::fs::write(&garbage, b"\0asm\x01\0\0\0this is not a module").expect("write");
+    let text = bootstrap(&garbage, CONFIGURED);
+    for kind in Kind::BOTH {
+        assert!(Proxy::start(kind, &text, &[&up]).await.is_err(), "{kind:?} started with a module that does not compile");
+    }
+    let (ok, weft) = weft_e2e::proxy::validate(Kind::Weft, &weft_e2e::proxy::render(&text, 1, 2, &[&up]));
+    assert!(!ok);
+    assert!(weft.contains("vm_config.code") && weft.contains("invalid wasm module"), "{weft}");
+}
