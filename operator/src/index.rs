@@ -8,7 +8,7 @@
 
 pub mod wasm_plugin;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use weft_crds::common::Labels;
 use weft_crds::networking::service_entry::{Location, Resolution, ServicePort};
@@ -105,6 +105,10 @@ pub struct Index {
     /// By host.
     pub services: BTreeMap<String, Service>,
     pub virtual_services: Vec<Rule<VirtualServiceSpec>>,
+    /// Host (as written, and qualified) → the VirtualServices bound to the
+    /// sidecars ("mesh") that name it, as indices into `virtual_services`
+    /// in their order: translating a sidecar looks up every service's host.
+    pub mesh_virtual_services: HashMap<String, Vec<usize>>,
     pub destination_rules: Vec<Rule<DestinationRuleSpec>>,
     pub gateways: Vec<Rule<GatewaySpec>>,
     /// By priority (highest first), then namespace/name: each phase's
@@ -204,6 +208,20 @@ impl Index {
         index.destination_rules.sort_by(|a, b| a.key.cmp(&b.key));
         index.gateways.sort_by(|a, b| a.key.cmp(&b.key));
         index.wasm_plugins.sort_by(Plugin::order);
+        for (i, vs) in index.virtual_services.iter().enumerate() {
+            let for_mesh = vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh");
+            if !for_mesh {
+                continue;
+            }
+            for h in &vs.spec.hosts {
+                for name in [qualify(h, &vs.key.namespace), h.clone()] {
+                    let list = index.mesh_virtual_services.entry(name).or_default();
+                    if list.last() != Some(&i) {
+                        list.push(i);
+                    }
+                }
+            }
+        }
         for (i, r) in index.destination_rules.iter().enumerate() {
             if let Some(service) = index.service(&r.spec.host, &r.key.namespace) {
                 let host = service.host.clone();

@@ -236,14 +236,8 @@ fn host_matches(sh: &str, h: &str) -> bool {
 /// The routes of the first VirtualService (by namespace/name) bound to the
 /// sidecars ("mesh") for `host`; `None` when there is none.
 fn mesh_routes(scope: &Scope<'_>, host: &str, _service_namespace: &str) -> Option<Vec<xds_route::Route>> {
-    scope.index.virtual_services.iter().find_map(|vs| {
-        let for_mesh = vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh");
-        let names_host = vs.spec.hosts.iter().any(|h| crate::index::qualify(h, &vs.key.namespace) == host || h == host);
-        if !(for_mesh && names_host) {
-            return None;
-        }
-        route::routes(scope, vs).ok()
-    })
+    let candidates = scope.index.mesh_virtual_services.get(host)?;
+    candidates.iter().find_map(|&i| route::routes(scope, &scope.index.virtual_services[i]).ok())
 }
 
 /// The names a service answers to on `port`: its host, and for a proxy in
