@@ -13,11 +13,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use weft_e2e::client::send_to;
-use weft_e2e::mesh::{bootstrap, Identity, Operator};
-use weft_e2e::{free_port, replace_file, Kind, Proxy, Request, Upstream};
+use weft_e2e::mesh::{until_body, Identity, Operator};
+use weft_e2e::{free_port, replace_file, Kind, Request, Upstream};
 
 const ENTRIES: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -81,19 +81,6 @@ spec:
     route: [ { destination: { host: rr.localhost } } ]
 "#;
 
-/// Sends until the body is `body`; returns how long it took.
-async fn until_body(addr: SocketAddr, req: &Request, body: &str, what: &str) -> Duration {
-    let start = Instant::now();
-    loop {
-        let r = send_to(addr, req).await;
-        if r.as_ref().is_ok_and(|o| o.body_str() == body) {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "{what}: not {body:?} within 10 s (last: {r:?})");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 async fn scenario(kind: Kind, a: &Upstream, b: &Upstream, c: &Upstream) -> Vec<String> {
     let gw_port = free_port();
     let dir: PathBuf = std::env::temp_dir().join(format!("weft-e2e-dns-{}-{kind:?}", std::process::id()));
@@ -105,13 +92,9 @@ async fn scenario(kind: Kind, a: &Upstream, b: &Upstream, c: &Upstream) -> Vec<S
     };
     replace_file(&dir, "entries.yaml", &entries(a));
     let operator = Operator::start(&dir).await.unwrap_or_else(|e| panic!("{e}"));
-    let start = |id: Identity<'_>| {
-        let template = bootstrap(&id, operator.xds_port, None).unwrap_or_else(|e| panic!("{e}"));
-        async move { Proxy::start(kind, &template, &[]).await.unwrap_or_else(|e| panic!("{e}")) }
-    };
-    let _gateway = start(Identity { role: "gateway", workload: "ingress", namespace: "istio-system", ip: "127.0.0.1", labels: &[("istio", "ingressgateway")] }).await;
+    let _gateway = operator.proxy(kind, &Identity::INGRESS_GATEWAY).await;
     let sidecar_ip = "127.202.0.1";
-    let _sidecar = start(Identity { role: "sidecar", workload: "app", namespace: "default", ip: sidecar_ip, labels: &[("app", "app")] }).await;
+    let _sidecar = operator.proxy(kind, &Identity { role: "sidecar", workload: "app", namespace: "default", ip: sidecar_ip, labels: &[("app", "app")] }).await;
 
     let what = format!("{kind:?}");
     let gw: SocketAddr = format!("127.0.0.1:{gw_port}").parse().expect("addr");
