@@ -42,6 +42,7 @@ impl std::fmt::Display for Key {
 /// One address serving a service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instance {
+    /// An IP address, or for DNS services a host name the proxies resolve.
     pub address: String,
     pub labels: Labels,
     /// Service port name → endpoint port (WorkloadEntry `ports`).
@@ -68,6 +69,17 @@ impl Instance {
     fn from_entry(e: &WorkloadEntrySpec) -> Option<Instance> {
         Some(Instance { address: e.address.clone()?, labels: e.labels.clone(), ports: e.ports.clone(), weight: e.weight })
     }
+
+    /// A DNS ServiceEntry without endpoints or selector: its host itself,
+    /// on each port's target port (istiod's conversion).
+    fn from_host(host: &str) -> Instance {
+        Instance { address: host.to_string(), labels: Labels::new(), ports: BTreeMap::new(), weight: None }
+    }
+
+    /// Whether the address is an IP address (not a name to resolve).
+    pub fn has_ip(&self) -> bool {
+        self.address.parse::<std::net::IpAddr>().is_ok()
+    }
 }
 
 /// A service of the registry.
@@ -91,6 +103,18 @@ impl Service {
     pub fn port(&self, number: u32) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.number == number)
     }
+
+    /// Whether the proxies resolve the instances' names themselves
+    /// (`DNS`, `DNS_ROUND_ROBIN`) rather than receive addresses over EDS.
+    pub fn resolves_by_dns(&self) -> bool {
+        is_dns(self.resolution)
+    }
+}
+
+/// `DNS` and `DNS_ROUND_ROBIN`: the resolutions whose clusters resolve
+/// names (`DYNAMIC_DNS` resolves per request and is not supported).
+pub fn is_dns(resolution: Resolution) -> bool {
+    matches!(resolution, Resolution::Dns | Resolution::DnsRoundRobin)
 }
 
 /// A rule and where it came from.
@@ -173,6 +197,10 @@ impl Index {
                         }
                         None => spec.endpoints.iter().filter_map(Instance::from_entry).collect(),
                     };
+                    let resolution = spec.resolution.unwrap_or(Resolution::None);
+                    // Without endpoints or selector, a DNS entry's hosts are
+                    // their own endpoints.
+                    let by_host = is_dns(resolution) && spec.endpoints.is_empty() && spec.workload_selector.is_none();
                     for host in &spec.hosts {
                         index.services.insert(
                             host.clone(),
@@ -180,9 +208,9 @@ impl Index {
                                 host: host.clone(),
                                 namespace: namespace.clone(),
                                 ports: spec.ports.clone(),
-                                resolution: spec.resolution.unwrap_or(Resolution::None),
+                                resolution,
                                 external: spec.location != Some(Location::MeshInternal),
-                                instances: instances.clone(),
+                                instances: if by_host { vec![Instance::from_host(host)] } else { instances.clone() },
                             },
                         );
                     }
