@@ -233,6 +233,7 @@ pub async fn watch(dir: PathBuf, hub: Arc<Hub>, statuses: crate::status::Statuse
     loop {
         let started = std::time::Instant::now();
         let (paths, rescan) = std::mem::take(&mut *heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        tracing::debug!(whole, rescan, paths = paths.len(), "reading the directory");
         let changed = if whole || rescan { workspace.refresh(&dir) } else { workspace.refresh_paths(&dir, &paths) };
         if changed {
             let read = started.elapsed();

@@ -15,6 +15,7 @@ pub mod node;
 pub mod server;
 pub mod snapshot;
 pub mod sotw;
+pub mod wire;
 #[cfg(test)]
 mod testing;
 

@@ -69,7 +69,7 @@ fn main() -> Result<()> {
             .with_context(|| format!("start {}", binary.display()))?,
     );
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let result = rt.block_on(run(&dir, xds_port, services, proxies, rounds));
+    let result = rt.block_on(run(&dir, xds_port, services, proxies, rounds, operator.0.id()));
     // The simulated proxies go first, then the operator, then its files.
     rt.shutdown_background();
     drop(operator);
@@ -80,7 +80,16 @@ fn main() -> Result<()> {
 /// Route configuration versions as proxies ACK them: (proxy, version, when).
 type Acks = mpsc::UnboundedSender<(usize, String, Instant)>;
 
-async fn run(dir: &Path, xds_port: u16, services: usize, proxies: usize, rounds: usize) -> Result<()> {
+/// A process's CPU time (user + system), from /proc.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let fields: Vec<&str> = stat.rsplit(')').next().unwrap_or_default().split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // After the command: state is field 0, utime 11, stime 12 (clock ticks of 10 ms).
+    (ticks(11) + ticks(12)) / 100.0
+}
+
+async fn run(dir: &Path, xds_port: u16, services: usize, proxies: usize, rounds: usize, operator: u32) -> Result<()> {
     wait_port(xds_port).await?;
     let (tx, mut acks) = mpsc::unbounded_channel();
     let started = Instant::now();
@@ -103,6 +112,7 @@ async fn run(dir: &Path, xds_port: u16, services: usize, proxies: usize, rounds:
     }
     let initial = started.elapsed();
     let mut latencies = Vec::new();
+    let cpu_before = cpu_seconds(operator);
     for round in 0..rounds {
         tokio::time::sleep(Duration::from_millis(200)).await;
         while acks.try_recv().is_ok() {}
@@ -123,6 +133,9 @@ async fn run(dir: &Path, xds_port: u16, services: usize, proxies: usize, rounds:
         }
         latencies.push(last.duration_since(t0));
     }
+    // Includes the operator's idle polling between rounds (a stat of each
+    // file once a second), a small part.
+    let cpu_per_push = (cpu_seconds(operator) - cpu_before) / rounds.max(1) as f64;
     latencies.sort();
     let q = |f: f64| latencies[((latencies.len() as f64 * f).ceil() as usize).clamp(1, latencies.len()) - 1];
     println!();
@@ -131,6 +144,7 @@ async fn run(dir: &Path, xds_port: u16, services: usize, proxies: usize, rounds:
     println!("  file change -> all ACKed p50  {:>8.1} ms", q(0.50).as_secs_f64() * 1e3);
     println!("  file change -> all ACKed p99  {:>8.1} ms  [< 100]", q(0.99).as_secs_f64() * 1e3);
     println!("  max                           {:>8.1} ms", latencies.last().copied().unwrap_or_default().as_secs_f64() * 1e3);
+    println!("  operator CPU per push         {:>8.1} ms  (translation and every proxy's responses)", cpu_per_push * 1e3);
     if std::env::var_os("PUSH_VERBOSE").is_some() {
         println!("  all (ms): {:?}", latencies.iter().map(|l| l.as_millis()).collect::<Vec<_>>());
     }

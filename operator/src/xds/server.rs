@@ -7,18 +7,14 @@ use std::sync::Arc;
 
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::{ReceiverStream, TcpListenerStream};
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Status, Streaming};
 use weft_envoy_api::pb::envoy::config::core::v3::Node;
-use weft_envoy_api::pb::envoy::service::discovery::v3::aggregated_discovery_service_server::{
-    AggregatedDiscoveryService, AggregatedDiscoveryServiceServer,
-};
-use weft_envoy_api::pb::envoy::service::discovery::v3::{
-    DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse,
-};
+use weft_envoy_api::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest};
 
 use super::hub::Hub;
 use super::node::Proxy;
 use super::snapshot::Snapshot;
+use super::wire::{AdsServer, Outgoing};
 use super::{delta, sotw, Event};
 
 /// A stream protocol's state machine, as the stream task drives it.
@@ -36,7 +32,7 @@ trait Protocol: Default + Send + 'static {
 
 impl Protocol for sotw::Stream {
     type Request = DiscoveryRequest;
-    type Response = DiscoveryResponse;
+    type Response = Outgoing;
     fn node(req: &DiscoveryRequest) -> Option<&Node> {
         req.node.as_ref()
     }
@@ -44,10 +40,10 @@ impl Protocol for sotw::Stream {
         &mut self,
         req: &DiscoveryRequest,
         snapshot: &Snapshot,
-    ) -> (Vec<DiscoveryResponse>, Option<Event>) {
+    ) -> (Vec<Outgoing>, Option<Event>) {
         sotw::Stream::on_request(self, req, snapshot)
     }
-    fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
+    fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<Outgoing> {
         sotw::Stream::on_snapshot(self, snapshot)
     }
 }
@@ -75,7 +71,7 @@ trait Summary {
     fn summary(&self) -> String;
 }
 
-impl Summary for DiscoveryResponse {
+impl Summary for Outgoing {
     fn summary(&self) -> String {
         format!("{} version={} nonce={} resources={}", self.type_url, self.version_info, self.nonce, self.resources.len())
     }
@@ -108,27 +104,16 @@ impl Ads {
     }
 }
 
-#[tonic::async_trait]
-impl AggregatedDiscoveryService for Ads {
-    type StreamAggregatedResourcesStream = ReceiverStream<Result<DiscoveryResponse, Status>>;
-    type DeltaAggregatedResourcesStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
+pub type SotwStream = ReceiverStream<Result<Outgoing, Status>>;
+pub type DeltaStream = ReceiverStream<Result<DeltaDiscoveryResponse, Status>>;
 
-    async fn stream_aggregated_resources(
-        &self,
-        request: Request<Streaming<DiscoveryRequest>>,
-    ) -> Result<Response<Self::StreamAggregatedResourcesStream>, Status> {
-        Ok(Response::new(
-            self.start::<sotw::Stream>(request.into_inner()),
-        ))
+impl Ads {
+    pub fn sotw(&self, inbound: Streaming<DiscoveryRequest>) -> SotwStream {
+        self.start::<sotw::Stream>(inbound)
     }
 
-    async fn delta_aggregated_resources(
-        &self,
-        request: Request<Streaming<DeltaDiscoveryRequest>>,
-    ) -> Result<Response<Self::DeltaAggregatedResourcesStream>, Status> {
-        Ok(Response::new(
-            self.start::<delta::Stream>(request.into_inner()),
-        ))
+    pub fn delta(&self, inbound: Streaming<DeltaDiscoveryRequest>) -> DeltaStream {
+        self.start::<delta::Stream>(inbound)
     }
 }
 
@@ -205,10 +190,7 @@ pub async fn serve(
     let addr: Option<SocketAddr> = listener.local_addr().ok();
     tracing::info!(?addr, "xDS (ADS) server listening");
     tonic::transport::Server::builder()
-        .add_service(
-            AggregatedDiscoveryServiceServer::new(Ads::new(hub))
-                .max_decoding_message_size(64 << 20),
-        )
+        .add_service(AdsServer::new(Ads::new(hub)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), shutdown)
         .await
 }

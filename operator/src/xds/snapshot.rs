@@ -20,20 +20,19 @@ pub struct Resource {
     pub name: String,
     pub version: String,
     pub body: Any,
+    /// `body` encoded, once: state-of-the-world responses write these
+    /// bytes to every proxy (see `wire`).
+    pub any: bytes::Bytes,
 }
 
 impl Resource {
     /// Wraps a message; the version is a hash of its encoded bytes.
     pub fn new<M: Message + prost::Name>(name: impl Into<String>, message: &M) -> Resource {
         let value = message.encode_to_vec();
-        Resource {
-            name: name.into(),
-            version: format!("{:016x}", fnv1a(&value)),
-            body: Any {
-                type_url: M::type_url(),
-                value,
-            },
-        }
+        let version = format!("{:016x}", fnv1a(&value));
+        let body = Any { type_url: M::type_url(), value };
+        let any = bytes::Bytes::from(body.encode_to_vec());
+        Resource { name: name.into(), version, body, any }
     }
 }
 

@@ -14,7 +14,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use weft_envoy_api::pb::envoy::service::discovery::v3::{DiscoveryRequest, DiscoveryResponse};
+use std::sync::Arc;
+
+use weft_envoy_api::pb::envoy::service::discovery::v3::DiscoveryRequest;
+
+use super::wire::Outgoing;
 
 use super::snapshot::{set_version, Kind, Resource, Snapshot};
 use super::Event;
@@ -52,7 +56,7 @@ impl Stream {
         &mut self,
         req: &DiscoveryRequest,
         snapshot: &Snapshot,
-    ) -> (Vec<DiscoveryResponse>, Option<Event>) {
+    ) -> (Vec<Outgoing>, Option<Event>) {
         let Some(kind) = Kind::from_type_url(&req.type_url) else {
             tracing::debug!(type_url = %req.type_url, "request for a type the operator does not serve");
             return (Vec::new(), None);
@@ -94,14 +98,14 @@ impl Stream {
 
     /// A new snapshot: responses for every open watch whose resources
     /// changed, clusters first.
-    pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<DiscoveryResponse> {
+    pub fn on_snapshot(&mut self, snapshot: &Snapshot) -> Vec<Outgoing> {
         Kind::ALL
             .into_iter()
             .filter_map(|kind| self.respond(kind, snapshot))
             .collect()
     }
 
-    fn respond(&mut self, kind: Kind, snapshot: &Snapshot) -> Option<DiscoveryResponse> {
+    fn respond(&mut self, kind: Kind, snapshot: &Snapshot) -> Option<Outgoing> {
         let watch = self.watches.get_mut(&kind)?;
         if !watch.open {
             return None;
@@ -112,21 +116,16 @@ impl Stream {
         }
         watch.seen_kind_version = kind_version.to_string();
         watch.names_changed = false;
-        let wanted: Vec<&Resource> = if watch.wildcard {
-            snapshot.of(kind).map(|r| &**r).collect()
+        let wanted: Vec<Arc<Resource>> = if watch.wildcard {
+            snapshot.of(kind).cloned().collect()
         } else {
-            watch
-                .names
-                .iter()
-                .filter_map(|n| snapshot.get(kind, n))
-                .map(|r| &**r)
-                .collect()
+            watch.names.iter().filter_map(|n| snapshot.get(kind, n)).cloned().collect()
         };
         let contents: BTreeMap<String, String> = wanted
             .iter()
             .map(|r| (r.name.clone(), r.version.clone()))
             .collect();
-        let version = set_version(wanted.iter().copied());
+        let version = set_version(wanted.iter().map(|r| &**r));
         match &watch.sent {
             Some((_, sent)) if *sent == contents => return None,
             None if version == watch.initial_version => return None,
@@ -139,13 +138,7 @@ impl Stream {
         let nonce = self.nonces.to_string();
         watch.open = false;
         watch.sent = Some((nonce.clone(), contents));
-        Some(DiscoveryResponse {
-            version_info: version,
-            resources: wanted.iter().map(|r| r.body.clone()).collect(),
-            type_url: kind.type_url().to_string(),
-            nonce,
-            ..Default::default()
-        })
+        Some(Outgoing { version_info: version, resources: wanted, type_url: kind.type_url().to_string(), nonce })
     }
 }
 
@@ -154,7 +147,7 @@ mod tests {
     use super::*;
     use crate::xds::testing::{cluster, endpoints, request};
 
-    fn names(r: &DiscoveryResponse) -> usize {
+    fn names(r: &Outgoing) -> usize {
         r.resources.len()
     }
 
