@@ -77,10 +77,11 @@ impl Translation {
         Translation { index, clusters: Layer::new(clusters), endpoints: Layer::new(endpoints), label_keys, routes: Mutex::default() }
     }
 
-    /// The route configurations of proxies like `proxy`, built once.
+    /// The route configurations of proxies like `proxy`, built once. A
+    /// gateway's depend on all its labels too: Gateways select by them.
     fn routes(&self, proxy: &Proxy) -> Arc<Vec<Arc<Resource>>> {
-        let labels: Vec<(String, String)> =
-            proxy.labels.iter().filter(|(k, _)| self.label_keys.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let keep = |k: &String| proxy.role == Role::Gateway || self.label_keys.contains(k);
+        let labels: Vec<(String, String)> = proxy.labels.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
         let key = (proxy.role, proxy.namespace.clone(), labels);
         let mut cache = self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         cache

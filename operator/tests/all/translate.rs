@@ -313,3 +313,30 @@ fn gateway_tcp_and_tls_passthrough() {
     golden.remove("0.0.0.0_8080");
     compare_golden("gateway-tcp-tls", &serde_json::Value::Object(golden));
 }
+
+#[test]
+fn gateways_selected_by_different_labels_get_their_own_routes() {
+    use weft_operator::translate::Translation;
+    use weft_operator::xds::hub::Generator;
+    let extra = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: internal, namespace: istio-system }
+spec:
+  selector: { istio: internalgateway }
+  servers: [ { port: { number: 8080, name: http, protocol: HTTP }, hosts: ["*"] } ]
+"#;
+    let mut resources = bookinfo();
+    resources.extend(weft_crds::from_yaml(extra).expect("reads"));
+    let validated = validate(&resources);
+    assert!(validated.findings.is_empty(), "{:?}", validated.findings);
+    // One translation serves both, as in the xDS server: its route cache
+    // must tell them apart although no rule matches on their labels.
+    let translation = Translation::new(std::sync::Arc::new(Index::build(&validated.accepted)));
+    let hosts = |labels: &[(&str, &str)]| {
+        let json = translation.snapshot(&proxy(Role::Gateway, "127.0.0.1", "istio-system", labels)).to_json();
+        json["Route"]["http.8080"]["virtual_hosts"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(hosts(&[("istio", "ingressgateway")]), 1, "Bookinfo's gateway routes *");
+    assert_eq!(hosts(&[("istio", "internalgateway")]), 0, "no VirtualService names the internal gateway");
+}
