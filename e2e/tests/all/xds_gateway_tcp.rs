@@ -110,7 +110,7 @@ fn proxy_headers(seen: &weft_e2e::Seen) -> Vec<&str> {
 
 /// The body a TCP connection through the gateway got back, retrying
 /// briefly while the listener from LDS comes up.
-async fn first_raw(port: u16, what: &str) -> String {
+async fn first_raw(port: u16, gateway: &Proxy, operator: &Operator) -> String {
     let start = Instant::now();
     loop {
         if let Ok(raw) = send_raw(port, RAW, false).await {
@@ -118,7 +118,10 @@ async fn first_raw(port: u16, what: &str) -> String {
                 return String::from_utf8_lossy(&raw).into_owned();
             }
         }
-        assert!(start.elapsed() < Duration::from_secs(10), "{what}: no TCP answer within 10 s");
+        if start.elapsed() > Duration::from_secs(10) {
+            let status = operator.status().await;
+            panic!("{:?}: no TCP answer within 10 s\n{}\n{status}\n{}", gateway.kind, gateway.log_text(), operator.log_text());
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -151,11 +154,11 @@ async fn scenario(kind: Kind, net: u8) -> Vec<String> {
     let shop_b = Upstream::start_tls_on("shop-b", at(4, 8443)).await.expect("bind shop-b");
     let id = Identity { role: "gateway", workload: "ingress", namespace: "istio-system", ip: "127.0.0.1", labels: &[("istio", "ingressgateway")] };
     let template = bootstrap(&id, operator.xds_port, None).unwrap_or_else(|e| panic!("{e}"));
-    let _gateway = Proxy::start(kind, &template, &[]).await.unwrap_or_else(|e| panic!("{e}"));
+    let gateway = Proxy::start(kind, &template, &[]).await.unwrap_or_else(|e| panic!("{e}"));
 
     let mut steps = Vec::new();
     // Opaque TCP: the backend's own response, untouched.
-    let first = first_raw(tcp_port, &what).await;
+    let first = first_raw(tcp_port, &gateway, &operator).await;
     assert!(first.starts_with("HTTP/1.1 200 OK") && first.contains("server: test-upstream"), "{what}: {first}");
     v1.take();
     v2.take();
