@@ -17,87 +17,11 @@ use weft_e2e::client::send_raw;
 use weft_e2e::mesh::{bootstrap, Identity, Operator};
 use weft_e2e::{free_port, replace_file, Kind, Proxy, Request, TlsClient, Upstream};
 
-const CONFIG: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: tcp-echo }
-spec:
-  hosts: [tcp-echo.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [ { number: 9000, name: tcp, protocol: TCP } ]
-  workloadSelector: { labels: { app: tcp-echo } }
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: { name: tcp-echo-v1 }
-spec: { address: "${NET}.1", labels: { app: tcp-echo, version: v1 } }
----
-apiVersion: networking.istio.io/v1
-kind: WorkloadEntry
-metadata: { name: tcp-echo-v2 }
-spec: { address: "${NET}.2", labels: { app: tcp-echo, version: v2 } }
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: { name: tcp-echo }
-spec:
-  host: tcp-echo
-  subsets: [ { name: v1, labels: { version: v1 } }, { name: v2, labels: { version: v2 } } ]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: shop-a }
-spec:
-  hosts: [a.example.com]
-  location: MESH_EXTERNAL
-  resolution: STATIC
-  ports: [ { number: 8443, name: tls, protocol: TLS } ]
-  endpoints: [ { address: "${NET}.3" } ]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: shop-b }
-spec:
-  hosts: [b.example.com]
-  location: MESH_EXTERNAL
-  resolution: STATIC
-  ports: [ { number: 8443, name: tls, protocol: TLS } ]
-  endpoints: [ { address: "${NET}.4" } ]
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: { name: edge }
-spec:
-  selector: { istio: ingressgateway }
-  servers:
-  - { port: { number: ${TCP}, name: tcp, protocol: TCP }, hosts: ["*"] }
-  - { port: { number: ${TLS}, name: tls, protocol: TLS }, hosts: ["*.example.com"], tls: { mode: PASSTHROUGH } }
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: { name: tcp-echo }
-spec:
-  hosts: ["*"]
-  gateways: [edge]
-  tcp:
-  - match: [ { port: ${TCP} } ]
-    route:
-    - { destination: { host: tcp-echo, subset: v1 }, weight: 80 }
-    - { destination: { host: tcp-echo, subset: v2 }, weight: 20 }
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: { name: shops }
-spec:
-  hosts: [a.example.com, b.example.com]
-  gateways: [edge]
-  tls:
-  - match: [ { port: ${TLS}, sniHosts: [a.example.com] } ]
-    route: [ { destination: { host: a.example.com } } ]
-  - match: [ { sniHosts: [b.example.com] } ]
-    route: [ { destination: { host: b.example.com, port: { number: 8443 } } } ]
-"#;
+/// The scenario, shared with the operator's golden translation test.
+fn config() -> String {
+    let path = weft_e2e::proxy::repo_root().join("operator/tests/fixtures/gateway-tcp-tls.yaml");
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
 
 const RAW: &[u8] = b"GET /raw HTTP/1.1\r\nhost: tcp.test\r\nconnection: close\r\n\r\n";
 const CONNECTIONS: usize = 200;
@@ -143,7 +67,7 @@ async fn scenario(kind: Kind, net: u8) -> Vec<String> {
     let dir: PathBuf = std::env::temp_dir().join(format!("weft-e2e-gateway-tcp-{}-{kind:?}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let config = CONFIG.replace("${NET}", &prefix).replace("${TCP}", &tcp_port.to_string()).replace("${TLS}", &tls_port.to_string());
+    let config = config().replace("${NET}", &prefix).replace("${TCP}", &tcp_port.to_string()).replace("${TLS}", &tls_port.to_string());
     replace_file(&dir, "config.yaml", &config);
     let operator = Operator::start(&dir).await.unwrap_or_else(|e| panic!("{e}"));
 

@@ -21,6 +21,20 @@ fn proxy(role: Role, ip: &str, namespace: &str, labels: &[(&str, &str)]) -> Prox
     }
 }
 
+/// Bookinfo's ingress gateway.
+fn ingress() -> Proxy {
+    proxy(Role::Gateway, "127.0.0.1", "istio-system", &[("istio", "ingressgateway")])
+}
+
+/// Bookinfo plus `extra`, all valid, indexed.
+fn with_bookinfo(extra: &str) -> std::sync::Arc<Index> {
+    let mut resources = bookinfo();
+    resources.extend(weft_crds::from_yaml(extra).expect("reads"));
+    let validated = validate(&resources);
+    assert!(validated.findings.is_empty(), "{:?}", validated.findings);
+    std::sync::Arc::new(Index::build(&validated.accepted))
+}
+
 fn golden(name: &str, proxy: &Proxy) {
     let index = std::sync::Arc::new(Index::build(&validate(&bookinfo()).accepted));
     compare_golden(name, &snapshot(&index, proxy).to_json());
@@ -38,7 +52,7 @@ fn compare_golden(name: &str, json: &serde_json::Value) {
 
 #[test]
 fn bookinfo_ingress_gateway() {
-    golden("bookinfo-gateway", &proxy(Role::Gateway, "127.0.0.1", "istio-system", &[("istio", "ingressgateway")]));
+    golden("bookinfo-gateway", &ingress());
 }
 
 #[test]
@@ -114,12 +128,8 @@ spec:
     route: [ { destination: { host: reviews, subset: v3 } } ]
   - route: [ { destination: { host: reviews, subset: v1 } } ]
 "#;
-    let mut resources = bookinfo();
-    resources.extend(weft_crds::from_yaml(extra).expect("reads"));
-    let validated = validate(&resources);
-    assert!(validated.findings.is_empty(), "{:?}", validated.findings);
-    let index = std::sync::Arc::new(Index::build(&validated.accepted));
-    let json = snapshot(&index, &proxy(Role::Gateway, "127.0.0.1", "istio-system", &[("istio", "ingressgateway")])).to_json();
+    let index = with_bookinfo(extra);
+    let json = snapshot(&index, &ingress()).to_json();
     let vhosts = json["Route"]["http.8080"]["virtual_hosts"].as_array().expect("vhosts").clone();
     let shop = vhosts.iter().find(|v| v["name"] == "shop.example").expect("the root's host");
     let routes: Vec<String> = shop["routes"]
@@ -198,13 +208,9 @@ spec:
 
 #[test]
 fn wasm_plugins_by_selector_phase_and_priority() {
-    let mut resources = bookinfo();
-    resources.extend(weft_crds::from_yaml(WASM_PLUGINS).expect("reads"));
-    let validated = validate(&resources);
-    assert!(validated.findings.is_empty(), "{:?}", validated.findings);
-    let index = std::sync::Arc::new(Index::build(&validated.accepted));
+    let index = with_bookinfo(WASM_PLUGINS);
     let proxies = [
-        ("gateway", proxy(Role::Gateway, "127.0.0.1", "istio-system", &[("istio", "ingressgateway")])),
+        ("gateway", ingress()),
         ("sidecar", proxy(Role::Sidecar, "127.0.1.1", "default", &[("app", "productpage"), ("version", "v1")])),
     ];
     let mut chains = Vec::new();
@@ -234,78 +240,10 @@ fn wasm_plugins_by_selector_phase_and_priority() {
     compare_golden("wasm-plugins", &serde_json::Value::Object(golden));
 }
 
-/// A gateway with an opaque TCP server (80/20 over two subsets) and a TLS
-/// passthrough server (two backends by SNI), beside Bookinfo's HTTP one.
-pub const TCP_AND_TLS: &str = r#"
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: tcp-echo }
-spec:
-  hosts: [tcp-echo.default.svc.cluster.local]
-  location: MESH_INTERNAL
-  resolution: STATIC
-  ports: [ { number: 9000, name: tcp, protocol: TCP } ]
-  endpoints: [ { address: 10.0.0.1, labels: { version: v1 } }, { address: 10.0.0.2, labels: { version: v2 } } ]
----
-apiVersion: networking.istio.io/v1
-kind: DestinationRule
-metadata: { name: tcp-echo }
-spec:
-  host: tcp-echo
-  subsets: [ { name: v1, labels: { version: v1 } }, { name: v2, labels: { version: v2 } } ]
----
-apiVersion: networking.istio.io/v1
-kind: ServiceEntry
-metadata: { name: tls-backends }
-spec:
-  hosts: [a.example.com, b.example.com]
-  location: MESH_EXTERNAL
-  resolution: STATIC
-  ports: [ { number: 8443, name: tls, protocol: TLS } ]
-  endpoints: [ { address: 10.0.1.1 } ]
----
-apiVersion: networking.istio.io/v1
-kind: Gateway
-metadata: { name: edge }
-spec:
-  selector: { istio: ingressgateway }
-  servers:
-  - { port: { number: 31400, name: tcp, protocol: TCP }, hosts: ["*"] }
-  - { port: { number: 8443, name: tls, protocol: TLS }, hosts: ["*.example.com"], tls: { mode: PASSTHROUGH } }
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: { name: tcp-echo }
-spec:
-  hosts: ["*"]
-  gateways: [edge]
-  tcp:
-  - match: [ { port: 31400 } ]
-    route:
-    - { destination: { host: tcp-echo, subset: v1 }, weight: 80 }
-    - { destination: { host: tcp-echo, subset: v2 }, weight: 20 }
----
-apiVersion: networking.istio.io/v1
-kind: VirtualService
-metadata: { name: by-sni }
-spec:
-  hosts: [a.example.com, b.example.com]
-  gateways: [edge]
-  tls:
-  - match: [ { port: 8443, sniHosts: [a.example.com] } ]
-    route: [ { destination: { host: a.example.com } } ]
-  - match: [ { sniHosts: [b.example.com] } ]
-    route: [ { destination: { host: b.example.com, port: { number: 8443 } } } ]
-"#;
-
 #[test]
 fn gateway_tcp_and_tls_passthrough() {
-    let mut resources = bookinfo();
-    resources.extend(weft_crds::from_yaml(TCP_AND_TLS).expect("reads"));
-    let validated = validate(&resources);
-    assert!(validated.findings.is_empty(), "{:?}", validated.findings);
-    let index = std::sync::Arc::new(Index::build(&validated.accepted));
-    let json = snapshot(&index, &proxy(Role::Gateway, "127.0.0.1", "istio-system", &[("istio", "ingressgateway")])).to_json();
+    let index = with_bookinfo(&crate::gateway_tcp_tls());
+    let json = snapshot(&index, &ingress()).to_json();
     let listeners = json["Listener"].as_object().expect("listeners");
     assert_eq!(listeners.keys().collect::<Vec<_>>(), ["0.0.0.0_31400", "0.0.0.0_8080", "0.0.0.0_8443"], "HTTP beside TCP and TLS");
     // The gateway's own part of the snapshot: its TCP and TLS listeners.
@@ -326,13 +264,9 @@ spec:
   selector: { istio: internalgateway }
   servers: [ { port: { number: 8080, name: http, protocol: HTTP }, hosts: ["*"] } ]
 "#;
-    let mut resources = bookinfo();
-    resources.extend(weft_crds::from_yaml(extra).expect("reads"));
-    let validated = validate(&resources);
-    assert!(validated.findings.is_empty(), "{:?}", validated.findings);
     // One translation serves both, as in the xDS server: its route cache
     // must tell them apart although no rule matches on their labels.
-    let translation = Translation::new(std::sync::Arc::new(Index::build(&validated.accepted)));
+    let translation = Translation::new(with_bookinfo(extra));
     let hosts = |labels: &[(&str, &str)]| {
         let json = translation.snapshot(&proxy(Role::Gateway, "127.0.0.1", "istio-system", labels)).to_json();
         json["Route"]["http.8080"]["virtual_hosts"].as_array().map_or(0, Vec::len)

@@ -133,7 +133,7 @@ const GW: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: {
 
 #[test]
 fn tcp_and_tls_routes_on_a_gateway_are_valid() {
-    assert_eq!(findings(crate::translate::TCP_AND_TLS), Vec::<String>::new());
+    assert_eq!(findings(&crate::gateway_tcp_tls()), Vec::<String>::new());
 }
 
 #[test]
