@@ -1,11 +1,13 @@
 //! The control plane in tests: `weft-operator standalone` on a directory,
 //! and the bootstraps `weft-operator bootstrap` prints for proxies.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::proxy::repo_root;
+use crate::{Kind, Proxy, Request};
 
 fn operator_binary() -> PathBuf {
     std::env::var_os("WEFT_OPERATOR_BIN").map(PathBuf::from).unwrap_or_else(|| repo_root().join("target/debug/weft-operator"))
@@ -62,6 +64,28 @@ impl Operator {
         let r = crate::client::send(self.status_port, &crate::Request::get("/debug/status")).await;
         r.ok().and_then(|o| serde_json::from_slice(&o.body).ok()).unwrap_or(serde_json::Value::Null)
     }
+
+    /// A proxy of `kind` on the bootstrap `weft-operator bootstrap` prints
+    /// for `id`, connected to this operator and ready. Panics if it does
+    /// not start.
+    pub async fn proxy(&self, kind: Kind, id: &Identity<'_>) -> Proxy {
+        let template = bootstrap(id, self.xds_port, None).unwrap_or_else(|e| panic!("{e}"));
+        Proxy::start(kind, &template, &[]).await.unwrap_or_else(|e| panic!("{} {}: {e}", id.role, id.workload))
+    }
+}
+
+/// Sends `req` until the answer's body is `body` (a change to the mesh's
+/// files has reached the proxy); how long that took. Panics after 10 s.
+pub async fn until_body(addr: SocketAddr, req: &Request, body: &str, what: &str) -> Duration {
+    let start = Instant::now();
+    loop {
+        let r = crate::client::send_to(addr, req).await;
+        if r.as_ref().is_ok_and(|o| o.body_str() == body) {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{what}: not {body:?} within 10 s (last: {r:?})");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
 }
 
 /// Who a proxy is, for `weft-operator bootstrap`.
@@ -71,6 +95,13 @@ pub struct Identity<'a> {
     pub namespace: &'a str,
     pub ip: &'a str,
     pub labels: &'a [(&'a str, &'a str)],
+}
+
+impl Identity<'static> {
+    /// The ingress gateway on 127.0.0.1, which Gateways select by
+    /// `istio: ingressgateway`.
+    pub const INGRESS_GATEWAY: Identity<'static> =
+        Identity { role: "gateway", workload: "ingress", namespace: "istio-system", ip: "127.0.0.1", labels: &[("istio", "ingressgateway")] };
 }
 
 /// The bootstrap `weft-operator bootstrap` prints, as a test-kit template:

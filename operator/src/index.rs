@@ -9,7 +9,7 @@
 pub mod gateway;
 pub mod wasm_plugin;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use weft_crds::common::Labels;
 use weft_crds::networking::service_entry::{Location, Resolution, ServicePort};
@@ -43,6 +43,7 @@ impl std::fmt::Display for Key {
 /// One address serving a service.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Instance {
+    /// An IP address, or for DNS services a host name the proxies resolve.
     pub address: String,
     pub labels: Labels,
     /// Service port name → endpoint port (WorkloadEntry `ports`).
@@ -69,6 +70,17 @@ impl Instance {
     fn from_entry(e: &WorkloadEntrySpec) -> Option<Instance> {
         Some(Instance { address: e.address.clone()?, labels: e.labels.clone(), ports: e.ports.clone(), weight: e.weight })
     }
+
+    /// A DNS ServiceEntry without endpoints or selector: its host itself,
+    /// on each port's target port (istiod's conversion).
+    fn from_host(host: &str) -> Instance {
+        Instance { address: host.to_string(), labels: Labels::new(), ports: BTreeMap::new(), weight: None }
+    }
+
+    /// Whether the address is an IP address (not a name to resolve).
+    pub fn has_ip(&self) -> bool {
+        self.address.parse::<std::net::IpAddr>().is_ok()
+    }
 }
 
 /// A service of the registry.
@@ -92,6 +104,18 @@ impl Service {
     pub fn port(&self, number: u32) -> Option<&ServicePort> {
         self.ports.iter().find(|p| p.number == number)
     }
+
+    /// Whether the proxies resolve the instances' names themselves
+    /// (`DNS`, `DNS_ROUND_ROBIN`) rather than receive addresses over EDS.
+    pub fn resolves_by_dns(&self) -> bool {
+        is_dns(self.resolution)
+    }
+}
+
+/// `DNS` and `DNS_ROUND_ROBIN`: the resolutions whose clusters resolve
+/// names (`DYNAMIC_DNS` resolves per request and is not supported).
+pub fn is_dns(resolution: Resolution) -> bool {
+    matches!(resolution, Resolution::Dns | Resolution::DnsRoundRobin)
 }
 
 /// A rule and where it came from.
@@ -106,6 +130,10 @@ pub struct Index {
     /// By host.
     pub services: BTreeMap<String, Service>,
     pub virtual_services: Vec<Rule<VirtualServiceSpec>>,
+    /// Host (as written, and qualified) → the VirtualServices bound to the
+    /// sidecars ("mesh") that name it, as indices into `virtual_services`
+    /// in their order: translating a sidecar looks up every service's host.
+    pub mesh_virtual_services: HashMap<String, Vec<usize>>,
     pub destination_rules: Vec<Rule<DestinationRuleSpec>>,
     pub gateways: Vec<Rule<GatewaySpec>>,
     /// By priority (highest first), then namespace/name: each phase's
@@ -170,6 +198,10 @@ impl Index {
                         }
                         None => spec.endpoints.iter().filter_map(Instance::from_entry).collect(),
                     };
+                    let resolution = spec.resolution.unwrap_or(Resolution::None);
+                    // Without endpoints or selector, a DNS entry's hosts are
+                    // their own endpoints.
+                    let by_host = is_dns(resolution) && spec.endpoints.is_empty() && spec.workload_selector.is_none();
                     for host in &spec.hosts {
                         index.services.insert(
                             host.clone(),
@@ -177,9 +209,9 @@ impl Index {
                                 host: host.clone(),
                                 namespace: namespace.clone(),
                                 ports: spec.ports.clone(),
-                                resolution: spec.resolution.unwrap_or(Resolution::None),
+                                resolution,
                                 external: spec.location != Some(Location::MeshInternal),
-                                instances: instances.clone(),
+                                instances: if by_host { vec![Instance::from_host(host)] } else { instances.clone() },
                             },
                         );
                     }
@@ -205,6 +237,20 @@ impl Index {
         index.destination_rules.sort_by(|a, b| a.key.cmp(&b.key));
         index.gateways.sort_by(|a, b| a.key.cmp(&b.key));
         index.wasm_plugins.sort_by(Plugin::order);
+        for (i, vs) in index.virtual_services.iter().enumerate() {
+            let for_mesh = vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh");
+            if !for_mesh {
+                continue;
+            }
+            for h in &vs.spec.hosts {
+                for name in [qualify(h, &vs.key.namespace), h.clone()] {
+                    let list = index.mesh_virtual_services.entry(name).or_default();
+                    if list.last() != Some(&i) {
+                        list.push(i);
+                    }
+                }
+            }
+        }
         for (i, r) in index.destination_rules.iter().enumerate() {
             if let Some(service) = index.service(&r.spec.host, &r.key.namespace) {
                 let host = service.host.clone();

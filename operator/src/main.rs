@@ -1,5 +1,10 @@
 //! `weft-operator`: the control plane's command line.
 
+
+/// jemalloc: see Cargo.toml.
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 

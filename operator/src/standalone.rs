@@ -4,10 +4,10 @@
 //! is left out (the rest of the mesh carries on) and its problems logged.
 //!
 //! ```text
-//!  DIR/*.yaml ─inotify (poll as backup)─► changed files re-read ─► validate ─► Index ─► Hub::set_generator ─ADS─► proxies
+//!  DIR/*.yaml ─inotify (poll as backup)─► debounce ─► changed files re-read ─► validate ─► Index ─► Hub::set_generator ─ADS─► proxies
 //! ```
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -21,6 +21,15 @@ use crate::xds::Hub;
 /// How often the directory is checked when no change was heard.
 const POLL: Duration = Duration::from_secs(1);
 
+/// Pushes are debounced: a save arrives as a burst of events (write,
+/// rename, several files from `kubectl`-style tools or `cp -r`), and one
+/// rebuild after it has been quiet for DEBOUNCE (at most DEBOUNCE_MAX after
+/// the first) pushes the whole change at once. istiod waits 100 ms; file
+/// events come in far tighter bursts than API-server watches, and the push
+/// latency budget (p99 < 100 ms to every proxy) is spent mostly here.
+const DEBOUNCE: Duration = Duration::from_millis(10);
+const DEBOUNCE_MAX: Duration = Duration::from_millis(100);
+
 /// What identifies a file's content without reading it.
 type Stamp = (u64, SystemTime, u64);
 
@@ -30,19 +39,27 @@ fn stamp(path: &Path) -> Option<Stamp> {
     Some((m.ino(), m.modified().ok()?, m.len()))
 }
 
+fn hidden(path: &Path) -> bool {
+    path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'))
+}
+
+/// A file whose resources count: YAML or JSON, not hidden (editors' swap
+/// and backup files are).
+fn is_config_file(path: &Path) -> bool {
+    !hidden(path) && matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json"))
+}
+
 /// The YAML/JSON files of a directory tree, sorted.
 pub fn files(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let Ok(entries) = std::fs::read_dir(dir) else { return out };
     for entry in entries.flatten() {
         let path = entry.path();
-        let hidden = path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with('.'));
-        if hidden {
-            continue;
-        }
         if path.is_dir() {
-            out.extend(files(&path));
-        } else if matches!(path.extension().and_then(|e| e.to_str()), Some("yaml" | "yml" | "json")) {
+            if !hidden(&path) {
+                out.extend(files(&path));
+            }
+        } else if is_config_file(&path) {
             out.push(path);
         }
     }
@@ -73,29 +90,51 @@ impl Workspace {
         self.files.retain(|p, _| keep.contains(p));
         changed |= self.files.len() != before;
         for path in present {
-            let now = stamp(&path);
-            if self.files.get(&path).is_some_and(|(s, _)| *s == now) {
-                continue;
-            }
-            if now.is_none() {
-                // Gone between the listing and now: a removal, not an error.
-                changed |= self.files.remove(&path).is_some();
-                continue;
-            }
-            match read(&path) {
-                Ok(resources) => {
-                    self.files.insert(path, (now, resources.into_iter().map(Arc::new).collect()));
-                    changed = true;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "file rejected; its last good resources stay in effect");
-                    // Remember the stamp so the error is logged once per change.
-                    let kept = self.files.remove(&path).map(|(_, r)| r).unwrap_or_default();
-                    self.files.insert(path, (now, kept));
-                }
+            changed |= self.update(path);
+        }
+        changed
+    }
+
+    /// Re-reads only `paths` (what the file watcher reported), falling
+    /// back to a whole [`refresh`](Self::refresh) when one is a directory.
+    /// Stat-ing every file of a large mesh on each edit was a fifth of a
+    /// push's CPU.
+    pub fn refresh_paths(&mut self, dir: &Path, paths: &BTreeSet<PathBuf>) -> bool {
+        if paths.iter().any(|p| p.is_dir()) {
+            return self.refresh(dir);
+        }
+        let mut changed = false;
+        for path in paths {
+            if is_config_file(path) {
+                changed |= self.update(path.clone());
             }
         }
         changed
+    }
+
+    /// Brings one file up to date; `true` when its resources changed.
+    fn update(&mut self, path: PathBuf) -> bool {
+        let now = stamp(&path);
+        if self.files.get(&path).is_some_and(|(s, _)| *s == now) {
+            return false;
+        }
+        if now.is_none() {
+            // Gone between the listing and now: a removal, not an error.
+            return self.files.remove(&path).is_some();
+        }
+        match read(&path) {
+            Ok(resources) => {
+                self.files.insert(path, (now, resources.into_iter().map(Arc::new).collect()));
+                true
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "file rejected; its last good resources stay in effect");
+                // Remember the stamp so the error is logged once per change.
+                let kept = self.files.remove(&path).map(|(_, r)| r).unwrap_or_default();
+                self.files.insert(path, (now, kept));
+                false
+            }
+        }
     }
 
     pub fn resources(&self) -> Vec<Arc<Resource>> {
@@ -156,10 +195,23 @@ impl State {
 /// (network filesystems, a watch that could not be set).
 pub async fn watch(dir: PathBuf, hub: Arc<Hub>, statuses: crate::status::Statuses) {
     let wake = Arc::new(tokio::sync::Notify::new());
+    // What the watcher reported since the last rebuild: the paths, or that
+    // only a whole rescan will do (an error, an overflowed queue).
+    let heard: Arc<std::sync::Mutex<(BTreeSet<PathBuf>, bool)>> = Arc::default();
     let _watcher = {
         use notify::Watcher;
         let wake = wake.clone();
-        let watcher = notify::recommended_watcher(move |_event: notify::Result<notify::Event>| wake.notify_one());
+        let heard = heard.clone();
+        let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            {
+                let mut heard = heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                match event {
+                    Ok(e) if !e.need_rescan() && !e.paths.is_empty() => heard.0.extend(e.paths),
+                    _ => heard.1 = true,
+                }
+            }
+            wake.notify_one()
+        });
         match watcher {
             Ok(mut w) => match w.watch(&dir, notify::RecursiveMode::Recursive) {
                 Ok(()) => Some(w),
@@ -176,9 +228,13 @@ pub async fn watch(dir: PathBuf, hub: Arc<Hub>, statuses: crate::status::Statuse
     };
     let mut workspace = Workspace::default();
     let mut state = State::default();
+    // The first pass and every poll read the whole directory.
+    let mut whole = true;
     loop {
         let started = std::time::Instant::now();
-        if workspace.refresh(&dir) {
+        let (paths, rescan) = std::mem::take(&mut *heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let changed = if whole || rescan { workspace.refresh(&dir) } else { workspace.refresh_paths(&dir, &paths) };
+        if changed {
             let read = started.elapsed();
             let index = state.rebuild(&workspace);
             statuses.validated(workspace.resources().iter().map(|r| validate::key_of(r)), state.findings());
@@ -197,6 +253,10 @@ pub async fn watch(dir: PathBuf, hub: Arc<Hub>, statuses: crate::status::Statuse
                 "configuration applied"
             );
         }
-        let _ = tokio::time::timeout(POLL, wake.notified()).await;
+        whole = tokio::time::timeout(POLL, wake.notified()).await.is_err();
+        if !whole {
+            let burst = std::time::Instant::now();
+            while burst.elapsed() < DEBOUNCE_MAX && tokio::time::timeout(DEBOUNCE, wake.notified()).await.is_ok() {}
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! istiod produces so a stock Envoy behaves as an Istio sidecar or gateway.
 //!
 //! ```text
-//!  sidecar  virtualOutbound IP:15001 (apps' HTTP_PROXY) ─RDS http_proxy─► vhost per service host:port ─► outbound|P|SUBSET|HOST (EDS)
+//!  sidecar  virtualOutbound IP:15001 (apps' HTTP_PROXY) ─RDS http_proxy─► vhost per service host:port ─► outbound|P|SUBSET|HOST (EDS; DNS services: STRICT/LOGICAL_DNS)
 //!           virtualInbound  IP:15006 ─inline routes─► inbound|P|| ─► the app on IP:targetPort
 //!  gateway  0.0.0.0_N       IP:N (Gateway servers) ─RDS http.N─► vhost per VirtualService host ─► outbound|…
 //!                                                   ─tcp_proxy (TCP; TLS passthrough by SNI)─► outbound|…
@@ -23,6 +23,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use weft_envoy_api::pb::envoy::config::cluster::v3 as xds_cluster;
+use weft_envoy_api::pb::envoy::config::cluster::v3::cluster::DnsLookupFamily;
 use weft_envoy_api::pb::envoy::config::endpoint::v3 as xds_endpoint;
 use weft_envoy_api::pb::envoy::config::listener::v3 as xds_listener;
 use weft_envoy_api::pb::envoy::config::route::v3 as xds_route;
@@ -48,6 +49,9 @@ pub const HTTP_PROXY_ROUTES: &str = "http_proxy";
 pub struct Translation {
     index: Arc<Index>,
     clusters: Layer,
+    /// The DNS clusters as IPv6 proxies get them (`clusters` has them for
+    /// IPv4 proxies), shadowing those of `clusters`.
+    dns_v6: Vec<Arc<Resource>>,
     endpoints: Layer,
     /// Label keys some rule matches on (`match.sourceLabels`): proxies
     /// that agree on these share their routes.
@@ -61,10 +65,16 @@ impl Translation {
     pub fn new(index: Arc<Index>) -> Translation {
         let mut clusters = Vec::new();
         let mut endpoints = Vec::new();
+        let mut dns_v6 = Vec::new();
         for service in index.services.values() {
             for port in &service.ports {
                 for (c, cla) in cluster::outbound(&index, service, port) {
-                    endpoints.push(Resource::new(cla.cluster_name.clone(), &cla));
+                    if let Some(cla) = cla {
+                        endpoints.push(Resource::new(cla.cluster_name.clone(), &cla));
+                    }
+                    if let Some(v6) = cluster::resolving(&c, DnsLookupFamily::V6Only) {
+                        dns_v6.push(Arc::new(Resource::new(v6.name.clone(), &v6)));
+                    }
                     clusters.push(Resource::new(c.name.clone(), &c));
                 }
             }
@@ -74,7 +84,7 @@ impl Translation {
             .iter()
             .flat_map(|vs| vs.spec.http.iter().flat_map(|h| h.match_.iter().flat_map(|m| m.source_labels.keys().cloned())))
             .collect();
-        Translation { index, clusters: Layer::new(clusters), endpoints: Layer::new(endpoints), label_keys, routes: Mutex::default() }
+        Translation { index, clusters: Layer::new(clusters), dns_v6, endpoints: Layer::new(endpoints), label_keys, routes: Mutex::default() }
     }
 
     /// The route configurations of proxies like `proxy`, built once. A
@@ -101,6 +111,11 @@ impl Generator for Translation {
     fn snapshot(&self, proxy: &Proxy) -> Snapshot {
         let mut s = Snapshot::default();
         s.share(Kind::Cluster, self.clusters.clone());
+        if cluster::dns_family(&proxy.ip) == DnsLookupFamily::V6Only {
+            for c in &self.dns_v6 {
+                s.insert_shared(Kind::Cluster, c.clone());
+            }
+        }
         s.share(Kind::Endpoint, self.endpoints.clone());
         for rc in self.routes(proxy).iter() {
             s.insert_shared(Kind::Route, rc.clone());
@@ -204,14 +219,8 @@ fn sidecar_listeners(index: &Index, proxy: &Proxy, plugins: &Plugins<'_>, s: &mu
 /// The routes of the first VirtualService (by namespace/name) bound to the
 /// sidecars ("mesh") for `host`; `None` when there is none.
 fn mesh_routes(scope: &Scope<'_>, host: &str, _service_namespace: &str) -> Option<Vec<xds_route::Route>> {
-    scope.index.virtual_services.iter().find_map(|vs| {
-        let for_mesh = vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh");
-        let names_host = vs.spec.hosts.iter().any(|h| crate::index::qualify(h, &vs.key.namespace) == host || h == host);
-        if !(for_mesh && names_host) {
-            return None;
-        }
-        route::routes(scope, vs).ok()
-    })
+    let candidates = scope.index.mesh_virtual_services.get(host)?;
+    candidates.iter().find_map(|&i| route::routes(scope, &scope.index.virtual_services[i]).ok())
 }
 
 /// The names a service answers to on `port`: its host, and for a proxy in

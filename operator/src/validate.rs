@@ -8,6 +8,7 @@
 //! ```
 
 mod gateway;
+mod registry;
 mod supported;
 
 use std::collections::BTreeMap;
@@ -266,31 +267,13 @@ fn semantic(index: &Index, resources: &[Arc<Resource>], findings: &mut Vec<Findi
                 }
             }
             Resource::Gateway(g) => gateway::servers(&key, &g.spec, findings),
-            Resource::ServiceEntry(se) => {
-                use weft_crds::networking::service_entry::Resolution;
-                if matches!(se.spec.resolution, Some(Resolution::Dns | Resolution::DnsRoundRobin | Resolution::DynamicDns)) {
-                    findings.push(finding(&key, Level::Error, Problem::UnsupportedField, "spec.resolution", "DNS resolution is not supported by weft yet (NONE and STATIC are)"));
-                }
-                for (i, e) in se.spec.endpoints.iter().enumerate() {
-                    if let Some(a) = &e.address {
-                        if a.parse::<std::net::IpAddr>().is_err() {
-                            findings.push(finding(&key, Level::Error, Problem::InvalidValue, &format!("spec.endpoints[{i}].address"), &format!("{a:?} is not an IP address")));
-                        }
-                    }
-                }
-            }
+            Resource::ServiceEntry(se) => registry::service_entry(index, &key, &se.spec, findings),
             Resource::DestinationRule(dr) => {
                 if index.service(&dr.spec.host, &key.namespace).is_none() {
                     findings.push(finding(&key, Level::Warning, Problem::ReferenceNotFound, "spec.host", &format!("host {} is not a service of the mesh", dr.spec.host)));
                 }
             }
-            Resource::WorkloadEntry(we) => {
-                if let Some(a) = &we.spec.address {
-                    if a.parse::<std::net::IpAddr>().is_err() {
-                        findings.push(finding(&key, Level::Error, Problem::InvalidValue, "spec.address", &format!("{a:?} is not an IP address")));
-                    }
-                }
-            }
+            Resource::WorkloadEntry(we) => registry::workload_entry(&key, &we.spec, findings),
             Resource::WasmPlugin(w) => {
                 use weft_crds::extensions::wasm_plugin::PluginType;
                 use crate::index::wasm_plugin::Module;

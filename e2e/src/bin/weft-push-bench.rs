@@ -140,7 +140,12 @@ async fn run(dir: &Path, xds_port: u16, services: usize, proxies: usize, rounds:
 /// One simulated sidecar: subscribes like Envoy (CDS, LDS wildcard; EDS and
 /// RDS by the names they use), ACKs every response, reports route ACKs.
 async fn proxy(p: usize, xds_port: u16, acks: Acks) -> Result<()> {
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{xds_port}"))?.connect().await?;
+    // Envoy's HTTP/2 windows (256 MiB), as a real sidecar advertises them.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{xds_port}"))?
+        .initial_stream_window_size(256 << 20)
+        .initial_connection_window_size(256 << 20)
+        .connect()
+        .await?;
     let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(256 << 20);
     let (tx, rx) = mpsc::unbounded_channel::<DiscoveryRequest>();
     let node = Node {

@@ -24,6 +24,7 @@ mod wasm_host;
 mod wasm_testkit;
 mod wasm_plugins;
 mod xds_ads;
+mod xds_dns;
 mod xds_gateway_tcp;
 mod xds_standalone;
 mod xds_wasmplugin;

@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use weft_e2e::client::send_raw;
-use weft_e2e::mesh::{bootstrap, Identity, Operator};
+use weft_e2e::mesh::{Identity, Operator};
 use weft_e2e::{free_port, replace_file, Kind, Proxy, Request, TlsClient, Upstream};
 
 /// The scenario, shared with the operator's golden translation test.
@@ -76,9 +76,7 @@ async fn scenario(kind: Kind, net: u8) -> Vec<String> {
     let v2 = Upstream::start_on("v2", at(2, 9000)).await.expect("bind v2");
     let shop_a = Upstream::start_tls_on("shop-a", at(3, 8443)).await.expect("bind shop-a");
     let shop_b = Upstream::start_tls_on("shop-b", at(4, 8443)).await.expect("bind shop-b");
-    let id = Identity { role: "gateway", workload: "ingress", namespace: "istio-system", ip: "127.0.0.1", labels: &[("istio", "ingressgateway")] };
-    let template = bootstrap(&id, operator.xds_port, None).unwrap_or_else(|e| panic!("{e}"));
-    let gateway = Proxy::start(kind, &template, &[]).await.unwrap_or_else(|e| panic!("{e}"));
+    let gateway = operator.proxy(kind, &Identity::INGRESS_GATEWAY).await;
 
     let mut steps = Vec::new();
     // Opaque TCP: the backend's own response, untouched.

@@ -11,11 +11,11 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use weft_e2e::client::send_to;
-use weft_e2e::mesh::{bootstrap, Identity, Operator};
-use weft_e2e::{free_port, replace_file, Kind, Proxy, Request, Upstream};
+use weft_e2e::mesh::{until_body, Identity, Operator};
+use weft_e2e::{free_port, replace_file, Kind, Request, Upstream};
 
 const REGISTRY: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -73,19 +73,6 @@ spec:
     )
 }
 
-/// Sends until the body is `body`; returns how long it took.
-async fn until_body(addr: SocketAddr, req: &Request, body: &str, what: &str) -> Duration {
-    let start = Instant::now();
-    loop {
-        let r = send_to(addr, req).await;
-        if r.as_ref().is_ok_and(|o| o.body_str() == body) {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < Duration::from_secs(10), "{what}: not {body:?} within 10 s (last: {r:?})");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 async fn scenario(kind: Kind, net: u8) -> Vec<String> {
     let (ip1, ip2) = (format!("127.200.{net}.1"), format!("127.200.{net}.2"));
     let gw_port = free_port();
@@ -99,13 +86,9 @@ async fn scenario(kind: Kind, net: u8) -> Vec<String> {
 
     let v1 = Upstream::start_on("v1", format!("{ip1}:9080").parse().expect("addr")).await.expect("bind v1");
     let v2 = Upstream::start_on("v2", format!("{ip2}:9080").parse().expect("addr")).await.expect("bind v2");
-    let start = |id: Identity<'_>| {
-        let template = bootstrap(&id, operator.xds_port, None).unwrap_or_else(|e| panic!("{e}"));
-        async move { Proxy::start(kind, &template, &[]).await.unwrap_or_else(|e| panic!("{e}")) }
-    };
-    let _gateway = start(Identity { role: "gateway", workload: "ingress", namespace: "istio-system", ip: "127.0.0.1", labels: &[("istio", "ingressgateway")] }).await;
-    let _s1 = start(Identity { role: "sidecar", workload: "web-v1", namespace: "default", ip: &ip1, labels: &[("app", "web"), ("version", "v1")] }).await;
-    let _s2 = start(Identity { role: "sidecar", workload: "web-v2", namespace: "default", ip: &ip2, labels: &[("app", "web"), ("version", "v2")] }).await;
+    let _gateway = operator.proxy(kind, &Identity::INGRESS_GATEWAY).await;
+    let _s1 = operator.proxy(kind, &Identity { role: "sidecar", workload: "web-v1", namespace: "default", ip: &ip1, labels: &[("app", "web"), ("version", "v1")] }).await;
+    let _s2 = operator.proxy(kind, &Identity { role: "sidecar", workload: "web-v2", namespace: "default", ip: &ip2, labels: &[("app", "web"), ("version", "v2")] }).await;
 
     let gw: SocketAddr = format!("127.0.0.1:{gw_port}").parse().expect("addr");
     let what = format!("{kind:?}");

@@ -20,8 +20,8 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use weft_e2e::client::send_to;
-use weft_e2e::mesh::{bootstrap, Identity, Operator};
-use weft_e2e::{free_port, replace_file, Kind, Proxy, Request, Upstream};
+use weft_e2e::mesh::{Identity, Operator};
+use weft_e2e::{free_port, replace_file, Kind, Request, Upstream};
 
 const MESH: &str = r#"
 apiVersion: networking.istio.io/v1
@@ -174,9 +174,7 @@ async fn scenario(kind: Kind, module: &[u8]) -> Vec<String> {
     replace_file(&dir, "plugins.yaml", &OTHER_PLUGINS.replace("${WASM}", &wasm.display().to_string()).replace("${AUTHN_WASM}", &authn_wasm.display().to_string()));
     replace_file(&dir, "probe.yaml", &probe(&file_url, "", "one"));
     let operator = Operator::start(&dir).await.unwrap_or_else(|e| panic!("{e}"));
-    let id = Identity { role: "gateway", workload: "ingress", namespace: "istio-system", ip: "127.0.0.1", labels: &[("istio", "ingressgateway")] };
-    let template = bootstrap(&id, operator.xds_port, None).unwrap_or_else(|e| panic!("{e}"));
-    let _gateway = Proxy::start(kind, &template, &[]).await.unwrap_or_else(|e| panic!("{e}"));
+    let _gateway = operator.proxy(kind, &Identity::INGRESS_GATEWAY).await;
     let gw: SocketAddr = format!("127.0.0.1:{gw_port}").parse().expect("addr");
     let mut steps = Vec::new();
 

@@ -3,6 +3,11 @@
 //! EDS resource per cluster under the same name. A DestinationRule's
 //! traffic policy (load balancer, connection pool, outlier detection) sets
 //! the cluster's options; a subset's own policy overrides it.
+//!
+//! DNS services (`resolution: DNS` / `DNS_ROUND_ROBIN`) get STRICT_DNS /
+//! LOGICAL_DNS clusters instead, their endpoints' names inline in
+//! `load_assignment` (no EDS resource): each proxy resolves them itself.
+//! As istiod, a DNS cluster (or subset) without endpoints is left out.
 
 use std::time::Duration;
 
@@ -10,7 +15,7 @@ use weft_crds::common::Labels;
 use weft_crds::networking::destination_rule::connection_pool::{ConnectionPoolSettings, OutlierDetection};
 use weft_crds::networking::destination_rule::load_balancer::SimpleLb;
 use weft_crds::networking::destination_rule::TrafficPolicy;
-use weft_crds::networking::service_entry::ServicePort;
+use weft_crds::networking::service_entry::{Resolution, ServicePort};
 use weft_envoy_api::pb::envoy::config::cluster::v3 as xds_cluster;
 use weft_envoy_api::pb::envoy::config::endpoint::v3 as xds_endpoint;
 use weft_envoy_api::pb::google::protobuf::UInt32Value;
@@ -20,20 +25,49 @@ use crate::index::{Index, Service};
 
 /// Istio's default `connectTimeout`.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Istio's default mesh `dnsRefreshRate`. (istiod also sets
+/// `respect_dns_ttl`, which weft-proxy does not implement: names are
+/// looked up again at this rate whatever their TTL.)
+const DNS_REFRESH_RATE: Duration = Duration::from_secs(60);
+
+/// One outbound cluster, and for an EDS cluster its endpoints (served
+/// under the same name).
+pub type Outbound = (xds_cluster::Cluster, Option<xds_endpoint::ClusterLoadAssignment>);
 
 pub fn name(port: u32, subset: &str, host: &str) -> String {
     format!("outbound|{port}|{subset}|{host}")
 }
 
 /// The clusters of one service port: the service, then each subset.
-pub fn outbound(index: &Index, service: &Service, port: &ServicePort) -> Vec<(xds_cluster::Cluster, xds_endpoint::ClusterLoadAssignment)> {
+pub fn outbound(index: &Index, service: &Service, port: &ServicePort) -> Vec<Outbound> {
     let rule = index.destination_rule(service);
-    let mut out = vec![build(service, port, "", &Labels::new(), policy(index, service, port.number, "").as_ref())];
+    let mut out: Vec<Outbound> = build(service, port, "", &Labels::new(), policy(index, service, port.number, "").as_ref()).into_iter().collect();
     for subset in rule.map(|r| r.spec.subsets.as_slice()).unwrap_or_default() {
         let merged = policy(index, service, port.number, &subset.name);
-        out.push(build(service, port, &subset.name, &subset.labels, merged.as_ref()));
+        out.extend(build(service, port, &subset.name, &subset.labels, merged.as_ref()));
     }
     out
+}
+
+/// The address family a DNS cluster resolves for a proxy, which istiod
+/// picks from the proxy's addresses: IPv6 only for an IPv6 proxy, IPv4
+/// only otherwise (istiod's ALL is for dual-stack proxies, and a weft
+/// proxy has one address).
+pub fn dns_family(proxy_ip: &str) -> xds_cluster::cluster::DnsLookupFamily {
+    use xds_cluster::cluster::DnsLookupFamily;
+    match proxy_ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(_)) => DnsLookupFamily::V6Only,
+        _ => DnsLookupFamily::V4Only,
+    }
+}
+
+/// `c` as a proxy of the family `family` gets it: DNS clusters resolve
+/// that family; `None` for clusters that resolve nothing.
+pub fn resolving(c: &xds_cluster::Cluster, family: xds_cluster::cluster::DnsLookupFamily) -> Option<xds_cluster::Cluster> {
+    use xds_cluster::cluster::{ClusterDiscoveryType, DiscoveryType};
+    let dns = [DiscoveryType::StrictDns as i32, DiscoveryType::LogicalDns as i32];
+    let resolves = matches!(c.cluster_discovery_type, Some(ClusterDiscoveryType::Type(t)) if dns.contains(&t));
+    resolves.then(|| xds_cluster::Cluster { dns_lookup_family: family as i32, ..c.clone() })
 }
 
 /// The traffic policy in effect for a service port and subset, merged as
@@ -83,15 +117,21 @@ pub fn hash_policy(policy: Option<&TrafficPolicy>) -> Vec<weft_envoy_api::pb::en
     vec![weft_envoy_api::pb::envoy::config::route::v3::route_action::HashPolicy { policy_specifier: Some(specifier), terminal: false }]
 }
 
-fn build(
-    service: &Service,
-    port: &ServicePort,
-    subset: &str,
-    labels: &Labels,
-    policy: Option<&TrafficPolicy>,
-) -> (xds_cluster::Cluster, xds_endpoint::ClusterLoadAssignment) {
+/// A service port's cluster (or a subset's: the instances with `labels`);
+/// `None` for a DNS cluster without endpoints.
+fn build(service: &Service, port: &ServicePort, subset: &str, labels: &Labels, policy: Option<&TrafficPolicy>) -> Option<Outbound> {
     use xds_cluster::cluster::{ClusterDiscoveryType, DiscoveryType, EdsClusterConfig, LbPolicy};
     let name = name(port.number, subset, &service.host);
+    let dns = service.resolves_by_dns();
+    let endpoints = lb_endpoints(service, port, labels, dns);
+    if dns && endpoints.is_empty() {
+        return None;
+    }
+    let assignment = xds_endpoint::ClusterLoadAssignment {
+        cluster_name: name.clone(),
+        endpoints: vec![xds_endpoint::LocalityLbEndpoints { lb_endpoints: endpoints, ..Default::default() }],
+        ..Default::default()
+    };
     let balancer = policy.and_then(|p| p.load_balancer.as_ref());
     let lb = match (balancer.and_then(|l| l.simple), balancer.and_then(|l| l.consistent_hash.as_ref())) {
         (_, Some(ch)) if ch.maglev.is_some() => LbPolicy::Maglev,
@@ -103,11 +143,25 @@ fn build(
     };
     let mut cluster = xds_cluster::Cluster {
         name: name.clone(),
-        cluster_discovery_type: Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32)),
-        eds_cluster_config: Some(EdsClusterConfig { eds_config: Some(ads()), service_name: name.clone() }),
         connect_timeout: Some(duration(CONNECT_TIMEOUT)),
         lb_policy: lb as i32,
         ..Default::default()
+    };
+    let eds = if dns {
+        let kind = if service.resolution == Resolution::DnsRoundRobin { DiscoveryType::LogicalDns } else { DiscoveryType::StrictDns };
+        cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(kind as i32));
+        cluster.load_assignment = Some(assignment);
+        // IPv4 proxies' family; IPv6 proxies get theirs (`resolving`).
+        cluster.dns_lookup_family = xds_cluster::cluster::DnsLookupFamily::V4Only as i32;
+        #[allow(deprecated)] // the field istiod sets, which Envoy still reads
+        {
+            cluster.dns_refresh_rate = Some(duration(DNS_REFRESH_RATE));
+        }
+        None
+    } else {
+        cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::Eds as i32));
+        cluster.eds_cluster_config = Some(EdsClusterConfig { eds_config: Some(ads()), service_name: name });
+        Some(assignment)
     };
     if let Some(ch) = balancer.and_then(|l| l.consistent_hash.as_ref()) {
         use xds_cluster::cluster::{LbConfig, MaglevLbConfig, RingHashLbConfig};
@@ -127,10 +181,18 @@ fn build(
     if let Some(od) = policy.and_then(|p| p.outlier_detection.as_ref()) {
         cluster.outlier_detection = Some(outlier(od));
     }
-    let endpoints = service
+    Some((cluster, eds))
+}
+
+/// The endpoints of the instances with `labels`: addresses for EDS (as
+/// istiod, host names, from WorkloadEntries meant for DNS services, are
+/// left out there), names as well for a DNS cluster to resolve.
+fn lb_endpoints(service: &Service, port: &ServicePort, labels: &Labels, dns: bool) -> Vec<xds_endpoint::LbEndpoint> {
+    service
         .instances
         .iter()
         .filter(|i| labels.iter().all(|(k, v)| i.labels.get(k) == Some(v)))
+        .filter(|i| dns || i.has_ip())
         .map(|i| xds_endpoint::LbEndpoint {
             host_identifier: Some(xds_endpoint::lb_endpoint::HostIdentifier::Endpoint(xds_endpoint::Endpoint {
                 address: Some(socket(&i.address, i.endpoint_port(port))),
@@ -139,13 +201,7 @@ fn build(
             load_balancing_weight: i.weight.filter(|w| *w > 0).map(|value| UInt32Value { value }),
             ..Default::default()
         })
-        .collect();
-    let cla = xds_endpoint::ClusterLoadAssignment {
-        cluster_name: name,
-        endpoints: vec![xds_endpoint::LocalityLbEndpoints { lb_endpoints: endpoints, ..Default::default() }],
-        ..Default::default()
-    };
-    (cluster, cla)
+        .collect()
 }
 
 fn apply_pool(cluster: &mut xds_cluster::Cluster, pool: &ConnectionPoolSettings) {

@@ -2,6 +2,7 @@
 //! paths, and translation of the Bookinfo samples against golden files.
 
 mod translate;
+mod translate_dns;
 mod validate;
 
 use std::path::PathBuf;

@@ -10,7 +10,7 @@ use weft_operator::xds::{Proxy, Role};
 
 use crate::{bookinfo, repo};
 
-fn proxy(role: Role, ip: &str, namespace: &str, labels: &[(&str, &str)]) -> Proxy {
+pub fn proxy(role: Role, ip: &str, namespace: &str, labels: &[(&str, &str)]) -> Proxy {
     Proxy {
         id: format!("{}~{ip}~x.{namespace}~{namespace}.svc.cluster.local", role.id_prefix()),
         role,
@@ -40,7 +40,7 @@ fn golden(name: &str, proxy: &Proxy) {
     compare_golden(name, &snapshot(&index, proxy).to_json());
 }
 
-fn compare_golden(name: &str, json: &serde_json::Value) {
+pub fn compare_golden(name: &str, json: &serde_json::Value) {
     let actual = serde_json::to_string_pretty(json).expect("json") + "\n";
     let path = repo(&format!("operator/tests/golden/{name}.json"));
     if std::env::var_os("WEFT_UPDATE_GOLDEN").is_some() {

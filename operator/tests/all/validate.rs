@@ -214,3 +214,56 @@ fn validate_extra(extra: &str) -> Vec<String> {
     resources.extend(weft_crds::from_yaml(extra).expect("test YAML reads"));
     validate(&resources).findings.iter().map(|f| f.message.message.clone().unwrap_or_default()).collect()
 }
+
+const SE: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: { name: e }\nspec:\n";
+
+#[test]
+fn dns_service_entries_are_checked_as_istioctl_checks_them() {
+    let ok = format!(
+        "{SE}  hosts: [api.example.com]\n  resolution: DNS\n  ports: [ {{ number: 443, name: https, protocol: HTTPS }} ]\n  endpoints: [ {{ address: api-1.example.com, ports: {{ https: 8443 }} }}, {{ address: 10.0.0.1 }} ]\n"
+    );
+    assert_eq!(findings(&ok), Vec::<String>::new());
+    // Without endpoints, the hosts are resolved: no wildcards.
+    let wildcard = format!("{SE}  hosts: [\"*.example.com\"]\n  resolution: DNS\n  ports: [ {{ number: 443, name: https, protocol: HTTPS }} ]\n");
+    assert_eq!(findings(&wildcard), ["Error WFT0002 ServiceEntry/e spec.hosts[0]"]);
+    // Endpoints: IPs or FQDNs (not CIDRs, not sockets), ports named after
+    // the entry's; DNS_ROUND_ROBIN takes one; several hosts need HTTP/TLS ports.
+    let bad = format!(
+        "{SE}  hosts: [a.example.com, b.example.com]\n  resolution: DNS_ROUND_ROBIN\n  ports: [ {{ number: 5432, name: tcp, protocol: TCP }} ]\n  endpoints:\n  - {{ address: 10.0.0.0/24 }}\n  - {{ address: \"unix:///var/run/db.sock\" }}\n  - {{ address: db.example.com, ports: {{ grpc: 9000, tcp: 70000 }} }}\n"
+    );
+    assert_eq!(
+        findings(&bad),
+        [
+            "Error WFT0002 ServiceEntry/e spec.endpoints",
+            "Error WFT0002 ServiceEntry/e spec.endpoints[0].address",
+            "Error WFT0002 ServiceEntry/e spec.endpoints[1].address",
+            "Error WFT0003 ServiceEntry/e spec.endpoints[2].ports.grpc",
+            "Error WFT0002 ServiceEntry/e spec.endpoints[2].ports.tcp",
+            "Error WFT0002 ServiceEntry/e spec.hosts",
+        ]
+    );
+    let dynamic = format!("{SE}  hosts: [\"*.example.com\"]\n  resolution: DYNAMIC_DNS\n  ports: [ {{ number: 80, name: http, protocol: HTTP }} ]\n");
+    assert_eq!(findings(&dynamic), ["Error WFT0001 ServiceEntry/e spec.resolution"]);
+}
+
+#[test]
+fn dns_service_entries_selecting_workload_entries() {
+    let entries = |resolution: &str| {
+        format!(
+            "{SE}  hosts: [vms.example.com]\n  resolution: {resolution}\n  ports: [ {{ number: 80, name: http, protocol: HTTP }} ]\n  workloadSelector: {{ labels: {{ app: vm }} }}\n---\n\
+             apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{ name: vm-1 }}\nspec: {{ address: vm-1.example.com, labels: {{ app: vm }} }}\n---\n\
+             apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: {{ name: vm-2 }}\nspec: {{ address: 10.0.0.2, labels: {{ app: vm }} }}\n"
+        )
+    };
+    // istioctl warns about a selector on a DNS entry; istiod uses the entries.
+    assert_eq!(findings(&entries("DNS")), ["Warning WFT0002 ServiceEntry/e spec.workloadSelector"]);
+    // Two endpoints for one LOGICAL_DNS cluster: every proxy would reject it.
+    assert_eq!(findings(&entries("DNS_ROUND_ROBIN")), ["Warning WFT0002 ServiceEntry/e spec.workloadSelector", "Error WFT0002 ServiceEntry/e spec.workloadSelector"]);
+    // A STATIC entry cannot use the name (istiod leaves it out of EDS).
+    assert_eq!(findings(&entries("STATIC")), ["Warning WFT0002 ServiceEntry/e spec.workloadSelector"]);
+    let we = "apiVersion: networking.istio.io/v1\nkind: WorkloadEntry\nmetadata: { name: w }\nspec:\n";
+    assert_eq!(findings(&format!("{we}  address: not_a_name\n")), ["Error WFT0002 WorkloadEntry/w spec.address"]);
+    assert_eq!(findings(&format!("{we}  address: \"unix:///var/run/app.sock\"\n")), ["Error WFT0001 WorkloadEntry/w spec.address"]);
+    let static_named = format!("{SE}  hosts: [s.example.com]\n  resolution: STATIC\n  ports: [ {{ number: 80, name: http, protocol: HTTP }} ]\n  endpoints: [ {{ address: s.example.com }} ]\n");
+    assert_eq!(findings(&static_named), ["Error WFT0002 ServiceEntry/e spec.endpoints[0].address"]);
+}

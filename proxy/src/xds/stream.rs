@@ -3,6 +3,9 @@
 
 use std::time::{Duration, Instant};
 
+/// Envoy's default `initial_stream_window_size` and connection window.
+const ENVOY_WINDOW: u32 = 256 << 20;
+
 use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use weft_envoy_api::pb::envoy::config::bootstrap::v3::Bootstrap;
@@ -52,6 +55,11 @@ async fn session(
 ) -> Result<(), StreamError> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", ads.server))?
         .connect_timeout(Duration::from_secs(5))
+        // Envoy's HTTP/2 windows (256 MiB): with h2's 64 KiB default a large
+        // route configuration trickles in, one WINDOW_UPDATE round trip per
+        // 64 KiB.
+        .initial_stream_window_size(ENVOY_WINDOW)
+        .initial_connection_window_size(ENVOY_WINDOW)
         .connect()
         .await?;
     let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
