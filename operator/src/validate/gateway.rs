@@ -8,7 +8,8 @@
 use std::collections::BTreeMap;
 
 use weft_crds::common::Labels;
-use weft_crds::networking::virtual_service::RouteDestination;
+use weft_crds::networking::destination_rule::TrafficPolicy;
+use weft_crds::networking::virtual_service::{Destination, RouteDestination};
 use weft_crds::networking::{GatewaySpec, VirtualServiceSpec};
 use weft_crds::status::{Level, Problem};
 
@@ -53,20 +54,32 @@ pub(super) fn routes(index: &Index, key: &Key, spec: &VirtualServiceSpec, findin
             }
         }
     }
-    let all = spec.tcp.iter().map(|t| ("tcp", &t.route)).chain(spec.tls.iter().map(|t| ("tls", &t.route)));
-    let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
-    for (field, route) in all {
-        let n = counts.entry(field).or_default();
-        let path = format!("spec.{field}[{n}].route");
-        *n += 1;
+    let tcp = spec.tcp.iter().enumerate().map(|(i, t)| (format!("spec.tcp[{i}].route"), &t.route));
+    let tls = spec.tls.iter().enumerate().map(|(i, t)| (format!("spec.tls[{i}].route"), &t.route));
+    for (path, route) in tcp.chain(tls) {
         if route.is_empty() {
             findings.push(finding(key, Level::Error, Problem::InvalidValue, &path, "at least one destination is required"));
         }
         check_weights(key, &route.iter().map(|d: &RouteDestination| d.weight).collect::<Vec<_>>(), &path, findings);
         for (j, d) in route.iter().enumerate() {
-            check_destination(index, key, &d.destination, &format!("{path}[{j}].destination"), findings);
+            let dpath = format!("{path}[{j}].destination");
+            check_destination(index, key, &d.destination, &dpath, findings);
+            if hashes_source_ip(index, &key.namespace, &d.destination) {
+                let message = "its DestinationRule hashes on the source IP, which istiod applies to TCP connections too; weft does not yet (connections are balanced without a hash)";
+                findings.push(finding(key, Level::Warning, Problem::UnsupportedField, &dpath, message));
+            }
         }
     }
+}
+
+/// Whether the DestinationRule of `d`'s service hashes on the source IP
+/// for `d`'s subset, as istiod reads it for `tcp_proxy` (the rule's
+/// policy, unless the subset has a load balancer of its own).
+fn hashes_source_ip(index: &Index, namespace: &str, d: &Destination) -> bool {
+    let Some(rule) = index.service(&d.host, namespace).and_then(|s| index.destination_rule(s)) else { return false };
+    let lb = |p: Option<&TrafficPolicy>| p.and_then(|p| p.load_balancer.as_ref()).map(|lb| lb.consistent_hash.as_ref().and_then(|c| c.use_source_ip) == Some(true));
+    let subset = rule.spec.subsets.iter().find(|s| Some(&s.name) == d.subset.as_ref());
+    lb(subset.and_then(|s| s.traffic_policy.as_ref())).or_else(|| lb(rule.spec.traffic_policy.as_ref())).unwrap_or(false)
 }
 
 /// Whether SNI name `sni` (maybe `*.suffix`) lies within host `host`.

@@ -208,6 +208,17 @@ fn ports_and_sni_hosts_claimed_twice_conflict() {
     );
 }
 
+#[test]
+fn tcp_routes_to_a_source_ip_hash_are_warned_about() {
+    let f = findings(&format!(
+        "{GW}  - {{ port: {{ number: 9000, name: tcp, protocol: TCP }}, hosts: [\"*\"] }}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{ name: db }}\nspec:\n  hosts: [db.example.com]\n  resolution: STATIC\n  ports: [ {{ number: 5432, name: tcp, protocol: TCP }} ]\n  endpoints: [ {{ address: 10.0.0.1, labels: {{ v: a }} }} ]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{ name: db }}\nspec:\n  host: db.example.com\n  trafficPolicy: {{ loadBalancer: {{ consistentHash: {{ useSourceIp: true }} }} }}\n  subsets: [ {{ name: a, labels: {{ v: a }}, trafficPolicy: {{ loadBalancer: {{ simple: RANDOM }} }} }}, {{ name: b, labels: {{ v: a }} }} ]\n---\n\
+         {VS}  hosts: [\"*\"]\n  gateways: [edge]\n  tcp:\n  - route:\n    - {{ destination: {{ host: db.example.com, subset: a }}, weight: 50 }}\n    - {{ destination: {{ host: db.example.com, subset: b }}, weight: 50 }}\n"
+    ));
+    assert_eq!(f, ["Warning WFT0001 VirtualService/t spec.tcp[0].route[1].destination"], "subset a balances on its own; b hashes as the rule does");
+}
+
 /// The messages of the findings for Bookinfo plus `extra`.
 fn validate_extra(extra: &str) -> Vec<String> {
     let mut resources = crate::bookinfo();
