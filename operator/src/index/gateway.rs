@@ -161,7 +161,8 @@ pub fn names_gateway(entry: &str, namespace: &str, gateway: Option<&str>) -> boo
     }
 }
 
-/// Gateway server host `sh` (`*`, `ns/host`, `*.suffix`) admits VirtualService host `h`.
+/// Gateway server host `sh` (`*`, `ns/host`, `*.suffix`) admits VirtualService
+/// host `h`; also whether a VirtualService host admits an SNI name.
 pub fn host_matches(sh: &str, h: &str) -> bool {
     let sh = sh.split_once('/').map_or(sh, |(_, host)| host);
     sh == "*" || sh == h || sh.strip_prefix('*').is_some_and(|suffix| h.ends_with(suffix))

@@ -14,7 +14,7 @@ use weft_crds::networking::{GatewaySpec, VirtualServiceSpec};
 use weft_crds::status::{Level, Problem};
 
 use super::{check_destination, check_weights, finding, Finding};
-use crate::index::gateway::{self, Protocol};
+use crate::index::gateway::{self, host_matches, Protocol};
 use crate::index::{Index, Key};
 
 /// Each server weft cannot serve, with the field at fault.
@@ -49,7 +49,7 @@ pub(super) fn routes(index: &Index, key: &Key, spec: &VirtualServiceSpec, findin
             if m.sni_hosts.is_empty() {
                 report(Problem::InvalidValue, path.clone(), "at least one SNI host is required");
             }
-            for sni in m.sni_hosts.iter().filter(|sni| !spec.hosts.iter().any(|h| within(sni, h))) {
+            for sni in m.sni_hosts.iter().filter(|sni| !spec.hosts.iter().any(|h| host_matches(h, sni))) {
                 report(Problem::InvalidValue, path.clone(), &format!("SNI host {sni} is not within the VirtualService's hosts [{}]", spec.hosts.join(", ")));
             }
         }
@@ -80,11 +80,6 @@ fn hashes_source_ip(index: &Index, namespace: &str, d: &Destination) -> bool {
     let lb = |p: Option<&TrafficPolicy>| p.and_then(|p| p.load_balancer.as_ref()).map(|lb| lb.consistent_hash.as_ref().and_then(|c| c.use_source_ip) == Some(true));
     let subset = rule.spec.subsets.iter().find(|s| Some(&s.name) == d.subset.as_ref());
     lb(subset.and_then(|s| s.traffic_policy.as_ref())).or_else(|| lb(rule.spec.traffic_policy.as_ref())).unwrap_or(false)
-}
-
-/// Whether SNI name `sni` (maybe `*.suffix`) lies within host `host`.
-fn within(sni: &str, host: &str) -> bool {
-    sni == host || host == "*" || host.strip_prefix('*').is_some_and(|suffix| sni.ends_with(suffix))
 }
 
 /// Servers whose port is taken, among Gateways that select the same
