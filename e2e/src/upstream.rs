@@ -9,6 +9,11 @@
 //! carry one status, to play a failing host.
 //!
 //! The body is `<name>` so a client sees which upstream answered.
+//!
+//! [`Upstream::start_tls_on`] serves the same over TLS with the test
+//! server certificate (`pki`), recording the SNI each connection sent as
+//! the pseudo-header `:sni`: a backend behind a proxy that passes TLS
+//! through.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -73,7 +78,30 @@ impl Upstream {
         Self::start_with(name, addr, Duration::ZERO).await
     }
 
+    /// Starts on `addr`, terminating TLS with `pki`'s server certificate
+    /// (for `example.com` and `*.example.com`).
+    pub async fn start_tls_on(name: &str, addr: SocketAddr) -> std::io::Result<Upstream> {
+        use pingora_core::tls::ssl::{SslAcceptor, SslFiletype, SslMethod};
+        let tls = (|| {
+            let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls())?;
+            b.set_certificate_chain_file(crate::pki::path("server.pem"))?;
+            b.set_private_key_file(crate::pki::path("server.key"), SslFiletype::PEM)?;
+            Ok::<_, pingora_core::tls::error::ErrorStack>(b.build())
+        })()
+        .map_err(std::io::Error::other)?;
+        Self::serve(name, addr, Duration::ZERO, Some(Arc::new(tls))).await
+    }
+
     async fn start_with(name: &str, addr: SocketAddr, delay: Duration) -> std::io::Result<Upstream> {
+        Self::serve(name, addr, delay, None).await
+    }
+
+    async fn serve(
+        name: &str,
+        addr: SocketAddr,
+        delay: Duration,
+        tls: Option<Arc<pingora_core::tls::ssl::SslAcceptor>>,
+    ) -> std::io::Result<Upstream> {
         let listener = tokio::net::TcpListener::bind(addr).await?;
         let addr = listener.local_addr()?;
         let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
@@ -88,14 +116,25 @@ impl Upstream {
                 };
                 c.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 let (n, s, f, o) = (n.clone(), s.clone(), failures.clone(), o.clone());
+                let tls = tls.clone();
                 tokio::spawn(async move {
-                    let svc = service_fn(move |req| {
-                        let forced = o.load(std::sync::atomic::Ordering::Relaxed);
-                        handle(n.clone(), s.clone(), f.clone(), delay, forced, req)
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(tcp), svc)
-                        .await;
+                    let svc = move |sni: Option<String>| {
+                        service_fn(move |req| {
+                            let forced = o.load(std::sync::atomic::Ordering::Relaxed);
+                            handle(n.clone(), s.clone(), f.clone(), delay, forced, sni.clone(), req)
+                        })
+                    };
+                    let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+                    match tls {
+                        None => {
+                            let _ = server.serve_connection(TokioIo::new(tcp), svc(None)).await;
+                        }
+                        Some(acceptor) => {
+                            let Some(stream) = accept_tls(&acceptor, tcp).await else { return };
+                            let sni = stream.ssl().servername(pingora_core::tls::ssl::NameType::HOST_NAME).map(str::to_string);
+                            let _ = server.serve_connection(TokioIo::new(stream), svc(sni)).await;
+                        }
+                    }
                 });
             }
         });
@@ -127,12 +166,25 @@ impl Upstream {
     }
 }
 
+/// The server side of a TLS handshake; `None` when it fails.
+async fn accept_tls(
+    acceptor: &pingora_core::tls::ssl::SslAcceptor,
+    tcp: tokio::net::TcpStream,
+) -> Option<pingora_core::tls::tokio_ssl::SslStream<tokio::net::TcpStream>> {
+    let ssl = pingora_core::tls::ssl::Ssl::new(acceptor.context()).ok()?;
+    let mut stream = pingora_core::tls::tokio_ssl::SslStream::new(ssl, tcp).ok()?;
+    std::pin::Pin::new(&mut stream).accept().await.ok()?;
+    Some(stream)
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn handle(
     name: String,
     seen: Arc<Mutex<Vec<Seen>>>,
     failures: Arc<Mutex<HashMap<String, u32>>>,
     delay: Duration,
     forced: u16,
+    sni: Option<String>,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
     let (parts, body) = req.into_parts();
@@ -166,6 +218,9 @@ async fn handle(
         headers.push((":scheme".into(), scheme.to_string()));
     }
     headers.push((":version".into(), format!("{:?}", parts.version)));
+    if let Some(sni) = sni {
+        headers.push((":sni".into(), sni));
+    }
     {
         let mut log = seen.lock().expect("lock");
         if log.len() >= 100_000 {

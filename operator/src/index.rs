@@ -6,6 +6,7 @@
 //! DestinationRule means `NAME.NAMESPACE.svc.cluster.local` in the rule's
 //! namespace; ServiceEntry hosts are taken as written.
 
+pub mod gateway;
 pub mod wasm_plugin;
 
 use std::collections::{BTreeMap, HashMap};

@@ -5,6 +5,7 @@
 //!  sidecar  virtualOutbound IP:15001 (apps' HTTP_PROXY) ─RDS http_proxy─► vhost per service host:port ─► outbound|P|SUBSET|HOST (EDS; DNS services: STRICT/LOGICAL_DNS)
 //!           virtualInbound  IP:15006 ─inline routes─► inbound|P|| ─► the app on IP:targetPort
 //!  gateway  0.0.0.0_N       IP:N (Gateway servers) ─RDS http.N─► vhost per VirtualService host ─► outbound|…
+//!                                                   ─tcp_proxy (TCP; TLS passthrough by SNI)─► outbound|…
 //! ```
 //! Without iptables, apps reach the mesh through their sidecar's outbound
 //! listener (`HTTP_PROXY`), and peers reach a workload that has a sidecar
@@ -14,10 +15,11 @@
 
 mod cluster;
 mod envoy;
+mod gateway;
 pub mod route;
 mod wasm;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 
 use weft_envoy_api::pb::envoy::config::cluster::v3 as xds_cluster;
@@ -27,11 +29,12 @@ use weft_envoy_api::pb::envoy::config::listener::v3 as xds_listener;
 use weft_envoy_api::pb::envoy::config::route::v3 as xds_route;
 use weft_envoy_api::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 
+use crate::index::gateway::Protocol;
 use crate::index::{Index, Service, INBOUND_PORT, OUTBOUND_PORT};
 use crate::xds::hub::Generator;
 use crate::xds::snapshot::Layer;
 use crate::xds::{Kind, Proxy, Resource, Role, Snapshot};
-use envoy::{ads, any, socket};
+use envoy::{ads, network_filter, socket};
 use route::Scope;
 use wasm::{Class, Plugins};
 
@@ -84,10 +87,11 @@ impl Translation {
         Translation { index, clusters: Layer::new(clusters), dns_v6, endpoints: Layer::new(endpoints), label_keys, routes: Mutex::default() }
     }
 
-    /// The route configurations of proxies like `proxy`, built once.
+    /// The route configurations of proxies like `proxy`, built once. A
+    /// gateway's depend on all its labels too: Gateways select by them.
     fn routes(&self, proxy: &Proxy) -> Arc<Vec<Arc<Resource>>> {
-        let labels: Vec<(String, String)> =
-            proxy.labels.iter().filter(|(k, _)| self.label_keys.contains(*k)).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let keep = |k: &String| proxy.role == Role::Gateway || self.label_keys.contains(k);
+        let labels: Vec<(String, String)> = proxy.labels.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
         let key = (proxy.role, proxy.namespace.clone(), labels);
         let mut cache = self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         cache
@@ -95,7 +99,7 @@ impl Translation {
             .or_insert_with(|| {
                 let configs = match proxy.role {
                     Role::Sidecar => vec![sidecar_routes(&self.index, proxy)],
-                    Role::Gateway => gateway_routes(&self.index, proxy).into_values().collect(),
+                    Role::Gateway => gateway::routes(&self.index, proxy).into_values().collect(),
                 };
                 Arc::new(configs.into_iter().map(|rc| Arc::new(Resource::new(rc.name.clone(), &rc))).collect())
             })
@@ -124,9 +128,17 @@ impl Generator for Translation {
             Role::Sidecar => sidecar_listeners(&self.index, proxy, &plugins, &mut s),
             Role::Gateway => {
                 let filters = plugins.http_filters(Class::Gateway);
-                for port in gateway_routes(&self.index, proxy).into_keys() {
-                    let routes = Routes::Rds(format!("http.{port}"));
-                    let l = listener(&format!("0.0.0.0_{port}"), &proxy.ip, port, &format!("outbound_0.0.0.0_{port}"), routes, filters.clone());
+                for (port, served) in gateway::ports(&self.index, proxy) {
+                    let l = match served.protocol {
+                        Protocol::Http => {
+                            let routes = Routes::Rds(format!("http.{port}"));
+                            listener(&format!("0.0.0.0_{port}"), &proxy.ip, port, &format!("outbound_0.0.0.0_{port}"), routes, filters.clone())
+                        }
+                        Protocol::Tcp | Protocol::Passthrough => {
+                            let Some(l) = gateway::network_listener(&self.index, proxy, port, &served) else { continue };
+                            l
+                        }
+                    };
                     s.insert(Kind::Listener, Resource::new(l.name.clone(), &l));
                 }
             }
@@ -204,50 +216,6 @@ fn sidecar_listeners(index: &Index, proxy: &Proxy, plugins: &Plugins<'_>, s: &mu
     }
 }
 
-/// A gateway's route configurations, by port: the VirtualServices that
-/// name the Gateways selecting it.
-fn gateway_routes(index: &Index, proxy: &Proxy) -> BTreeMap<u32, xds_route::RouteConfiguration> {
-    // Port → the gateways (namespace/name) serving HTTP on it, and their hosts.
-    let mut ports: BTreeMap<u32, Vec<(String, Vec<String>)>> = BTreeMap::new();
-    for g in &index.gateways {
-        if !g.spec.selector.iter().all(|(k, v)| proxy.labels.get(k) == Some(v)) {
-            continue;
-        }
-        for server in g.spec.servers.iter().filter(|s| s.port.protocol.eq_ignore_ascii_case("HTTP")) {
-            let name = format!("{}/{}", g.key.namespace, g.key.name);
-            ports.entry(server.port.number).or_default().push((name, server.hosts.clone()));
-        }
-    }
-    let mut out = BTreeMap::new();
-    for (port, gateways) in ports {
-        let mut vhosts: Vec<xds_route::VirtualHost> = Vec::new();
-        for (gateway, server_hosts) in &gateways {
-            let scope = Scope { index, labels: &proxy.labels, port, gateway: Some(gateway.clone()) };
-            for vs in &index.virtual_services {
-                if !vs.spec.gateways.iter().any(|g| route::names_gateway(g, &vs.key.namespace, Some(gateway))) {
-                    continue;
-                }
-                for host in vs.spec.hosts.iter().filter(|h| server_hosts.iter().any(|sh| host_matches(sh, h))) {
-                    if vhosts.iter().any(|v| v.name == *host) {
-                        continue; // an earlier VirtualService has this host (validation reports it)
-                    }
-                    let Ok(routes) = route::routes(&scope, vs) else { continue };
-                    let domains = if host == "*" { vec!["*".to_string()] } else { vec![host.clone(), format!("{host}:*")] };
-                    vhosts.push(xds_route::VirtualHost { name: host.clone(), domains, routes, ..Default::default() });
-                }
-            }
-        }
-        out.insert(port, xds_route::RouteConfiguration { name: format!("http.{port}"), virtual_hosts: vhosts, ..Default::default() });
-    }
-    out
-}
-
-/// Gateway server host `sh` (`*`, `ns/host`, `*.suffix`) admits VirtualService host `h`.
-fn host_matches(sh: &str, h: &str) -> bool {
-    let sh = sh.split_once('/').map_or(sh, |(_, host)| host);
-    sh == "*" || sh == h || sh.strip_prefix('*').is_some_and(|suffix| h.ends_with(suffix))
-}
-
 /// The routes of the first VirtualService (by namespace/name) bound to the
 /// sidecars ("mesh") for `host`; `None` when there is none.
 fn mesh_routes(scope: &Scope<'_>, host: &str, _service_namespace: &str) -> Option<Vec<xds_route::Route>> {
@@ -294,13 +262,7 @@ fn listener(name: &str, ip: &str, port: u32, stat_prefix: &str, routes: Routes, 
     xds_listener::Listener {
         name: name.to_string(),
         address: Some(socket(ip, port)),
-        filter_chains: vec![xds_listener::FilterChain {
-            filters: vec![xds_listener::Filter {
-                name: envoy::HCM.into(),
-                config_type: Some(xds_listener::filter::ConfigType::TypedConfig(any(&manager))),
-            }],
-            ..Default::default()
-        }],
+        filter_chains: vec![xds_listener::FilterChain { filters: vec![network_filter(envoy::HCM, &manager)], ..Default::default() }],
         ..Default::default()
     }
 }

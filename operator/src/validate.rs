@@ -4,8 +4,10 @@
 //!
 //! ```text
 //!  resources ─► unsupported fields (supported.rs) ─► references, regexes, weights, conflicts ─► accepted + findings
+//!                                                      (gateway.rs: servers, tcp/tls routes, ports and SNI claimed twice)
 //! ```
 
+mod gateway;
 mod registry;
 mod supported;
 
@@ -224,10 +226,7 @@ fn semantic(index: &Index, resources: &[Arc<Resource>], findings: &mut Vec<Findi
                             Some(_) => {}
                         }
                     }
-                    let weights: Vec<i32> = http.route.iter().map(|d| d.weight.unwrap_or(0)).collect();
-                    if http.route.len() > 1 && weights.iter().sum::<i32>() != 100 {
-                        findings.push(finding(&key, Level::Error, Problem::InvalidValue, &format!("{path}.route"), &format!("weights must add up to 100, they add up to {}", weights.iter().sum::<i32>())));
-                    }
+                    check_weights(&key, &http.route.iter().map(|d| d.weight).collect::<Vec<_>>(), &format!("{path}.route"), findings);
                     for (j, d) in http.route.iter().enumerate() {
                         check_destination(index, &key, &d.destination, &format!("{path}.route[{j}].destination"), findings);
                     }
@@ -253,6 +252,7 @@ fn semantic(index: &Index, resources: &[Arc<Resource>], findings: &mut Vec<Findi
                         }
                     }
                 }
+                gateway::routes(index, &key, spec, findings);
                 let for_mesh = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
                 if for_mesh {
                     for (i, host) in spec.hosts.iter().enumerate() {
@@ -266,14 +266,7 @@ fn semantic(index: &Index, resources: &[Arc<Resource>], findings: &mut Vec<Findi
                     }
                 }
             }
-            Resource::Gateway(g) => {
-                for (i, server) in g.spec.servers.iter().enumerate() {
-                    if !server.port.protocol.eq_ignore_ascii_case("HTTP") {
-                        let message = format!("protocol {} is not supported by weft yet (HTTP is)", server.port.protocol);
-                        findings.push(finding(&key, Level::Error, Problem::UnsupportedField, &format!("spec.servers[{i}].port.protocol"), &message));
-                    }
-                }
-            }
+            Resource::Gateway(g) => gateway::servers(&key, &g.spec, findings),
             Resource::ServiceEntry(se) => registry::service_entry(index, &key, &se.spec, findings),
             Resource::DestinationRule(dr) => {
                 if index.service(&dr.spec.host, &key.namespace).is_none() {
@@ -300,6 +293,15 @@ fn semantic(index: &Index, resources: &[Arc<Resource>], findings: &mut Vec<Findi
             }
             Resource::Mesh(_) => {}
         }
+    }
+    gateway::conflicts(index, findings);
+}
+
+/// Weights of several destinations must add up to 100 (one alone takes all).
+fn check_weights(key: &Key, weights: &[Option<i32>], path: &str, findings: &mut Vec<Finding>) {
+    let sum: i32 = weights.iter().map(|w| w.unwrap_or(0)).sum();
+    if weights.len() > 1 && sum != 100 {
+        findings.push(finding(key, Level::Error, Problem::InvalidValue, path, &format!("weights must add up to 100, they add up to {sum}")));
     }
 }
 

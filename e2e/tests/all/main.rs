@@ -25,6 +25,7 @@ mod wasm_testkit;
 mod wasm_plugins;
 mod xds_ads;
 mod xds_dns;
+mod xds_gateway_tcp;
 mod xds_standalone;
 mod xds_wasmplugin;
 

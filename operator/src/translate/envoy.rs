@@ -2,6 +2,7 @@
 //! translation reads as what it means.
 
 use weft_envoy_api::pb::envoy::config::core::v3 as core;
+use weft_envoy_api::pb::envoy::config::listener::v3 as xds_listener;
 use weft_envoy_api::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 use weft_envoy_api::pb::envoy::r#type::v3::{fractional_percent::DenominatorType, FractionalPercent};
 use weft_envoy_api::pb::google::protobuf::{Any, Duration as PbDuration};
@@ -54,6 +55,13 @@ pub const FAULT: &str = "envoy.filters.http.fault";
 pub const CORS: &str = "envoy.filters.http.cors";
 pub const ROUTER: &str = "envoy.filters.http.router";
 pub const HCM: &str = "envoy.filters.network.http_connection_manager";
+pub const TCP_PROXY: &str = "envoy.filters.network.tcp_proxy";
+pub const TLS_INSPECTOR: &str = "envoy.filters.listener.tls_inspector";
+
+/// A listener's network filter.
+pub fn network_filter<M: Message + Name>(name: &str, config: &M) -> xds_listener::Filter {
+    xds_listener::Filter { name: name.to_string(), config_type: Some(xds_listener::filter::ConfigType::TypedConfig(any(config))) }
+}
 
 /// Istio's HTTP filter chain, as far as weft implements it: `early`
 /// (WasmPlugins of the AUTHN and AUTHZ phases, where Istio's own authn and

@@ -21,6 +21,7 @@ use weft_envoy_api::pb::google::protobuf::{Any, BoolValue, UInt32Value};
 
 use super::cluster;
 use super::envoy::{any, duration, percent, CORS, FAULT};
+use crate::index::gateway::names_gateway;
 use crate::index::{Index, Rule};
 
 /// Where the routes are built: which proxy, which port, which gateway.
@@ -214,18 +215,6 @@ fn applies(scope: &Scope<'_>, vs: &Rule<VirtualServiceSpec>, m: &HttpMatchReques
     port_ok && labels_ok && gateways_ok
 }
 
-/// Whether a `gateways` entry in a rule of `namespace` names `gateway`
-/// (`None`: the sidecars, "mesh").
-pub fn names_gateway(entry: &str, namespace: &str, gateway: Option<&str>) -> bool {
-    match gateway {
-        None => entry == "mesh",
-        Some(g) => {
-            let qualified = if entry.contains('/') { entry.to_string() } else { format!("{namespace}/{entry}") };
-            qualified == g
-        }
-    }
-}
-
 fn route_match(m: Option<&HttpMatchRequest>) -> xds_route::RouteMatch {
     use xds_route::route_match::PathSpecifier;
     let Some(m) = m else {
@@ -408,7 +397,7 @@ fn action(scope: &Scope<'_>, vs: &Rule<VirtualServiceSpec>, http: &HttpRoute, pa
 }
 
 /// `outbound|PORT|SUBSET|HOST` for a destination of a rule in `namespace`.
-fn resolve(scope: &Scope<'_>, namespace: &str, d: &Destination, path: &str) -> Result<String, Unresolved> {
+pub(super) fn resolve(scope: &Scope<'_>, namespace: &str, d: &Destination, path: &str) -> Result<String, Unresolved> {
     resolve_with_hash(scope, namespace, d, path).map(|(name, _)| name)
 }
 

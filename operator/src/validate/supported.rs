@@ -76,6 +76,14 @@ const VIRTUAL_SERVICE: &[&str] = &[
     "http[].corsPolicy.exposeHeaders",
     "http[].corsPolicy.maxAge",
     "http[].corsPolicy.allowCredentials",
+    // On gateways only (validation reports them for sidecars).
+    "tcp[].match[].port",
+    "tcp[].match[].gateways",
+    "tcp[].route[].weight",
+    "tls[].match[].sniHosts",
+    "tls[].match[].port",
+    "tls[].match[].gateways",
+    "tls[].route[].weight",
 ];
 
 const SERVICE_ENTRY: &[&str] = &[
@@ -113,7 +121,9 @@ const WASM_PLUGIN: &[&str] = &[
     "type",
 ];
 
-const GATEWAY: &[&str] = &["selector.*", "servers[].port.number", "servers[].port.protocol", "servers[].port.name", "servers[].hosts", "servers[].name"];
+/// `tls.mode` is checked with the server's protocol (PASSTHROUGH only).
+const GATEWAY: &[&str] =
+    &["selector.*", "servers[].port.number", "servers[].port.protocol", "servers[].port.name", "servers[].hosts", "servers[].name", "servers[].tls.mode"];
 
 /// Whether the field at `path` (indices already written as `[]`) of a
 /// `kind`'s spec is implemented.
@@ -129,7 +139,7 @@ fn patterns(kind: &str) -> Vec<String> {
     match kind {
         "VirtualService" => {
             let mut p: Vec<String> = VIRTUAL_SERVICE.iter().map(|s| s.to_string()).collect();
-            for prefix in ["http[].route[].destination", "http[].mirror", "http[].mirrors[].destination"] {
+            for prefix in ["http[].route[].destination", "http[].mirror", "http[].mirrors[].destination", "tcp[].route[].destination", "tls[].route[].destination"] {
                 p.extend(DESTINATION.iter().map(|d| format!("{prefix}.{d}")));
             }
             for prefix in ["http[].headers", "http[].route[].headers"] {
@@ -203,9 +213,13 @@ mod tests {
         assert!(supported("VirtualService", "http[].match[].headers.end-user.exact"));
         assert!(supported("DestinationRule", "subsets[].trafficPolicy.loadBalancer.simple"));
         assert!(supported("VirtualService", "http[].delegate.name"));
-        assert!(!supported("VirtualService", "tcp[].route[].destination.host"));
+        assert!(supported("VirtualService", "tcp[].route[].destination.host"));
+        assert!(supported("VirtualService", "tls[].match[].sniHosts"));
+        assert!(!supported("VirtualService", "tls[].match[].sourceLabels.app"));
+        assert!(!supported("VirtualService", "tcp[].match[].destinationSubnets"));
         assert!(!supported("DestinationRule", "trafficPolicy.tls.mode"));
-        assert!(!supported("Gateway", "servers[].tls.mode"));
+        assert!(supported("Gateway", "servers[].tls.mode"));
+        assert!(!supported("Gateway", "servers[].tls.credentialName"));
         assert!(supported("WasmPlugin", "url"));
         assert!(supported("WasmPlugin", "pluginConfig.nested.list[].key"), "the plugin's configuration is taken whole");
         assert!(!supported("WasmPlugin", "match[].ports[].number"));

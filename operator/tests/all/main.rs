@@ -18,3 +18,11 @@ pub fn bookinfo() -> Vec<weft_crds::Resource> {
         .flat_map(|f| weft_operator::standalone::read(f).unwrap_or_else(|e| panic!("{e}")))
         .collect()
 }
+
+/// The gateway TCP/TLS scenario (`tests/fixtures/gateway-tcp-tls.yaml`)
+/// with fixed addresses and ports.
+pub fn gateway_tcp_tls() -> String {
+    let path = repo("operator/tests/fixtures/gateway-tcp-tls.yaml");
+    let template = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    template.replace("${NET}", "10.0.0").replace("${TCP}", "31400").replace("${TLS}", "8443")
+}

@@ -21,6 +21,20 @@ pub fn proxy(role: Role, ip: &str, namespace: &str, labels: &[(&str, &str)]) -> 
     }
 }
 
+/// Bookinfo's ingress gateway.
+fn ingress() -> Proxy {
+    proxy(Role::Gateway, "127.0.0.1", "istio-system", &[("istio", "ingressgateway")])
+}
+
+/// Bookinfo plus `extra`, all valid, indexed.
+fn with_bookinfo(extra: &str) -> std::sync::Arc<Index> {
+    let mut resources = bookinfo();
+    resources.extend(weft_crds::from_yaml(extra).expect("reads"));
+    let validated = validate(&resources);
+    assert!(validated.findings.is_empty(), "{:?}", validated.findings);
+    std::sync::Arc::new(Index::build(&validated.accepted))
+}
+
 fn golden(name: &str, proxy: &Proxy) {
     let index = std::sync::Arc::new(Index::build(&validate(&bookinfo()).accepted));
     compare_golden(name, &snapshot(&index, proxy).to_json());
@@ -38,7 +52,7 @@ pub fn compare_golden(name: &str, json: &serde_json::Value) {
 
 #[test]
 fn bookinfo_ingress_gateway() {
-    golden("bookinfo-gateway", &proxy(Role::Gateway, "127.0.0.1", "istio-system", &[("istio", "ingressgateway")]));
+    golden("bookinfo-gateway", &ingress());
 }
 
 #[test]
@@ -114,12 +128,8 @@ spec:
     route: [ { destination: { host: reviews, subset: v3 } } ]
   - route: [ { destination: { host: reviews, subset: v1 } } ]
 "#;
-    let mut resources = bookinfo();
-    resources.extend(weft_crds::from_yaml(extra).expect("reads"));
-    let validated = validate(&resources);
-    assert!(validated.findings.is_empty(), "{:?}", validated.findings);
-    let index = std::sync::Arc::new(Index::build(&validated.accepted));
-    let json = snapshot(&index, &proxy(Role::Gateway, "127.0.0.1", "istio-system", &[("istio", "ingressgateway")])).to_json();
+    let index = with_bookinfo(extra);
+    let json = snapshot(&index, &ingress()).to_json();
     let vhosts = json["Route"]["http.8080"]["virtual_hosts"].as_array().expect("vhosts").clone();
     let shop = vhosts.iter().find(|v| v["name"] == "shop.example").expect("the root's host");
     let routes: Vec<String> = shop["routes"]
@@ -198,13 +208,9 @@ spec:
 
 #[test]
 fn wasm_plugins_by_selector_phase_and_priority() {
-    let mut resources = bookinfo();
-    resources.extend(weft_crds::from_yaml(WASM_PLUGINS).expect("reads"));
-    let validated = validate(&resources);
-    assert!(validated.findings.is_empty(), "{:?}", validated.findings);
-    let index = std::sync::Arc::new(Index::build(&validated.accepted));
+    let index = with_bookinfo(WASM_PLUGINS);
     let proxies = [
-        ("gateway", proxy(Role::Gateway, "127.0.0.1", "istio-system", &[("istio", "ingressgateway")])),
+        ("gateway", ingress()),
         ("sidecar", proxy(Role::Sidecar, "127.0.1.1", "default", &[("app", "productpage"), ("version", "v1")])),
     ];
     let mut chains = Vec::new();
@@ -232,4 +238,39 @@ fn wasm_plugins_by_selector_phase_and_priority() {
          selection by namespace (istio-system is mesh-wide) and labels"
     );
     compare_golden("wasm-plugins", &serde_json::Value::Object(golden));
+}
+
+#[test]
+fn gateway_tcp_and_tls_passthrough() {
+    let index = with_bookinfo(&crate::gateway_tcp_tls());
+    let json = snapshot(&index, &ingress()).to_json();
+    let listeners = json["Listener"].as_object().expect("listeners");
+    assert_eq!(listeners.keys().collect::<Vec<_>>(), ["0.0.0.0_31400", "0.0.0.0_8080", "0.0.0.0_8443"], "HTTP beside TCP and TLS");
+    // The gateway's own part of the snapshot: its TCP and TLS listeners.
+    let mut golden = listeners.clone();
+    golden.remove("0.0.0.0_8080");
+    compare_golden("gateway-tcp-tls", &serde_json::Value::Object(golden));
+}
+
+#[test]
+fn gateways_selected_by_different_labels_get_their_own_routes() {
+    use weft_operator::translate::Translation;
+    use weft_operator::xds::hub::Generator;
+    let extra = r#"
+apiVersion: networking.istio.io/v1
+kind: Gateway
+metadata: { name: internal, namespace: istio-system }
+spec:
+  selector: { istio: internalgateway }
+  servers: [ { port: { number: 8080, name: http, protocol: HTTP }, hosts: ["*"] } ]
+"#;
+    // One translation serves both, as in the xDS server: its route cache
+    // must tell them apart although no rule matches on their labels.
+    let translation = Translation::new(with_bookinfo(extra));
+    let hosts = |labels: &[(&str, &str)]| {
+        let json = translation.snapshot(&proxy(Role::Gateway, "127.0.0.1", "istio-system", labels)).to_json();
+        json["Route"]["http.8080"]["virtual_hosts"].as_array().map_or(0, Vec::len)
+    };
+    assert_eq!(hosts(&[("istio", "ingressgateway")]), 1, "Bookinfo's gateway routes *");
+    assert_eq!(hosts(&[("istio", "internalgateway")]), 0, "no VirtualService names the internal gateway");
 }

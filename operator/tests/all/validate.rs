@@ -55,8 +55,11 @@ fn invalid_regex_and_weights() {
 
 #[test]
 fn unsupported_fields_are_named() {
+    // TCP routes for the sidecars (no gateways: "mesh"), and a match field weft lacks.
+    let f = findings(&format!("{VS}  hosts: [t]\n  tcp:\n  - match: [ {{ sourceLabels: {{ app: x }} }} ]\n    route: [ {{ destination: {{ host: ratings }} }} ]\n"));
+    assert_eq!(f, ["Error WFT0001 VirtualService/t spec.tcp[0].match[0].sourceLabels.app"]);
     let f = findings(&format!("{VS}  hosts: [t]\n  tcp:\n  - route: [ {{ destination: {{ host: ratings }} }} ]\n"));
-    assert!(f.contains(&"Error WFT0001 VirtualService/t spec.tcp[0].route[0].destination.host".to_string()), "{f:?}");
+    assert_eq!(f, ["Error WFT0001 VirtualService/t spec.tcp"]);
     let tls = "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: { name: t }\nspec:\n  host: ratings\n  trafficPolicy: { tls: { mode: ISTIO_MUTUAL } }\n";
     assert_eq!(findings(tls), ["Error WFT0001 DestinationRule/t spec.trafficPolicy.tls.mode"]);
 }
@@ -124,6 +127,103 @@ fn wasm_plugin_fields_weft_does_not_implement() {
     );
     // A NETWORK plugin is reported once its fields are otherwise fine.
     assert_eq!(findings(&format!("{WASM}  url: file:///p.wasm\n  type: NETWORK\n")), ["Error WFT0001 WasmPlugin/w spec.type"]);
+}
+
+const GW: &str = "apiVersion: networking.istio.io/v1\nkind: Gateway\nmetadata: { name: edge }\nspec:\n  selector: { istio: ingressgateway }\n  servers:\n";
+
+#[test]
+fn tcp_and_tls_routes_on_a_gateway_are_valid() {
+    assert_eq!(findings(&crate::gateway_tcp_tls()), Vec::<String>::new());
+}
+
+#[test]
+fn tcp_and_tls_route_errors() {
+    let gw = format!("{GW}  - {{ port: {{ number: 9000, name: tcp, protocol: TCP }}, hosts: [\"*\"] }}\n---\n");
+    let f = findings(&format!(
+        "{gw}{VS}  hosts: [a.example.com]\n  gateways: [edge]\n  tcp:\n  - route:\n    - {{ destination: {{ host: ratings, subset: v9 }}, weight: 60 }}\n    - {{ destination: {{ host: nowhere }}, weight: 60 }}\n  - route: []\n  tls:\n  - match: [ {{ sniHosts: [] }}, {{ sniHosts: [a.example.com, b.example.com] }} ]\n    route: [ {{ destination: {{ host: ratings, port: {{ number: 1 }} }} }} ]\n  - match: []\n    route: [ {{ destination: {{ host: ratings }} }} ]\n"
+    ));
+    assert_eq!(
+        f,
+        [
+            "Error WFT0002 VirtualService/t spec.tls[0].match[0].sniHosts",
+            "Error WFT0002 VirtualService/t spec.tls[0].match[1].sniHosts",
+            "Error WFT0002 VirtualService/t spec.tls[1].match",
+            "Error WFT0002 VirtualService/t spec.tcp[0].route",
+            "Error WFT0003 VirtualService/t spec.tcp[0].route[0].destination.subset",
+            "Error WFT0003 VirtualService/t spec.tcp[0].route[1].destination.host",
+            "Error WFT0002 VirtualService/t spec.tcp[1].route",
+            "Error WFT0003 VirtualService/t spec.tls[0].route[0].destination.port.number",
+        ],
+        "no SNI host, one outside the hosts (b.example.com), no match; weights, unknown subset, host and port; no destination"
+    );
+}
+
+#[test]
+fn gateway_servers_weft_cannot_serve() {
+    let f = findings(&format!(
+        "{GW}  - {{ port: {{ number: 27017, name: mongo, protocol: MONGO }}, hosts: [\"*\"] }}\n  - {{ port: {{ number: 8443, name: tls, protocol: TLS }}, hosts: [\"*\"] }}\n  - {{ port: {{ number: 8444, name: https, protocol: HTTPS }}, hosts: [\"*\"], tls: {{ mode: SIMPLE }} }}\n  - {{ port: {{ number: 9000, name: tcp, protocol: TCP }}, hosts: [\"*\"], tls: {{ mode: PASSTHROUGH }} }}\n"
+    ));
+    assert_eq!(
+        f,
+        [
+            "Error WFT0001 Gateway/edge spec.servers[0].port.protocol",
+            "Error WFT0002 Gateway/edge spec.servers[1].tls",
+            "Error WFT0001 Gateway/edge spec.servers[2].tls.mode",
+            "Error WFT0002 Gateway/edge spec.servers[3].tls",
+        ],
+        "MONGO; TLS without tls settings; TLS termination; TLS settings on TCP"
+    );
+    let messages: Vec<String> = validate_extra(&format!("{GW}  - {{ port: {{ number: 8444, name: https, protocol: HTTPS }}, hosts: [\"*\"], tls: {{ mode: MUTUAL }} }}\n"));
+    assert!(messages[0].contains("tls.mode MUTUAL is not supported by weft yet") && messages[0].contains("PASSTHROUGH is supported"), "{messages:?}");
+}
+
+#[test]
+fn ports_and_sni_hosts_claimed_twice_conflict() {
+    let other = GW.replace("name: edge", "name: edge2");
+    let tcp_vs = |name: &str| format!("{}  hosts: [\"*\"]\n  gateways: [edge]\n  tcp:\n  - route: [ {{ destination: {{ host: ratings }} }} ]\n", VS.replace("name: t", &format!("name: {name}")));
+    let tls_vs = |name: &str, sni: &str| {
+        format!("{}  hosts: [\"*.example.com\"]\n  gateways: [edge]\n  tls:\n  - match: [ {{ sniHosts: [{sni}] }} ]\n    route: [ {{ destination: {{ host: details }} }} ]\n", VS.replace("name: t", &format!("name: {name}")))
+    };
+    let f = findings(&[
+        format!("{GW}  - {{ port: {{ number: 9000, name: tcp, protocol: TCP }}, hosts: [\"*\"] }}\n  - {{ port: {{ number: 8443, name: tls, protocol: TLS }}, hosts: [\"*.example.com\"], tls: {{}} }}\n"),
+        // Bookinfo's gateway serves HTTP on 8080 for the same proxies.
+        format!("{other}  - {{ port: {{ number: 8080, name: tcp, protocol: TCP }}, hosts: [\"*\"] }}\n  - {{ port: {{ number: 9000, name: tcp2, protocol: TCP }}, hosts: [\"*\"] }}\n  - {{ port: {{ number: 8443, name: tls, protocol: TLS }}, hosts: [\"*.example.com\"], tls: {{}} }}\n"),
+        tcp_vs("tcp-a"),
+        tcp_vs("tcp-b"),
+        tls_vs("tls-a", "a.example.com"),
+        tls_vs("tls-b", "b.example.com, a.example.com"),
+        tls_vs("tls-c", "c.example.com"),
+    ]
+    .join("---\n"));
+    assert_eq!(
+        f,
+        [
+            "Error WFT0004 Gateway/edge2 spec.servers[0].port.number",
+            "Error WFT0004 Gateway/edge2 spec.servers[1].port.number",
+            "Error WFT0004 Gateway/edge2 spec.servers[2].port.number",
+            "Error WFT0004 VirtualService/tls-b spec.tls[0].match[0].sniHosts",
+            "Error WFT0004 VirtualService/tcp-b spec.tcp[0]",
+        ],
+        "TCP on Bookinfo's HTTP port; a second TCP server on 9000; a repeated passthrough host; by port: an SNI host routed twice (8443), a second TCP route (9000)"
+    );
+}
+
+#[test]
+fn tcp_routes_to_a_source_ip_hash_are_warned_about() {
+    let f = findings(&format!(
+        "{GW}  - {{ port: {{ number: 9000, name: tcp, protocol: TCP }}, hosts: [\"*\"] }}\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: {{ name: db }}\nspec:\n  hosts: [db.example.com]\n  resolution: STATIC\n  ports: [ {{ number: 5432, name: tcp, protocol: TCP }} ]\n  endpoints: [ {{ address: 10.0.0.1, labels: {{ v: a }} }} ]\n---\n\
+         apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{ name: db }}\nspec:\n  host: db.example.com\n  trafficPolicy: {{ loadBalancer: {{ consistentHash: {{ useSourceIp: true }} }} }}\n  subsets: [ {{ name: a, labels: {{ v: a }}, trafficPolicy: {{ loadBalancer: {{ simple: RANDOM }} }} }}, {{ name: b, labels: {{ v: a }} }} ]\n---\n\
+         {VS}  hosts: [\"*\"]\n  gateways: [edge]\n  tcp:\n  - route:\n    - {{ destination: {{ host: db.example.com, subset: a }}, weight: 50 }}\n    - {{ destination: {{ host: db.example.com, subset: b }}, weight: 50 }}\n"
+    ));
+    assert_eq!(f, ["Warning WFT0001 VirtualService/t spec.tcp[0].route[1].destination"], "subset a balances on its own; b hashes as the rule does");
+}
+
+/// The messages of the findings for Bookinfo plus `extra`.
+fn validate_extra(extra: &str) -> Vec<String> {
+    let mut resources = crate::bookinfo();
+    resources.extend(weft_crds::from_yaml(extra).expect("test YAML reads"));
+    validate(&resources).findings.iter().map(|f| f.message.message.clone().unwrap_or_default()).collect()
 }
 
 const SE: &str = "apiVersion: networking.istio.io/v1\nkind: ServiceEntry\nmetadata: { name: e }\nspec:\n";
