@@ -190,9 +190,13 @@ impl HttpProxy {
         // The body, when a filter reads it (the router reads it otherwise).
         let mut body = None;
         let info = if manager.filters.iter().any(|(_, f)| f.reads_body()) {
-            match forward::read_body(session).await {
-                Ok(b) => body = Some(b),
-                Err(status) => return LocalReply::new(status, "").send(manager, session, Finish::new(&[], &edits)).await,
+            if session.is_body_empty() {
+                body = Some(bytes::Bytes::new());
+            } else {
+                match forward::read_body(session).await {
+                    Ok(b) => body = Some(b),
+                    Err(status) => return LocalReply::new(status, "").send(manager, session, Finish::new(&[], &edits)).await,
+                }
             }
             Arc::new(StreamInfo {
                 source: session.client_addr().and_then(|a| a.as_inet()).copied(),

@@ -68,6 +68,9 @@ struct Sample {
     rss_idle_mib: f64,
     rss_load_mib: f64,
     cpu_s_per_10k: f64,
+    /// CPU per request at the fixed rate (not saturated): what a feature
+    /// costs, without the load generator's limits in the way.
+    cpu_us_at_rate: f64,
 }
 
 struct Settings {
@@ -92,7 +95,10 @@ fn main() -> Result<()> {
     if !plugin.exists() {
         bail!("{} is missing: run `make wasm`", plugin.display());
     }
-    let targets = [Target::Envoy, Target::Weft, Target::Nginx, Target::Direct, Target::EnvoyWasm, Target::WeftWasm];
+    let all = [Target::Envoy, Target::Weft, Target::Nginx, Target::Direct, Target::EnvoyWasm, Target::WeftWasm];
+    // BENCH_TARGETS=Envoy,Weft,... runs a subset (the ratios need their pairs).
+    let chosen = std::env::var("BENCH_TARGETS").unwrap_or_default();
+    let targets: Vec<Target> = all.into_iter().filter(|t| chosen.is_empty() || chosen.split(',').any(|c| c == format!("{t:?}"))).collect();
     let mut results: Vec<(Target, Vec<Sample>)> = targets.iter().map(|t| (*t, Vec::new())).collect();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     for round in 0..settings.rounds {
@@ -167,7 +173,10 @@ fn measure(target: Target, dir: &Path, up_port: u16, s: &Settings, rt: &tokio::r
     let cpu_per_10k = if requests > 0 { (cpu_after - cpu_before) * 10_000.0 / requests as f64 } else { 0.0 };
 
     std::thread::sleep(Duration::from_millis(300));
+    let cpu_before: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum();
     let hist = rt.block_on(fixed_rate(port, s.rate, s.duration))?;
+    let cpu_at_rate: f64 = pids.iter().map(|p| cpu_seconds(*p)).sum::<f64>() - cpu_before;
+    let sent = hist.len().max(1) as f64;
     drop(guard);
     Ok(Sample {
         rps,
@@ -177,6 +186,7 @@ fn measure(target: Target, dir: &Path, up_port: u16, s: &Settings, rt: &tokio::r
         rss_idle_mib: rss_idle,
         rss_load_mib: rss_load.max(rss_idle),
         cpu_s_per_10k: cpu_per_10k,
+        cpu_us_at_rate: cpu_at_rate * 1e6 / sent,
     })
 }
 
@@ -372,12 +382,12 @@ fn report(results: &[(Target, Vec<Sample>)], s: &Settings) {
         s.rate
     );
     println!(
-        "{:<8} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12}",
-        "target", "max rps", "p50 µs", "p99 µs", "p99.9 µs", "RSS idle", "RSS load", "CPU-s/10k"
+        "{:<9} {:>10} {:>9} {:>9} {:>9} {:>9} {:>9} {:>12} {:>11}",
+        "target", "max rps", "p50 µs", "p99 µs", "p99.9 µs", "RSS idle", "RSS load", "CPU-s/10k", "CPU µs/req"
     );
     for (t, _) in results {
         println!(
-            "{:<8} {:>10.0} {:>9.0} {:>9.0} {:>9.0} {:>8.1}M {:>8.1}M {:>12.3}",
+            "{:<9} {:>10.0} {:>9.0} {:>9.0} {:>9.0} {:>8.1}M {:>8.1}M {:>12.3} {:>11.1}",
             format!("{t:?}"),
             m(*t, |x| x.rps),
             m(*t, |x| x.p50_us),
@@ -386,6 +396,7 @@ fn report(results: &[(Target, Vec<Sample>)], s: &Settings) {
             m(*t, |x| x.rss_idle_mib),
             m(*t, |x| x.rss_load_mib),
             m(*t, |x| x.cpu_s_per_10k),
+            m(*t, |x| x.cpu_us_at_rate),
         );
     }
     let ratio = |f: fn(&Sample) -> f64| m(Target::Weft, f) / m(Target::Envoy, f);
@@ -400,16 +411,15 @@ fn report(results: &[(Target, Vec<Sample>)], s: &Settings) {
     println!("  added latency p50      {:>6.2}x  [<= 0.5]", added(|x| x.p50_us));
     println!("  added latency p99      {:>6.2}x  [<= 0.5]", added(|x| x.p99_us));
     println!("  idle RSS               {:>6.2}x  [<= 0.35]", ratio(|x| x.rss_idle_mib));
-    // CPU-s per 10k requests × 100 = µs per request.
     let plugin_cost = |with: Target, without: Target, f: fn(&Sample) -> f64, scale: f64| (m(with, f) - m(without, f)) * scale;
     let (cpu_weft, cpu_envoy) = (
-        plugin_cost(Target::WeftWasm, Target::Weft, |x| x.cpu_s_per_10k, 100.0),
-        plugin_cost(Target::EnvoyWasm, Target::Envoy, |x| x.cpu_s_per_10k, 100.0),
+        plugin_cost(Target::WeftWasm, Target::Weft, |x| x.cpu_us_at_rate, 1.0),
+        plugin_cost(Target::EnvoyWasm, Target::Envoy, |x| x.cpu_us_at_rate, 1.0),
     );
     let (p50_weft, p50_envoy) =
         (plugin_cost(Target::WeftWasm, Target::Weft, |x| x.p50_us, 1.0), plugin_cost(Target::EnvoyWasm, Target::Envoy, |x| x.p50_us, 1.0));
     println!();
-    println!("wasm plugin (SDK `headers`, adds one request header), what it adds per request:");
+    println!("wasm plugin (SDK `headers`, adds one request header), what it adds per request at {} req/s:", s.rate);
     println!("  CPU   weft {cpu_weft:>6.1} µs, Envoy {cpu_envoy:>6.1} µs  {:>6.2}x  [<= 0.3]", cpu_weft / cpu_envoy);
     println!("  p50   weft {p50_weft:>6.1} µs, Envoy {p50_envoy:>6.1} µs  {:>6.2}x  [<= 0.3]", p50_weft / p50_envoy);
     println!("  max rps with the plugin: weft {:.0}, Envoy {:.0}", m(Target::WeftWasm, |x| x.rps), m(Target::EnvoyWasm, |x| x.rps));

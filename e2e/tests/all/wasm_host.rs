@@ -199,3 +199,24 @@ async fn a_module_that_does_not_compile_is_rejected_like_envoy() {
     assert!(!ok);
     assert!(weft.contains("vm_config.code") && weft.contains("invalid wasm module"), "{weft}");
 }
+
+/// Shared queues: a request enqueues, the root context hears the queue is
+/// ready, dequeues into shared data, and later requests see it.
+#[tokio::test]
+async fn shared_queues_deliver_like_envoy() {
+    let up = Upstream::start("up").await;
+    let wasm = wat::parse_file(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/all/wasm/queue.wat")).expect("queue.wat compiles");
+    let path = std::env::temp_dir().join(format!("weft-queue-{}.wasm", std::process::id()));
+    std::fs::write(&path, wasm).expect("write");
+    let text = bootstrap(&path, "");
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &text, &[&up]).await.expect("start");
+        up.take();
+        assert_eq!(proxy.send(&Request::get("/")).await.status, 200);
+        assert_eq!(proxy.send(&Request::get("/").header("x-enqueue", "1")).await.status, 200);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(proxy.send(&Request::get("/")).await.status, 200);
+        let seen: Vec<Option<String>> = up.take().iter().map(|s| s.header("x-got").map(str::to_string)).collect();
+        assert_eq!(seen, vec![None, None, Some("hello".to_string())], "{kind:?}");
+    }
+}
