@@ -670,35 +670,20 @@ fn edit_headers(host: &mut Host, map: i32, op: Edit, key: &[u8], value: Option<&
     match MapType::from_i32(map) {
         Some(MapType::RequestHeaders) => {
             let Some(req) = stream.request.as_mut() else { return Status::NotFound };
-            match (op, name, value) {
-                (Edit::Clear, _, _) => {
-                    let names: Vec<_> = req.headers.keys().cloned().collect();
-                    for n in names {
-                        req.remove_header(&n);
-                    }
+            if edit_regular(req, op, name.as_ref(), value.as_ref()) {
+                return Status::Ok;
+            }
+            // Pseudo-headers: what they stand for.
+            match (op, value, &key[..]) {
+                (Edit::Add | Edit::Replace, Some(v), b":path") => {
+                    let _ = req.set_raw_path(v.as_bytes());
                 }
-                (Edit::Remove, Some(n), _) => {
-                    req.remove_header(&n);
+                (Edit::Add | Edit::Replace, Some(v), b":authority") => {
+                    let _ = req.insert_header(http::header::HOST, v);
                 }
-                (Edit::Add, Some(n), Some(v)) => {
-                    let _ = req.append_header(n, v);
-                }
-                (Edit::Replace, Some(n), Some(v)) => {
-                    let _ = req.insert_header(n, v);
-                }
-                // Pseudo-headers: what they stand for.
-                (Edit::Add | Edit::Replace, None, Some(v)) => match &key[..] {
-                    b":path" => {
-                        let _ = req.set_raw_path(v.as_bytes());
-                    }
-                    b":authority" => {
-                        let _ = req.insert_header(http::header::HOST, v);
-                    }
-                    b":method" => match http::Method::from_bytes(v.as_bytes()) {
-                        Ok(m) => req.set_method(m),
-                        Err(_) => return Status::BadArgument,
-                    },
-                    _ => {}
+                (Edit::Add | Edit::Replace, Some(v), b":method") => match http::Method::from_bytes(v.as_bytes()) {
+                    Ok(m) => req.set_method(m),
+                    Err(_) => return Status::BadArgument,
                 },
                 _ => {}
             }
@@ -706,37 +691,40 @@ fn edit_headers(host: &mut Host, map: i32, op: Edit, key: &[u8], value: Option<&
         }
         Some(MapType::ResponseHeaders) => {
             let Some(resp) = stream.response.as_mut() else { return Status::NotFound };
-            match (op, name, value) {
-                (Edit::Clear, _, _) => {
-                    let names: Vec<_> = resp.headers.keys().cloned().collect();
-                    for n in names {
-                        resp.remove_header(&n);
+            if edit_regular(resp, op, name.as_ref(), value.as_ref()) {
+                return Status::Ok;
+            }
+            if let (Edit::Add | Edit::Replace, Some(v), b":status") = (op, value, &key[..]) {
+                match v.to_str().ok().and_then(|s| s.parse::<u16>().ok()) {
+                    Some(code) => {
+                        let _ = resp.set_status(code);
                     }
+                    None => return Status::BadArgument,
                 }
-                (Edit::Remove, Some(n), _) => {
-                    resp.remove_header(&n);
-                }
-                (Edit::Add, Some(n), Some(v)) => {
-                    let _ = resp.append_header(n, v);
-                }
-                (Edit::Replace, Some(n), Some(v)) => {
-                    let _ = resp.insert_header(n, v);
-                }
-                (Edit::Add | Edit::Replace, None, Some(v)) if key == b":status" => {
-                    match v.to_str().ok().and_then(|s| s.parse::<u16>().ok()) {
-                        Some(code) => {
-                            let _ = resp.set_status(code);
-                        }
-                        None => return Status::BadArgument,
-                    }
-                }
-                _ => {}
             }
             Status::Ok
         }
         Some(_) => Status::Ok, // trailers and callout maps: read-only here
         None => Status::BadArgument,
     }
+}
+
+/// An edit of ordinary headers, the same on requests and responses;
+/// `false` when it is about a pseudo-header (the caller's business).
+fn edit_regular(h: &mut impl crate::model::header::Headers, op: Edit, name: Option<&http::HeaderName>, value: Option<&http::HeaderValue>) -> bool {
+    match (op, name, value) {
+        (Edit::Clear, _, _) => {
+            let names: Vec<http::HeaderName> = h.names().cloned().collect();
+            for n in &names {
+                h.remove(n);
+            }
+        }
+        (Edit::Remove, Some(n), _) => h.remove(n),
+        (Edit::Add, Some(n), Some(v)) => h.append(n, v),
+        (Edit::Replace, Some(n), Some(v)) => h.insert(n, v),
+        _ => return false,
+    }
+    true
 }
 
 #[cfg(test)]
