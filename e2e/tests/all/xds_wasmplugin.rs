@@ -200,6 +200,16 @@ async fn scenario(kind: Kind, module: &[u8]) -> Vec<String> {
     until_tags(gw, r#"200 ["{\"tag\":\"remote\"}", "{\"tag\":\"authn\"}"]"#, &what).await;
     steps.push(format!("http:// module fetched: {}", fetches.load(Ordering::Relaxed) > 0));
 
+    // By name, through a STRICT_DNS cluster the proxy has not resolved yet.
+    // Both proxies keep fetched modules by sha256: another one (the same
+    // code and an empty custom section) must really be fetched.
+    let renamed: Vec<u8> = [module, &[0x00, 0x02, 0x01, b'x'][..]].concat();
+    let (named_port, named_fetches) = module_server(renamed.clone()).await;
+    let named_sha = format!("  sha256: {:x}\n", Sha256::digest(&renamed));
+    replace_file(&dir, "probe.yaml", &probe(&format!("http://localhost:{named_port}/probe.wasm"), &named_sha, "named"));
+    until_tags(gw, r#"200 ["{\"tag\":\"named\"}", "{\"tag\":\"authn\"}"]"#, &what).await;
+    steps.push(format!("http://localhost module fetched: {}", named_fetches.load(Ordering::Relaxed) > 0));
+
     // An OCI image: reported with its path; the last good plugin runs on.
     replace_file(&dir, "probe.yaml", &probe("oci://ghcr.io/example/probe:1", "", "oci"));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -232,7 +242,8 @@ async fn wasm_plugins_run_the_same_on_envoy_and_weft() {
             r#"x-deny: 403 "denied by probe", web saw 0"#,
             "pluginConfig edit applied",
             "http:// module fetched: true",
-            r#"after an oci:// edit: 200 ["{\"tag\":\"remote\"}", "{\"tag\":\"authn\"}"]"#,
+            "http://localhost module fetched: true",
+            r#"after an oci:// edit: 200 ["{\"tag\":\"named\"}", "{\"tag\":\"authn\"}"]"#,
             r#"reported: "spec.url" "OCI images are not supported by weft; use file:// or http://""#,
         ]
     );

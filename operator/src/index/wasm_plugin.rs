@@ -18,9 +18,9 @@ pub const ROOT_NAMESPACE: &str = "istio-system";
 pub enum Module {
     /// `file:///ABS/PATH`: read by each proxy from its own disk.
     File(String),
-    /// `http://IP[:PORT]/PATH`: fetched by each proxy and checked against
-    /// `sha256` (lowercase hex).
-    Http { uri: String, ip: IpAddr, port: u16, sha256: String },
+    /// `http://HOST[:PORT]/PATH` (an IP address or a DNS name): fetched by
+    /// each proxy and checked against `sha256` (lowercase hex).
+    Http { uri: String, host: String, port: u16, sha256: String },
 }
 
 /// A `url` or `sha256` weft cannot use, with the field at fault.
@@ -36,7 +36,7 @@ pub enum ModuleError {
     RelativeFile,
     #[error("invalid http:// URL: {0}")]
     Http(String),
-    #[error("host name {0} in an http:// url is not supported by weft yet (weft-proxy fetches the module before it has resolved the name); use an IP address")]
+    #[error("{0:?} is neither an IP address nor a DNS name")]
     HostName(String),
     #[error("an http:// module needs its sha256, which the proxies check")]
     MissingSha256,
@@ -55,7 +55,7 @@ impl ModuleError {
 
     /// Whether weft lacks the feature (rather than the value being wrong).
     pub fn unsupported(&self) -> bool {
-        matches!(self, ModuleError::Oci | ModuleError::Https | ModuleError::HostName(_))
+        matches!(self, ModuleError::Oci | ModuleError::Https)
     }
 }
 
@@ -73,12 +73,15 @@ impl Module {
                 let uri: http::Uri = url.parse().map_err(|e: http::uri::InvalidUri| ModuleError::Http(e.to_string()))?;
                 let host = uri.host().filter(|h| !h.is_empty()).ok_or_else(|| ModuleError::Http("no host".into()))?;
                 let host = host.trim_start_matches('[').trim_end_matches(']');
-                let ip = host.parse().map_err(|_| ModuleError::HostName(host.to_string()))?;
+                let dns_name = host.split('.').all(|label| !label.is_empty() && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+                if host.parse::<IpAddr>().is_err() && !dns_name {
+                    return Err(ModuleError::HostName(host.to_string()));
+                }
                 let sha256 = sha256.ok_or(ModuleError::MissingSha256)?;
                 if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                     return Err(ModuleError::Sha256(sha256.to_string()));
                 }
-                Ok(Module::Http { uri: url.to_string(), ip, port: uri.port_u16().unwrap_or(80), sha256: sha256.to_ascii_lowercase() })
+                Ok(Module::Http { uri: url.to_string(), host: host.to_string(), port: uri.port_u16().unwrap_or(80), sha256: sha256.to_ascii_lowercase() })
             }
             other => Err(ModuleError::Scheme(other.to_string())),
         }
@@ -123,12 +126,13 @@ mod tests {
         assert_eq!(Module::parse("file://opt/p.wasm", None), Err(ModuleError::RelativeFile));
         assert_eq!(
             Module::parse("http://10.0.0.1:8000/p.wasm", Some(&SHA.to_uppercase())),
-            Ok(Module::Http { uri: "http://10.0.0.1:8000/p.wasm".into(), ip: [10, 0, 0, 1].into(), port: 8000, sha256: SHA.into() })
+            Ok(Module::Http { uri: "http://10.0.0.1:8000/p.wasm".into(), host: "10.0.0.1".into(), port: 8000, sha256: SHA.into() })
         );
-        assert!(matches!(Module::parse("http://[::1]/p.wasm", Some(SHA)), Ok(Module::Http { ip, port: 80, .. }) if ip.is_loopback()));
+        assert!(matches!(Module::parse("http://[::1]/p.wasm", Some(SHA)), Ok(Module::Http { host, port: 80, .. }) if host == "::1"));
         assert_eq!(Module::parse("http://10.0.0.1/p.wasm", None), Err(ModuleError::MissingSha256));
         assert_eq!(Module::parse("http://10.0.0.1/p.wasm", Some("abc")), Err(ModuleError::Sha256("abc".into())));
-        assert_eq!(Module::parse("http://m.example/p.wasm", Some(SHA)), Err(ModuleError::HostName("m.example".into())));
+        assert!(matches!(Module::parse("http://m.example/p.wasm", Some(SHA)), Ok(Module::Http { host, port: 80, .. }) if host == "m.example"));
+        assert_eq!(Module::parse("http://bad_name/p.wasm", Some(SHA)), Err(ModuleError::HostName("bad_name".into())));
         assert_eq!(Module::parse("https://m.example/p.wasm", Some(SHA)), Err(ModuleError::Https));
         assert_eq!(Module::parse("oci://ghcr.io/x/p:1", None), Err(ModuleError::Oci));
         assert_eq!(Module::parse("ghcr.io/x/p:1", None), Err(ModuleError::Oci), "Istio's default scheme is OCI");

@@ -9,7 +9,7 @@
 //! their listener classes: CLIENT is the gateway's and the sidecar's
 //! outbound listeners, SERVER the sidecar's inbound one. Within a phase,
 //! plugins run by priority (highest first), then namespace/name. An
-//! http:// module is fetched through a STATIC cluster added to the proxy's
+//! http:// module is fetched through a cluster (STATIC, or STRICT_DNS for a name) added to the proxy's
 //! CDS.
 
 use std::collections::BTreeMap;
@@ -70,7 +70,7 @@ impl<'a> Plugins<'a> {
         self.0
             .iter()
             .filter_map(|p| match &p.module {
-                Module::Http { ip, port, .. } => Some(super::static_cluster(&fetch_cluster(ip, *port), &ip.to_string(), u32::from(*port))),
+                Module::Http { host, port, .. } => Some(fetch_cluster_for(host, *port)),
                 Module::File(_) => None,
             })
             .collect()
@@ -88,8 +88,21 @@ fn applies_to(plugin: &Plugin, class: Class) -> bool {
         })
 }
 
-fn fetch_cluster(ip: &std::net::IpAddr, port: u16) -> String {
-    format!("wasm-fetch|{ip}|{port}")
+fn fetch_cluster(host: &str, port: u16) -> String {
+    format!("wasm-fetch|{host}|{port}")
+}
+
+/// STATIC for an IP address; STRICT_DNS for a name, IPv4 first (Envoy's
+/// AUTO would try `::1` first for `localhost`, where module servers seldom
+/// listen).
+fn fetch_cluster_for(host: &str, port: u16) -> xds_cluster::Cluster {
+    use xds_cluster::cluster::{ClusterDiscoveryType, DiscoveryType, DnsLookupFamily};
+    let mut cluster = super::static_cluster(&fetch_cluster(host, port), host, u32::from(port));
+    if host.parse::<std::net::IpAddr>().is_err() {
+        cluster.cluster_discovery_type = Some(ClusterDiscoveryType::Type(DiscoveryType::StrictDns as i32));
+        cluster.dns_lookup_family = DnsLookupFamily::V4Preferred as i32;
+    }
+    cluster
 }
 
 /// The filter of one plugin, named `NAMESPACE.NAME` as istiod names it.
@@ -102,11 +115,11 @@ fn filter(plugin: &Plugin) -> hcm::HttpFilter {
             specifier: Some(xds_core::data_source::Specifier::Filename(path.clone())),
             ..Default::default()
         }),
-        Module::Http { uri, ip, port, sha256 } => Specifier::Remote(xds_core::RemoteDataSource {
+        Module::Http { uri, host, port, sha256 } => Specifier::Remote(xds_core::RemoteDataSource {
             http_uri: Some(xds_core::HttpUri {
                 uri: uri.clone(),
                 timeout: Some(duration(FETCH_TIMEOUT)),
-                http_upstream_type: Some(xds_core::http_uri::HttpUpstreamType::Cluster(fetch_cluster(ip, *port))),
+                http_upstream_type: Some(xds_core::http_uri::HttpUpstreamType::Cluster(fetch_cluster(host, *port))),
             }),
             sha256: sha256.clone(),
             ..Default::default()

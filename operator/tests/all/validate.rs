@@ -97,7 +97,8 @@ fn wasm_plugin_module_urls() {
     assert_eq!(url("https://m.example/p.wasm", &format!("  sha256: {SHA}\n")), ["Error WFT0001 WasmPlugin/w spec.url"]);
     assert_eq!(url("http://10.0.0.1/p.wasm", ""), ["Error WFT0002 WasmPlugin/w spec.sha256"]);
     assert_eq!(url("http://10.0.0.1/p.wasm", "  sha256: abc\n"), ["Error WFT0002 WasmPlugin/w spec.sha256"]);
-    assert_eq!(url("http://m.example/p.wasm", &format!("  sha256: {SHA}\n")), ["Error WFT0001 WasmPlugin/w spec.url"], "weft-proxy cannot fetch by name yet");
+    assert_eq!(url("http://m.example/p.wasm", &format!("  sha256: {SHA}\n")), Vec::<String>::new(), "a DNS name is fetched through a STRICT_DNS cluster");
+    assert_eq!(url("http://bad_name/p.wasm", &format!("  sha256: {SHA}\n")), ["Error WFT0002 WasmPlugin/w spec.url"]);
     assert_eq!(url("file://p.wasm", ""), ["Error WFT0002 WasmPlugin/w spec.url"]);
     assert_eq!(url("ftp://m.example/p.wasm", ""), ["Error WFT0002 WasmPlugin/w spec.url"]);
     assert_eq!(url("file:///p.wasm", &format!("  sha256: {SHA}\n")), ["Warning WFT0001 WasmPlugin/w spec.sha256"], "not checked, but kept");
