@@ -10,7 +10,7 @@ use std::sync::OnceLock;
 use prometheus::{Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry};
 
 /// Envoy's default histogram buckets (milliseconds).
-const BUCKETS_MS: &[f64] = &[
+pub(crate) const BUCKETS_MS: &[f64] = &[
     0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
     60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
 ];

@@ -75,6 +75,23 @@ impl Host {
         let effective = self.effective;
         self.stream.as_mut().filter(|s| s.context == effective)
     }
+
+    /// `proxy_continue_stream` on the effective context: the running
+    /// stream, or another one (signalled once the callback returns).
+    fn resume(&mut self) {
+        match self.stream() {
+            Some(s) => s.resume = true,
+            None => self.signals.push((self.effective, Signal::Resume)),
+        }
+    }
+
+    /// `proxy_send_local_response` on the effective context, likewise.
+    fn reply(&mut self, reply: LocalResponse) {
+        match self.stream() {
+            Some(s) => s.local_reply = Some(reply),
+            None => self.signals.push((self.effective, Signal::LocalReply(reply))),
+        }
+    }
 }
 
 /// A stream's side of a callback: moved into the store for the call and
@@ -143,6 +160,13 @@ pub struct Callout {
 type C<'a> = Caller<'a, Host>;
 type R = wasmtime::Result<i32>;
 
+/// A serialized header map as owned pairs, names lower-cased as Envoy
+/// keeps them.
+fn owned_pairs(raw: &[u8]) -> Option<Vec<(String, Bytes)>> {
+    let pairs = abi::deserialize_pairs(raw)?;
+    Some(pairs.into_iter().map(|(k, v)| (String::from_utf8_lossy(k).to_ascii_lowercase(), Bytes::copy_from_slice(v))).collect())
+}
+
 /// Reads `len` bytes at `ptr` of the plugin's memory.
 pub fn read(caller: &C<'_>, ptr: i32, len: i32) -> Option<Vec<u8>> {
     let memory = caller.data().memory?;
@@ -151,7 +175,8 @@ pub fn read(caller: &C<'_>, ptr: i32, len: i32) -> Option<Vec<u8>> {
     memory.data(caller).get(start..end).map(<[u8]>::to_vec)
 }
 
-fn write(caller: &mut C<'_>, ptr: i32, bytes: &[u8]) -> bool {
+/// Writes `bytes` at `ptr` of the plugin's memory; `false` out of bounds.
+pub fn write(caller: &mut C<'_>, ptr: i32, bytes: &[u8]) -> bool {
     let Some(memory) = caller.data().memory else { return false };
     let start = ptr as u32 as usize;
     match memory.data_mut(caller).get_mut(start..start.saturating_add(bytes.len())) {
@@ -354,27 +379,13 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
 
     // Stream control.
     linker.func_wrap("env", "proxy_continue_stream", |mut caller: C<'_>, _which: i32| -> R {
-        let host = caller.data_mut();
-        match host.stream() {
-            Some(s) => s.resume = true,
-            None => {
-                let target = host.effective;
-                host.signals.push((target, Signal::Resume));
-            }
-        }
+        caller.data_mut().resume();
         Ok(Status::Ok as i32)
     })?;
     // ABI 0.2.0 names.
     for name in ["proxy_continue_request", "proxy_continue_response"] {
         linker.func_wrap("env", name, |mut caller: C<'_>| -> R {
-            let host = caller.data_mut();
-            match host.stream() {
-                Some(s) => s.resume = true,
-                None => {
-                    let target = host.effective;
-                    host.signals.push((target, Signal::Resume));
-                }
-            }
+            caller.data_mut().resume();
             Ok(Status::Ok as i32)
         })?;
     }
@@ -386,23 +397,11 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             let details = String::from_utf8_lossy(&status!(read(&caller, dptr, dlen))).into_owned();
             let body = Bytes::from(status!(read(&caller, bptr, blen)));
             let raw = status!(read(&caller, hptr, hlen));
-            let Some(pairs) = abi::deserialize_pairs(&raw) else { return Ok(Status::BadArgument as i32) };
-            let headers = pairs
-                .into_iter()
-                .map(|(k, v)| (String::from_utf8_lossy(k).to_ascii_lowercase(), Bytes::copy_from_slice(v)))
-                .collect();
+            let Some(headers) = owned_pairs(&raw) else { return Ok(Status::BadArgument as i32) };
             if !(100..=999).contains(&status) {
                 return Ok(Status::BadArgument as i32);
             }
-            let reply = LocalResponse { status: status as u16, body, headers, details };
-            let host = caller.data_mut();
-            match host.stream() {
-                Some(s) => s.local_reply = Some(reply),
-                None => {
-                    let target = host.effective;
-                    host.signals.push((target, Signal::LocalReply(reply)));
-                }
-            }
+            caller.data_mut().reply(LocalResponse { status: status as u16, body, headers, details });
             Ok(Status::Ok as i32)
         },
     )?;
@@ -493,11 +492,7 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             let raw = status!(read(&caller, hptr, hlen));
             let body = Bytes::from(status!(read(&caller, bptr, blen)));
             let _trailers = status!(read(&caller, tptr, tlen));
-            let Some(pairs) = abi::deserialize_pairs(&raw) else { return Ok(Status::BadArgument as i32) };
-            let headers: Vec<(String, Bytes)> = pairs
-                .into_iter()
-                .map(|(k, v)| (String::from_utf8_lossy(k).to_ascii_lowercase(), Bytes::copy_from_slice(v)))
-                .collect();
+            let Some(headers) = owned_pairs(&raw) else { return Ok(Status::BadArgument as i32) };
             // Envoy refuses a callout without these.
             for required in [":method", ":path", ":authority"] {
                 if !headers.iter().any(|(k, v)| k == required && !v.is_empty()) {

@@ -12,11 +12,8 @@ use std::sync::{Arc, Mutex, OnceLock};
 use super::abi::{MetricType, Status};
 use super::engine::lock;
 
-/// Envoy's default histogram buckets.
-const BUCKETS: &[f64] = &[
-    0.5, 1.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0, 10000.0, 30000.0,
-    60000.0, 300000.0, 600000.0, 1800000.0, 3600000.0,
-];
+// Envoy's default histogram buckets, as the proxy's own histograms use.
+use crate::stats::BUCKETS_MS as BUCKETS;
 
 #[derive(Debug, Default)]
 pub struct Histogram {

@@ -5,7 +5,7 @@
 
 use wasmtime::{Caller, Linker};
 
-use super::host::{read, Host};
+use super::host::{read, write as put, Host};
 
 type C<'a> = Caller<'a, Host>;
 type R = wasmtime::Result<i32>;
@@ -15,18 +15,6 @@ const BADF: i32 = 8;
 const FAULT: i32 = 21;
 const INVAL: i32 = 28;
 const NOSYS: i32 = 52;
-
-fn put(caller: &mut C<'_>, ptr: i32, bytes: &[u8]) -> bool {
-    let Some(memory) = caller.data().memory else { return false };
-    let start = ptr as u32 as usize;
-    match memory.data_mut(caller).get_mut(start..start.saturating_add(bytes.len())) {
-        Some(dst) => {
-            dst.copy_from_slice(bytes);
-            true
-        }
-        None => false,
-    }
-}
 
 fn environment(caller: &C<'_>) -> Vec<Vec<u8>> {
     caller
