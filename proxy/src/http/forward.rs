@@ -678,7 +678,7 @@ async fn stream_response(
                 drop((host, slot));
             }
         }
-        let data = if !plugins.is_empty() && (data.is_some() || plugins.held || !plugins.buffered.is_empty()) {
+        let data = if !plugins.is_empty() && (data.is_some() || !plugins.buffered.is_empty()) {
             // Headers already sent: what the plugin does to them is lost.
             let Ok(mut sent_already) = ResponseHeader::build(200, Some(0)) else { return None };
             let target = match header.as_mut() {

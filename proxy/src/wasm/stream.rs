@@ -6,8 +6,8 @@
 //!  request headers ─► body (whole, end_of_stream) ─► router ─► response headers ─► body chunks ─► client
 //!        └─ Pause: wait for the callout answer / proxy_continue_stream / a local reply
 //!  response body Pause (StopIterationAndBuffer): chunks are held and the
-//!  plugin sees the whole buffer again with the next one; headers paused
-//!  wait for the body, so a plugin can fix content-length after a rewrite.
+//!  plugin sees the whole buffer again with the next one; a header Pause
+//!  waits for proxy_continue_stream, as Envoy's StopAllIteration does.
 //! ```
 //! The request body reaches the plugin in one piece: the router buffers
 //! every request body anyway (for retries), so it is read before the
@@ -191,8 +191,8 @@ impl Stream {
 
     fn response_outcome(&self, outcome: Result<Outcome, ()>, end_of_stream: bool) -> Outcome {
         match outcome {
-            // A header pause before the body: held like a body pause.
             Ok(Outcome::Continue) => Outcome::Continue,
+            // A body pause buffers until the end of the stream.
             Ok(Outcome::Buffer) if !end_of_stream => Outcome::Buffer,
             Ok(Outcome::Buffer) => Outcome::Continue,
             // Replacing a response already under way is not supported.
@@ -237,17 +237,16 @@ fn local_reply(r: LocalResponse) -> LocalReply {
 }
 
 /// Response callbacks over the wasm streams a request went through, in
-/// reverse filter order (Envoy's encoder order). `held` is true while a
-/// plugin holds the headers for the body.
+/// reverse filter order (Envoy's encoder order). `buffered` is the body
+/// a plugin holds (StopIterationAndBuffer).
 pub struct Encoder<'a> {
     streams: &'a [Stream],
-    pub held: bool,
     pub buffered: BytesMut,
 }
 
 impl<'a> Encoder<'a> {
     pub fn new(streams: &'a [Stream]) -> Self {
-        Encoder { streams, held: false, buffered: BytesMut::new() }
+        Encoder { streams, buffered: BytesMut::new() }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -259,8 +258,8 @@ impl<'a> Encoder<'a> {
     pub async fn headers(&mut self, resp: &mut ResponseHeader, end_of_stream: bool) -> Result<(), LocalReply> {
         for s in self.streams.iter().rev() {
             match s.response_headers(resp, end_of_stream).await {
-                Outcome::Continue => {}
-                Outcome::Buffer => self.held = true,
+                // A header pause waited in `phase`: only bodies buffer.
+                Outcome::Continue | Outcome::Buffer => {}
                 Outcome::Reply(r) => return Err(r),
             }
         }
@@ -280,7 +279,6 @@ impl<'a> Encoder<'a> {
                 Outcome::Reply(r) => return Err(r),
             }
         }
-        self.held = false;
         Ok(Some(std::mem::take(&mut self.buffered).freeze()))
     }
 }

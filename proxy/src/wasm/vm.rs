@@ -395,12 +395,18 @@ pub fn with_vm<T>(plugin: &Arc<Plugin>, f: impl FnOnce(&mut Vm) -> T) -> Option<
         }
         slot.vm.clone()
     })?;
+    run(plugin.id, &vm, f)
+}
+
+/// Runs `f` on a worker's VM; a VM that failed leaves its slot, to be
+/// remade after the back-off.
+fn run<T>(plugin: u64, vm: &Rc<RefCell<Vm>>, f: impl FnOnce(&mut Vm) -> T) -> Option<T> {
     let mut guard = vm.try_borrow_mut().ok()?;
     let r = f(&mut guard);
     if guard.failed {
         drop(guard);
         VMS.with(|vms| {
-            if let Some(slot) = vms.borrow_mut().get_mut(&plugin.id) {
+            if let Some(slot) = vms.borrow_mut().get_mut(&plugin) {
                 slot.vm = None;
                 slot.failed_at = Some(Instant::now());
             }
@@ -412,12 +418,13 @@ pub fn with_vm<T>(plugin: &Arc<Plugin>, f: impl FnOnce(&mut Vm) -> T) -> Option<
 /// Like `with_vm`, for work that belongs to one VM (its timers, its
 /// callouts, its streams' ends): nothing when that VM is gone.
 pub fn with_existing<T>(plugin: &Weak<Plugin>, generation: u64, f: impl FnOnce(&mut Vm) -> T) -> Option<T> {
-    let plugin = plugin.upgrade()?;
-    let current = VMS.with(|vms| vms.borrow().get(&plugin.id).and_then(|s| s.vm.clone()))?;
+    // Looked up once: this is every phase of every request.
+    let id = plugin.upgrade()?.id;
+    let current = VMS.with(|vms| vms.borrow().get(&id).and_then(|s| s.vm.clone()))?;
     if current.try_borrow().ok()?.generation != generation {
         return None;
     }
-    with_vm(&plugin, f)
+    run(id, &current, f)
 }
 
 /// A shared queue got an item: its owner's root context hears of it on
