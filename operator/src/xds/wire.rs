@@ -58,7 +58,7 @@ impl prost::Message for Outgoing {
     }
 
     fn encoded_len(&self) -> usize {
-        let string = |tag: u32, s: &str| if s.is_empty() { 0 } else { prost::encoding::string::encoded_len(tag, &s.to_string()) };
+        let string = |tag: u32, s: &str| if s.is_empty() { 0 } else { key_len(tag) + encoded_len_varint(s.len() as u64) + s.len() };
         string(VERSION_INFO, &self.version_info)
             + self.resources.iter().map(|r| key_len(RESOURCES) + encoded_len_varint(r.any.len() as u64) + r.any.len()).sum::<usize>()
             + string(TYPE_URL, &self.type_url)
