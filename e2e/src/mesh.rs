@@ -32,9 +32,15 @@ impl Drop for Operator {
 impl Operator {
     /// Starts on `dir` and waits until the xDS port accepts connections.
     pub async fn start(dir: &Path) -> anyhow::Result<Operator> {
+        Self::start_with_env(dir, &[]).await
+    }
+
+    /// [`start`](Self::start) with extra environment (`RUST_LOG`, …).
+    pub async fn start_with_env(dir: &Path, env: &[(&str, &str)]) -> anyhow::Result<Operator> {
         let (xds_port, status_port) = (crate::free_port(), crate::free_port());
         let log = dir.with_extension("operator.log");
         let child = Command::new(operator_binary())
+            .envs(env.iter().copied())
             .args(["standalone", "--config-dir"])
             .arg(dir)
             .args(["--xds-address", &format!("127.0.0.1:{xds_port}")])

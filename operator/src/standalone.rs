@@ -190,6 +190,19 @@ impl State {
     }
 }
 
+/// Whether an event can mean new content. Opening, reading and closing a
+/// file unwritten cannot, and reacting to them made each read of the
+/// directory (the operator's own included) wake the watcher again, a
+/// rescan every DEBOUNCE for ever.
+fn changes_content(kind: &notify::EventKind) -> bool {
+    use notify::event::{AccessKind, AccessMode};
+    match kind {
+        notify::EventKind::Access(AccessKind::Close(AccessMode::Write)) => true,
+        notify::EventKind::Access(_) => false,
+        _ => true,
+    }
+}
+
 /// Watches `dir` and keeps the hub's translation current, forever. A
 /// change is heard at once through inotify; a slow poll backs it up
 /// (network filesystems, a watch that could not be set).
@@ -203,6 +216,9 @@ pub async fn watch(dir: PathBuf, hub: Arc<Hub>, statuses: crate::status::Statuse
         let wake = wake.clone();
         let heard = heard.clone();
         let watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+            if event.as_ref().is_ok_and(|e| !changes_content(&e.kind)) {
+                return;
+            }
             {
                 let mut heard = heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                 match event {
