@@ -10,6 +10,7 @@ pub mod gateway;
 pub mod wasm_plugin;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
 
 use weft_crds::common::Labels;
 use weft_crds::networking::service_entry::{Location, Resolution, ServicePort};
@@ -125,22 +126,63 @@ pub struct Rule<T> {
     pub spec: T,
 }
 
-#[derive(Debug, Default)]
+/// The indexed mesh. Each section is shared (`Arc`) and rebuilt only when
+/// the resources it is made of changed: an edit of one VirtualService
+/// reuses the registry and the DestinationRules as they were, and so does
+/// translation (the clusters of an unchanged registry and rule set are the
+/// previous translation's).
+#[derive(Debug, Default, Clone)]
 pub struct Index {
     /// By host.
-    pub services: BTreeMap<String, Service>,
-    pub virtual_services: Vec<Rule<VirtualServiceSpec>>,
+    pub services: Arc<BTreeMap<String, Service>>,
+    pub virtual_services: Arc<Vec<Rule<VirtualServiceSpec>>>,
     /// Host (as written, and qualified) → the VirtualServices bound to the
     /// sidecars ("mesh") that name it, as indices into `virtual_services`
     /// in their order: translating a sidecar looks up every service's host.
-    pub mesh_virtual_services: HashMap<String, Vec<usize>>,
-    pub destination_rules: Vec<Rule<DestinationRuleSpec>>,
-    pub gateways: Vec<Rule<GatewaySpec>>,
+    pub mesh_virtual_services: Arc<HashMap<String, Vec<usize>>>,
+    pub destination_rules: Arc<Vec<Rule<DestinationRuleSpec>>>,
+    pub gateways: Arc<Vec<Rule<GatewaySpec>>>,
     /// By priority (highest first), then namespace/name: each phase's
     /// chain order.
-    pub wasm_plugins: Vec<Plugin>,
+    pub wasm_plugins: Arc<Vec<Plugin>>,
     /// Service host → index in `destination_rules` of the rule for it.
-    rule_for: BTreeMap<String, usize>,
+    rule_for: Arc<BTreeMap<String, usize>>,
+    /// The resources each section was built from.
+    sources: Sources,
+}
+
+/// The inputs of each section of an [`Index`], in order. Holding them
+/// keeps their allocations alive, so pointer equality means "the same
+/// resource, unchanged" (the workspace keeps an unchanged file's resources).
+#[derive(Debug, Default, Clone)]
+struct Sources {
+    registry: Vec<Arc<Resource>>,
+    virtual_services: Vec<Arc<Resource>>,
+    destination_rules: Vec<Arc<Resource>>,
+    gateways: Vec<Arc<Resource>>,
+    wasm_plugins: Vec<Arc<Resource>>,
+}
+
+impl Sources {
+    fn of(resources: &[Arc<Resource>]) -> Sources {
+        let mut s = Sources::default();
+        for r in resources {
+            let section = match &**r {
+                Resource::ServiceEntry(_) | Resource::WorkloadEntry(_) => &mut s.registry,
+                Resource::VirtualService(_) => &mut s.virtual_services,
+                Resource::DestinationRule(_) => &mut s.destination_rules,
+                Resource::Gateway(_) => &mut s.gateways,
+                Resource::WasmPlugin(_) => &mut s.wasm_plugins,
+                Resource::Mesh(_) => continue,
+            };
+            section.push(r.clone());
+        }
+        s
+    }
+}
+
+fn same(a: &[Arc<Resource>], b: &[Arc<Resource>]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).all(|(x, y)| Arc::ptr_eq(x, y))
 }
 
 pub fn namespace_of(meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta) -> String {
@@ -162,107 +204,82 @@ pub fn qualify(host: &str, namespace: &str) -> String {
 
 impl Index {
     /// Indexes resources already validated.
-    pub fn build<R: std::borrow::Borrow<Resource>>(resources: &[R]) -> Index {
-        let mut index = Index::default();
-        let entries: Vec<(String, &WorkloadEntrySpec)> = resources
-            .iter()
-            .filter_map(|r| match r.borrow() {
-                Resource::WorkloadEntry(w) => Some((namespace_of(&w.metadata), &w.spec)),
+    pub fn build(resources: &[Arc<Resource>]) -> Index {
+        Index::rebuild(resources, &Index::default())
+    }
+
+    /// Indexes resources already validated, reusing the sections of
+    /// `previous` whose resources are the same.
+    pub fn rebuild(resources: &[Arc<Resource>], previous: &Index) -> Index {
+        let sources = Sources::of(resources);
+        let services = if same(&sources.registry, &previous.sources.registry) {
+            previous.services.clone()
+        } else {
+            Arc::new(services(&sources.registry))
+        };
+        let (virtual_services, mesh_virtual_services) = if same(&sources.virtual_services, &previous.sources.virtual_services) {
+            (previous.virtual_services.clone(), previous.mesh_virtual_services.clone())
+        } else {
+            let rules = rules(&sources.virtual_services, |r| match r {
+                Resource::VirtualService(vs) => Some(Rule { key: key("VirtualService", &vs.metadata), spec: vs.spec.clone() }),
                 _ => None,
-            })
-            .collect();
-        let mut by_label: std::collections::HashMap<(&str, &str, &str), Vec<usize>> = std::collections::HashMap::new();
-        for (i, (ns, e)) in entries.iter().enumerate() {
-            for (k, v) in &e.labels {
-                by_label.entry((ns.as_str(), k.as_str(), v.as_str())).or_default().push(i);
+            });
+            let by_host = mesh_hosts(&rules);
+            (Arc::new(rules), Arc::new(by_host))
+        };
+        // Which rule is a service's depends on the services too.
+        let (destination_rules, rule_for) = if same(&sources.destination_rules, &previous.sources.destination_rules) && Arc::ptr_eq(&services, &previous.services) {
+            (previous.destination_rules.clone(), previous.rule_for.clone())
+        } else {
+            let rules = rules(&sources.destination_rules, |r| match r {
+                Resource::DestinationRule(dr) => Some(Rule { key: key("DestinationRule", &dr.metadata), spec: dr.spec.clone() }),
+                _ => None,
+            });
+            let mut rule_for = BTreeMap::new();
+            for (i, r) in rules.iter().enumerate() {
+                if let Some(service) = service_of(&services, &r.spec.host, &r.key.namespace) {
+                    rule_for.entry(service.host.clone()).or_insert(i);
+                }
             }
-        }
-        for r in resources {
-            match r.borrow() {
-                Resource::ServiceEntry(se) => {
-                    let namespace = namespace_of(&se.metadata);
-                    let spec = &se.spec;
-                    let instances: Vec<Instance> = match &spec.workload_selector {
-                        Some(sel) => {
-                            // Candidates by the selector's first label, then the rest.
-                            let candidates: &[usize] = match sel.labels.iter().next() {
-                                Some((k, v)) => by_label.get(&(namespace.as_str(), k.as_str(), v.as_str())).map_or(&[], Vec::as_slice),
-                                None => &[],
-                            };
-                            candidates
-                                .iter()
-                                .map(|i| entries[*i].1)
-                                .filter(|e| sel.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
-                                .filter_map(Instance::from_entry)
-                                .collect()
-                        }
-                        None => spec.endpoints.iter().filter_map(Instance::from_entry).collect(),
-                    };
-                    let resolution = spec.resolution.unwrap_or(Resolution::None);
-                    // Without endpoints or selector, a DNS entry's hosts are
-                    // their own endpoints.
-                    let by_host = is_dns(resolution) && spec.endpoints.is_empty() && spec.workload_selector.is_none();
-                    for host in &spec.hosts {
-                        index.services.insert(
-                            host.clone(),
-                            Service {
-                                host: host.clone(),
-                                namespace: namespace.clone(),
-                                ports: spec.ports.clone(),
-                                resolution,
-                                external: spec.location != Some(Location::MeshInternal),
-                                instances: if by_host { vec![Instance::from_host(host)] } else { instances.clone() },
-                            },
-                        );
-                    }
-                }
-                Resource::VirtualService(vs) => {
-                    index.virtual_services.push(Rule { key: key("VirtualService", &vs.metadata), spec: vs.spec.clone() })
-                }
-                Resource::DestinationRule(dr) => {
-                    index.destination_rules.push(Rule { key: key("DestinationRule", &dr.metadata), spec: dr.spec.clone() })
-                }
-                Resource::Gateway(g) => index.gateways.push(Rule { key: key("Gateway", &g.metadata), spec: g.spec.clone() }),
-                Resource::WasmPlugin(w) => {
+            (Arc::new(rules), Arc::new(rule_for))
+        };
+        let gateways = if same(&sources.gateways, &previous.sources.gateways) {
+            previous.gateways.clone()
+        } else {
+            Arc::new(rules(&sources.gateways, |r| match r {
+                Resource::Gateway(g) => Some(Rule { key: key("Gateway", &g.metadata), spec: g.spec.clone() }),
+                _ => None,
+            }))
+        };
+        let wasm_plugins = if same(&sources.wasm_plugins, &previous.sources.wasm_plugins) {
+            previous.wasm_plugins.clone()
+        } else {
+            let mut plugins: Vec<Plugin> = sources
+                .wasm_plugins
+                .iter()
+                .filter_map(|r| match &**r {
                     // A module that does not parse was reported by validation.
-                    if let Ok(module) = Module::parse(&w.spec.url, w.spec.sha256.as_deref()) {
-                        index.wasm_plugins.push(Plugin { key: key("WasmPlugin", &w.metadata), spec: w.spec.clone(), module });
-                    }
-                }
-                Resource::WorkloadEntry(_) | Resource::Mesh(_) => {}
-            }
-        }
-        // Istio resolves conflicts by age; without timestamps, by name.
-        index.virtual_services.sort_by(|a, b| a.key.cmp(&b.key));
-        index.destination_rules.sort_by(|a, b| a.key.cmp(&b.key));
-        index.gateways.sort_by(|a, b| a.key.cmp(&b.key));
-        index.wasm_plugins.sort_by(Plugin::order);
-        for (i, vs) in index.virtual_services.iter().enumerate() {
-            let for_mesh = vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh");
-            if !for_mesh {
-                continue;
-            }
-            for h in &vs.spec.hosts {
-                for name in [qualify(h, &vs.key.namespace), h.clone()] {
-                    let list = index.mesh_virtual_services.entry(name).or_default();
-                    if list.last() != Some(&i) {
-                        list.push(i);
-                    }
-                }
-            }
-        }
-        for (i, r) in index.destination_rules.iter().enumerate() {
-            if let Some(service) = index.service(&r.spec.host, &r.key.namespace) {
-                let host = service.host.clone();
-                index.rule_for.entry(host).or_insert(i);
-            }
-        }
-        index
+                    Resource::WasmPlugin(w) => Module::parse(&w.spec.url, w.spec.sha256.as_deref())
+                        .ok()
+                        .map(|module| Plugin { key: key("WasmPlugin", &w.metadata), spec: w.spec.clone(), module }),
+                    _ => None,
+                })
+                .collect();
+            plugins.sort_by(Plugin::order);
+            Arc::new(plugins)
+        };
+        Index { services, virtual_services, mesh_virtual_services, destination_rules, gateways, wasm_plugins, rule_for, sources }
+    }
+
+    /// Whether `other` has the same registry and DestinationRules (the
+    /// same sections, not equal ones), all that clusters are made of.
+    pub fn same_services_and_rules(&self, other: &Index) -> bool {
+        Arc::ptr_eq(&self.services, &other.services) && Arc::ptr_eq(&self.destination_rules, &other.destination_rules)
     }
 
     /// The service a rule in `namespace` means by `host`.
     pub fn service(&self, host: &str, namespace: &str) -> Option<&Service> {
-        self.services.get(&qualify(host, namespace)).or_else(|| self.services.get(host))
+        service_of(&self.services, host, namespace)
     }
 
     /// The DestinationRule for a service (the first by name, as Istio
@@ -270,4 +287,94 @@ impl Index {
     pub fn destination_rule(&self, service: &Service) -> Option<&Rule<DestinationRuleSpec>> {
         self.rule_for.get(&service.host).map(|i| &self.destination_rules[*i])
     }
+}
+
+fn service_of<'a>(services: &'a BTreeMap<String, Service>, host: &str, namespace: &str) -> Option<&'a Service> {
+    services.get(&qualify(host, namespace)).or_else(|| services.get(host))
+}
+
+/// The rules of one kind, sorted: Istio resolves conflicts by age; without
+/// timestamps, by name.
+fn rules<T>(sources: &[Arc<Resource>], rule: impl Fn(&Resource) -> Option<Rule<T>>) -> Vec<Rule<T>> {
+    let mut rules: Vec<Rule<T>> = sources.iter().filter_map(|r| rule(r)).collect();
+    rules.sort_by(|a, b| a.key.cmp(&b.key));
+    rules
+}
+
+/// Host → the VirtualServices bound to the sidecars that name it.
+fn mesh_hosts(rules: &[Rule<VirtualServiceSpec>]) -> HashMap<String, Vec<usize>> {
+    let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, vs) in rules.iter().enumerate() {
+        let for_mesh = vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh");
+        if !for_mesh {
+            continue;
+        }
+        for h in &vs.spec.hosts {
+            for name in [qualify(h, &vs.key.namespace), h.clone()] {
+                let list = by_host.entry(name).or_default();
+                if list.last() != Some(&i) {
+                    list.push(i);
+                }
+            }
+        }
+    }
+    by_host
+}
+
+/// The registry: every ServiceEntry host, with the instances its
+/// endpoints or workload selector give it.
+fn services(registry: &[Arc<Resource>]) -> BTreeMap<String, Service> {
+    let mut services = BTreeMap::new();
+    let entries: Vec<(String, &WorkloadEntrySpec)> = registry
+        .iter()
+        .filter_map(|r| match &**r {
+            Resource::WorkloadEntry(w) => Some((namespace_of(&w.metadata), &w.spec)),
+            _ => None,
+        })
+        .collect();
+    let mut by_label: HashMap<(&str, &str, &str), Vec<usize>> = HashMap::new();
+    for (i, (ns, e)) in entries.iter().enumerate() {
+        for (k, v) in &e.labels {
+            by_label.entry((ns.as_str(), k.as_str(), v.as_str())).or_default().push(i);
+        }
+    }
+    for r in registry {
+        let Resource::ServiceEntry(se) = &**r else { continue };
+        let namespace = namespace_of(&se.metadata);
+        let spec = &se.spec;
+        let instances: Vec<Instance> = match &spec.workload_selector {
+            Some(sel) => {
+                // Candidates by the selector's first label, then the rest.
+                let candidates: &[usize] = match sel.labels.iter().next() {
+                    Some((k, v)) => by_label.get(&(namespace.as_str(), k.as_str(), v.as_str())).map_or(&[], Vec::as_slice),
+                    None => &[],
+                };
+                candidates
+                    .iter()
+                    .map(|i| entries[*i].1)
+                    .filter(|e| sel.labels.iter().all(|(k, v)| e.labels.get(k) == Some(v)))
+                    .filter_map(Instance::from_entry)
+                    .collect()
+            }
+            None => spec.endpoints.iter().filter_map(Instance::from_entry).collect(),
+        };
+        let resolution = spec.resolution.unwrap_or(Resolution::None);
+        // Without endpoints or selector, a DNS entry's hosts are their own
+        // endpoints.
+        let by_host = is_dns(resolution) && spec.endpoints.is_empty() && spec.workload_selector.is_none();
+        for host in &spec.hosts {
+            services.insert(
+                host.clone(),
+                Service {
+                    host: host.clone(),
+                    namespace: namespace.clone(),
+                    ports: spec.ports.clone(),
+                    resolution,
+                    external: spec.location != Some(Location::MeshInternal),
+                    instances: if by_host { vec![Instance::from_host(host)] } else { instances.clone() },
+                },
+            );
+        }
+    }
+    services
 }

@@ -244,6 +244,7 @@ pub async fn watch(dir: PathBuf, hub: Arc<Hub>, statuses: crate::status::Statuse
     };
     let mut workspace = Workspace::default();
     let mut state = State::default();
+    let mut translation: Option<Arc<crate::translate::Translation>> = None;
     // The first pass and every poll read the whole directory.
     let mut whole = true;
     loop {
@@ -257,9 +258,10 @@ pub async fn watch(dir: PathBuf, hub: Arc<Hub>, statuses: crate::status::Statuse
             statuses.validated(workspace.resources().iter().map(|r| validate::key_of(r)), state.findings());
             let validated = started.elapsed();
             let services = index.services.len();
-            let translation = Arc::new(crate::translate::Translation::new(index));
+            let next = Arc::new(crate::translate::Translation::after(index, translation.as_deref()));
             let translated = started.elapsed();
-            hub.set_generator(translation);
+            hub.set_generator(next.clone());
+            translation = Some(next);
             tracing::info!(
                 services,
                 problems = state.findings().len(),

@@ -63,28 +63,23 @@ type RouteKey = (Role, String, Vec<(String, String)>);
 
 impl Translation {
     pub fn new(index: Arc<Index>) -> Translation {
-        let mut clusters = Vec::new();
-        let mut endpoints = Vec::new();
-        let mut dns_v6 = Vec::new();
-        for service in index.services.values() {
-            for port in &service.ports {
-                for (c, cla) in cluster::outbound(&index, service, port) {
-                    if let Some(cla) = cla {
-                        endpoints.push(Resource::new(cla.cluster_name.clone(), &cla));
-                    }
-                    if let Some(v6) = cluster::resolving(&c, DnsLookupFamily::V6Only) {
-                        dns_v6.push(Arc::new(Resource::new(v6.name.clone(), &v6)));
-                    }
-                    clusters.push(Resource::new(c.name.clone(), &c));
-                }
-            }
-        }
+        Translation::after(index, None)
+    }
+
+    /// The translation of `index`, taking from `previous` what its
+    /// unchanged sections make: an edit of a VirtualService rebuilds the
+    /// routes, not a cluster.
+    pub fn after(index: Arc<Index>, previous: Option<&Translation>) -> Translation {
         let label_keys = index
             .virtual_services
             .iter()
             .flat_map(|vs| vs.spec.http.iter().flat_map(|h| h.match_.iter().flat_map(|m| m.source_labels.keys().cloned())))
             .collect();
-        Translation { index, clusters: Layer::new(clusters), dns_v6, endpoints: Layer::new(endpoints), label_keys, routes: Mutex::default() }
+        let (clusters, dns_v6, endpoints) = match previous.filter(|p| p.index.same_services_and_rules(&index)) {
+            Some(p) => (p.clusters.clone(), p.dns_v6.clone(), p.endpoints.clone()),
+            None => outbound_clusters(&index),
+        };
+        Translation { index, clusters, dns_v6, endpoints, label_keys, routes: Mutex::default() }
     }
 
     /// The route configurations of proxies like `proxy`, built once. A
@@ -145,6 +140,28 @@ impl Generator for Translation {
         }
         s
     }
+}
+
+/// Every service's outbound clusters, the same clusters as IPv6 proxies
+/// get them (DNS ones only), and the endpoints.
+fn outbound_clusters(index: &Index) -> (Layer, Vec<Arc<Resource>>, Layer) {
+    let mut clusters = Vec::new();
+    let mut endpoints = Vec::new();
+    let mut dns_v6 = Vec::new();
+    for service in index.services.values() {
+        for port in &service.ports {
+            for (c, cla) in cluster::outbound(index, service, port) {
+                if let Some(cla) = cla {
+                    endpoints.push(Resource::new(cla.cluster_name.clone(), &cla));
+                }
+                if let Some(v6) = cluster::resolving(&c, DnsLookupFamily::V6Only) {
+                    dns_v6.push(Arc::new(Resource::new(v6.name.clone(), &v6)));
+                }
+                clusters.push(Resource::new(c.name.clone(), &c));
+            }
+        }
+    }
+    (Layer::new(clusters), dns_v6, Layer::new(endpoints))
 }
 
 /// Everything one proxy should have (one-off; see [`Translation`]).

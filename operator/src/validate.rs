@@ -95,12 +95,14 @@ fn spec_json(r: &Resource) -> (Value, Option<Value>) {
 #[derive(Default)]
 pub struct Validator {
     fields: std::collections::HashMap<Key, (Arc<Resource>, Vec<Finding>)>,
+    /// The last index built, whose unchanged sections the next reuses.
+    index: Index,
 }
 
 impl Validator {
     pub fn validate(&mut self, resources: &[Arc<Resource>]) -> Validated {
         let mut fresh = std::collections::HashMap::new();
-        let result = validate_with(resources, |key, r| {
+        let result = validate_with(resources, &self.index, |key, r| {
             let findings = match self.fields.remove(key) {
                 // Unchanged files keep their resources' allocations.
                 Some((old, findings)) if Arc::ptr_eq(&old, r) || *old == **r => findings,
@@ -110,13 +112,14 @@ impl Validator {
             findings
         });
         self.fields = fresh;
+        self.index = result.index.clone();
         result
     }
 }
 
 pub fn validate(resources: &[Resource]) -> Validated {
     let resources: Vec<Arc<Resource>> = resources.iter().cloned().map(Arc::new).collect();
-    validate_with(&resources, |k, r| field_findings(k, r))
+    validate_with(&resources, &Index::default(), |k, r| field_findings(k, r))
 }
 
 /// Fields set outside what translation implements.
@@ -134,7 +137,7 @@ fn field_findings(key: &Key, r: &Resource) -> Vec<Finding> {
         .collect()
 }
 
-fn validate_with(resources: &[Arc<Resource>], mut fields: impl FnMut(&Key, &Arc<Resource>) -> Vec<Finding>) -> Validated {
+fn validate_with(resources: &[Arc<Resource>], previous: &Index, mut fields: impl FnMut(&Key, &Arc<Resource>) -> Vec<Finding>) -> Validated {
     let mut findings = Vec::new();
     // One resource per kind, namespace and name, as in Kubernetes: the
     // first read wins (files are read in name order).
@@ -160,12 +163,12 @@ fn validate_with(resources: &[Arc<Resource>], mut fields: impl FnMut(&Key, &Arc<
         findings.extend(found);
     }
     let first_pass: Vec<Arc<Resource>> = resources.into_iter().filter(|r| !rejected.contains(&key_of(r))).cloned().collect();
-    let index = Index::build(&first_pass);
+    let index = Index::rebuild(&first_pass, previous);
     semantic(&index, &first_pass, &mut findings);
     let checked = first_pass.len();
     let accepted: Vec<Arc<Resource>> = first_pass.into_iter().filter(|r| !has_error(&findings, &key_of(r))).collect();
     // Usually nothing fails the semantic checks and the index stands.
-    let index = if accepted.len() == checked { index } else { Index::build(&accepted) };
+    let index = if accepted.len() == checked { index } else { Index::rebuild(&accepted, &index) };
     Validated { accepted, findings, index }
 }
 

@@ -40,7 +40,7 @@ pub fn routes(index: &Index, proxy: &Proxy) -> BTreeMap<u32, xds_route::RouteCon
         let mut vhosts: Vec<xds_route::VirtualHost> = Vec::new();
         for (gateway, server) in &listener.servers {
             let scope = Scope { index, labels: &proxy.labels, port, gateway: Some(gateway.clone()) };
-            for vs in &index.virtual_services {
+            for vs in index.virtual_services.iter() {
                 if !vs.spec.gateways.iter().any(|g| names_gateway(g, &vs.key.namespace, Some(gateway))) {
                     continue;
                 }
@@ -67,7 +67,7 @@ pub fn network_listener(index: &Index, proxy: &Proxy, port: u32, listener: &List
     let mut names: BTreeSet<&str> = BTreeSet::new();
     for (gateway, server) in &listener.servers {
         let scope = Scope { index, labels: &proxy.labels, port, gateway: Some(gateway.clone()) };
-        for vs in &index.virtual_services {
+        for vs in index.virtual_services.iter() {
             match listener.protocol {
                 Protocol::Tcp => {
                     let Some((i, tcp)) = gateway::tcp_route(vs, gateway, server) else { continue };

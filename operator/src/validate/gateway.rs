@@ -87,7 +87,7 @@ fn hashes_source_ip(index: &Index, namespace: &str, d: &Destination) -> bool {
 /// claims after an earlier one.
 pub(super) fn conflicts(index: &Index, findings: &mut Vec<Finding>) {
     let mut by_selector: BTreeMap<&Labels, Vec<_>> = BTreeMap::new();
-    for g in &index.gateways {
+    for g in index.gateways.iter() {
         by_selector.entry(&g.spec.selector).or_default().push(g);
     }
     for gateways in by_selector.into_values() {
@@ -99,7 +99,7 @@ pub(super) fn conflicts(index: &Index, findings: &mut Vec<Finding>) {
             // What serves the port (TCP) or each SNI name (TLS): the VirtualService, the route and match.
             let mut owners: BTreeMap<&str, (&Key, (usize, usize))> = BTreeMap::new();
             for (gw, server) in &listener.servers {
-                for vs in &index.virtual_services {
+                for vs in index.virtual_services.iter() {
                     let claims: Vec<((usize, usize), Vec<&str>, String)> = match listener.protocol {
                         Protocol::Http => Vec::new(),
                         Protocol::Tcp => {

@@ -1,6 +1,7 @@
 //! weft-operator's tests without I/O: validation findings with their
 //! paths, and translation of the Bookinfo samples against golden files.
 
+mod incremental;
 mod translate;
 mod translate_dns;
 mod validate;

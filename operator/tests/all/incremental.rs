@@ -1,0 +1,115 @@
+//! Incremental pushes: each edit is validated, indexed and translated
+//! reusing what it did not touch, and must produce exactly what a
+//! translation from scratch produces.
+
+use std::sync::Arc;
+
+use weft_crds::Resource;
+use weft_operator::index::Index;
+use weft_operator::translate::Translation;
+use weft_operator::validate::{key_of, validate, Validator};
+use weft_operator::xds::hub::Generator;
+use weft_operator::xds::{Kind, Role};
+
+use crate::bookinfo;
+use crate::translate::proxy;
+
+/// `resources` with `yaml`'s resources in place of those of the same
+/// kind, namespace and name (appended when new); each a new allocation,
+/// as the workspace makes when a file is read again.
+fn edit(resources: &[Arc<Resource>], yaml: &str) -> Vec<Arc<Resource>> {
+    let mut out = resources.to_vec();
+    for r in weft_crds::from_yaml(yaml).unwrap_or_else(|e| panic!("{e}")) {
+        let r = Arc::new(r);
+        match out.iter().position(|o| key_of(o) == key_of(&r)) {
+            Some(i) => out[i] = r,
+            None => out.push(r),
+        }
+    }
+    out
+}
+
+fn without(resources: &[Arc<Resource>], kind: &str, name: &str) -> Vec<Arc<Resource>> {
+    resources.iter().filter(|r| !(key_of(r).kind == kind && key_of(r).name == name)).cloned().collect()
+}
+
+const REVIEWS_50_50: &str = "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: reviews }
+spec:
+  hosts: [reviews]
+  http:
+  - route:
+    - { destination: { host: reviews, subset: v1 }, weight: 50 }
+    - { destination: { host: reviews, subset: v3 }, weight: 50 }
+";
+
+const REVIEWS_HASHED: &str = "
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: reviews }
+spec:
+  host: reviews
+  trafficPolicy: { loadBalancer: { consistentHash: { httpHeaderName: x-user } } }
+  subsets: [ { name: v1, labels: { version: v1 } }, { name: v3, labels: { version: v3 } } ]
+";
+
+const BROKEN: &str = "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: details }
+spec:
+  hosts: [details]
+  http:
+  - route: [ { destination: { host: details, subset: v9 } } ]
+";
+
+#[test]
+fn every_edit_translates_as_from_scratch_and_reuses_untouched_clusters() {
+    let sidecar = proxy(Role::Sidecar, "127.0.1.1", "default", &[("app", "productpage"), ("version", "v1")]);
+    let gateway = proxy(Role::Gateway, "127.0.0.1", "istio-system", &[("istio", "ingressgateway")]);
+    let start: Vec<Arc<Resource>> = bookinfo().into_iter().map(Arc::new).collect();
+    // Each step edits the resources of the one before.
+    let edits: [(&str, &dyn Fn(&[Arc<Resource>]) -> Vec<Arc<Resource>>); 4] = [
+        ("a VirtualService edited", &|r| edit(r, REVIEWS_50_50)),
+        ("a DestinationRule edited", &|r| edit(r, REVIEWS_HASHED)),
+        ("a workload removed", &|r| without(r, "WorkloadEntry", "reviews-v2")),
+        ("an invalid VirtualService added", &|r| edit(r, BROKEN)),
+    ];
+    let mut validator = Validator::default();
+    let mut previous = Translation::new(Arc::new(validator.validate(&start).index));
+    let mut resources = start.clone();
+    for (what, change) in edits {
+        resources = change(&resources);
+        let next = Translation::after(Arc::new(validator.validate(&resources).index), Some(&previous));
+        let plain: Vec<Resource> = resources.iter().map(|r| (**r).clone()).collect();
+        let scratch = Translation::new(Arc::new(Index::build(&validate(&plain).accepted)));
+        for p in [&sidecar, &gateway] {
+            let (got, want) = (next.snapshot(p).to_json(), scratch.snapshot(p).to_json());
+            assert!(got == want, "{what}: {} differs from a translation from scratch in {}", p.id, first_difference(&got, &want));
+        }
+        let (before, after) = (previous.snapshot(&sidecar), next.snapshot(&sidecar));
+        let cluster = "outbound|9080||details.default.svc.cluster.local";
+        let (a, b) = (before.get(Kind::Cluster, cluster), after.get(Kind::Cluster, cluster));
+        let reused = matches!((a, b), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
+        // Clusters are rebuilt when the registry or a DestinationRule changed.
+        let expected = what.contains("VirtualService");
+        assert_eq!(reused, expected, "{what}: clusters reused: {reused}");
+        previous = next;
+    }
+}
+
+/// The kind and name of the first resource that differs.
+fn first_difference(a: &serde_json::Value, b: &serde_json::Value) -> String {
+    let empty = serde_json::Map::new();
+    let kinds = |v: &serde_json::Value| v.as_object().cloned().unwrap_or_default();
+    let (a, b) = (kinds(a), kinds(b));
+    for kind in a.keys().chain(b.keys()) {
+        let (ra, rb) = (a.get(kind).and_then(|v| v.as_object()).unwrap_or(&empty), b.get(kind).and_then(|v| v.as_object()).unwrap_or(&empty));
+        if let Some(name) = ra.keys().chain(rb.keys()).find(|n| ra.get(*n) != rb.get(*n)) {
+            return format!("{kind} {name}: {:?} vs {:?}", ra.get(name), rb.get(name));
+        }
+    }
+    "nothing".into()
+}
