@@ -14,6 +14,8 @@ use weft_operator::xds::{Kind, Role};
 use crate::bookinfo;
 use crate::translate::proxy;
 
+type Edit = dyn Fn(&[Arc<Resource>]) -> Vec<Arc<Resource>>;
+
 /// `resources` with `yaml`'s resources in place of those of the same
 /// kind, namespace and name (appended when new); each a new allocation,
 /// as the workspace makes when a file is read again.
@@ -71,7 +73,7 @@ fn every_edit_translates_as_from_scratch_and_reuses_untouched_clusters() {
     let gateway = proxy(Role::Gateway, "127.0.0.1", "istio-system", &[("istio", "ingressgateway")]);
     let start: Vec<Arc<Resource>> = bookinfo().into_iter().map(Arc::new).collect();
     // Each step edits the resources of the one before.
-    let edits: [(&str, &dyn Fn(&[Arc<Resource>]) -> Vec<Arc<Resource>>); 4] = [
+    let edits: [(&str, &Edit); 4] = [
         ("a VirtualService edited", &|r| edit(r, REVIEWS_50_50)),
         ("a DestinationRule edited", &|r| edit(r, REVIEWS_HASHED)),
         ("a workload removed", &|r| without(r, "WorkloadEntry", "reviews-v2")),
