@@ -146,7 +146,7 @@ impl Workspace {
 #[derive(Default)]
 pub struct State {
     /// The last accepted version of every resource.
-    last_good: BTreeMap<Key, Arc<Resource>>,
+    last_good: Vec<Arc<Resource>>,
     findings: Vec<Finding>,
     validator: validate::Validator,
 }
@@ -161,13 +161,15 @@ impl State {
         let first = self.validator.validate(&resources);
         // The findings are those of what was written, not of what is kept.
         let findings = first.findings.clone();
-        let rejected: Vec<Key> = first.errors().map(|f| f.key.clone()).collect();
+        let rejected: BTreeSet<Key> = first.errors().map(|f| f.key.clone()).collect();
         let mut kept = 0;
-        for r in resources.iter_mut() {
-            let key = validate::key_of(r);
-            if let Some(good) = rejected.contains(&key).then(|| self.last_good.get(&key)).flatten() {
-                *r = good.clone();
-                kept += 1;
+        if !rejected.is_empty() {
+            let last_good: BTreeMap<Key, &Arc<Resource>> = self.last_good.iter().map(|r| (validate::key_of(r), r)).collect();
+            for r in resources.iter_mut() {
+                if let Some(good) = last_good.get(&validate::key_of(r)).filter(|_| rejected.contains(&validate::key_of(r))) {
+                    *r = Arc::clone(good);
+                    kept += 1;
+                }
             }
         }
         let validated = if kept > 0 { self.validator.validate(&resources) } else { first };
@@ -181,7 +183,7 @@ impl State {
             tracing::warn!(kept, "resources with errors keep their last good version in effect");
         }
         self.findings = findings;
-        self.last_good = validated.accepted.iter().map(|r| (validate::key_of(r), r.clone())).collect();
+        self.last_good = validated.accepted;
         Arc::new(validated.index)
     }
 
@@ -255,20 +257,23 @@ pub async fn watch(dir: PathBuf, hub: Arc<Hub>, statuses: crate::status::Statuse
         if changed {
             let read = started.elapsed();
             let index = state.rebuild(&workspace);
-            statuses.validated(workspace.resources().iter().map(|r| validate::key_of(r)), state.findings());
             let validated = started.elapsed();
             let services = index.services.len();
             let next = Arc::new(crate::translate::Translation::after(index, translation.as_deref()));
             let translated = started.elapsed();
             hub.set_generator(next.clone());
+            let pushed = started.elapsed();
+            // Status and dropping the last translation wait until the
+            // proxies have their pushes under way.
             translation = Some(next);
+            statuses.validated(workspace.resources().iter().map(|r| validate::key_of(r)), state.findings());
             tracing::info!(
                 services,
                 problems = state.findings().len(),
                 read_ms = read.as_millis() as u64,
                 validated_ms = validated.as_millis() as u64,
                 translated_ms = translated.as_millis() as u64,
-                applied_ms = started.elapsed().as_millis() as u64,
+                pushed_ms = pushed.as_millis() as u64,
                 "configuration applied"
             );
         }

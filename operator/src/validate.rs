@@ -94,24 +94,31 @@ fn spec_json(r: &Resource) -> (Value, Option<Value>) {
 /// edit).
 #[derive(Default)]
 pub struct Validator {
-    fields: std::collections::HashMap<Key, (Arc<Resource>, Vec<Finding>)>,
+    /// Each resource's field findings, the resource they are of, and the
+    /// pass that last saw it.
+    fields: std::collections::HashMap<Key, (Arc<Resource>, Vec<Finding>, u64)>,
+    pass: u64,
     /// The last index built, whose unchanged sections the next reuses.
     index: Index,
 }
 
 impl Validator {
     pub fn validate(&mut self, resources: &[Arc<Resource>]) -> Validated {
-        let mut fresh = std::collections::HashMap::new();
-        let result = validate_with(resources, &self.index, |key, r| {
-            let findings = match self.fields.remove(key) {
-                // Unchanged files keep their resources' allocations.
-                Some((old, findings)) if Arc::ptr_eq(&old, r) || *old == **r => findings,
-                _ => field_findings(key, r),
-            };
-            fresh.insert(key.clone(), (r.clone(), findings.clone()));
-            findings
+        self.pass += 1;
+        let (fields, pass) = (&mut self.fields, self.pass);
+        let result = validate_with(resources, &self.index, |key, r| match fields.get_mut(key) {
+            // Unchanged files keep their resources' allocations.
+            Some((old, findings, seen)) if Arc::ptr_eq(old, r) || **old == **r => {
+                *seen = pass;
+                findings.clone()
+            }
+            _ => {
+                let findings = field_findings(key, r);
+                fields.insert(key.clone(), (r.clone(), findings.clone(), pass));
+                findings
+            }
         });
-        self.fields = fresh;
+        self.fields.retain(|_, (_, _, seen)| *seen == pass);
         self.index = result.index.clone();
         result
     }
@@ -138,42 +145,36 @@ fn field_findings(key: &Key, r: &Resource) -> Vec<Finding> {
 }
 
 fn validate_with(resources: &[Arc<Resource>], previous: &Index, mut fields: impl FnMut(&Key, &Arc<Resource>) -> Vec<Finding>) -> Validated {
+    use std::collections::HashSet;
     let mut findings = Vec::new();
     // One resource per kind, namespace and name, as in Kubernetes: the
     // first read wins (files are read in name order).
-    let mut seen = std::collections::BTreeSet::new();
-    let resources: Vec<&Arc<Resource>> = resources
-        .iter()
-        .filter(|r| {
-            let key = key_of(r);
-            let first = seen.insert(key.clone());
-            if !first {
-                findings.push(finding(&key, Level::Warning, Problem::Conflict, "metadata.name", "defined more than once; the first definition is in effect"));
-            }
-            first
-        })
-        .collect();
-    let mut rejected = std::collections::HashSet::new();
-    for r in resources.iter().copied() {
+    let mut seen = HashSet::with_capacity(resources.len());
+    let mut keyed: Vec<(Key, &Arc<Resource>)> = Vec::with_capacity(resources.len());
+    for r in resources {
         let key = key_of(r);
-        let found = fields(&key, r);
+        if seen.insert(key.clone()) {
+            keyed.push((key, r));
+        } else {
+            findings.push(finding(&key, Level::Warning, Problem::Conflict, "metadata.name", "defined more than once; the first definition is in effect"));
+        }
+    }
+    let mut rejected = HashSet::new();
+    for (key, r) in &keyed {
+        let found = fields(key, r);
         if found.iter().any(|f| f.message.level == Level::Error) {
-            rejected.insert(key);
+            rejected.insert(key.clone());
         }
         findings.extend(found);
     }
-    let first_pass: Vec<Arc<Resource>> = resources.into_iter().filter(|r| !rejected.contains(&key_of(r))).cloned().collect();
+    let first_pass: Vec<Arc<Resource>> = keyed.iter().filter(|(k, _)| !rejected.contains(k)).map(|(_, r)| Arc::clone(r)).collect();
     let index = Index::rebuild(&first_pass, previous);
     semantic(&index, &first_pass, &mut findings);
-    let checked = first_pass.len();
-    let accepted: Vec<Arc<Resource>> = first_pass.into_iter().filter(|r| !has_error(&findings, &key_of(r))).collect();
+    let errors: HashSet<&Key> = findings.iter().filter(|f| f.message.level == Level::Error).map(|f| &f.key).collect();
+    let accepted: Vec<Arc<Resource>> = keyed.iter().filter(|(k, _)| !errors.contains(k)).map(|(_, r)| Arc::clone(r)).collect();
     // Usually nothing fails the semantic checks and the index stands.
-    let index = if accepted.len() == checked { index } else { Index::rebuild(&accepted, &index) };
+    let index = if accepted.len() == first_pass.len() { index } else { Index::rebuild(&accepted, &index) };
     Validated { accepted, findings, index }
-}
-
-fn has_error(findings: &[Finding], key: &Key) -> bool {
-    findings.iter().any(|f| f.key == *key && f.message.level == Level::Error)
 }
 
 fn finding(key: &Key, level: Level, problem: Problem, path: &str, message: &str) -> Finding {
