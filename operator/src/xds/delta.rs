@@ -115,7 +115,7 @@ impl Stream {
             .map(|r| WireResource {
                 name: r.name.clone(),
                 version: r.version.clone(),
-                resource: Some(r.body.clone()),
+                resource: Some(r.body()),
                 ..Default::default()
             })
             .collect();

@@ -19,20 +19,45 @@ pub use weft_envoy_api::ResourceType as Kind;
 pub struct Resource {
     pub name: String,
     pub version: String,
-    pub body: Any,
-    /// `body` encoded, once: state-of-the-world responses write these
-    /// bytes to every proxy (see `wire`).
+    pub type_url: String,
+    /// The resource wrapped in a `google.protobuf.Any`, encoded once:
+    /// state-of-the-world responses write these bytes to every proxy (see
+    /// `wire`).
     pub any: bytes::Bytes,
+    /// The message's own bytes (the Any's `value`), a view into `any`.
+    pub value: bytes::Bytes,
 }
 
 impl Resource {
     /// Wraps a message; the version is a hash of its encoded bytes.
     pub fn new<M: Message + prost::Name>(name: impl Into<String>, message: &M) -> Resource {
-        let value = message.encode_to_vec();
+        Resource::encoded(name, M::type_url(), message.encoded_len(), |buf| message.encode_raw(buf))
+    }
+
+    /// A resource of `type_url` whose encoding (`len` bytes) `encode`
+    /// writes: for messages assembled from parts encoded before.
+    pub fn encoded(name: impl Into<String>, type_url: String, len: usize, encode: impl FnOnce(&mut Vec<u8>)) -> Resource {
+        use prost::encoding::{encode_key, encode_varint, WireType};
+        // The Any's fields by hand, so the message is encoded once, in
+        // place: type_url (1), then value (2).
+        let mut buf = Vec::with_capacity(type_url.len() + len + 16);
+        encode_key(1, WireType::LengthDelimited, &mut buf);
+        encode_varint(type_url.len() as u64, &mut buf);
+        buf.extend_from_slice(type_url.as_bytes());
+        encode_key(2, WireType::LengthDelimited, &mut buf);
+        encode_varint(len as u64, &mut buf);
+        let start = buf.len();
+        encode(&mut buf);
+        debug_assert_eq!(buf.len() - start, len, "the encoding of {type_url} is not the length announced");
+        let any = bytes::Bytes::from(buf);
+        let value = any.slice(start..);
         let version = format!("{:016x}", fnv1a(&value));
-        let body = Any { type_url: M::type_url(), value };
-        let any = bytes::Bytes::from(body.encode_to_vec());
-        Resource { name: name.into(), version, body, any }
+        Resource { name: name.into(), version, type_url, any, value }
+    }
+
+    /// As a protobuf `Any` (a copy).
+    pub fn body(&self) -> Any {
+        Any { type_url: self.type_url.clone(), value: self.value.to_vec() }
     }
 }
 
@@ -139,8 +164,8 @@ impl Snapshot {
             for r in resources {
                 let name = &r.name;
                 let value = pool
-                    .get_message_by_name(weft_envoy_api::type_name(&r.body.type_url))
-                    .and_then(|desc| weft_envoy_api::prost_reflect::DynamicMessage::decode(desc, r.body.value.as_slice()).ok())
+                    .get_message_by_name(weft_envoy_api::type_name(&r.type_url))
+                    .and_then(|desc| weft_envoy_api::prost_reflect::DynamicMessage::decode(desc, &r.value[..]).ok())
                     .and_then(|m| m.serialize_with_options(serde_json::value::Serializer, &options).ok())
                     .unwrap_or(serde_json::Value::Null);
                 by_name.insert(name.clone(), value);
@@ -198,9 +223,18 @@ mod tests {
             Resource::new("b", &b).version
         );
         assert_eq!(
-            Resource::new("a", &a).body.type_url,
+            Resource::new("a", &a).type_url,
             Kind::Cluster.type_url()
         );
+    }
+
+    #[test]
+    fn encoded_once_as_prost_encodes_an_any() {
+        let c = Cluster { name: "a".into(), ..Default::default() };
+        let r = Resource::new("a", &c);
+        let any = Any { type_url: Kind::Cluster.type_url().into(), value: c.encode_to_vec() };
+        assert_eq!(r.any, any.encode_to_vec());
+        assert_eq!(r.body(), any);
     }
 
     #[test]

@@ -169,7 +169,7 @@ mod tests {
         let ours = Outgoing { version_info: "v1".into(), resources: resources.clone(), type_url: "t".into(), nonce: "7".into() };
         let theirs = DiscoveryResponse {
             version_info: "v1".into(),
-            resources: resources.iter().map(|r| r.body.clone()).collect(),
+            resources: resources.iter().map(|r| r.body()).collect(),
             type_url: "t".into(),
             nonce: "7".into(),
             ..Default::default()
