@@ -120,7 +120,7 @@ pub fn is_dns(resolution: Resolution) -> bool {
 }
 
 /// A rule and where it came from.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Rule<T> {
     pub key: Key,
     pub spec: T,
@@ -275,6 +275,12 @@ impl Index {
     /// same sections, not equal ones), all that clusters are made of.
     pub fn same_services_and_rules(&self, other: &Index) -> bool {
         Arc::ptr_eq(&self.services, &other.services) && Arc::ptr_eq(&self.destination_rules, &other.destination_rules)
+    }
+
+    /// Whether some VirtualService delegates (its routes then depend on
+    /// another VirtualService's).
+    pub fn has_delegation(&self) -> bool {
+        self.virtual_services.iter().any(|vs| vs.spec.http.iter().any(|h| h.delegate.is_some()))
     }
 
     /// The service a rule in `namespace` means by `host`.

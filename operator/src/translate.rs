@@ -30,7 +30,10 @@ use weft_envoy_api::pb::envoy::config::route::v3 as xds_route;
 use weft_envoy_api::pb::envoy::extensions::filters::network::http_connection_manager::v3 as hcm;
 
 use crate::index::gateway::Protocol;
-use crate::index::{Index, Service, INBOUND_PORT, OUTBOUND_PORT};
+use crate::index::{Index, Rule, Service, INBOUND_PORT, OUTBOUND_PORT};
+use prost::Message;
+use weft_crds::networking::service_entry::ServicePort;
+use weft_crds::networking::VirtualServiceSpec;
 use crate::xds::hub::Generator;
 use crate::xds::snapshot::Layer;
 use crate::xds::{Kind, Proxy, Resource, Role, Snapshot};
@@ -57,9 +60,26 @@ pub struct Translation {
     /// that agree on these share their routes.
     label_keys: BTreeSet<String>,
     routes: Mutex<HashMap<RouteKey, Arc<Vec<Arc<Resource>>>>>,
+    /// The sidecar virtual hosts built, encoded, by route key.
+    vhosts: Mutex<HashMap<RouteKey, VirtualHosts>>,
+    /// The previous translation's `vhosts` when its registry and
+    /// DestinationRules are this one's: a virtual host whose
+    /// VirtualServices are unchanged is taken from there, not rebuilt.
+    reusable: HashMap<RouteKey, VirtualHosts>,
 }
 
 type RouteKey = (Role, String, Vec<(String, String)>);
+
+/// The virtual hosts of one route key, by service host and port.
+type VirtualHosts = HashMap<(String, u32), VirtualHost>;
+
+/// A sidecar virtual host, encoded, and the VirtualServices it was made
+/// of (all that can change it while the registry and rules stay).
+#[derive(Clone)]
+struct VirtualHost {
+    rules: Vec<Rule<VirtualServiceSpec>>,
+    encoded: bytes::Bytes,
+}
 
 impl Translation {
     pub fn new(index: Arc<Index>) -> Translation {
@@ -75,11 +95,18 @@ impl Translation {
             .iter()
             .flat_map(|vs| vs.spec.http.iter().flat_map(|h| h.match_.iter().flat_map(|m| m.source_labels.keys().cloned())))
             .collect();
-        let (clusters, dns_v6, endpoints) = match previous.filter(|p| p.index.same_services_and_rules(&index)) {
+        let unchanged = previous.filter(|p| p.index.same_services_and_rules(&index));
+        let (clusters, dns_v6, endpoints) = match unchanged {
             Some(p) => (p.clusters.clone(), p.dns_v6.clone(), p.endpoints.clone()),
             None => outbound_clusters(&index),
         };
-        Translation { index, clusters, dns_v6, endpoints, label_keys, routes: Mutex::default() }
+        // A delegating route depends on a VirtualService that is not its
+        // host's: virtual hosts are not reused while there are any.
+        let reusable = match unchanged {
+            Some(p) if !index.has_delegation() && !p.index.has_delegation() => std::mem::take(&mut *lock(&p.vhosts)),
+            _ => HashMap::new(),
+        };
+        Translation { index, clusters, dns_v6, endpoints, label_keys, routes: Mutex::default(), vhosts: Mutex::default(), reusable }
     }
 
     /// The route configurations of proxies like `proxy`, built once. A
@@ -88,18 +115,59 @@ impl Translation {
         let keep = |k: &String| proxy.role == Role::Gateway || self.label_keys.contains(k);
         let labels: Vec<(String, String)> = proxy.labels.iter().filter(|(k, _)| keep(k)).map(|(k, v)| (k.clone(), v.clone())).collect();
         let key = (proxy.role, proxy.namespace.clone(), labels);
-        let mut cache = self.routes.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut cache = lock(&self.routes);
         cache
             .entry(key)
-            .or_insert_with(|| {
+            .or_insert_with_key(|key| {
                 let configs = match proxy.role {
-                    Role::Sidecar => vec![sidecar_routes(&self.index, proxy)],
-                    Role::Gateway => gateway::routes(&self.index, proxy).into_values().collect(),
+                    Role::Sidecar => vec![self.sidecar_routes(proxy, key)],
+                    Role::Gateway => gateway::routes(&self.index, proxy).into_values().map(|rc| Resource::new(rc.name.clone(), &rc)).collect(),
                 };
-                Arc::new(configs.into_iter().map(|rc| Arc::new(Resource::new(rc.name.clone(), &rc))).collect())
+                Arc::new(configs.into_iter().map(Arc::new).collect())
             })
             .clone()
     }
+
+    /// The sidecar's outbound routes: every HTTP service port, by
+    /// host:port; each virtual host reused from the previous translation
+    /// when it can be.
+    fn sidecar_routes(&self, proxy: &Proxy, key: &RouteKey) -> Resource {
+        let reusable = self.reusable.get(key);
+        let mut built = VirtualHosts::new();
+        let mut encoded = Vec::new();
+        for service in self.index.services.values() {
+            for port in service.ports.iter().filter(|p| Service::is_http(p)) {
+                let rules: Vec<Rule<VirtualServiceSpec>> = mesh_candidates(&self.index, &service.host).cloned().collect();
+                let id = (service.host.clone(), port.number);
+                let vhost = match reusable.and_then(|r| r.get(&id)).filter(|v| v.rules == rules) {
+                    Some(v) => v.clone(),
+                    None => VirtualHost { rules, encoded: sidecar_vhost(&self.index, proxy, service, port).encode_to_vec().into() },
+                };
+                encoded.push(vhost.encoded.clone());
+                built.insert(id, vhost);
+            }
+        }
+        lock(&self.vhosts).insert(key.clone(), built);
+        route_configuration(HTTP_PROXY_ROUTES, &encoded)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// A `RouteConfiguration` named `name` with these virtual hosts, encoded
+/// (fields in prost's order, so the bytes are those prost would write).
+fn route_configuration(name: &str, vhosts: &[bytes::Bytes]) -> Resource {
+    use prost::encoding::{bytes as field, string};
+    let name_owned = name.to_string();
+    let len = string::encoded_len(1, &name_owned) + vhosts.iter().map(|v| field::encoded_len(2, v)).sum::<usize>();
+    Resource::encoded(name, <xds_route::RouteConfiguration as prost::Name>::type_url(), len, |buf| {
+        string::encode(1, &name_owned, buf);
+        for v in vhosts {
+            field::encode(2, v, buf);
+        }
+    })
 }
 
 impl Generator for Translation {
@@ -169,25 +237,19 @@ pub fn snapshot(index: &Arc<Index>, proxy: &Proxy) -> Snapshot {
     Translation::new(index.clone()).snapshot(proxy)
 }
 
-/// The sidecar's outbound routes: every HTTP service port, by host:port.
-fn sidecar_routes(index: &Index, proxy: &Proxy) -> xds_route::RouteConfiguration {
-    let mut vhosts = Vec::new();
-    for service in index.services.values() {
-        for port in service.ports.iter().filter(|p| Service::is_http(p)) {
-            let scope = Scope { index, labels: &proxy.labels, port: port.number, gateway: None };
-            let routes = mesh_routes(&scope, &service.host, &service.namespace).unwrap_or_else(|| {
-                let hash = cluster::hash_policy(cluster::policy(index, service, port.number, "").as_ref());
-                vec![route::default_route_hashed(cluster::name(port.number, "", &service.host), hash)]
-            });
-            vhosts.push(xds_route::VirtualHost {
-                name: format!("{}:{}", service.host, port.number),
-                domains: domains(service, port.number, &proxy.namespace),
-                routes,
-                ..Default::default()
-            });
-        }
+/// A sidecar's virtual host for one service port.
+fn sidecar_vhost(index: &Index, proxy: &Proxy, service: &Service, port: &ServicePort) -> xds_route::VirtualHost {
+    let scope = Scope { index, labels: &proxy.labels, port: port.number, gateway: None };
+    let routes = mesh_routes(&scope, &service.host).unwrap_or_else(|| {
+        let hash = cluster::hash_policy(cluster::policy(index, service, port.number, "").as_ref());
+        vec![route::default_route_hashed(cluster::name(port.number, "", &service.host), hash)]
+    });
+    xds_route::VirtualHost {
+        name: format!("{}:{}", service.host, port.number),
+        domains: domains(service, port.number, &proxy.namespace),
+        routes,
+        ..Default::default()
     }
-    xds_route::RouteConfiguration { name: HTTP_PROXY_ROUTES.into(), virtual_hosts: vhosts, ..Default::default() }
 }
 
 /// The sidecar's listeners (on its own address) and inbound clusters.
@@ -233,11 +295,16 @@ fn sidecar_listeners(index: &Index, proxy: &Proxy, plugins: &Plugins<'_>, s: &mu
     }
 }
 
-/// The routes of the first VirtualService (by namespace/name) bound to the
-/// sidecars ("mesh") for `host`; `None` when there is none.
-fn mesh_routes(scope: &Scope<'_>, host: &str, _service_namespace: &str) -> Option<Vec<xds_route::Route>> {
-    let candidates = scope.index.mesh_virtual_services.get(host)?;
-    candidates.iter().find_map(|&i| route::routes(scope, &scope.index.virtual_services[i]).ok())
+/// The VirtualServices bound to the sidecars ("mesh") that name `host`,
+/// by namespace/name.
+fn mesh_candidates<'a>(index: &'a Index, host: &str) -> impl Iterator<Item = &'a Rule<VirtualServiceSpec>> {
+    index.mesh_virtual_services.get(host).into_iter().flatten().map(|&i| &index.virtual_services[i])
+}
+
+/// The routes of the first of `host`'s VirtualServices that resolves;
+/// `None` when there is none.
+fn mesh_routes(scope: &Scope<'_>, host: &str) -> Option<Vec<xds_route::Route>> {
+    mesh_candidates(scope.index, host).find_map(|vs| route::routes(scope, vs).ok())
 }
 
 /// The names a service answers to on `port`: its host, and for a proxy in

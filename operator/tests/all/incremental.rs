@@ -57,6 +57,48 @@ spec:
   subsets: [ { name: v1, labels: { version: v1 } }, { name: v3, labels: { version: v3 } } ]
 ";
 
+/// Routes for ratings that depend on the calling workload's labels.
+const RATINGS_BY_SOURCE: &str = "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: ratings }
+spec:
+  hosts: [ratings]
+  http:
+  - match: [ { sourceLabels: { app: productpage } } ]
+    route: [ { destination: { host: ratings, subset: v2 } } ]
+  - route: [ { destination: { host: ratings, subset: v1 } } ]
+";
+
+/// details' sidecar routes delegated to another VirtualService, and that
+/// one as edited next.
+const DETAILS_DELEGATED: &str = "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: details }
+spec:
+  hosts: [details]
+  http:
+  - match: [ { uri: { prefix: /details } } ]
+    delegate: { name: details-routes }
+---
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: details-routes }
+spec:
+  http:
+  - route: [ { destination: { host: details, subset: v1 } } ]
+";
+
+const DETAILS_ROUTES_EDITED: &str = "
+apiVersion: networking.istio.io/v1
+kind: VirtualService
+metadata: { name: details-routes }
+spec:
+  http:
+  - route: [ { destination: { host: details, subset: v2 } } ]
+";
+
 const BROKEN: &str = "
 apiVersion: networking.istio.io/v1
 kind: VirtualService
@@ -73,8 +115,12 @@ fn every_edit_translates_as_from_scratch_and_reuses_untouched_clusters() {
     let gateway = proxy(Role::Gateway, "127.0.0.1", "istio-system", &[("istio", "ingressgateway")]);
     let start: Vec<Arc<Resource>> = bookinfo().into_iter().map(Arc::new).collect();
     // Each step edits the resources of the one before.
-    let edits: [(&str, &Edit); 4] = [
+    let edits: [(&str, &Edit); 8] = [
         ("a VirtualService edited", &|r| edit(r, REVIEWS_50_50)),
+        ("a VirtualService on source labels added", &|r| edit(r, RATINGS_BY_SOURCE)),
+        ("a delegating VirtualService added", &|r| edit(r, DETAILS_DELEGATED)),
+        ("a delegate VirtualService edited", &|r| edit(r, DETAILS_ROUTES_EDITED)),
+        ("a VirtualService removed", &|r| without(without(r, "VirtualService", "details").as_slice(), "VirtualService", "details-routes")),
         ("a DestinationRule edited", &|r| edit(r, REVIEWS_HASHED)),
         ("a workload removed", &|r| without(r, "WorkloadEntry", "reviews-v2")),
         ("an invalid VirtualService added", &|r| edit(r, BROKEN)),
@@ -84,14 +130,21 @@ fn every_edit_translates_as_from_scratch_and_reuses_untouched_clusters() {
     let mut resources = start.clone();
     for (what, change) in edits {
         resources = change(&resources);
+        // As the hub does, the previous translation served every proxy.
+        let before = previous.snapshot(&sidecar);
+        previous.snapshot(&gateway);
         let next = Translation::after(Arc::new(validator.validate(&resources).index), Some(&previous));
         let plain: Vec<Resource> = resources.iter().map(|r| (**r).clone()).collect();
         let scratch = Translation::new(Arc::new(Index::build(&validate(&plain).accepted)));
         for p in [&sidecar, &gateway] {
             let (got, want) = (next.snapshot(p).to_json(), scratch.snapshot(p).to_json());
             assert!(got == want, "{what}: {} differs from a translation from scratch in {}", p.id, first_difference(&got, &want));
+            // The same bytes too (versions hash them).
+            for kind in Kind::ALL {
+                assert_eq!(next.snapshot(p).version(kind), scratch.snapshot(p).version(kind), "{what}: {kind:?} of {}", p.id);
+            }
         }
-        let (before, after) = (previous.snapshot(&sidecar), next.snapshot(&sidecar));
+        let after = next.snapshot(&sidecar);
         let cluster = "outbound|9080||details.default.svc.cluster.local";
         let (a, b) = (before.get(Kind::Cluster, cluster), after.get(Kind::Cluster, cluster));
         let reused = matches!((a, b), (Some(a), Some(b)) if Arc::ptr_eq(a, b));
