@@ -1,5 +1,6 @@
-//! The admin listener: `/ready`, `/stats/prometheus`, `/config_dump`,
-//! `/clusters`, `/quitquitquit`, answering as Envoy's admin does.
+//! The admin listener: `/ready`, `/stats/prometheus`, `/config_dump`
+//! (static and ADS resources, `?include_eds`), `/clusters`,
+//! `/quitquitquit`, answering as Envoy's admin does.
 
 use std::sync::Arc;
 
@@ -20,6 +21,8 @@ pub struct Admin {
     pub quit: tokio::sync::mpsc::UnboundedSender<()>,
     /// Initialized: `/ready` answers 200 LIVE.
     pub live: Arc<std::sync::atomic::AtomicBool>,
+    /// When the static resources were loaded (their `last_updated`).
+    pub started: std::time::SystemTime,
 }
 
 #[async_trait]
@@ -51,17 +54,9 @@ impl HttpServerApp for Admin {
                 Bytes::from([crate::stats::prometheus_text(), crate::wasm::prometheus().into_bytes()].concat()),
             ),
             "/config_dump" => {
-                let dump = serde_json::json!({
-                    "configs": [{
-                        "@type": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump",
-                        "bootstrap": **self.bootstrap_json.load(),
-                    }]
-                });
-                (
-                    200,
-                    "application/json",
-                    Bytes::from(serde_json::to_vec_pretty(&dump).unwrap_or_default()),
-                )
+                let include_eds = session.req_header().uri.query().is_some_and(|q| q.split('&').any(|p| p == "include_eds" || p.starts_with("include_eds=")));
+                let dump = self.config_dump(include_eds);
+                (200, "application/json", Bytes::from(serde_json::to_vec_pretty(&dump).unwrap_or_default()))
             }
             "/clusters" => (
                 200,
@@ -100,6 +95,90 @@ impl HttpServerApp for Admin {
 }
 
 impl Admin {
+    /// Envoy's `/config_dump`: the bootstrap, then clusters, listeners and
+    /// route configurations (and with `include_eds` endpoints), static
+    /// ones from the bootstrap and dynamic ones as the ADS stream last
+    /// delivered them, each with its version and when it last changed.
+    fn config_dump(&self, include_eds: bool) -> serde_json::Value {
+        use serde_json::{json, Value};
+        let bootstrap = self.bootstrap_json.load();
+        let started = timestamp(self.started);
+        let statics = |kind: &str, field: &str, type_url: &str| -> Vec<Value> {
+            let items = bootstrap.get("static_resources").and_then(|r| r.get(kind)).and_then(Value::as_array).cloned().unwrap_or_default();
+            items
+                .into_iter()
+                .map(|mut item| {
+                    if let Value::Object(m) = &mut item {
+                        m.insert("@type".into(), type_url.into());
+                    }
+                    json!({ field: item, "last_updated": started })
+                })
+                .collect()
+        };
+        let config = self.config.load();
+        let held = config.xds.clone().unwrap_or_default();
+        let loader = dump_loader();
+        let version = |kind: Kind| held.versions.get(&kind).cloned().unwrap_or_default();
+        // (version, last_updated) of one dynamic resource.
+        let stamp = |kind: Kind, name: &str| {
+            let s = held.stamps.get(&kind).and_then(|s| s.get(name));
+            (s.map(|s| s.version.clone()).unwrap_or_default(), s.map(|s| timestamp(s.updated)).unwrap_or_default())
+        };
+        let mut clusters: Vec<_> = held.resources.clusters.iter().collect();
+        clusters.sort_by(|a, b| a.name.cmp(&b.name));
+        let dynamic_clusters: Vec<Value> = clusters
+            .into_iter()
+            .map(|c| {
+                let (v, at) = stamp(Kind::Cluster, &c.name);
+                json!({ "version_info": v, "cluster": loader.dump_json(c), "last_updated": at })
+            })
+            .collect();
+        let mut listeners: Vec<_> = held.resources.listeners.iter().collect();
+        listeners.sort_by(|a, b| a.name.cmp(&b.name));
+        let dynamic_listeners: Vec<Value> = listeners
+            .into_iter()
+            .map(|l| {
+                let (v, at) = stamp(Kind::Listener, &l.name);
+                json!({ "name": l.name, "active_state": { "version_info": v, "listener": loader.dump_json(l), "last_updated": at } })
+            })
+            .collect();
+        let mut routes: Vec<_> = held.resources.routes.iter().collect();
+        routes.sort_by(|a, b| a.0.cmp(b.0));
+        let dynamic_routes: Vec<Value> = routes
+            .into_iter()
+            .map(|(name, r)| {
+                let (v, at) = stamp(Kind::Route, name);
+                json!({ "version_info": v, "route_config": loader.dump_json(r), "last_updated": at })
+            })
+            .collect();
+        let mut configs = vec![
+            json!({ "@type": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump", "bootstrap": **bootstrap, "last_updated": started }),
+            section(
+                "ClustersConfigDump",
+                &version(Kind::Cluster),
+                [("static_clusters", statics("clusters", "cluster", CLUSTER)), ("dynamic_active_clusters", dynamic_clusters)],
+            ),
+            section(
+                "ListenersConfigDump",
+                &version(Kind::Listener),
+                [("static_listeners", statics("listeners", "listener", LISTENER)), ("dynamic_listeners", dynamic_listeners)],
+            ),
+            section("RoutesConfigDump", "", [("dynamic_route_configs", dynamic_routes)]),
+        ];
+        if include_eds {
+            let mut endpoints: Vec<_> = held.resources.endpoints.iter().collect();
+            endpoints.sort_by(|a, b| a.0.cmp(b.0));
+            let dynamic: Vec<Value> = endpoints
+                .into_iter()
+                // As Envoy: no version or time (it writes these from its
+                // host set; we write the assignment as received).
+                .map(|(_, e)| json!({ "endpoint_config": loader.dump_json(e) }))
+                .collect();
+            configs.push(section("EndpointsConfigDump", "", [("dynamic_endpoint_configs", dynamic)]));
+        }
+        json!({ "configs": configs })
+    }
+
     /// Envoy's text format: `cluster::host:port::stat::value`.
     fn clusters_text(&self) -> String {
         let config = self.config.load();
@@ -116,4 +195,37 @@ impl Admin {
         }
         out
     }
+}
+
+use crate::xds::Kind;
+
+const CLUSTER: &str = "type.googleapis.com/envoy.config.cluster.v3.Cluster";
+const LISTENER: &str = "type.googleapis.com/envoy.config.listener.v3.Listener";
+
+/// One `envoy.admin.v3.*ConfigDump`: empty lists and versions left out, as
+/// proto3 JSON leaves them.
+fn section<const N: usize>(kind: &str, version: &str, lists: [(&str, Vec<serde_json::Value>); N]) -> serde_json::Value {
+    let mut m = serde_json::Map::new();
+    m.insert("@type".into(), format!("type.googleapis.com/envoy.admin.v3.{kind}").into());
+    if !version.is_empty() {
+        m.insert("version_info".into(), version.into());
+    }
+    for (name, items) in lists {
+        if !items.is_empty() {
+            m.insert(name.into(), items.into());
+        }
+    }
+    serde_json::Value::Object(m)
+}
+
+/// RFC 3339 in UTC with milliseconds, as protobuf's JSON writes a Timestamp.
+fn timestamp(t: std::time::SystemTime) -> String {
+    chrono::DateTime::<chrono::Utc>::from(t).to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// The descriptors to write resources as JSON, loaded at the first dump
+/// (tens of MB: not for a proxy that is never asked).
+fn dump_loader() -> &'static crate::bootstrap::Loader {
+    static LOADER: std::sync::OnceLock<crate::bootstrap::Loader> = std::sync::OnceLock::new();
+    LOADER.get_or_init(crate::bootstrap::Loader::new)
 }

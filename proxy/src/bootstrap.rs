@@ -170,6 +170,22 @@ impl Loader {
     }
 }
 
+impl Loader {
+    /// A resource as Envoy's `/config_dump` shows it: proto3 JSON with the
+    /// proto field names, and its `@type`.
+    pub fn dump_json<M: Message + prost::Name>(&self, message: &M) -> serde_json::Value {
+        let decoded = self
+            .pool
+            .get_message_by_name(&M::full_name())
+            .and_then(|desc| DynamicMessage::decode(desc, message.encode_to_vec().as_slice()).ok());
+        let mut json = decoded.map(|m| to_json(&m)).unwrap_or_default();
+        if let serde_json::Value::Object(map) = &mut json {
+            map.insert("@type".into(), M::type_url().into());
+        }
+        json
+    }
+}
+
 fn syntax(origin: &str, e: impl std::fmt::Display) -> LoadError {
     LoadError::Syntax { origin: origin.into(), message: e.to_string() }
 }

@@ -55,6 +55,9 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub clusters: HashMap<String, Arc<Cluster>>,
     pub admin: Option<SocketAddr>,
+    /// The xDS resources this config was compiled from, as `/config_dump`
+    /// shows them (`None` without ADS).
+    pub xds: Option<Arc<crate::xds::Held>>,
 }
 
 /// Resources from the bootstrap's `dynamic_resources` (files or the ADS
@@ -125,7 +128,7 @@ impl Config {
             Some(addr) => Some(socket_address(Some(addr), "admin.address")?),
             None => None,
         };
-        Ok(Config { listeners, clusters, admin })
+        Ok(Config { listeners, clusters, admin, xds: None })
     }
 }
 

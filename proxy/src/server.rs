@@ -104,6 +104,7 @@ pub fn run(
             config: config.clone(),
             bootstrap_json: Arc::new(ArcSwap::from_pointee(bootstrap_json)),
             quit: quit_tx.clone(),
+            started: std::time::SystemTime::now(),
         });
         let socket = bind(addr).map_err(|e| anyhow::anyhow!("admin cannot bind {addr}: {e}"))?;
         let shutdown = shutdown_rx.clone();

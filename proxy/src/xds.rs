@@ -17,7 +17,7 @@
 mod state;
 mod stream;
 
-pub use state::INITIAL_FETCH_TIMEOUT;
+pub use state::{Held, Kind, Stamp, INITIAL_FETCH_TIMEOUT};
 
 use std::net::SocketAddr;
 

@@ -171,3 +171,69 @@ async fn envoy_follows_the_operator_delta() {
 async fn weft_follows_the_operator_sotw() {
     scenario(Kind::Weft, false).await;
 }
+
+/// What `/config_dump?include_eds` says about the dynamic resources:
+/// per type, each resource's name, version and content (for endpoints,
+/// which Envoy rebuilds from its host set, the address), plus the types'
+/// versions.
+async fn dynamic_dump(proxy: &Proxy) -> Vec<String> {
+    let r = send(proxy.admin, &Request::get("/config_dump?include_eds")).await.expect("config_dump");
+    let dump: Value = serde_json::from_slice(&r.body).expect("config_dump is JSON");
+    let configs = dump["configs"].as_array().cloned().unwrap_or_default();
+    let of = |kind: &str| configs.iter().find(|c| c["@type"] == format!("type.googleapis.com/envoy.admin.v3.{kind}")).cloned().unwrap_or(Value::Null);
+    let mut out = Vec::new();
+    let (clusters, listeners, routes, endpoints) = (of("ClustersConfigDump"), of("ListenersConfigDump"), of("RoutesConfigDump"), of("EndpointsConfigDump"));
+    out.push(format!("clusters version {}", clusters["version_info"]));
+    for c in clusters["dynamic_active_clusters"].as_array().into_iter().flatten() {
+        out.push(format!("cluster {} {} {}", c["cluster"]["name"], c["version_info"], c["cluster"]));
+    }
+    out.push(format!("listeners version {}", listeners["version_info"]));
+    for l in listeners["dynamic_listeners"].as_array().into_iter().flatten() {
+        out.push(format!("listener {} {} {}", l["name"], l["active_state"]["version_info"], l["active_state"]["listener"]));
+    }
+    for r in routes["dynamic_route_configs"].as_array().into_iter().flatten() {
+        out.push(format!("routes {} {} {}", r["route_config"]["name"], r["version_info"], r["route_config"]));
+    }
+    for e in endpoints["dynamic_endpoint_configs"].as_array().into_iter().flatten() {
+        // Envoy writes these from its host set (health status, weights,
+        // no version): compare where they point.
+        let address = &e["endpoint_config"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"];
+        out.push(format!("endpoints {} {} {address}", e["endpoint_config"]["cluster_name"], e["version_info"]));
+    }
+    out
+}
+
+/// The same listener port and upstreams for both proxies: the versions
+/// hash the resources, ports included.
+async fn dump_scenario(kind: Kind, listen: u16, a_port: u16, b_port: u16) -> Vec<String> {
+    let hub = Hub::new(Arc::new(move |_: &weft_operator::xds::Proxy| snapshot(listen, a_port, "1s")));
+    let xds_port = serve(&hub);
+    let proxy = Proxy::start(kind, &bootstrap_template(xds_port, false), &[]).await.unwrap_or_else(|e| panic!("{e}"));
+    let mut steps = dynamic_dump(&proxy).await;
+    // Only the endpoints change: only their version moves.
+    hub.set_generator(Arc::new(move |_: &weft_operator::xds::Proxy| snapshot(listen, b_port, "1s")));
+    until_body(listen, "b", &format!("{kind:?}")).await;
+    steps.extend(dynamic_dump(&proxy).await);
+    drop(proxy);
+    steps
+}
+
+/// `/config_dump` shows the dynamic resources as Envoy's does: the same
+/// names, contents and versions, a resource's version the one of the
+/// response that last changed it.
+#[tokio::test]
+async fn config_dump_shows_dynamic_resources_like_envoy() {
+    let a = Upstream::start("a").await;
+    let b = Upstream::start("b").await;
+    let listen = free_port();
+    let envoy = dump_scenario(Kind::Envoy, listen, a.port(), b.port()).await;
+    let weft = dump_scenario(Kind::Weft, listen, a.port(), b.port()).await;
+    assert_eq!(envoy.len(), 12, "{envoy:#?}");
+    for (e, w) in envoy.iter().zip(&weft) {
+        assert_eq!(e, w, "left Envoy, right weft-proxy");
+    }
+    assert_eq!(envoy.len(), weft.len(), "{weft:#?}");
+    // After the EDS change the cluster keeps its version, the endpoints do not.
+    assert_eq!(envoy[1], envoy[7], "the cluster is unchanged");
+    assert_ne!(envoy[5], envoy[11], "the endpoints changed");
+}

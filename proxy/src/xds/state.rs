@@ -40,6 +40,24 @@ struct Track {
     names: BTreeSet<String>,
 }
 
+/// When a resource last changed, and in which response version: what
+/// Envoy's `/config_dump` reports for each dynamic resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Stamp {
+    pub version: String,
+    pub updated: std::time::SystemTime,
+}
+
+/// The accepted xDS resources a served config was compiled from.
+#[derive(Debug, Default)]
+pub struct Held {
+    pub resources: Dynamic,
+    /// Per type: the version accepted last (`version_info` of the dump).
+    pub versions: BTreeMap<Kind, String>,
+    /// Per type and name.
+    pub stamps: BTreeMap<Kind, BTreeMap<String, Stamp>>,
+}
+
 /// What one response leads to.
 #[derive(Debug, Default)]
 pub struct Step {
@@ -52,6 +70,8 @@ pub struct State {
     node: Node,
     node_sent: bool,
     held: Dynamic,
+    /// When each held resource last changed.
+    stamps: BTreeMap<Kind, BTreeMap<String, Stamp>>,
     tracks: BTreeMap<Kind, Track>,
     /// Accepted changes not yet served.
     dirty: bool,
@@ -67,6 +87,7 @@ impl State {
             bootstrap,
             node_sent: false,
             held: Dynamic::default(),
+            stamps: BTreeMap::new(),
             tracks: Kind::ALL.into_iter().map(|k| (k, Track::default())).collect(),
             dirty: false,
             waiting_since: None,
@@ -127,6 +148,7 @@ impl State {
             }
         };
         let mut requests = self.follow_names();
+        self.restamp(&before, &resp.version_info);
         if errors.is_empty() {
             if let Some(t) = self.tracks.get_mut(&kind) {
                 t.version = resp.version_info.clone();
@@ -170,7 +192,35 @@ impl State {
         }
         self.waiting_since = None;
         self.dirty = false;
-        compiled.or_else(|| Config::compile_with(&self.bootstrap, &self.held).ok())
+        let mut config = compiled.or_else(|| Config::compile_with(&self.bootstrap, &self.held).ok())?;
+        config.xds = Some(std::sync::Arc::new(Held {
+            resources: self.held.clone(),
+            versions: self.tracks.iter().map(|(k, t)| (*k, t.version.clone())).collect(),
+            stamps: self.stamps.clone(),
+        }));
+        Some(config)
+    }
+
+    /// Stamps the held resources that differ from `before` (new or
+    /// changed) with `version` and now; forgets those no longer held.
+    fn restamp(&mut self, before: &Dynamic, version: &str) {
+        let stamp = Stamp { version: version.to_string(), updated: std::time::SystemTime::now() };
+        let (held, stamps) = (&self.held, &mut self.stamps);
+        let mut apply = |kind: Kind, changed: Vec<&str>, present: BTreeSet<&str>| {
+            let s = stamps.entry(kind).or_default();
+            s.retain(|name, _| present.contains(name.as_str()));
+            for name in changed {
+                s.insert(name.to_string(), stamp.clone());
+            }
+        };
+        let (changed, present) = diff(before.clusters.iter().map(|c| (c.name.as_str(), c)), held.clusters.iter().map(|c| (c.name.as_str(), c)));
+        apply(Kind::Cluster, changed, present);
+        let (changed, present) = diff(before.listeners.iter().map(|l| (l.name.as_str(), l)), held.listeners.iter().map(|l| (l.name.as_str(), l)));
+        apply(Kind::Listener, changed, present);
+        let (changed, present) = diff(before.routes.iter().map(|(n, r)| (n.as_str(), r)), held.routes.iter().map(|(n, r)| (n.as_str(), r)));
+        apply(Kind::Route, changed, present);
+        let (changed, present) = diff(before.endpoints.iter().map(|(n, e)| (n.as_str(), e)), held.endpoints.iter().map(|(n, e)| (n.as_str(), e)));
+        apply(Kind::Endpoint, changed, present);
     }
 
     /// Subscriptions follow the accepted clusters (EDS service names) and
@@ -256,6 +306,24 @@ impl State {
 
 /// Decodes every resource of a response; one that does not decode or is
 /// outside the supported subset rejects the whole response.
+/// The names in `after` that are new or different from `before`, and all
+/// the names in `after`.
+fn diff<'a, T: PartialEq + 'a>(
+    before: impl Iterator<Item = (&'a str, &'a T)>,
+    after: impl Iterator<Item = (&'a str, &'a T)>,
+) -> (Vec<&'a str>, BTreeSet<&'a str>) {
+    let before: std::collections::HashMap<&str, &T> = before.collect();
+    let mut changed = Vec::new();
+    let mut present = BTreeSet::new();
+    for (name, r) in after {
+        if before.get(name) != Some(&r) {
+            changed.push(name);
+        }
+        present.insert(name);
+    }
+    (changed, present)
+}
+
 fn decode_all<M: Message + Default>(resp: &DiscoveryResponse, kind: Kind, loader: &Loader) -> Result<Vec<M>, ConfigError> {
     resp.resources
         .iter()
