@@ -310,6 +310,10 @@ impl Vm {
     /// streams, the tick timer.
     fn after_callback(&mut self) {
         let host = self.store.data_mut();
+        // The usual case, on every callback of every request: nothing to do.
+        if host.calls.is_empty() && host.signals.is_empty() && (host.tick.is_none() || self.ticking) {
+            return;
+        }
         let calls = std::mem::take(&mut host.calls);
         let signals = std::mem::take(&mut host.signals);
         let tick = host.tick;
