@@ -124,33 +124,28 @@ impl Admin {
             let s = held.stamps.get(&kind).and_then(|s| s.get(name));
             (s.map(|s| s.version.clone()).unwrap_or_default(), s.map(|s| timestamp(s.updated)).unwrap_or_default())
         };
-        let mut clusters: Vec<_> = held.resources.clusters.iter().collect();
-        clusters.sort_by(|a, b| a.name.cmp(&b.name));
-        let dynamic_clusters: Vec<Value> = clusters
-            .into_iter()
-            .map(|c| {
-                let (v, at) = stamp(Kind::Cluster, &c.name);
-                json!({ "version_info": v, "cluster": loader.dump_json(c), "last_updated": at })
-            })
-            .collect();
-        let mut listeners: Vec<_> = held.resources.listeners.iter().collect();
-        listeners.sort_by(|a, b| a.name.cmp(&b.name));
-        let dynamic_listeners: Vec<Value> = listeners
-            .into_iter()
-            .map(|l| {
-                let (v, at) = stamp(Kind::Listener, &l.name);
-                json!({ "name": l.name, "active_state": { "version_info": v, "listener": loader.dump_json(l), "last_updated": at } })
-            })
-            .collect();
-        let mut routes: Vec<_> = held.resources.routes.iter().collect();
-        routes.sort_by(|a, b| a.0.cmp(b.0));
-        let dynamic_routes: Vec<Value> = routes
-            .into_iter()
-            .map(|(name, r)| {
-                let (v, at) = stamp(Kind::Route, name);
-                json!({ "version_info": v, "route_config": loader.dump_json(r), "last_updated": at })
-            })
-            .collect();
+        // One kind's dynamic resources by name, each written by `entry`
+        // from (name, version, last_updated, the resource as JSON).
+        let dynamic = |kind: Kind, mut items: Vec<(&str, Value)>, entry: &dyn Fn(&str, String, String, Value) -> Value| -> Vec<Value> {
+            items.sort_by(|a, b| a.0.cmp(b.0));
+            items
+                .into_iter()
+                .map(|(name, resource)| {
+                    let (v, at) = stamp(kind, name);
+                    entry(name, v, at, resource)
+                })
+                .collect()
+        };
+        let r = &held.resources;
+        let dynamic_clusters = dynamic(Kind::Cluster, r.clusters.iter().map(|c| (c.name.as_str(), loader.dump_json(c))).collect(), &|_, v, at, c| {
+            json!({ "version_info": v, "cluster": c, "last_updated": at })
+        });
+        let dynamic_listeners = dynamic(Kind::Listener, r.listeners.iter().map(|l| (l.name.as_str(), loader.dump_json(l))).collect(), &|name, v, at, l| {
+            json!({ "name": name, "active_state": { "version_info": v, "listener": l, "last_updated": at } })
+        });
+        let dynamic_routes = dynamic(Kind::Route, r.routes.iter().map(|(n, rc)| (n.as_str(), loader.dump_json(rc))).collect(), &|_, v, at, rc| {
+            json!({ "version_info": v, "route_config": rc, "last_updated": at })
+        });
         let mut configs = vec![
             json!({ "@type": "type.googleapis.com/envoy.admin.v3.BootstrapConfigDump", "bootstrap": **bootstrap, "last_updated": started }),
             section(
@@ -166,15 +161,12 @@ impl Admin {
             section("RoutesConfigDump", "", [("dynamic_route_configs", dynamic_routes)]),
         ];
         if include_eds {
-            let mut endpoints: Vec<_> = held.resources.endpoints.iter().collect();
-            endpoints.sort_by(|a, b| a.0.cmp(b.0));
-            let dynamic: Vec<Value> = endpoints
-                .into_iter()
-                // As Envoy: no version or time (it writes these from its
-                // host set; we write the assignment as received).
-                .map(|(_, e)| json!({ "endpoint_config": loader.dump_json(e) }))
-                .collect();
-            configs.push(section("EndpointsConfigDump", "", [("dynamic_endpoint_configs", dynamic)]));
+            // As Envoy: no version or time (it writes these from its host
+            // set; we write the assignment as received).
+            let endpoints = dynamic(Kind::Endpoint, r.endpoints.iter().map(|(n, e)| (n.as_str(), loader.dump_json(e))).collect(), &|_, _, _, e| {
+                json!({ "endpoint_config": e })
+            });
+            configs.push(section("EndpointsConfigDump", "", [("dynamic_endpoint_configs", endpoints)]));
         }
         json!({ "configs": configs })
     }
