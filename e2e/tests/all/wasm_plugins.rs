@@ -317,7 +317,8 @@ async fn metrics_plugin_exports_like_envoy() {
     let up = Upstream::start("up").await;
     let template = bootstrap("metrics", "", &[]);
     // Response bodies: "up" (2 bytes) three times, "direct answer" (13).
-    let requests = [Request::get("/a"), Request::get("/b"), Request::get("/c"), Request::get("/direct")];
+    // Two carry `x-tag`, which the plugin reads in `on_log` with `:status`.
+    let requests = [Request::get("/a"), Request::get("/b").header("x-tag", "1"), Request::get("/c"), Request::get("/direct").header("x-tag", "1")];
     let lines = same_on_both("metrics line", |kind| {
         let (template, up, requests) = (&template, &up, &requests);
         async move {
@@ -346,6 +347,7 @@ async fn metrics_plugin_exports_like_envoy() {
         "weft_plugin_response_bytes_bucket{le=\"5\"} 3",
         "weft_plugin_response_bytes_bucket{le=\"25\"} 4",
         "weft_plugin_response_bytes_count{} 4",
+        "weft_plugin_tagged_ok_total{} 2",
     ] {
         assert!(lines.iter().any(|l| l == expected), "no {expected:?} in\n{}", lines.join("\n"));
     }

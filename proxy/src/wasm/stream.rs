@@ -13,7 +13,7 @@
 //! every request body anyway (for retries), so it is read before the
 //! filters run when a wasm filter is in the chain.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
@@ -42,6 +42,12 @@ pub struct Stream {
     generation: u64,
     waiter: Arc<Waiter>,
     info: Arc<StreamInfo>,
+    /// The request headers as the request phase left them, and the
+    /// response headers once sent: Envoy lets a plugin read both in later
+    /// callbacks (the request's while it sees the response, both in
+    /// `proxy_on_log`). Moved into the plugin's reach for each callback.
+    request: Mutex<Option<RequestHeader>>,
+    response: Mutex<Option<ResponseHeader>>,
 }
 
 impl std::fmt::Debug for Stream {
@@ -75,7 +81,15 @@ impl Filter {
         else {
             return self.fail(self.plugin.failure.later_requests_pass);
         };
-        let stream = Stream { plugin: self.plugin.clone(), context, generation, waiter, info: info.clone() };
+        let stream = Stream {
+            plugin: self.plugin.clone(),
+            context,
+            generation,
+            waiter,
+            info: info.clone(),
+            request: Mutex::default(),
+            response: Mutex::default(),
+        };
         // The headers move into the plugin's reach for the callbacks.
         let Ok(empty) = RequestHeader::build_no_case("GET", b"/", Some(0)) else { return Ok(()) };
         let mut data = Some(StreamData::new(context, info.clone()));
@@ -92,6 +106,7 @@ impl Filter {
         }
         if let Some(d) = data {
             if let Some(r) = d.request {
+                *lock(&stream.request) = Some(r.clone());
                 *req = r;
             }
             *body = d.request_body.map(BytesMut::freeze);
@@ -165,7 +180,8 @@ impl Stream {
         let mut data = Some(self.data_with(Some(std::mem::replace(resp, empty)), None));
         let size = data.as_ref().and_then(|d| d.response.as_ref()).map_or(0, |r| r.headers.len() + 1);
         let outcome = self.phase(&mut data, Phase::ResponseHeaders, size, end_of_stream).await;
-        if let Some(r) = data.and_then(|d| d.response) {
+        if let Some(r) = self.keep_request(data).response {
+            *lock(&self.response) = Some(r.clone());
             *resp = r;
         }
         self.response_outcome(outcome, end_of_stream)
@@ -180,12 +196,15 @@ impl Stream {
         let mut data = Some(self.data_with(Some(headers), Some(std::mem::take(body))));
         let size = body_len(&data);
         let outcome = self.phase(&mut data, Phase::ResponseBody, size, end_of_stream).await;
-        if let Some(d) = data {
-            if let Some(r) = d.response {
-                *resp = r;
+        let d = self.keep_request(data);
+        if let Some(r) = d.response {
+            // Held headers may have changed with the body.
+            if end_of_stream {
+                *lock(&self.response) = Some(r.clone());
             }
-            *body = d.response_body.unwrap_or_default();
+            *resp = r;
         }
+        *body = d.response_body.unwrap_or_default();
         self.response_outcome(outcome, end_of_stream)
     }
 
@@ -205,12 +224,26 @@ impl Stream {
         }
     }
 
+    /// The stream's data for a response callback: those headers and body,
+    /// and the request headers (lent; see [`keep_request`](Self::keep_request)).
     fn data_with(&self, response: Option<ResponseHeader>, body: Option<BytesMut>) -> StreamData {
         let mut d = StreamData::new(self.context, self.info.clone());
+        d.request = lock(&self.request).take();
         d.response = response;
         d.response_body = body;
         d
     }
+
+    /// Takes the request headers back after a callback.
+    fn keep_request(&self, data: Option<StreamData>) -> StreamData {
+        let mut d = data.unwrap_or_else(|| StreamData::new(self.context, self.info.clone()));
+        *lock(&self.request) = d.request.take();
+        d
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 fn body_len(data: &Option<StreamData>) -> usize {
@@ -219,8 +252,11 @@ fn body_len(data: &Option<StreamData>) -> usize {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        let context = self.context;
-        with_existing(&Arc::downgrade(&self.plugin), self.generation, |vm| vm.finish_stream(context));
+        let mut data = StreamData::new(self.context, self.info.clone());
+        data.request = lock(&self.request).take();
+        data.response = lock(&self.response).take();
+        let mut data = Some(data);
+        with_existing(&Arc::downgrade(&self.plugin), self.generation, |vm| vm.finish_stream(&mut data));
     }
 }
 

@@ -287,11 +287,14 @@ impl Vm {
     }
 
     /// The end of a stream: `proxy_on_done`, `proxy_on_log`, `proxy_on_delete`.
-    pub fn finish_stream(&mut self, context: u32) {
+    /// The stream's headers are in `data` for `proxy_on_log` to read.
+    pub fn finish_stream(&mut self, data: &mut Option<StreamData>) {
+        let Some(context) = data.as_ref().map(|d| d.context) else { return };
         self.waiting.remove(&context);
         let c = context as i32;
-        let _ = self.call(|f| &f.done, c).and_then(|_| self.call(|f| &f.log, c)).and_then(|_| self.call(|f| &f.delete, c));
-        self.after_callback();
+        self.with_stream(data, context, |vm| {
+            let _ = vm.call(|f| &f.done, c).and_then(|_| vm.call(|f| &f.log, c)).and_then(|_| vm.call(|f| &f.delete, c));
+        });
     }
 
     fn on_tick(&mut self) {

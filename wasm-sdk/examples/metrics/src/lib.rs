@@ -3,11 +3,15 @@
 //!
 //! - `weft_plugin_requests_total` (counter): requests seen;
 //! - `weft_plugin_active_requests` (gauge): requests in flight;
-//! - `weft_plugin_response_bytes` (histogram): response body sizes.
+//! - `weft_plugin_response_bytes` (histogram): response body sizes;
+//! - `weft_plugin_tagged_ok_total` (counter): requests with an `x-tag`
+//!   header answered 200, counted in `on_log` from both header maps (as
+//!   access-log plugins do).
 //!
 //! No configuration.
 
 use weft_plugin::metrics::{Counter, Gauge, Histogram};
+use weft_plugin::http::{REQUEST_HEADERS, RESPONSE_HEADERS};
 use weft_plugin::{plugin, Action, HttpContext, RootContext, Status};
 
 /// Metric handles are plain ids: every stream gets a copy.
@@ -16,6 +20,7 @@ struct Metrics {
     requests: Counter,
     active: Gauge,
     response_bytes: Histogram,
+    tagged_ok: Counter,
 }
 
 impl Metrics {
@@ -24,6 +29,7 @@ impl Metrics {
             requests: Counter::define("weft_plugin_requests_total")?,
             active: Gauge::define("weft_plugin_active_requests")?,
             response_bytes: Histogram::define("weft_plugin_response_bytes")?,
+            tagged_ok: Counter::define("weft_plugin_tagged_ok_total")?,
         })
     }
 }
@@ -78,6 +84,10 @@ impl HttpContext for Measure {
         let mut result = m.response_bytes.record(self.body_bytes);
         if self.counted {
             result = result.and(m.active.adjust(-1));
+        }
+        let tagged = REQUEST_HEADERS.get("x-tag").is_some();
+        if tagged && RESPONSE_HEADERS.get(":status").as_deref() == Some("200") {
+            result = result.and(m.tagged_ok.increment());
         }
         if let Err(e) = result {
             weft_plugin::warn!("metrics: {e}");
