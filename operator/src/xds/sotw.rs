@@ -36,8 +36,8 @@ struct Watch {
     names: BTreeSet<String>,
     /// The proxy is waiting for a response (it answered the last one).
     open: bool,
-    /// Nonce and contents (name → version) of the last response.
-    sent: Option<(String, BTreeMap<String, String>)>,
+    /// Nonce and version (of its contents) of the last response.
+    sent: Option<(String, String)>,
     /// The version the proxy said it has when the stream opened (a
     /// reconnecting proxy already holding the current config is not sent
     /// it again).
@@ -85,12 +85,14 @@ impl Stream {
         };
         watch.wildcard = kind.wildcard_by_default() && req.resource_names.is_empty()
             || req.resource_names.iter().any(|n| n == "*");
-        watch.names = req
-            .resource_names
-            .iter()
-            .filter(|n| *n != "*")
-            .cloned()
-            .collect();
+        // Proxies repeat their whole subscription in every request (an EDS
+        // request names every cluster): compare before copying it.
+        let named = || req.resource_names.iter().filter(|n| *n != "*");
+        let same = named().count() == watch.names.len() && named().all(|n| watch.names.contains(n.as_str()));
+        if !same {
+            watch.names = named().cloned().collect();
+            watch.names_changed = true;
+        }
         watch.open = true;
         let response = self.respond(kind, snapshot);
         (response.into_iter().collect(), event)
@@ -121,23 +123,26 @@ impl Stream {
         } else {
             watch.names.iter().filter_map(|n| snapshot.get(kind, n)).cloned().collect()
         };
-        let contents: BTreeMap<String, String> = wanted
-            .iter()
-            .map(|r| (r.name.clone(), r.version.clone()))
-            .collect();
-        let version = set_version(wanted.iter().map(|r| &**r));
+        // A wildcard watch gets the whole kind, whose version the snapshot
+        // has already computed (once for all the proxies sharing its layer).
+        // (A kind the snapshot lacks has no version: the set's, of nothing,
+        // still answers the proxy's first request.)
+        let version = match watch.wildcard && !kind_version.is_empty() {
+            true => kind_version.to_string(),
+            false => set_version(wanted.iter().map(|r| &**r)),
+        };
         match &watch.sent {
-            Some((_, sent)) if *sent == contents => return None,
+            Some((_, sent)) if *sent == version => return None,
             None if version == watch.initial_version => return None,
             // Named resources that do not exist yet: the proxy waits for
             // them (an empty answer would not remove anything anyway).
-            None if contents.is_empty() && !watch.wildcard => return None,
+            None if wanted.is_empty() && !watch.wildcard => return None,
             _ => {}
         }
         self.nonces += 1;
         let nonce = self.nonces.to_string();
         watch.open = false;
-        watch.sent = Some((nonce.clone(), contents));
+        watch.sent = Some((nonce.clone(), version.clone()));
         Some(Outgoing { version_info: version, resources: wanted, type_url: kind.type_url().to_string(), nonce })
     }
 }
@@ -241,10 +246,24 @@ mod tests {
     }
 
     #[test]
+    fn a_new_name_is_answered_although_nothing_changed() {
+        let mut s = Stream::default();
+        let mut snap = Snapshot::default();
+        snap.insert(Kind::Endpoint, endpoints("x"));
+        snap.insert(Kind::Endpoint, endpoints("y"));
+        let (out, _) = s.on_request(&request(Kind::Endpoint, &["x"], "", ""), &snap);
+        assert_eq!(names(&out[0]), 1);
+        // The ACK that also asks for y, which was there all along.
+        let (out, _) = s.on_request(&request(Kind::Endpoint, &["x", "y"], &out[0].version_info, &out[0].nonce), &snap);
+        assert_eq!(out.len(), 1, "y is sent");
+        assert_eq!(names(&out[0]), 2);
+    }
+
+    #[test]
     fn reconnect_with_current_version_is_not_resent() {
         let mut snap = Snapshot::default();
         snap.insert(Kind::Cluster, cluster("a"));
-        let version = set_version(snap.of(Kind::Cluster).map(|r| &**r));
+        let version = snap.version(Kind::Cluster).to_string();
         let mut s = Stream::default();
         let (out, _) = s.on_request(&request(Kind::Cluster, &[], &version, ""), &snap);
         assert!(out.is_empty());
