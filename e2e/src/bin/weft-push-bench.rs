@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
-use weft_envoy_api::pb::envoy::config::cluster::v3::Cluster;
 use weft_envoy_api::pb::envoy::config::core::v3::Node;
 use weft_envoy_api::pb::envoy::service::discovery::v3::DiscoveryRequest;
 use weft_envoy_api::pb::google::protobuf::{value::Kind as ValueKind, Struct, Value};
@@ -51,6 +50,12 @@ fn main() -> Result<()> {
     let services = env_usize("PUSH_SERVICES", 1000);
     let proxies = env_usize("PUSH_PROXIES", 100);
     let rounds = env_usize("PUSH_ROUNDS", 20);
+    // What each round edits: a VirtualService (routes change, the default)
+    // or, with PUSH_EDIT=dr, a DestinationRule (clusters change).
+    let edit = match std::env::var("PUSH_EDIT").as_deref() {
+        Ok("dr") => Edit::DestinationRule,
+        _ => Edit::VirtualService,
+    };
     let dir = std::env::temp_dir().join(format!("weft-push-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     write_mesh(&dir, services)?;
@@ -68,7 +73,7 @@ fn main() -> Result<()> {
             .with_context(|| format!("start {}", binary.display()))?,
     );
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let result = rt.block_on(run(&dir, xds_port, services, proxies, rounds, operator.0.id()));
+    let result = rt.block_on(run(&dir, xds_port, services, proxies, rounds, edit, operator.0.id()));
     // The simulated proxies go first, then the operator, then its files.
     rt.shutdown_background();
     drop(operator);
@@ -88,14 +93,39 @@ fn cpu_seconds(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / 100.0
 }
 
-async fn run(dir: &Path, xds_port: u16, services: usize, proxies: usize, rounds: usize, operator: u32) -> Result<()> {
+#[derive(Debug, Clone, Copy)]
+enum Edit {
+    VirtualService,
+    DestinationRule,
+}
+
+impl Edit {
+    /// The type whose ACK shows a proxy has the change.
+    fn type_url(self) -> &'static str {
+        match self {
+            Edit::VirtualService => ROUTE,
+            Edit::DestinationRule => CLUSTER,
+        }
+    }
+
+    /// The edit of round `round`: a file and its new content.
+    fn file(self, round: usize) -> (&'static str, String) {
+        match self {
+            Edit::VirtualService => ("vs-0.yaml", virtual_service(0, 10 + (round % 80) as u32)),
+            Edit::DestinationRule => ("dr-0.yaml", destination_rule(0, Some(1 + round))),
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn run(dir: &Path, xds_port: u16, services: usize, proxies: usize, rounds: usize, edit: Edit, operator: u32) -> Result<()> {
     wait_port(xds_port).await?;
     let (tx, mut acks) = mpsc::unbounded_channel();
     let started = Instant::now();
     for p in 0..proxies {
         let tx = tx.clone();
         tokio::spawn(async move {
-            if let Err(e) = proxy(p, xds_port, tx).await {
+            if let Err(e) = proxy(p, xds_port, edit.type_url(), tx).await {
                 eprintln!("proxy {p}: {e:#}");
             }
         });
@@ -118,9 +148,9 @@ async fn run(dir: &Path, xds_port: u16, services: usize, proxies: usize, rounds:
     for round in 0..rounds {
         tokio::time::sleep(Duration::from_millis(200)).await;
         while acks.try_recv().is_ok() {}
-        let weight = 10 + (round % 80) as u32;
+        let (file, text) = edit.file(round);
         let t0 = Instant::now();
-        replace(dir, "vs-0.yaml", &virtual_service(0, weight))?;
+        replace(dir, file, &text)?;
         let mut done = BTreeSet::new();
         let mut last = t0;
         let mut first: Option<Instant> = None;
@@ -144,7 +174,11 @@ async fn run(dir: &Path, xds_port: u16, services: usize, proxies: usize, rounds:
     latencies.sort();
     let q = |f: f64| latencies[((latencies.len() as f64 * f).ceil() as usize).clamp(1, latencies.len()) - 1];
     println!();
-    println!("weft-push-bench: {services} services, {proxies} proxies (each its own workload), {rounds} edits of one VirtualService");
+    let what = match edit {
+        Edit::VirtualService => "VirtualService",
+        Edit::DestinationRule => "DestinationRule",
+    };
+    println!("weft-push-bench: {services} services, {proxies} proxies (each its own workload), {rounds} edits of one {what}");
     println!("  initial sync of all proxies   {:>8.1} ms", initial.as_secs_f64() * 1e3);
     println!("  file change -> all ACKed p50  {:>8.1} ms", q(0.50).as_secs_f64() * 1e3);
     println!("  file change -> all ACKed p99  {:>8.1} ms  [< 100]", q(0.99).as_secs_f64() * 1e3);
@@ -158,8 +192,9 @@ async fn run(dir: &Path, xds_port: u16, services: usize, proxies: usize, rounds:
 }
 
 /// One simulated sidecar: subscribes like Envoy (CDS, LDS wildcard; EDS and
-/// RDS by the names they use), ACKs every response, reports route ACKs.
-async fn proxy(p: usize, xds_port: u16, acks: Acks) -> Result<()> {
+/// RDS by the names they use), ACKs every response, reports the ACKs of
+/// `watch` (a type URL).
+async fn proxy(p: usize, xds_port: u16, watch: &'static str, acks: Acks) -> Result<()> {
     // Envoy's HTTP/2 windows (256 MiB), as a real sidecar advertises them.
     let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{xds_port}"))?
         .initial_stream_window_size(256 << 20)
@@ -196,12 +231,15 @@ async fn proxy(p: usize, xds_port: u16, acks: Acks) -> Result<()> {
     let codec = tonic_prost::ProstCodec::<DiscoveryRequest, Envelope>::default();
     let mut inbound = client.streaming(tonic::Request::new(UnboundedReceiverStream::new(rx)), path, codec).await?.into_inner();
     let mut eds_names = Vec::new();
+    // The last endpoints response: a re-subscription carries its version
+    // and nonce, as Envoy's does (so the server need not resend them all).
+    let mut last_eds: Option<Envelope> = None;
     let routes = vec!["http_proxy".to_string()];
     while let Some(r) = inbound.message().await? {
         match r.type_url.as_str() {
             CLUSTER => {
-                eds_names = decode::<Cluster>(&r).into_iter().map(|c| c.name).collect();
-                tx.send(request(ENDPOINT, eds_names.clone(), None))?;
+                eds_names = decode::<ClusterName>(&r).into_iter().map(|c| c.name).collect();
+                tx.send(request(ENDPOINT, eds_names.clone(), last_eds.as_ref()))?;
                 tx.send(request(CLUSTER, vec![], Some(&r)))?;
             }
             LISTENER => {
@@ -210,12 +248,15 @@ async fn proxy(p: usize, xds_port: u16, acks: Acks) -> Result<()> {
             }
             ENDPOINT => {
                 tx.send(request(ENDPOINT, eds_names.clone(), Some(&r)))?;
+                last_eds = Some(Envelope { resources: Vec::new(), ..r.clone() });
             }
             ROUTE => {
                 tx.send(request(ROUTE, routes.clone(), Some(&r)))?;
-                let _ = acks.send((p, r.version_info.clone(), Instant::now()));
             }
             _ => {}
+        }
+        if r.type_url == watch {
+            let _ = acks.send((p, r.version_info.clone(), Instant::now()));
         }
     }
     Ok(())
@@ -234,6 +275,14 @@ struct Envelope {
     type_url: String,
     #[prost(string, tag = "5")]
     nonce: String,
+}
+
+/// A cluster's name, all the simulated proxies read of it (prost skips
+/// the other fields without decoding them).
+#[derive(Clone, PartialEq, prost::Message)]
+struct ClusterName {
+    #[prost(string, tag = "1")]
+    name: String,
 }
 
 /// Decodes a response's resources.
@@ -270,6 +319,14 @@ fn virtual_service(i: usize, weight: u32) -> String {
     )
 }
 
+/// Service `i`'s rule: subsets v1 and v2, and a connection limit if any.
+fn destination_rule(i: usize, max_connections: Option<usize>) -> String {
+    let policy = max_connections.map(|n| format!("  trafficPolicy: {{ connectionPool: {{ tcp: {{ maxConnections: {n} }} }} }}\n")).unwrap_or_default();
+    format!(
+        "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{ name: svc-{i}, namespace: bench }}\nspec:\n  host: svc-{i}\n{policy}  subsets: [ {{ name: v1, labels: {{ version: v1 }} }}, {{ name: v2, labels: {{ version: v2 }} }} ]\n"
+    )
+}
+
 /// 1 000 services with two workloads each, a DestinationRule with two
 /// subsets for each, and a VirtualService for one in ten.
 fn write_mesh(dir: &Path, services: usize) -> Result<()> {
@@ -285,11 +342,14 @@ fn write_mesh(dir: &Path, services: usize) -> Result<()> {
                 100 + host
             ));
         }
-        registry.push_str(&format!(
-            "apiVersion: networking.istio.io/v1\nkind: DestinationRule\nmetadata: {{ name: svc-{i}, namespace: bench }}\nspec:\n  host: svc-{i}\n  subsets: [ {{ name: v1, labels: {{ version: v1 }} }}, {{ name: v2, labels: {{ version: v2 }} }} ]\n---\n"
-        ));
+        // The edited one has a file of its own.
+        if i > 0 {
+            registry.push_str(&destination_rule(i, None));
+            registry.push_str("---\n");
+        }
     }
     std::fs::write(dir.join("registry.yaml"), registry)?;
+    std::fs::write(dir.join("dr-0.yaml"), destination_rule(0, None))?;
     for i in (0..services).step_by(10) {
         std::fs::write(dir.join(format!("vs-{i}.yaml")), virtual_service(i, 50))?;
     }
