@@ -33,7 +33,7 @@ use crate::index::gateway::Protocol;
 use crate::index::{Index, Rule, Service, INBOUND_PORT, OUTBOUND_PORT};
 use prost::Message;
 use weft_crds::networking::service_entry::ServicePort;
-use weft_crds::networking::VirtualServiceSpec;
+use weft_crds::networking::{DestinationRuleSpec, VirtualServiceSpec};
 use crate::xds::hub::Generator;
 use crate::xds::snapshot::Layer;
 use crate::xds::{Kind, Proxy, Resource, Role, Snapshot};
@@ -52,6 +52,10 @@ pub const HTTP_PROXY_ROUTES: &str = "http_proxy";
 pub struct Translation {
     index: Arc<Index>,
     clusters: Layer,
+    /// Each service's clusters and endpoints, with what they were made
+    /// from: the next translation reuses a service's when its registry
+    /// entry and DestinationRule are equal.
+    by_service: HashMap<String, Arc<ServiceClusters>>,
     /// The DNS clusters as IPv6 proxies get them (`clusters` has them for
     /// IPv4 proxies), shadowing those of `clusters`.
     dns_v6: Vec<Arc<Resource>>,
@@ -96,9 +100,9 @@ impl Translation {
             .flat_map(|vs| vs.spec.http.iter().flat_map(|h| h.match_.iter().flat_map(|m| m.source_labels.keys().cloned())))
             .collect();
         let unchanged = previous.filter(|p| p.index.same_services_and_rules(&index));
-        let (clusters, dns_v6, endpoints) = match unchanged {
-            Some(p) => (p.clusters.clone(), p.dns_v6.clone(), p.endpoints.clone()),
-            None => outbound_clusters(&index),
+        let (clusters, dns_v6, endpoints, by_service) = match unchanged {
+            Some(p) => (p.clusters.clone(), p.dns_v6.clone(), p.endpoints.clone(), p.by_service.clone()),
+            None => outbound_clusters(&index, previous.map(|p| &p.by_service)),
         };
         // A delegating route depends on a VirtualService that is not its
         // host's: virtual hosts are not reused while there are any.
@@ -106,7 +110,7 @@ impl Translation {
             Some(p) if !index.has_delegation() && !p.index.has_delegation() => std::mem::take(&mut *lock(&p.vhosts)),
             _ => HashMap::new(),
         };
-        Translation { index, clusters, dns_v6, endpoints, label_keys, routes: Mutex::default(), vhosts: Mutex::default(), reusable }
+        Translation { index, clusters, by_service, dns_v6, endpoints, label_keys, routes: Mutex::default(), vhosts: Mutex::default(), reusable }
     }
 
     /// The route configurations of proxies like `proxy`, built once. A
@@ -210,26 +214,50 @@ impl Generator for Translation {
     }
 }
 
+/// One service's part of the outbound clusters.
+struct ServiceClusters {
+    service: Service,
+    rule: Option<Rule<DestinationRuleSpec>>,
+    clusters: Vec<Arc<Resource>>,
+    dns_v6: Vec<Arc<Resource>>,
+    endpoints: Vec<Arc<Resource>>,
+}
+
 /// Every service's outbound clusters, the same clusters as IPv6 proxies
-/// get them (DNS ones only), and the endpoints.
-fn outbound_clusters(index: &Index) -> (Layer, Vec<Arc<Resource>>, Layer) {
-    let mut clusters = Vec::new();
-    let mut endpoints = Vec::new();
-    let mut dns_v6 = Vec::new();
+/// get them (DNS ones only), and the endpoints; a service unchanged since
+/// `previous` keeps its resources.
+fn outbound_clusters(
+    index: &Index,
+    previous: Option<&HashMap<String, Arc<ServiceClusters>>>,
+) -> (Layer, Vec<Arc<Resource>>, Layer, HashMap<String, Arc<ServiceClusters>>) {
+    let mut by_service = HashMap::with_capacity(index.services.len());
     for service in index.services.values() {
-        for port in &service.ports {
-            for (c, cla) in cluster::outbound(index, service, port) {
-                if let Some(cla) = cla {
-                    endpoints.push(Resource::new(cla.cluster_name.clone(), &cla));
+        let rule = index.destination_rule(service);
+        let kept = previous.and_then(|p| p.get(&service.host)).filter(|p| p.service == *service && p.rule.as_ref() == rule);
+        let part = match kept {
+            Some(p) => p.clone(),
+            None => {
+                let mut part = ServiceClusters { service: service.clone(), rule: rule.cloned(), clusters: Vec::new(), dns_v6: Vec::new(), endpoints: Vec::new() };
+                for port in &service.ports {
+                    for (c, cla) in cluster::outbound(index, service, port) {
+                        if let Some(cla) = cla {
+                            part.endpoints.push(Arc::new(Resource::new(cla.cluster_name.clone(), &cla)));
+                        }
+                        if let Some(v6) = cluster::resolving(&c, DnsLookupFamily::V6Only) {
+                            part.dns_v6.push(Arc::new(Resource::new(v6.name.clone(), &v6)));
+                        }
+                        part.clusters.push(Arc::new(Resource::new(c.name.clone(), &c)));
+                    }
                 }
-                if let Some(v6) = cluster::resolving(&c, DnsLookupFamily::V6Only) {
-                    dns_v6.push(Arc::new(Resource::new(v6.name.clone(), &v6)));
-                }
-                clusters.push(Resource::new(c.name.clone(), &c));
+                Arc::new(part)
             }
-        }
+        };
+        by_service.insert(service.host.clone(), part);
     }
-    (Layer::new(clusters), dns_v6, Layer::new(endpoints))
+    let all = |f: fn(&ServiceClusters) -> &Vec<Arc<Resource>>| by_service.values().flat_map(move |p| f(p).iter().cloned());
+    let (clusters, endpoints) = (Layer::shared(all(|p| &p.clusters)), Layer::shared(all(|p| &p.endpoints)));
+    let dns_v6 = all(|p| &p.dns_v6).collect();
+    (clusters, dns_v6, endpoints, by_service)
 }
 
 /// Everything one proxy should have (one-off; see [`Translation`]).

@@ -71,7 +71,12 @@ pub struct Layer {
 
 impl Layer {
     pub fn new(resources: impl IntoIterator<Item = Resource>) -> Layer {
-        let map: BTreeMap<String, Arc<Resource>> = resources.into_iter().map(|r| (r.name.clone(), Arc::new(r))).collect();
+        Layer::shared(resources.into_iter().map(Arc::new))
+    }
+
+    /// A layer of resources other layers may hold too.
+    pub fn shared(resources: impl IntoIterator<Item = Arc<Resource>>) -> Layer {
+        let map: BTreeMap<String, Arc<Resource>> = resources.into_iter().map(|r| (r.name.clone(), r)).collect();
         let version = set_version(map.values().map(|r| &**r));
         Layer { map: Arc::new(map), version }
     }
