@@ -51,15 +51,8 @@ pub const HTTP_PROXY_ROUTES: &str = "http_proxy";
 /// bind the proxy's own address, are built per proxy.
 pub struct Translation {
     index: Arc<Index>,
-    clusters: Layer,
-    /// Each service's clusters and endpoints, with what they were made
-    /// from: the next translation reuses a service's when its registry
-    /// entry and DestinationRule are equal.
-    by_service: HashMap<String, Arc<ServiceClusters>>,
-    /// The DNS clusters as IPv6 proxies get them (`clusters` has them for
-    /// IPv4 proxies), shadowing those of `clusters`.
-    dns_v6: Vec<Arc<Resource>>,
-    endpoints: Layer,
+    /// Every service's clusters and endpoints, shared by every proxy.
+    outbound: Arc<Outbound>,
     /// Label keys some rule matches on (`match.sourceLabels`): proxies
     /// that agree on these share their routes.
     label_keys: BTreeSet<String>,
@@ -100,9 +93,9 @@ impl Translation {
             .flat_map(|vs| vs.spec.http.iter().flat_map(|h| h.match_.iter().flat_map(|m| m.source_labels.keys().cloned())))
             .collect();
         let unchanged = previous.filter(|p| p.index.same_services_and_rules(&index));
-        let (clusters, dns_v6, endpoints, by_service) = match unchanged {
-            Some(p) => (p.clusters.clone(), p.dns_v6.clone(), p.endpoints.clone(), p.by_service.clone()),
-            None => outbound_clusters(&index, previous.map(|p| &p.by_service)),
+        let outbound = match unchanged {
+            Some(p) => p.outbound.clone(),
+            None => Arc::new(Outbound::build(&index, previous.map(|p| &*p.outbound))),
         };
         // A delegating route depends on a VirtualService that is not its
         // host's: virtual hosts are not reused while there are any.
@@ -110,7 +103,7 @@ impl Translation {
             Some(p) if !index.has_delegation() && !p.index.has_delegation() => std::mem::take(&mut *lock(&p.vhosts)),
             _ => HashMap::new(),
         };
-        Translation { index, clusters, by_service, dns_v6, endpoints, label_keys, routes: Mutex::default(), vhosts: Mutex::default(), reusable }
+        Translation { index, outbound, label_keys, routes: Mutex::default(), vhosts: Mutex::default(), reusable }
     }
 
     /// The route configurations of proxies like `proxy`, built once. A
@@ -177,13 +170,13 @@ fn route_configuration(name: &str, vhosts: &[bytes::Bytes]) -> Resource {
 impl Generator for Translation {
     fn snapshot(&self, proxy: &Proxy) -> Snapshot {
         let mut s = Snapshot::default();
-        s.share(Kind::Cluster, self.clusters.clone());
+        s.share(Kind::Cluster, self.outbound.clusters.clone());
         if cluster::dns_family(&proxy.ip) == DnsLookupFamily::V6Only {
-            for c in &self.dns_v6 {
+            for c in &self.outbound.dns_v6 {
                 s.insert_shared(Kind::Cluster, c.clone());
             }
         }
-        s.share(Kind::Endpoint, self.endpoints.clone());
+        s.share(Kind::Endpoint, self.outbound.endpoints.clone());
         for rc in self.routes(proxy).iter() {
             s.insert_shared(Kind::Route, rc.clone());
         }
@@ -214,6 +207,39 @@ impl Generator for Translation {
     }
 }
 
+/// Every service's outbound clusters, the same clusters as IPv6 proxies
+/// get them (DNS ones only), and the endpoints.
+struct Outbound {
+    clusters: Layer,
+    /// Shadow `clusters` for IPv6 proxies.
+    dns_v6: Vec<Arc<Resource>>,
+    endpoints: Layer,
+    /// Each service's part, with what it was made from: the next
+    /// translation reuses a service's when its registry entry and
+    /// DestinationRule are equal.
+    by_service: HashMap<String, Arc<ServiceClusters>>,
+}
+
+impl Outbound {
+    /// A service unchanged since `previous` keeps its resources.
+    fn build(index: &Index, previous: Option<&Outbound>) -> Outbound {
+        let mut by_service = HashMap::with_capacity(index.services.len());
+        for service in index.services.values() {
+            let rule = index.destination_rule(service);
+            let kept = previous.and_then(|p| p.by_service.get(&service.host)).filter(|p| p.service == *service && p.rule.as_ref() == rule);
+            let part = match kept {
+                Some(p) => p.clone(),
+                None => Arc::new(ServiceClusters::build(index, service, rule)),
+            };
+            by_service.insert(service.host.clone(), part);
+        }
+        let all = |f: fn(&ServiceClusters) -> &Vec<Arc<Resource>>| by_service.values().flat_map(move |p| f(p).iter().cloned());
+        let (clusters, endpoints) = (Layer::shared(all(|p| &p.clusters)), Layer::shared(all(|p| &p.endpoints)));
+        let dns_v6 = all(|p| &p.dns_v6).collect();
+        Outbound { clusters, dns_v6, endpoints, by_service }
+    }
+}
+
 /// One service's part of the outbound clusters.
 struct ServiceClusters {
     service: Service,
@@ -223,41 +249,22 @@ struct ServiceClusters {
     endpoints: Vec<Arc<Resource>>,
 }
 
-/// Every service's outbound clusters, the same clusters as IPv6 proxies
-/// get them (DNS ones only), and the endpoints; a service unchanged since
-/// `previous` keeps its resources.
-fn outbound_clusters(
-    index: &Index,
-    previous: Option<&HashMap<String, Arc<ServiceClusters>>>,
-) -> (Layer, Vec<Arc<Resource>>, Layer, HashMap<String, Arc<ServiceClusters>>) {
-    let mut by_service = HashMap::with_capacity(index.services.len());
-    for service in index.services.values() {
-        let rule = index.destination_rule(service);
-        let kept = previous.and_then(|p| p.get(&service.host)).filter(|p| p.service == *service && p.rule.as_ref() == rule);
-        let part = match kept {
-            Some(p) => p.clone(),
-            None => {
-                let mut part = ServiceClusters { service: service.clone(), rule: rule.cloned(), clusters: Vec::new(), dns_v6: Vec::new(), endpoints: Vec::new() };
-                for port in &service.ports {
-                    for (c, cla) in cluster::outbound(index, service, port) {
-                        if let Some(cla) = cla {
-                            part.endpoints.push(Arc::new(Resource::new(cla.cluster_name.clone(), &cla)));
-                        }
-                        if let Some(v6) = cluster::resolving(&c, DnsLookupFamily::V6Only) {
-                            part.dns_v6.push(Arc::new(Resource::new(v6.name.clone(), &v6)));
-                        }
-                        part.clusters.push(Arc::new(Resource::new(c.name.clone(), &c)));
-                    }
+impl ServiceClusters {
+    fn build(index: &Index, service: &Service, rule: Option<&Rule<DestinationRuleSpec>>) -> ServiceClusters {
+        let mut part = ServiceClusters { service: service.clone(), rule: rule.cloned(), clusters: Vec::new(), dns_v6: Vec::new(), endpoints: Vec::new() };
+        for port in &service.ports {
+            for (c, cla) in cluster::outbound(index, service, port) {
+                if let Some(cla) = cla {
+                    part.endpoints.push(Arc::new(Resource::new(cla.cluster_name.clone(), &cla)));
                 }
-                Arc::new(part)
+                if let Some(v6) = cluster::resolving(&c, DnsLookupFamily::V6Only) {
+                    part.dns_v6.push(Arc::new(Resource::new(v6.name.clone(), &v6)));
+                }
+                part.clusters.push(Arc::new(Resource::new(c.name.clone(), &c)));
             }
-        };
-        by_service.insert(service.host.clone(), part);
+        }
+        part
     }
-    let all = |f: fn(&ServiceClusters) -> &Vec<Arc<Resource>>| by_service.values().flat_map(move |p| f(p).iter().cloned());
-    let (clusters, endpoints) = (Layer::shared(all(|p| &p.clusters)), Layer::shared(all(|p| &p.endpoints)));
-    let dns_v6 = all(|p| &p.dns_v6).collect();
-    (clusters, dns_v6, endpoints, by_service)
 }
 
 /// Everything one proxy should have (one-off; see [`Translation`]).
