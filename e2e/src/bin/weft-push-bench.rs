@@ -130,16 +130,30 @@ async fn run(dir: &Path, xds_port: u16, services: usize, proxies: usize, rounds:
             }
         });
     }
-    // Initial sync: every proxy has routes.
+    // Initial sync: every proxy has routes. `held`: the version each
+    // proxy ACKed last; a round counts a proxy once it ACKs another.
     let mut synced = BTreeSet::new();
+    let mut held = std::collections::HashMap::new();
     while synced.len() < proxies {
         let next = tokio::time::timeout(Duration::from_secs(60), acks.recv()).await;
-        let Ok(Some((p, _, _))) = next else {
+        let Ok(Some((p, version, _))) = next else {
             anyhow::bail!("initial sync: only {} of {proxies} proxies got routes within 60 s", synced.len());
         };
         synced.insert(p);
+        held.insert(p, version);
     }
     let initial = started.elapsed();
+    // Then until the proxies are quiet (the first responses of the other
+    // types can still change what they hold), for at most 10 s.
+    let quiet_by = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < quiet_by {
+        match tokio::time::timeout(Duration::from_millis(500), acks.recv()).await {
+            Ok(Some((p, version, _))) => {
+                held.insert(p, version);
+            }
+            _ => break,
+        }
+    }
     let mut latencies = Vec::new();
     // When the first proxy had the change: the part of the latency before
     // any proxy could have it (detect, validate, translate).
@@ -147,7 +161,9 @@ async fn run(dir: &Path, xds_port: u16, services: usize, proxies: usize, rounds:
     let cpu_before = cpu_seconds(operator);
     for round in 0..rounds {
         tokio::time::sleep(Duration::from_millis(200)).await;
-        while acks.try_recv().is_ok() {}
+        while let Ok((p, version, _)) = acks.try_recv() {
+            held.insert(p, version);
+        }
         let (file, text) = edit.file(round);
         let t0 = Instant::now();
         replace(dir, file, &text)?;
@@ -156,10 +172,15 @@ async fn run(dir: &Path, xds_port: u16, services: usize, proxies: usize, rounds:
         let mut first: Option<Instant> = None;
         while done.len() < proxies {
             let next = tokio::time::timeout(Duration::from_secs(30), acks.recv()).await;
-            let Ok(Some((p, _, at))) = next else {
+            let Ok(Some((p, version, at))) = next else {
                 let missing: Vec<usize> = (0..proxies).filter(|p| !done.contains(p)).collect();
                 anyhow::bail!("round {round}: only {} of {proxies} proxies ACKed the change within 30 s (missing {missing:?})", done.len());
             };
+            // A late ACK of the version before the edit is not the change.
+            if held.get(&p) == Some(&version) {
+                continue;
+            }
+            held.insert(p, version);
             if done.insert(p) {
                 last = last.max(at);
                 first = Some(first.map_or(at, |f| f.min(at)));
