@@ -88,7 +88,9 @@ impl Stream {
         // Proxies repeat their whole subscription in every request (an EDS
         // request names every cluster): compare before copying it.
         let named = || req.resource_names.iter().filter(|n| *n != "*");
-        let same = named().count() == watch.names.len() && named().all(|n| watch.names.contains(n.as_str()));
+        // Envoy lists them sorted, as the set iterates: one pass.
+        let same = named().eq(watch.names.iter())
+            || named().count() == watch.names.len() && named().all(|n| watch.names.contains(n.as_str()));
         if !same {
             watch.names = named().cloned().collect();
             watch.names_changed = true;
