@@ -7,7 +7,7 @@
 //! be rejected again), so only a new version of a rejected resource goes
 //! out.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use weft_envoy_api::pb::envoy::service::discovery::v3::{
     DeltaDiscoveryRequest, DeltaDiscoveryResponse, Resource as WireResource,
@@ -26,8 +26,9 @@ pub struct Stream {
 struct Watch {
     wildcard: bool,
     names: BTreeSet<String>,
-    /// name → version the proxy has (or was last sent).
-    held: BTreeMap<String, String>,
+    /// name → version the proxy has (or was last sent). A hash map: each
+    /// push looks up every resource of the kind.
+    held: HashMap<String, String>,
     /// Versions of the last response, reported in ACK/NACK events.
     last: Option<(String, String)>,
     /// The snapshot's version of the kind when last compared; unchanged
@@ -109,9 +110,12 @@ impl Stream {
         }
         watch.seen_kind_version = Some(kind_version.to_string());
         let subscribed = |name: &str| watch.wildcard || watch.names.contains(name);
+        let mut present = 0;
         let changed: Vec<WireResource> = snapshot
             .of(kind)
-            .filter(|r| subscribed(&r.name) && watch.held.get(&r.name) != Some(&r.version))
+            .filter(|r| subscribed(&r.name))
+            .inspect(|_| present += 1)
+            .filter(|r| watch.held.get(&r.name) != Some(&r.version))
             .map(|r| WireResource {
                 name: r.name.clone(),
                 version: r.version.clone(),
@@ -119,12 +123,15 @@ impl Stream {
                 ..Default::default()
             })
             .collect();
-        let removed: Vec<String> = watch
-            .held
-            .keys()
-            .filter(|name| subscribed(name) && snapshot.get(kind, name).is_none())
-            .cloned()
-            .collect();
+        // Once the changed are held, a proxy holding exactly as many as are
+        // present holds nothing that is gone: no need to look for it.
+        let new = changed.iter().filter(|r| !watch.held.contains_key(&r.name)).count();
+        let mut removed: Vec<String> = if watch.held.len() + new == present {
+            Vec::new()
+        } else {
+            watch.held.keys().filter(|name| subscribed(name) && snapshot.get(kind, name).is_none()).cloned().collect()
+        };
+        removed.sort();
         if changed.is_empty() && removed.is_empty() {
             return None;
         }
@@ -136,7 +143,7 @@ impl Stream {
         }
         self.nonces += 1;
         let nonce = self.nonces.to_string();
-        let version = super::snapshot::set_version(snapshot.of(kind).map(|r| &**r));
+        let version = kind_version.to_string();
         watch.last = Some((nonce.clone(), version.clone()));
         Some(DeltaDiscoveryResponse {
             system_version_info: version,
