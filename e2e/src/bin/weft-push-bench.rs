@@ -52,6 +52,8 @@ fn main() -> Result<()> {
     let rounds = env_usize("PUSH_ROUNDS", 20);
     // What each round edits: a VirtualService (routes change, the default)
     // or, with PUSH_EDIT=dr, a DestinationRule (clusters change).
+    // PUSH_DELTA=1: the proxies speak incremental (delta) xDS.
+    let delta = std::env::var_os("PUSH_DELTA").is_some();
     let edit = match std::env::var("PUSH_EDIT").as_deref() {
         Ok("dr") => Edit::DestinationRule,
         _ => Edit::VirtualService,
@@ -73,7 +75,7 @@ fn main() -> Result<()> {
             .with_context(|| format!("start {}", binary.display()))?,
     );
     let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build()?;
-    let result = rt.block_on(run(&dir, xds_port, services, proxies, rounds, edit, operator.0.id()));
+    let result = rt.block_on(run(&dir, xds_port, services, proxies, rounds, edit, delta, operator.0.id()));
     // The simulated proxies go first, then the operator, then its files.
     rt.shutdown_background();
     drop(operator);
@@ -118,14 +120,15 @@ impl Edit {
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn run(dir: &Path, xds_port: u16, services: usize, proxies: usize, rounds: usize, edit: Edit, operator: u32) -> Result<()> {
+async fn run(dir: &Path, xds_port: u16, services: usize, proxies: usize, rounds: usize, edit: Edit, delta: bool, operator: u32) -> Result<()> {
     wait_port(xds_port).await?;
     let (tx, mut acks) = mpsc::unbounded_channel();
     let started = Instant::now();
     for p in 0..proxies {
         let tx = tx.clone();
         tokio::spawn(async move {
-            if let Err(e) = proxy(p, xds_port, edit.type_url(), tx).await {
+            let run = if delta { proxy_delta(p, xds_port, edit.type_url(), tx).await } else { proxy(p, xds_port, edit.type_url(), tx).await };
+            if let Err(e) = run {
                 eprintln!("proxy {p}: {e:#}");
             }
         });
@@ -201,7 +204,8 @@ async fn run(dir: &Path, xds_port: u16, services: usize, proxies: usize, rounds:
         Edit::VirtualService => "VirtualService",
         Edit::DestinationRule => "DestinationRule",
     };
-    println!("weft-push-bench: {services} services, {proxies} proxies (each its own workload), {rounds} edits of one {what}");
+    let protocol = if delta { "delta" } else { "state of the world" };
+    println!("weft-push-bench: {services} services, {proxies} proxies (each its own workload, {protocol} xDS), {rounds} edits of one {what}");
     println!("  initial sync of all proxies   {:>8.1} ms", initial.as_secs_f64() * 1e3);
     println!("  file change -> all ACKed p50  {:>8.1} ms", q(0.50).as_secs_f64() * 1e3);
     println!("  file change -> all ACKed p99  {:>8.1} ms  [< 100]", q(0.99).as_secs_f64() * 1e3);
@@ -213,6 +217,24 @@ async fn run(dir: &Path, xds_port: u16, services: usize, proxies: usize, rounds:
         println!("  first proxy (ms): {:?}", firsts.iter().map(|l| l.as_millis()).collect::<Vec<_>>());
     }
     Ok(())
+}
+
+/// Simulated proxy `p`'s identity: its own workload, as Istio names it.
+fn node(p: usize) -> Node {
+    Node {
+        id: format!("sidecar~10.9.{}.{}~app-{p}.bench~bench.svc.cluster.local", p / 250, p % 250 + 1),
+        metadata: Some(Struct {
+            fields: [
+                ("NAMESPACE".to_string(), string("bench")),
+                (
+                    "LABELS".to_string(),
+                    Value { kind: Some(ValueKind::StructValue(Struct { fields: [("app".to_string(), string(&format!("app-{p}")))].into() })) },
+                ),
+            ]
+            .into(),
+        }),
+        ..Default::default()
+    }
 }
 
 /// One simulated sidecar: subscribes like Envoy (CDS, LDS wildcard; EDS and
@@ -227,20 +249,7 @@ async fn proxy(p: usize, xds_port: u16, watch: &'static str, acks: Acks) -> Resu
         .await?;
     let mut client = tonic::client::Grpc::new(channel).max_decoding_message_size(256 << 20);
     let (tx, rx) = mpsc::unbounded_channel::<DiscoveryRequest>();
-    let node = Node {
-        id: format!("sidecar~10.9.{}.{}~app-{p}.bench~bench.svc.cluster.local", p / 250, p % 250 + 1),
-        metadata: Some(Struct {
-            fields: [
-                ("NAMESPACE".to_string(), string("bench")),
-                (
-                    "LABELS".to_string(),
-                    Value { kind: Some(ValueKind::StructValue(Struct { fields: [("app".to_string(), string(&format!("app-{p}")))].into() })) },
-                ),
-            ]
-            .into(),
-        }),
-        ..Default::default()
-    };
+    let node = node(p);
     let request = |type_url: &str, names: Vec<String>, r: Option<&Envelope>| DiscoveryRequest {
         type_url: type_url.into(),
         resource_names: names,
@@ -299,6 +308,74 @@ struct Envelope {
     type_url: String,
     #[prost(string, tag = "5")]
     nonce: String,
+}
+
+/// [`proxy`] over incremental xDS: wildcard CDS and LDS, EDS and RDS
+/// subscribed to by name as clusters and listeners arrive; each response
+/// ACKed, those of `watch` reported (by nonce: each is a change).
+async fn proxy_delta(p: usize, xds_port: u16, watch: &'static str, acks: Acks) -> Result<()> {
+    use weft_envoy_api::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{xds_port}"))?
+        .initial_stream_window_size(256 << 20)
+        .initial_connection_window_size(256 << 20)
+        .connect()
+        .await?;
+    let mut client = tonic::client::Grpc::new(channel).max_decoding_message_size(256 << 20);
+    let (tx, rx) = mpsc::unbounded_channel::<DeltaDiscoveryRequest>();
+    let request = |type_url: &str, subscribe: Vec<String>, nonce: &str| DeltaDiscoveryRequest {
+        type_url: type_url.into(),
+        resource_names_subscribe: subscribe,
+        response_nonce: nonce.into(),
+        ..Default::default()
+    };
+    tx.send(DeltaDiscoveryRequest { node: Some(node(p)), ..request(CLUSTER, vec![], "") })?;
+    tx.send(request(LISTENER, vec![], ""))?;
+    client.ready().await?;
+    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources");
+    let codec = tonic_prost::ProstCodec::<DeltaDiscoveryRequest, DeltaEnvelope>::default();
+    let mut inbound = client.streaming(tonic::Request::new(UnboundedReceiverStream::new(rx)), path, codec).await?.into_inner();
+    let mut endpoints = BTreeSet::new();
+    let mut routes = false;
+    while let Some(r) = inbound.message().await? {
+        match r.type_url.as_str() {
+            CLUSTER => {
+                let new: Vec<String> = r.resources.iter().map(|c| c.name.clone()).filter(|n| !endpoints.contains(n)).collect();
+                endpoints.extend(new.iter().cloned());
+                if !new.is_empty() {
+                    tx.send(request(ENDPOINT, new, ""))?;
+                }
+            }
+            LISTENER if !routes => {
+                routes = true;
+                tx.send(request(ROUTE, vec!["http_proxy".into()], ""))?;
+            }
+            _ => {}
+        }
+        tx.send(request(&r.type_url, vec![], &r.nonce))?;
+        if r.type_url == watch {
+            let _ = acks.send((p, r.nonce.clone(), Instant::now()));
+        }
+    }
+    Ok(())
+}
+
+/// A `DeltaDiscoveryResponse` as [`Envelope`] reads a state-of-the-world
+/// one: the resources' names, not their bodies.
+#[derive(Clone, PartialEq, prost::Message)]
+struct DeltaEnvelope {
+    #[prost(message, repeated, tag = "2")]
+    resources: Vec<ResourceName>,
+    #[prost(string, tag = "4")]
+    type_url: String,
+    #[prost(string, tag = "5")]
+    nonce: String,
+}
+
+/// A delta `Resource`'s name.
+#[derive(Clone, PartialEq, prost::Message)]
+struct ResourceName {
+    #[prost(string, tag = "3")]
+    name: String,
 }
 
 /// A cluster's name, all the simulated proxies read of it (prost skips
