@@ -103,6 +103,8 @@ bench: deps bench-deps $(ENVOY) wasm
 	$(CARGO) build --release -p weft-proxy -p weft-operator -p weft-e2e --bins
 	WEFT_PROFILE=release ./target/release/weft-bench
 	./target/release/weft-push-bench
+	PUSH_EDIT=dr ./target/release/weft-push-bench
+	PUSH_EDIT=dr PUSH_DELTA=1 ./target/release/weft-push-bench
 
 clean:
 	$(CARGO) clean
