@@ -148,7 +148,7 @@ impl State {
             }
         };
         let mut requests = self.follow_names();
-        self.restamp(&before, &resp.version_info);
+        self.restamp(kind, &before, &resp.version_info);
         if errors.is_empty() {
             if let Some(t) = self.tracks.get_mut(&kind) {
                 t.version = resp.version_info.clone();
@@ -201,26 +201,25 @@ impl State {
         Some(config)
     }
 
-    /// Stamps the held resources that differ from `before` (new or
-    /// changed) with `version` and now; forgets those no longer held.
-    fn restamp(&mut self, before: &Dynamic, version: &str) {
-        let stamp = Stamp { version: version.to_string(), updated: std::time::SystemTime::now() };
-        let (held, stamps) = (&self.held, &mut self.stamps);
-        let mut apply = |kind: Kind, changed: Vec<&str>, present: BTreeSet<&str>| {
-            let s = stamps.entry(kind).or_default();
-            s.retain(|name, _| present.contains(name.as_str()));
-            for name in changed {
-                s.insert(name.to_string(), stamp.clone());
-            }
+    /// Stamps the held resources of `kind` (what a response of that kind
+    /// can change) that differ from `before` with `version` and now, and
+    /// forgets those of `kind` no longer held. (Routes and endpoints that
+    /// nothing names any more keep their stamps until their kind's next
+    /// response; the dump only shows what is held.)
+    fn restamp(&mut self, kind: Kind, before: &Dynamic, version: &str) {
+        let (b, h) = (before, &self.held);
+        let (changed, present) = match kind {
+            Kind::Cluster => diff(b.clusters.iter().map(|c| (c.name.as_str(), c)), h.clusters.iter().map(|c| (c.name.as_str(), c))),
+            Kind::Listener => diff(b.listeners.iter().map(|l| (l.name.as_str(), l)), h.listeners.iter().map(|l| (l.name.as_str(), l))),
+            Kind::Route => diff(b.routes.iter().map(|(n, r)| (n.as_str(), r)), h.routes.iter().map(|(n, r)| (n.as_str(), r))),
+            Kind::Endpoint => diff(b.endpoints.iter().map(|(n, e)| (n.as_str(), e)), h.endpoints.iter().map(|(n, e)| (n.as_str(), e))),
         };
-        let (changed, present) = diff(before.clusters.iter().map(|c| (c.name.as_str(), c)), held.clusters.iter().map(|c| (c.name.as_str(), c)));
-        apply(Kind::Cluster, changed, present);
-        let (changed, present) = diff(before.listeners.iter().map(|l| (l.name.as_str(), l)), held.listeners.iter().map(|l| (l.name.as_str(), l)));
-        apply(Kind::Listener, changed, present);
-        let (changed, present) = diff(before.routes.iter().map(|(n, r)| (n.as_str(), r)), held.routes.iter().map(|(n, r)| (n.as_str(), r)));
-        apply(Kind::Route, changed, present);
-        let (changed, present) = diff(before.endpoints.iter().map(|(n, e)| (n.as_str(), e)), held.endpoints.iter().map(|(n, e)| (n.as_str(), e)));
-        apply(Kind::Endpoint, changed, present);
+        let stamp = Stamp { version: version.to_string(), updated: std::time::SystemTime::now() };
+        let stamps = self.stamps.entry(kind).or_default();
+        stamps.retain(|name, _| present.contains(name.as_str()));
+        for name in changed {
+            stamps.insert(name.to_string(), stamp.clone());
+        }
     }
 
     /// Subscriptions follow the accepted clusters (EDS service names) and
@@ -304,8 +303,6 @@ impl State {
     }
 }
 
-/// Decodes every resource of a response; one that does not decode or is
-/// outside the supported subset rejects the whole response.
 /// The names in `after` that are new or different from `before`, and all
 /// the names in `after`.
 fn diff<'a, T: PartialEq + 'a>(
@@ -324,6 +321,8 @@ fn diff<'a, T: PartialEq + 'a>(
     (changed, present)
 }
 
+/// Decodes every resource of a response; one that does not decode or is
+/// outside the supported subset rejects the whole response.
 fn decode_all<M: Message + Default>(resp: &DiscoveryResponse, kind: Kind, loader: &Loader) -> Result<Vec<M>, ConfigError> {
     resp.resources
         .iter()
