@@ -20,3 +20,9 @@ pub mod status;
 pub mod translate;
 pub mod validate;
 pub mod xds;
+
+/// Locks `m`, also when a thread panicked while holding it: a panic
+/// elsewhere must not take the xDS server or the watcher down with it.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

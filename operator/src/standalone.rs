@@ -222,7 +222,7 @@ pub async fn watch(dir: PathBuf, hub: Arc<Hub>, statuses: crate::status::Statuse
                 return;
             }
             {
-                let mut heard = heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                let mut heard = crate::lock(&heard);
                 match event {
                     Ok(e) if !e.need_rescan() && !e.paths.is_empty() => heard.0.extend(e.paths),
                     _ => heard.1 = true,
@@ -251,7 +251,7 @@ pub async fn watch(dir: PathBuf, hub: Arc<Hub>, statuses: crate::status::Statuse
     let mut whole = true;
     loop {
         let started = std::time::Instant::now();
-        let (paths, rescan) = std::mem::take(&mut *heard.lock().unwrap_or_else(std::sync::PoisonError::into_inner));
+        let (paths, rescan) = std::mem::take(&mut *crate::lock(&heard));
         tracing::debug!(whole, rescan, paths = paths.len(), "reading the directory");
         let changed = if whole || rescan { workspace.refresh(&dir) } else { workspace.refresh_paths(&dir, &paths) };
         if changed {

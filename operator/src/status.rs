@@ -5,7 +5,7 @@
 //! (`/debug/status`, like istiod's debug endpoints on 15014).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 use weft_crds::status::{reason, Condition, ConditionStatus, Level, Problem, Status};
@@ -40,7 +40,7 @@ pub struct Statuses(Arc<Mutex<Board>>);
 
 impl Statuses {
     fn lock(&self) -> std::sync::MutexGuard<'_, Board> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        crate::lock(&self.0)
     }
 
     /// A new validation: every resource's condition and messages.

@@ -34,6 +34,7 @@ use crate::index::{Index, Rule, Service, INBOUND_PORT, OUTBOUND_PORT};
 use prost::Message;
 use weft_crds::networking::service_entry::ServicePort;
 use weft_crds::networking::{DestinationRuleSpec, VirtualServiceSpec};
+use crate::lock;
 use crate::xds::hub::Generator;
 use crate::xds::snapshot::Layer;
 use crate::xds::{Kind, Proxy, Resource, Role, Snapshot};
@@ -147,10 +148,6 @@ impl Translation {
         lock(&self.vhosts).insert(key.clone(), built);
         route_configuration(HTTP_PROXY_ROUTES, &encoded)
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A `RouteConfiguration` named `name` with these virtual hosts, encoded

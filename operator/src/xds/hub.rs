@@ -57,7 +57,7 @@ pub struct Subscription {
 
 impl Drop for Subscription {
     fn drop(&mut self) {
-        self.hub.lock_streams().remove(&self.id);
+        crate::lock(&self.hub.streams).remove(&self.id);
         tracing::info!(proxy = %self.proxy.id, "proxy disconnected");
     }
 }
@@ -92,7 +92,7 @@ impl Hub {
             .clone();
         let (tx, rx) = watch::channel(Arc::new(generator.snapshot(&proxy)));
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
-        self.lock_streams().insert(
+        crate::lock(&self.streams).insert(
             id,
             Stream {
                 proxy: proxy.clone(),
@@ -115,7 +115,7 @@ impl Hub {
             .generator
             .write()
             .unwrap_or_else(PoisonError::into_inner) = generator.clone();
-        let streams = self.lock_streams();
+        let streams = crate::lock(&self.streams);
         let mut by_group: HashMap<GroupKey, Arc<Snapshot>> = HashMap::new();
         for stream in streams.values() {
             let snapshot = by_group
@@ -150,14 +150,9 @@ impl Hub {
 
     /// The proxies connected now, one entry per stream.
     pub fn proxies(&self) -> Vec<Proxy> {
-        self.lock_streams()
+        crate::lock(&self.streams)
             .values()
             .map(|s| s.proxy.clone())
             .collect()
-    }
-
-    fn lock_streams(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Stream>> {
-        // A panic elsewhere must not take the xDS server down with it.
-        self.streams.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
