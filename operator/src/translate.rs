@@ -69,11 +69,10 @@ pub struct Translation {
 type RouteKey = (Role, String, Vec<(String, String)>);
 
 /// The virtual hosts of one route key, by service host and port.
-type VirtualHosts = HashMap<(String, u32), VirtualHost>;
+type VirtualHosts = HashMap<(String, u32), Arc<VirtualHost>>;
 
 /// A sidecar virtual host, encoded, and the VirtualServices it was made
 /// of (all that can change it while the registry and rules stay).
-#[derive(Clone)]
 struct VirtualHost {
     rules: Vec<Rule<VirtualServiceSpec>>,
     encoded: bytes::Bytes,
@@ -135,11 +134,15 @@ impl Translation {
         let mut encoded = Vec::new();
         for service in self.index.services.values() {
             for port in service.ports.iter().filter(|p| Service::is_http(p)) {
-                let rules: Vec<Rule<VirtualServiceSpec>> = mesh_candidates(&self.index, &service.host).cloned().collect();
                 let id = (service.host.clone(), port.number);
-                let vhost = match reusable.and_then(|r| r.get(&id)).filter(|v| v.rules == rules) {
+                // Compared in place: a reused virtual host copies nothing.
+                let same_rules = |v: &&Arc<VirtualHost>| v.rules.iter().eq(mesh_candidates(&self.index, &service.host));
+                let vhost = match reusable.and_then(|r| r.get(&id)).filter(same_rules) {
                     Some(v) => v.clone(),
-                    None => VirtualHost { rules, encoded: sidecar_vhost(&self.index, proxy, service, port).encode_to_vec().into() },
+                    None => Arc::new(VirtualHost {
+                        rules: mesh_candidates(&self.index, &service.host).cloned().collect(),
+                        encoded: sidecar_vhost(&self.index, proxy, service, port).encode_to_vec().into(),
+                    }),
                 };
                 encoded.push(vhost.encoded.clone());
                 built.insert(id, vhost);
