@@ -193,6 +193,12 @@ fn key(kind: &'static str, meta: &k8s_openapi::apimachinery::pkg::apis::meta::v1
     Key { kind, namespace: namespace_of(meta), name: meta.name.clone().unwrap_or_default() }
 }
 
+/// Whether a VirtualService's `gateways` bind it to the sidecars: when
+/// empty (Istio's default) or naming "mesh".
+pub fn binds_mesh(gateways: &[String]) -> bool {
+    gateways.is_empty() || gateways.iter().any(|g| g == "mesh")
+}
+
 /// A host as a rule in `namespace` means it.
 pub fn qualify(host: &str, namespace: &str) -> String {
     if host.contains('.') || host.contains('*') {
@@ -311,8 +317,7 @@ fn rules<T>(sources: &[Arc<Resource>], rule: impl Fn(&Resource) -> Option<Rule<T
 fn mesh_hosts(rules: &[Rule<VirtualServiceSpec>]) -> HashMap<String, Vec<usize>> {
     let mut by_host: HashMap<String, Vec<usize>> = HashMap::new();
     for (i, vs) in rules.iter().enumerate() {
-        let for_mesh = vs.spec.gateways.is_empty() || vs.spec.gateways.iter().any(|g| g == "mesh");
-        if !for_mesh {
+        if !binds_mesh(&vs.spec.gateways) {
             continue;
         }
         for h in &vs.spec.hosts {

@@ -257,8 +257,7 @@ fn semantic(index: &Index, resources: &[Arc<Resource>], findings: &mut Vec<Findi
                     }
                 }
                 gateway::routes(index, &key, spec, findings);
-                let for_mesh = spec.gateways.is_empty() || spec.gateways.iter().any(|g| g == "mesh");
-                if for_mesh {
+                if crate::index::binds_mesh(&spec.gateways) {
                     for (i, host) in spec.hosts.iter().enumerate() {
                         let fqdn = qualify(host, &key.namespace);
                         match mesh_hosts.get(&fqdn) {

@@ -31,11 +31,10 @@ pub(super) fn servers(key: &Key, spec: &GatewaySpec, findings: &mut Vec<Finding>
 pub(super) fn routes(index: &Index, key: &Key, spec: &VirtualServiceSpec, findings: &mut Vec<Finding>) {
     let mut report = |problem, path: String, message: &str| findings.push(finding(key, Level::Error, problem, &path, message));
     // Sidecars get no TCP or TLS listeners from weft yet.
-    let for_mesh = |gateways: &[String]| gateways.is_empty() || gateways.iter().any(|g| g == "mesh");
     let tcp_mesh = spec.tcp.iter().flat_map(|t| &t.match_).any(|m| m.gateways.iter().any(|g| g == "mesh"));
     let tls_mesh = spec.tls.iter().flat_map(|t| &t.match_).any(|m| m.gateways.iter().any(|g| g == "mesh"));
     for (field, present, mesh) in [("tcp", !spec.tcp.is_empty(), tcp_mesh), ("tls", !spec.tls.is_empty(), tls_mesh)] {
-        if present && (for_mesh(&spec.gateways) || mesh) {
+        if present && (crate::index::binds_mesh(&spec.gateways) || mesh) {
             let message = format!("{field} routes are supported on gateways only by weft yet (sidecars get no {} listeners): bind the VirtualService to a Gateway", field.to_uppercase());
             report(Problem::UnsupportedField, format!("spec.{field}"), &message);
         }
