@@ -166,7 +166,8 @@ impl State {
         if !rejected.is_empty() {
             let last_good: BTreeMap<Key, &Arc<Resource>> = self.last_good.iter().map(|r| (validate::key_of(r), r)).collect();
             for r in resources.iter_mut() {
-                if let Some(good) = last_good.get(&validate::key_of(r)).filter(|_| rejected.contains(&validate::key_of(r))) {
+                let key = validate::key_of(r);
+                if let Some(good) = last_good.get(&key).filter(|_| rejected.contains(&key)) {
                     *r = Arc::clone(good);
                     kept += 1;
                 }
