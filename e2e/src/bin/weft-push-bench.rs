@@ -53,7 +53,7 @@ fn main() -> Result<()> {
     // What each round edits: a VirtualService (routes change, the default)
     // or, with PUSH_EDIT=dr, a DestinationRule (clusters change).
     // PUSH_DELTA=1: the proxies speak incremental (delta) xDS.
-    let delta = std::env::var_os("PUSH_DELTA").is_some();
+    let delta = std::env::var("PUSH_DELTA").is_ok_and(|v| !v.is_empty() && v != "0");
     let edit = match std::env::var("PUSH_EDIT").as_deref() {
         Ok("dr") => Edit::DestinationRule,
         _ => Edit::VirtualService,
@@ -244,13 +244,6 @@ fn node(p: usize) -> Node {
 /// RDS by the names they use), ACKs every response, reports the ACKs of
 /// `watch` (a type URL).
 async fn proxy(p: usize, xds_port: u16, watch: &'static str, acks: Acks) -> Result<()> {
-    // Envoy's HTTP/2 windows (256 MiB), as a real sidecar advertises them.
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{xds_port}"))?
-        .initial_stream_window_size(256 << 20)
-        .initial_connection_window_size(256 << 20)
-        .connect()
-        .await?;
-    let mut client = tonic::client::Grpc::new(channel).max_decoding_message_size(256 << 20);
     let (tx, rx) = mpsc::unbounded_channel::<DiscoveryRequest>();
     let node = node(p);
     let request = |type_url: &str, names: Vec<String>, r: Option<&Envelope>| DiscoveryRequest {
@@ -262,10 +255,7 @@ async fn proxy(p: usize, xds_port: u16, watch: &'static str, acks: Acks) -> Resu
     };
     tx.send(DiscoveryRequest { node: Some(node), ..request(CLUSTER, vec![], None) })?;
     tx.send(request(LISTENER, vec![], None))?;
-    client.ready().await?;
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/envoy.service.discovery.v3.AggregatedDiscoveryService/StreamAggregatedResources");
-    let codec = tonic_prost::ProstCodec::<DiscoveryRequest, Envelope>::default();
-    let mut inbound = client.streaming(tonic::Request::new(UnboundedReceiverStream::new(rx)), path, codec).await?.into_inner();
+    let mut inbound = ads_stream::<_, Envelope>(xds_port, "StreamAggregatedResources", rx).await?;
     let mut eds_names = Vec::new();
     // The last endpoints response: a re-subscription carries its version
     // and nonce, as Envoy's does (so the server need not resend them all).
@@ -298,6 +288,28 @@ async fn proxy(p: usize, xds_port: u16, watch: &'static str, acks: Acks) -> Resu
     Ok(())
 }
 
+/// Opens the ADS `method` (`StreamAggregatedResources` or
+/// `DeltaAggregatedResources`) as a sidecar would, sending what `requests`
+/// yields; responses decode as `Resp`.
+async fn ads_stream<Req, Resp>(xds_port: u16, method: &'static str, requests: mpsc::UnboundedReceiver<Req>) -> Result<tonic::Streaming<Resp>>
+where
+    Req: prost::Message + Send + Sync + 'static,
+    Resp: prost::Message + Default + Send + Sync + 'static,
+{
+    // Envoy's HTTP/2 windows (256 MiB), as a real sidecar advertises them.
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{xds_port}"))?
+        .initial_stream_window_size(256 << 20)
+        .initial_connection_window_size(256 << 20)
+        .connect()
+        .await?;
+    let mut client = tonic::client::Grpc::new(channel).max_decoding_message_size(256 << 20);
+    client.ready().await?;
+    let path = format!("/envoy.service.discovery.v3.AggregatedDiscoveryService/{method}");
+    let path = tonic::codegen::http::uri::PathAndQuery::try_from(path)?;
+    let codec = tonic_prost::ProstCodec::<Req, Resp>::default();
+    Ok(client.streaming(tonic::Request::new(UnboundedReceiverStream::new(requests)), path, codec).await?.into_inner())
+}
+
 /// A `DiscoveryResponse` as a proxy that only ACKs reads it: the
 /// resources are views into the received bytes (no copy), decoded only
 /// where the proxy needs their names.
@@ -318,12 +330,6 @@ struct Envelope {
 /// ACKed, those of `watch` reported (by nonce: each is a change).
 async fn proxy_delta(p: usize, xds_port: u16, watch: &'static str, acks: Acks) -> Result<()> {
     use weft_envoy_api::pb::envoy::service::discovery::v3::DeltaDiscoveryRequest;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://127.0.0.1:{xds_port}"))?
-        .initial_stream_window_size(256 << 20)
-        .initial_connection_window_size(256 << 20)
-        .connect()
-        .await?;
-    let mut client = tonic::client::Grpc::new(channel).max_decoding_message_size(256 << 20);
     let (tx, rx) = mpsc::unbounded_channel::<DeltaDiscoveryRequest>();
     let request = |type_url: &str, subscribe: Vec<String>, nonce: &str| DeltaDiscoveryRequest {
         type_url: type_url.into(),
@@ -333,10 +339,7 @@ async fn proxy_delta(p: usize, xds_port: u16, watch: &'static str, acks: Acks) -
     };
     tx.send(DeltaDiscoveryRequest { node: Some(node(p)), ..request(CLUSTER, vec![], "") })?;
     tx.send(request(LISTENER, vec![], ""))?;
-    client.ready().await?;
-    let path = tonic::codegen::http::uri::PathAndQuery::from_static("/envoy.service.discovery.v3.AggregatedDiscoveryService/DeltaAggregatedResources");
-    let codec = tonic_prost::ProstCodec::<DeltaDiscoveryRequest, DeltaEnvelope>::default();
-    let mut inbound = client.streaming(tonic::Request::new(UnboundedReceiverStream::new(rx)), path, codec).await?.into_inner();
+    let mut inbound = ads_stream::<_, DeltaEnvelope>(xds_port, "DeltaAggregatedResources", rx).await?;
     let mut endpoints = BTreeSet::new();
     let mut routes = false;
     while let Some(r) = inbound.message().await? {
