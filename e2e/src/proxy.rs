@@ -143,7 +143,9 @@ impl Proxy {
             // A bootstrap without `${LISTEN}` (dynamic listeners) is ready
             // when the admin says so.
             let listening = !template.contains("${LISTEN}") || tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok();
-            if ready.is_ok_and(|r| r.status == 200) && listening {
+            // Envoy and weft-proxy both answer `LIVE`: anything else on that
+            // port is not this proxy's admin.
+            if ready.is_ok_and(|r| r.status == 200 && r.body.starts_with(b"LIVE")) && listening {
                 return Ok(proxy);
             }
             if Instant::now() > deadline {
