@@ -64,6 +64,8 @@ pub struct Observed {
     /// Lower-cased names, in arrival order.
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// HTTP/2 trailers (none over HTTP/1.1), lower-cased, in arrival order.
+    pub trailers: Vec<(String, String)>,
 }
 
 impl Observed {
@@ -107,6 +109,7 @@ impl Observed {
             status: self.status,
             headers,
             body: self.body.clone(),
+            trailers: self.trailers.clone(),
         }
     }
 }
@@ -191,6 +194,7 @@ pub fn parse(buf: &[u8], head: bool) -> Option<Observed> {
         status,
         headers,
         body,
+        trailers: Vec::new(),
     })
 }
 
@@ -235,12 +239,14 @@ where
     }
     let resp = sender.send_request(builder.body(Full::new(req.body.clone()))?).await?;
     let status = resp.status().as_u16();
-    let headers = resp
-        .headers()
-        .iter()
-        .map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned()))
-        .collect();
-    let body = resp.into_body().collect().await?.to_bytes();
+    let headers = pairs(resp.headers());
+    let collected = resp.into_body().collect().await?;
+    let trailers = collected.trailers().map(pairs).unwrap_or_default();
+    let body = collected.to_bytes();
     driver.abort();
-    Ok(Observed { status, headers, body })
+    Ok(Observed { status, headers, body, trailers })
+}
+
+fn pairs(map: &http::HeaderMap) -> Vec<(String, String)> {
+    map.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect()
 }

@@ -3,7 +3,12 @@
 //! - `x-test-status: N` — answer with status N;
 //! - `x-test-fail-times: K` — only the first K requests carrying the same
 //!   `x-test-key` get that status, later ones get 200 (for retries);
-//! - `x-test-delay-ms: N` — wait before answering.
+//! - `x-test-delay-ms: N` — wait before answering;
+//! - `x-test-trailers: k=v,k2=v2` — end the body with these trailers (sent
+//!   over HTTP/2; hyper's HTTP/1.1 sends them only to a client that asked
+//!   with `te: trailers`).
+//!
+//! Request trailers are recorded among the headers as `trailer:NAME`.
 //!
 //! [`Upstream::force_status`] makes every answer (health checks included)
 //! carry one status, to play a failing host.
@@ -22,7 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
+use http_body_util::combinators::BoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 
@@ -186,13 +193,15 @@ async fn handle(
     forced: u16,
     sni: Option<String>,
     req: hyper::Request<hyper::body::Incoming>,
-) -> Result<hyper::Response<Full<Bytes>>, Infallible> {
+) -> Result<hyper::Response<BoxBody<Bytes, Infallible>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|b| b.to_bytes())
-        .unwrap_or_default();
+    let (body, request_trailers) = match body.collect().await {
+        Ok(b) => {
+            let trailers = b.trailers().cloned().unwrap_or_default();
+            (b.to_bytes(), trailers)
+        }
+        Err(_) => Default::default(),
+    };
     let header = |n: &str| {
         parts
             .headers
@@ -220,6 +229,9 @@ async fn handle(
     headers.push((":version".into(), format!("{:?}", parts.version)));
     if let Some(sni) = sni {
         headers.push((":sni".into(), sni));
+    }
+    for (k, v) in &request_trailers {
+        headers.push((format!("trailer:{k}"), String::from_utf8_lossy(v.as_bytes()).into_owned()));
     }
     {
         let mut log = seen.lock().expect("lock");
@@ -261,7 +273,20 @@ async fn handle(
         .status(status)
         .header("x-upstream", &name)
         .header("server", "test-upstream")
-        .body(Full::new(Bytes::from(name)))
+        .body(response_body(Bytes::from(name), header("x-test-trailers")))
         .expect("valid response");
     Ok(resp)
+}
+
+/// The body, then the trailers `k=v,k2=v2` when asked for.
+fn response_body(data: Bytes, trailers: Option<String>) -> BoxBody<Bytes, Infallible> {
+    let Some(spec) = trailers else { return Full::new(data).boxed() };
+    let mut map = http::HeaderMap::new();
+    for (k, v) in spec.split(',').filter_map(|kv| kv.split_once('=')) {
+        if let (Ok(k), Ok(v)) = (http::HeaderName::try_from(k.trim()), http::HeaderValue::try_from(v.trim())) {
+            map.append(k, v);
+        }
+    }
+    let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![Ok(Frame::data(data)), Ok(Frame::trailers(map))];
+    StreamBody::new(tokio_stream::iter(frames)).boxed()
 }

@@ -58,3 +58,37 @@ async fn http2_requests_share_one_upstream_connection_like_envoy() {
     assert_eq!(counts[0], counts[1], "upstream connections: left Envoy, right weft-proxy");
     assert_eq!(counts[1], 1);
 }
+
+/// gRPC over the proxy: the upstream's trailers (`grpc-status`) reach an
+/// HTTP/2 client, `te: trailers` reaches the upstream, and an HTTP/1.1
+/// client gets the body without trailers — all as from Envoy.
+#[tokio::test]
+async fn trailers_pass_from_http2_upstreams_like_envoy() {
+    let up = Upstream::start("up").await;
+    let template = bootstrap(EXPLICIT_H2);
+    let grpc = Request::get("/pkg.Service/Method")
+        .method("POST")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .header("x-test-trailers", "grpc-status=0,grpc-message=fine,x-extra=1")
+        .body("\0\0\0\0\0");
+    let plain = Request::get("/t").header("x-test-trailers", "x-only=h2");
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
+        up.take();
+        let mut outcome = Vec::new();
+        for req in [&grpc, &plain] {
+            let h2 = weft_e2e::client::send_h2c(proxy.port, req).await.expect("h2c request").normalized();
+            let h1 = proxy.send(req).await.normalized();
+            let upstream: Vec<String> = up.take().iter().map(crate::describe).collect();
+            outcome.push((h2, h1, upstream));
+        }
+        seen.push(outcome);
+    }
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    let (h2, h1, upstream) = &seen[1][0];
+    assert_eq!(h2.trailers, [("grpc-status", "0"), ("grpc-message", "fine"), ("x-extra", "1")].map(|(k, v)| (k.to_string(), v.to_string())));
+    assert!(h1.trailers.is_empty() && h1.body_str() == "up", "{h1:?}");
+    assert!(upstream[0].contains("te: trailers"), "{upstream:?}");
+}

@@ -128,7 +128,15 @@ pub async fn forward(
     // headers from an untrusted client, and neither do we (tested).
     let (retry, timeout) = (fwd.retry.clone(), fwd.timeout);
     let per_try = retry.as_ref().and_then(|r| r.per_try_timeout);
+    // `te` is hop-by-hop, but its `trailers` token is kept as Envoy keeps
+    // it: gRPC servers may require it.
+    let te_trailers = req.headers.get_all(header::TE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| v.split(',').any(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))))
+    });
     req.remove_matching(|name| ROUTER_CONTROL.contains(&name) || HOP_BY_HOP.contains(&name));
+    if te_trailers {
+        let _ = req.insert_header(header::TE, "trailers");
+    }
     to_http1_upstream(&mut req);
     rewrite(&mut req, fwd);
     // Envoy's HTTP/1 codec states `content-length: 0` on an empty request
@@ -649,8 +657,11 @@ async fn stream_response(
         if let Err(reply) = plugins.headers(&mut resp, end).await {
             return reply.send(manager, session, Finish::new(&[], finish.edits)).await;
         }
-        frame_body(&mut resp, session, !end);
     }
+    // A body of unknown length (an HTTP/2 upstream's, or a plugin's that
+    // dropped content-length) is chunked for an HTTP/1.1 client, as Envoy.
+    let body_follows = !held.as_mut().is_some_and(|(u, ..)| u.response_done());
+    frame_body(&mut resp, session, body_follows);
     stamp_response_headers(manager, &mut resp);
     let mut header = Some(resp);
     loop {
@@ -672,8 +683,22 @@ async fn stream_response(
                 Err(_) => return None,
             }
         };
+        // An HTTP/2 upstream may end its response with trailers (gRPC's
+        // status); they go to an HTTP/2 client. HTTP/1 clients do not get
+        // them, as Envoy's default (no `enable_trailers`).
+        let mut trailers = None;
         if done {
-            if let Some((upstream, host, slot)) = held.take() {
+            if let Some((mut upstream, host, slot)) = held.take() {
+                trailers = match &mut upstream {
+                    ClientSession::H2(h2) => match deadline {
+                        Some(d) => tokio::time::timeout_at(d.into(), h2.read_trailers()).await.ok()?,
+                        None => h2.read_trailers().await,
+                    }
+                    // A reset instead of trailers resets the client's stream.
+                    .ok()?
+                    .filter(|t| !t.is_empty() && session.is_http2()),
+                    _ => None,
+                };
                 upstream::checkin(upstream, pool, budget).await;
                 drop((host, slot));
             }
@@ -695,12 +720,17 @@ async fn stream_response(
         } else {
             data
         };
-        let mut tasks = Vec::with_capacity(2);
+        let mut tasks = Vec::with_capacity(3);
+        // The stream ends with the last of header, body and trailers.
+        let end = done && trailers.is_none();
         if let Some(h) = header.take() {
-            tasks.push(HttpTask::Header(h, done && data.is_none()));
+            tasks.push(HttpTask::Header(h, end && data.is_none()));
         }
         if data.is_some() || done {
-            tasks.push(HttpTask::Body(data, done));
+            tasks.push(HttpTask::Body(data, end));
+        }
+        if let Some(t) = trailers {
+            tasks.push(HttpTask::Trailer(Some(Box::new(t))));
         }
         session.response_duplex_vec(tasks).await.ok()?;
         if done {
