@@ -89,7 +89,7 @@ impl Observed {
     }
 
     /// The parts two proxies must agree on: volatile values (date, timings,
-    /// generated ids) are masked, headers sorted by name.
+    /// generated ids) are masked, headers and trailers sorted by name.
     pub fn normalized(&self) -> Observed {
         let mut headers: Vec<(String, String)> = self
             .headers
@@ -109,7 +109,11 @@ impl Observed {
             status: self.status,
             headers,
             body: self.body.clone(),
-            trailers: self.trailers.clone(),
+            trailers: {
+                let mut t = self.trailers.clone();
+                t.sort();
+                t
+            },
         }
     }
 }

@@ -204,6 +204,7 @@ impl HttpProxy {
                 tls: ssl.is_some(),
                 requested_server_name: None,
                 protocol: if session.is_http2() { "HTTP/2" } else { "HTTP/1.1" },
+                ..Default::default()
             })
         } else {
             no_stream_info()

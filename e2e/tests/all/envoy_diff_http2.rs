@@ -88,7 +88,7 @@ async fn trailers_pass_from_http2_upstreams_like_envoy() {
     }
     assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
     let (h2, h1, upstream) = &seen[1][0];
-    assert_eq!(h2.trailers, [("grpc-status", "0"), ("grpc-message", "fine"), ("x-extra", "1")].map(|(k, v)| (k.to_string(), v.to_string())));
+    assert_eq!(h2.trailers, [("grpc-message", "fine"), ("grpc-status", "0"), ("x-extra", "1")].map(|(k, v)| (k.to_string(), v.to_string())));
     assert!(h1.trailers.is_empty() && h1.body_str() == "up", "{h1:?}");
     assert!(upstream[0].contains("te: trailers"), "{upstream:?}");
 }

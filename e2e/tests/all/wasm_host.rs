@@ -88,6 +88,8 @@ async fn header_edits_and_local_replies_match_envoy() {
     assert_eq!(outcomes[0].response.header("x-wasm"), Some("tagged"));
     assert!(outcomes[0].upstream[0].1.contains("x-wasm: tagged"), "{:?}", outcomes[0].upstream);
     assert_eq!(outcomes[1].response.header("x-wasm"), Some("tagged"), "direct responses pass the encoder too");
+    // proxy_set_property in the request phase, read back in the response's.
+    assert_eq!(outcomes[0].response.header("x-wasm-property"), Some("tagged"));
     assert_eq!(outcomes[2].response.status, 403);
     assert_eq!(outcomes[2].response.body_str(), "denied by probe");
     assert!(outcomes[2].upstream.is_empty());
@@ -219,4 +221,26 @@ async fn shared_queues_deliver_like_envoy() {
         let seen: Vec<Option<String>> = up.take().iter().map(|s| s.header("x-got").map(str::to_string)).collect();
         assert_eq!(seen, vec![None, None, Some("hello".to_string())], "{kind:?}");
     }
+}
+
+/// An HTTP/2 upstream's trailers pass `proxy_on_response_trailers`: the
+/// probe reads, adds and removes trailers; the body before them is not the
+/// end of the stream. HTTP/1.1 clients get the body only, as from Envoy.
+#[tokio::test]
+async fn response_trailers_reach_plugins_like_envoy() {
+    let up = Upstream::start("up").await;
+    let template = bootstrap(&probe(), CONFIGURED).replace("connect_timeout: 1s", "connect_timeout: 1s\n    http2_protocol_options: {}");
+    let req = Request::get("/grpc").method("POST").header("te", "trailers").header("x-test-trailers", "grpc-status=7,x-extra=gone").body("\0\0\0\0\0");
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
+        let h2 = weft_e2e::client::send_h2c(proxy.port, &req).await.expect("h2c request").normalized();
+        let h1 = proxy.send(&req).await.normalized();
+        seen.push((h2, h1));
+    }
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    let (h2, h1) = &seen[1];
+    let trailers: Vec<(&str, &str)> = h2.trailers.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(trailers, [("grpc-status", "7"), ("x-wasm", "tagged"), ("x-wasm-grpc-status", "7")], "x-extra removed, two added");
+    assert_eq!((h1.body_str().as_str(), h1.trailers.len()), ("up", 0));
 }

@@ -684,8 +684,8 @@ async fn stream_response(
             }
         };
         // An HTTP/2 upstream may end its response with trailers (gRPC's
-        // status); they go to an HTTP/2 client. HTTP/1 clients do not get
-        // them, as Envoy's default (no `enable_trailers`).
+        // status): plugins see them, an HTTP/2 client gets them, an
+        // HTTP/1.1 client does not (Envoy's default, no `enable_trailers`).
         let mut trailers = None;
         if done {
             if let Some((mut upstream, host, slot)) = held.take() {
@@ -696,13 +696,15 @@ async fn stream_response(
                     }
                     // A reset instead of trailers resets the client's stream.
                     .ok()?
-                    .filter(|t| !t.is_empty() && session.is_http2()),
+                    .filter(|t| !t.is_empty()),
                     _ => None,
                 };
                 upstream::checkin(upstream, pool, budget).await;
                 drop((host, slot));
             }
         }
+        // With trailers to come, the body does not end the stream.
+        let body_end = done && trailers.is_none();
         let data = if !plugins.is_empty() && (data.is_some() || !plugins.buffered.is_empty()) {
             // Headers already sent: what the plugin does to them is lost.
             let Ok(mut sent_already) = ResponseHeader::build(200, Some(0)) else { return None };
@@ -710,8 +712,11 @@ async fn stream_response(
                 Some(h) => &mut **h,
                 None => &mut sent_already,
             };
-            match plugins.body(target, data, done).await {
-                Ok(Some(out)) => Some(out).filter(|b| !b.is_empty() || done),
+            match plugins.body(target, data, body_end).await {
+                Ok(Some(out)) => Some(out).filter(|b| !b.is_empty() || body_end),
+                // Buffered, but the trailers end the stream: the body goes
+                // out before them.
+                Ok(None) if done => Some(std::mem::take(&mut plugins.buffered).freeze()).filter(|b| !b.is_empty()),
                 // Buffered by a plugin: nothing goes out yet.
                 Ok(None) => continue,
                 // The VM failed mid-response: the stream is reset.
@@ -720,6 +725,12 @@ async fn stream_response(
         } else {
             data
         };
+        if let Some(t) = trailers.as_mut() {
+            if !plugins.is_empty() && plugins.trailers(t).await.is_err() {
+                return None;
+            }
+        }
+        let trailers = trailers.filter(|_| session.is_http2());
         let mut tasks = Vec::with_capacity(3);
         // The stream ends with the last of header, body and trailers.
         let end = done && trailers.is_none();

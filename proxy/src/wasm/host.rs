@@ -102,6 +102,8 @@ pub struct StreamData {
     pub request_body: Option<BytesMut>,
     pub response: Option<ResponseHeader>,
     pub response_body: Option<BytesMut>,
+    /// An HTTP/2 upstream's trailers, during `proxy_on_response_trailers`.
+    pub response_trailers: Option<http::HeaderMap>,
     pub info: std::sync::Arc<StreamInfo>,
     /// Set by `proxy_send_local_response`.
     pub local_reply: Option<LocalResponse>,
@@ -117,6 +119,7 @@ impl StreamData {
             request_body: None,
             response: None,
             response_body: None,
+            response_trailers: None,
             info,
             local_reply: None,
             resume: false,
@@ -421,8 +424,13 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             None => Ok(Status::NotFound as i32),
         }
     })?;
-    linker.func_wrap("env", "proxy_set_property", |_caller: C<'_>, _p: i32, _l: i32, _v: i32, _vl: i32| -> R {
-        Ok(Status::Unimplemented as i32)
+    linker.func_wrap("env", "proxy_set_property", |mut caller: C<'_>, ptr: i32, len: i32, vptr: i32, vlen: i32| -> R {
+        let path = status!(read(&caller, ptr, len));
+        let value = status!(read(&caller, vptr, vlen));
+        // A stream's property: none outside a stream, as Envoy.
+        let Some(stream) = caller.data_mut().stream() else { return Ok(Status::NotFound as i32) };
+        stream.info.set_property(&path, &value);
+        Ok(Status::Ok as i32)
     })?;
 
     // Shared data and queues (process-wide, per vm_id, as Envoy's).
@@ -610,9 +618,14 @@ fn headers_of(host: &mut Host, map: MapType) -> Option<Vec<(String, Bytes)>> {
             pairs.extend(resp.headers.iter().map(|(k, v)| (k.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes()))));
             Some(pairs)
         }
+        MapType::ResponseTrailers => {
+            let trailers = host.stream()?.response_trailers.as_ref()?;
+            Some(trailers.iter().map(|(k, v)| (k.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes()))).collect())
+        }
         MapType::CallResponseHeaders => host.call_response.as_ref().map(|c| c.headers.clone()),
-        // Trailers are not passed to plugins yet: an empty map.
-        MapType::RequestTrailers | MapType::ResponseTrailers | MapType::CallResponseTrailers => Some(Vec::new()),
+        // Request trailers never reach the proxy (Pingora does not read
+        // them) and callouts keep none: empty maps.
+        MapType::RequestTrailers | MapType::CallResponseTrailers => Some(Vec::new()),
     }
 }
 
@@ -699,7 +712,12 @@ fn edit_headers(host: &mut Host, map: i32, op: Edit, key: &[u8], value: Option<&
             }
             Status::Ok
         }
-        Some(_) => Status::Ok, // trailers and callout maps: read-only here
+        Some(MapType::ResponseTrailers) => {
+            let Some(trailers) = stream.response_trailers.as_mut() else { return Status::NotFound };
+            edit_regular(trailers, op, name.as_ref(), value.as_ref());
+            Status::Ok
+        }
+        Some(_) => Status::Ok, // request trailers and callout maps: read-only here
         None => Status::BadArgument,
     }
 }

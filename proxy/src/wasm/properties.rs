@@ -2,10 +2,13 @@
 //! node and itself, under Envoy's attribute names (`request.path`,
 //! `source.address`, `node.id`, `plugin_root_id`, ...). Strings are their
 //! bytes, integers 8 bytes little-endian, booleans one byte, as Envoy
-//! serializes them.
+//! serializes them. `proxy_set_property` keeps a value for the rest of
+//! the stream, visible to every plugin on it (Envoy's filter state
+//! `wasm.<name>`); names Envoy defines itself are read first.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 
 use super::host::StreamData;
 use super::plugin::Plugin;
@@ -18,6 +21,18 @@ pub struct StreamInfo {
     pub tls: bool,
     pub requested_server_name: Option<String>,
     pub protocol: &'static str,
+    /// What plugins set with `proxy_set_property`, by path.
+    pub filter_state: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
+}
+
+impl StreamInfo {
+    pub fn set_property(&self, path: &[u8], value: &[u8]) {
+        self.filter_state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(path.to_vec(), value.to_vec());
+    }
+
+    fn property(&self, name: &[u8]) -> Option<Vec<u8>> {
+        self.filter_state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
+    }
 }
 
 /// The proxy's node, as its bootstrap names it.
@@ -53,6 +68,7 @@ pub fn get(path: &[u8], plugin: Option<&Plugin>, stream: Option<&StreamData>) ->
         [b"request", rest @ ..] => request(rest, stream?),
         [b"response", b"code"] => int(stream?.response.as_ref()?.status.as_u16().into()),
         [b"response", b"headers", name] => header(&stream?.response.as_ref()?.headers, name),
+        [name] => stream?.info.property(name),
         _ => None,
     }
 }

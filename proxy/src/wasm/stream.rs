@@ -208,6 +208,22 @@ impl Stream {
         self.response_outcome(outcome, end_of_stream)
     }
 
+    /// The response trailers (an HTTP/2 upstream's), as the plugin sees
+    /// and changes them.
+    pub async fn response_trailers(&self, trailers: &mut http::HeaderMap) -> Outcome {
+        let mut data = Some(self.data_with(None, None));
+        let count = trailers.len();
+        if let Some(d) = data.as_mut() {
+            d.response = lock(&self.response).take();
+            d.response_trailers = Some(std::mem::take(trailers));
+        }
+        let outcome = self.phase(&mut data, Phase::ResponseTrailers, count, true).await;
+        let mut d = self.keep_request(data);
+        *lock(&self.response) = d.response.take();
+        *trailers = d.response_trailers.unwrap_or_default();
+        self.response_outcome(outcome, true)
+    }
+
     fn response_outcome(&self, outcome: Result<Outcome, ()>, end_of_stream: bool) -> Outcome {
         match outcome {
             Ok(Outcome::Continue) => Outcome::Continue,
@@ -316,5 +332,16 @@ impl<'a> Encoder<'a> {
             }
         }
         Ok(Some(std::mem::take(&mut self.buffered).freeze()))
+    }
+
+    /// The response trailers, after the body. A failed VM resets the
+    /// stream (its headers are long gone).
+    pub async fn trailers(&mut self, trailers: &mut http::HeaderMap) -> Result<(), ()> {
+        for s in self.streams.iter().rev() {
+            if let Outcome::Reply(_) = s.response_trailers(trailers).await {
+                return Err(());
+            }
+        }
+        Ok(())
     }
 }

@@ -76,6 +76,8 @@ struct Exports {
     request_body: StreamFn,
     response_headers: StreamFn,
     response_body: StreamFn,
+    /// (context, number of trailers) → action.
+    response_trailers: F<(i32, i32), i32>,
     http_call_response: F<(i32, i32, i32, i32, i32), ()>,
     done: F<i32, i32>,
     log: F<i32, ()>,
@@ -89,6 +91,7 @@ pub enum Phase {
     RequestBody,
     ResponseHeaders,
     ResponseBody,
+    ResponseTrailers,
 }
 
 /// The VM failed (trapped, ran out of time or memory): the request fails
@@ -175,6 +178,7 @@ impl Vm {
             request_body: export!("proxy_on_request_body"),
             response_headers: export!("proxy_on_response_headers"),
             response_body: export!("proxy_on_response_body"),
+            response_trailers: export!("proxy_on_response_trailers"),
             http_call_response: export!("proxy_on_http_call_response"),
             done: export!("proxy_on_done"),
             log: export!("proxy_on_log"),
@@ -259,6 +263,11 @@ impl Vm {
             Phase::RequestBody => |f| &f.request_body,
             Phase::ResponseHeaders => |f| &f.response_headers,
             Phase::ResponseBody => |f| &f.response_body,
+            // Trailers end the stream: no end_of_stream argument.
+            Phase::ResponseTrailers => {
+                let r = self.with_stream(data, context, |vm| vm.call(|f| &f.response_trailers, (context as i32, size as i32)));
+                return Ok(r?.map(Action::from_i32).unwrap_or(Action::Continue));
+            }
         };
         let r = self.with_stream(data, context, |vm| vm.call(pick, (context as i32, size as i32, i32::from(end_of_stream))));
         Ok(r?.map(Action::from_i32).unwrap_or(Action::Continue))

@@ -1,13 +1,20 @@
 ;; A proxy-wasm plugin small enough to read, for the host's own tests:
 ;; tags requests and responses with `x-wasm: <configuration>`, and misbehaves
 ;; on request: `x-crash` traps, `x-spin` loops forever, `x-grow` grows its
-;; memory until it cannot, `x-deny` answers 403 itself.
+;; memory until it cannot, `x-deny` answers 403 itself. It keeps its
+;; configuration as the stream property `probe_seen` and echoes it back as
+;; `x-wasm-property` on the response; on the response trailers it adds
+;; `x-wasm`, copies `grpc-status` to `x-wasm-grpc-status` and removes
+;; `x-extra`.
 (module
   (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_buffer_bytes" (func $buffer (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_send_local_response" (func $reply (param i32 i32 i32 i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_log" (func $log (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_set_property" (func $set_property (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_get_property" (func $get_property (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_remove_header_map_value" (func $remove (param i32 i32 i32) (result i32)))
   (memory (export "memory") 2)
   (data (i32.const 16) "x-wasm")
   (data (i32.const 32) "x-crash")
@@ -16,7 +23,12 @@
   (data (i32.const 80) "x-deny")
   (data (i32.const 96) "denied by probe")
   (data (i32.const 128) "probe configured")
-  ;; 200..208: out-pointers; 256..: configuration copy; heap from 4096.
+  (data (i32.const 144) "probe_seen")
+  (data (i32.const 160) "x-wasm-property")
+  (data (i32.const 176) "grpc-status")
+  (data (i32.const 208) "x-wasm-grpc-status")
+  (data (i32.const 232) "x-extra")
+  ;; 200..208: out-pointers; heap from 4096.
   (global $heap (mut i32) (i32.const 4096))
   (global $config_ptr (mut i32) (i32.const 0))
   (global $config_len (mut i32) (i32.const 0))
@@ -49,8 +61,17 @@
         (drop (call $reply (i32.const 403) (i32.const 0) (i32.const 0) (i32.const 96) (i32.const 15) (i32.const 0) (i32.const 0) (i32.const -1)))
         (return (i32.const 1))))
     (drop (call $add (i32.const 0) (i32.const 16) (i32.const 6) (global.get $config_ptr) (global.get $config_len)))
+    (drop (call $set_property (i32.const 144) (i32.const 10) (global.get $config_ptr) (global.get $config_len)))
     (i32.const 0))
   (func (export "proxy_on_response_headers") (param i32 i32 i32) (result i32)
     (drop (call $add (i32.const 2) (i32.const 16) (i32.const 6) (global.get $config_ptr) (global.get $config_len)))
+    (if (i32.eqz (call $get_property (i32.const 144) (i32.const 10) (i32.const 200) (i32.const 204)))
+      (then (drop (call $add (i32.const 2) (i32.const 160) (i32.const 15) (i32.load (i32.const 200)) (i32.load (i32.const 204))))))
+    (i32.const 0))
+  (func (export "proxy_on_response_trailers") (param i32 i32) (result i32)
+    (drop (call $add (i32.const 3) (i32.const 16) (i32.const 6) (global.get $config_ptr) (global.get $config_len)))
+    (if (i32.eqz (call $get (i32.const 3) (i32.const 176) (i32.const 11) (i32.const 200) (i32.const 204)))
+      (then (drop (call $add (i32.const 3) (i32.const 208) (i32.const 18) (i32.load (i32.const 200)) (i32.load (i32.const 204))))))
+    (drop (call $remove (i32.const 3) (i32.const 232) (i32.const 7)))
     (i32.const 0))
 )
