@@ -10,6 +10,11 @@
 //!
 //! Request trailers are recorded among the headers as `trailer:NAME`.
 //!
+//! A gRPC request (`content-type: application/grpc`) is answered as a
+//! unary echo service: the request's message comes back with status 0,
+//! except that a message `fail:N:TEXT` gets a trailers-only response with
+//! grpc-status N and grpc-message TEXT, and `http:N` a plain HTTP status N.
+//!
 //! [`Upstream::force_status`] makes every answer (health checks included)
 //! carry one status, to play a failing host.
 //!
@@ -249,6 +254,9 @@ async fn handle(
             body: body.clone(),
         });
     }
+    if header("content-type").as_deref() == Some("application/grpc") {
+        return Ok(grpc_echo(&body));
+    }
     let ms = header("x-test-delay-ms").and_then(|v| v.parse().ok()).unwrap_or(0);
     let wait = delay + Duration::from_millis(ms);
     if !wait.is_zero() {
@@ -289,4 +297,30 @@ fn response_body(data: Bytes, trailers: Option<String>) -> BoxBody<Bytes, Infall
     }
     let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![Ok(Frame::data(data)), Ok(Frame::trailers(map))];
     StreamBody::new(tokio_stream::iter(frames)).boxed()
+}
+
+/// The gRPC echo service (see the module's doc).
+fn grpc_echo(body: &Bytes) -> hyper::Response<BoxBody<Bytes, Infallible>> {
+    let message = body.get(5..).unwrap_or_default();
+    let text = String::from_utf8_lossy(message);
+    let builder = hyper::Response::builder().header("content-type", "application/grpc");
+    let response = if let Some(rest) = text.strip_prefix("fail:") {
+        let (code, why) = rest.split_once(':').unwrap_or((rest, ""));
+        builder.header("grpc-status", code).header("grpc-message", why).body(Full::new(Bytes::new()).boxed())
+    } else if let Some(status) = text.strip_prefix("http:") {
+        hyper::Response::builder().status(status.parse::<u16>().unwrap_or(500)).body(Full::new(Bytes::new()).boxed())
+    } else {
+        let mut framed = vec![0u8];
+        framed.extend_from_slice(&(message.len() as u32).to_be_bytes());
+        framed.extend_from_slice(message);
+        let frames: Vec<Result<Frame<Bytes>, Infallible>> = vec![Ok(Frame::data(Bytes::from(framed))), Ok(Frame::trailers(grpc_ok()))];
+        builder.body(StreamBody::new(tokio_stream::iter(frames)).boxed())
+    };
+    response.expect("valid response")
+}
+
+fn grpc_ok() -> http::HeaderMap {
+    let mut map = http::HeaderMap::new();
+    map.insert("grpc-status", http::HeaderValue::from_static("0"));
+    map
 }

@@ -10,7 +10,7 @@
 
 mod edge;
 mod forward;
-pub use forward::call;
+pub use forward::{call, Called};
 mod local;
 mod xff;
 pub mod xfcc;

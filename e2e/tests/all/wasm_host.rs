@@ -244,3 +244,30 @@ async fn response_trailers_reach_plugins_like_envoy() {
     assert_eq!(trailers, [("grpc-status", "7"), ("x-wasm", "tagged"), ("x-wasm-grpc-status", "7")], "x-extra removed, two added");
     assert_eq!((h1.body_str().as_str(), h1.trailers.len()), ("up", 0));
 }
+
+/// Unary gRPC callouts (tests/all/wasm/grpc.wat): what the upstream gRPC
+/// service receives, and how the plugin learns the reply or the status,
+/// the same on both proxies.
+#[tokio::test]
+async fn grpc_callouts_match_envoy() {
+    let up = Upstream::start("up").await;
+    let wasm = wat::parse_file(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/all/wasm/grpc.wat")).expect("grpc.wat compiles");
+    let path = std::env::temp_dir().join(format!("weft-grpc-{}.wasm", std::process::id()));
+    std::fs::write(&path, wasm).expect("write grpc.wasm");
+    let template = bootstrap(&path, CONFIGURED).replace("connect_timeout: 1s", "connect_timeout: 1s\n    http2_protocol_options: {}");
+    let requests = vec![
+        Request::get("/").header("x-grpc-msg", "hello"),
+        Request::get("/").header("x-grpc-msg", "fail:7:not for you"),
+        Request::get("/").header("x-grpc-msg", "http:503"),
+        Request::get("/"),
+    ];
+    let outcomes = assert_same_on_both(&template, &[&up], &requests).await;
+    // What reached the app after the call, and what the gRPC service saw.
+    let app: Vec<&str> = outcomes.iter().map(|o| o.upstream.iter().find(|(_, d)| d.starts_with("GET /")).map_or("", |(_, d)| d.as_str())).collect();
+    assert!(app[0].contains("x-grpc-reply: hello\n"), "{}", app[0]);
+    assert!(app[1].contains("x-grpc-code: H\n") && app[1].contains("x-grpc-message: not for you{via_upstream}\n"), "status 7: {}", app[1]);
+    assert!(app[2].contains("x-grpc-code: O\n"), "HTTP 503 is UNAVAILABLE (14): {}", app[2]);
+    assert!(!app[3].contains("x-grpc"), "no call: {}", app[3]);
+    let call = &outcomes[0].upstream.iter().find(|(_, d)| d.starts_with("POST")).expect("the gRPC call").1;
+    assert!(call.starts_with("POST /weft.Echo/Say\n:authority: up\n") && call.contains("te: trailers") && call.ends_with("\0\0\0\0\u{5}hello"), "{call:?}");
+}

@@ -355,13 +355,22 @@ fn shadow(mirror: &Mirror, req: &RequestHeader, body: &Bytes, timeout: Option<Du
     });
 }
 
-/// A request the proxy makes itself (a plugin's HTTP callout): one
+/// What a request the proxy made itself came back with.
+#[derive(Debug)]
+pub struct Called {
+    pub resp: ResponseHeader,
+    pub body: Bytes,
+    /// An HTTP/2 upstream's trailers.
+    pub trailers: Option<http::HeaderMap>,
+    /// Answered by the router itself (no host, overflow, reset, timeout):
+    /// `resp` and `body` are what Envoy's router would have replied.
+    pub local: bool,
+}
+
+/// A request the proxy makes itself (a plugin's HTTP or gRPC callout): one
 /// attempt through the cluster, the whole response read, bounded by
-/// `timeout` (none when zero).
-pub async fn call(cluster: &Cluster, mut req: RequestHeader, body: Bytes, timeout: Duration) -> Result<(ResponseHeader, Bytes), String> {
-    if !body.is_empty() {
-        let _ = req.insert_header(header::CONTENT_LENGTH, body.len().to_string());
-    }
+/// `timeout` (none when zero). The caller frames the body.
+pub async fn call(cluster: &Cluster, mut req: RequestHeader, body: Bytes, timeout: Duration) -> Result<Called, String> {
     // Envoy's async client marks its requests internal.
     let _ = req.insert_header("x-envoy-internal", HeaderValue::from_static("true"));
     if !timeout.is_zero() {
@@ -374,19 +383,20 @@ pub async fn call(cluster: &Cluster, mut req: RequestHeader, body: Bytes, timeou
             Outcome::Response(mut x) => {
                 cluster.stats.response(x.resp.status.as_u16(), start.elapsed().as_secs_f64() * 1000.0);
                 let mut body = BytesMut::new();
-                loop {
+                while !x.upstream.response_done() {
                     match x.upstream.read_response_body().await {
                         Ok(Some(chunk)) => body.extend_from_slice(&chunk),
                         Ok(None) => break,
                         Err(e) => return Err(format!("upstream reset: {e}")),
                     }
-                    if x.upstream.response_done() {
-                        break;
-                    }
                 }
+                let trailers = match &mut x.upstream {
+                    ClientSession::H2(h2) => h2.read_trailers().await.map_err(|e| format!("upstream reset: {e}"))?,
+                    _ => None,
+                };
                 let resp = *x.resp;
                 upstream::checkin(x.upstream, x.pool, x.budget).await;
-                Ok((resp, body.freeze()))
+                Ok(Called { resp, body: body.freeze(), trailers, local: false })
             }
             // What the router would have answered, as Envoy's async
             // client hands it to the caller.
@@ -409,11 +419,11 @@ pub async fn call(cluster: &Cluster, mut req: RequestHeader, body: Bytes, timeou
     }
 }
 
-fn synthesized((status, body): (u16, &'static str)) -> Result<(ResponseHeader, Bytes), String> {
+fn synthesized((status, body): (u16, &'static str)) -> Result<Called, String> {
     let mut resp = ResponseHeader::build(status, Some(2)).map_err(|e| e.to_string())?;
     let _ = resp.insert_header(header::CONTENT_LENGTH, body.len().to_string());
     let _ = resp.insert_header(header::CONTENT_TYPE, "text/plain");
-    Ok((resp, Bytes::from_static(body.as_bytes())))
+    Ok(Called { resp, body: Bytes::from_static(body.as_bytes()), trailers: None, local: true })
 }
 
 /// A retry's wait: fully jittered exponential back-off, as Envoy computes it.

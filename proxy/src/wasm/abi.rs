@@ -12,6 +12,7 @@ pub enum Status {
     InvalidMemoryAccess = 6,
     Empty = 7,
     CasMismatch = 8,
+    ParseFailure = 4,
     InternalFailure = 10,
     Unimplemented = 12,
 }
@@ -48,6 +49,7 @@ pub enum BufferType {
     RequestBody,
     ResponseBody,
     CallResponseBody,
+    GrpcReceiveBuffer,
     VmConfiguration,
     PluginConfiguration,
 }
@@ -57,8 +59,9 @@ impl BufferType {
         Some(match v {
             0 => BufferType::RequestBody,
             1 => BufferType::ResponseBody,
-            // 2, 3: TCP stream data; 5: gRPC messages; 8: foreign call data.
+            // 2, 3: TCP stream data; 8: foreign call data.
             4 => BufferType::CallResponseBody,
+            5 => BufferType::GrpcReceiveBuffer,
             6 => BufferType::VmConfiguration,
             7 => BufferType::PluginConfiguration,
             _ => return None,

@@ -35,7 +35,11 @@ pub struct Host {
     pub stream: Option<StreamData>,
     /// The response an `on_http_call_response` callback reads.
     pub call_response: Option<CallResponse>,
-    /// HTTP callouts asked for during this callback.
+    /// The message an `on_grpc_receive` callback reads.
+    pub grpc_message: Option<Bytes>,
+    /// The status `proxy_get_status` gives in `on_grpc_close`.
+    pub grpc_status: Option<(u32, Bytes)>,
+    /// HTTP and gRPC callouts asked for during this callback.
     pub calls: Vec<Callout>,
     next_token: u32,
     /// Resumes and local replies for streams other than the running one.
@@ -61,6 +65,8 @@ impl Host {
             tick: None,
             stream: None,
             call_response: None,
+            grpc_message: None,
+            grpc_status: None,
             calls: Vec::new(),
             next_token: 1,
             signals: Vec::new(),
@@ -140,16 +146,32 @@ pub struct LocalResponse {
 pub enum Signal {
     Resume,
     LocalReply(LocalResponse),
-    CallDone(u32, Result<CallResponse, ()>),
+    CallDone(u32, Answer),
+}
+
+/// How a callout ended.
+#[derive(Debug)]
+pub enum Answer {
+    /// `Err`: no response at all (the plugin sees an empty one).
+    Http(Result<CallResponse, ()>),
+    Grpc(GrpcAnswer),
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct CallResponse {
     pub headers: Vec<(String, Bytes)>,
     pub body: Bytes,
+    pub trailers: Vec<(String, Bytes)>,
 }
 
-/// An HTTP callout a plugin asked for (`proxy_http_call`).
+/// A unary gRPC call's end: its one message, or a status that is not OK.
+#[derive(Debug, Clone)]
+pub enum GrpcAnswer {
+    Message(Bytes),
+    Closed { code: u32, message: Bytes },
+}
+
+/// A callout a plugin asked for (`proxy_http_call`, `proxy_grpc_call`).
 #[derive(Debug)]
 pub struct Callout {
     pub token: u32,
@@ -158,10 +180,29 @@ pub struct Callout {
     pub headers: Vec<(String, Bytes)>,
     pub body: Bytes,
     pub timeout: Duration,
+    /// A gRPC call: its answer is a message or a status.
+    pub grpc: bool,
 }
 
 type C<'a> = Caller<'a, Host>;
 type R = wasmtime::Result<i32>;
+
+/// Where a gRPC call goes: a serialized `GrpcService` naming an Envoy gRPC
+/// cluster (and maybe an authority), else the bytes are the cluster's
+/// name. The authority defaults to the cluster name, as Envoy's.
+fn grpc_target(service: &[u8]) -> (String, String) {
+    use weft_envoy_api::pb::envoy::config::core::v3::grpc_service::TargetSpecifier;
+    use weft_envoy_api::pb::envoy::config::core::v3::GrpcService;
+    use weft_envoy_api::prost::Message;
+    if let Ok(GrpcService { target_specifier: Some(TargetSpecifier::EnvoyGrpc(g)), .. }) = GrpcService::decode(service) {
+        if !g.cluster_name.is_empty() {
+            let authority = if g.authority.is_empty() { g.cluster_name.clone() } else { g.authority };
+            return (g.cluster_name, authority);
+        }
+    }
+    let name = String::from_utf8_lossy(service).into_owned();
+    (name.clone(), name)
+}
 
 /// A serialized header map as owned pairs, names lower-cased as Envoy
 /// keeps them.
@@ -279,6 +320,7 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
                     BufferType::PluginConfiguration => plugin.map(|p| p.configuration.clone()),
                     BufferType::VmConfiguration => plugin.map(|p| p.vm_configuration.clone()),
                     BufferType::CallResponseBody => host.call_response.as_ref().map(|c| c.body.clone()),
+                    BufferType::GrpcReceiveBuffer => host.grpc_message.clone(),
                     BufferType::RequestBody => host.stream().and_then(|s| s.request_body.as_ref()).map(|b| Bytes::copy_from_slice(b)),
                     BufferType::ResponseBody => host.stream().and_then(|s| s.response_body.as_ref()).map(|b| Bytes::copy_from_slice(b)),
                 }
@@ -295,6 +337,7 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             Some(BufferType::PluginConfiguration) => host.plugin.upgrade().map(|p| p.configuration.len()),
             Some(BufferType::VmConfiguration) => host.plugin.upgrade().map(|p| p.vm_configuration.len()),
             Some(BufferType::CallResponseBody) => host.call_response.as_ref().map(|c| c.body.len()),
+            Some(BufferType::GrpcReceiveBuffer) => host.grpc_message.as_ref().map(Bytes::len),
             Some(BufferType::RequestBody) => host.stream().and_then(|s| s.request_body.as_ref()).map(|b| b.len()),
             Some(BufferType::ResponseBody) => host.stream().and_then(|s| s.response_body.as_ref()).map(|b| b.len()),
             None => return Ok(Status::BadArgument as i32),
@@ -522,16 +565,60 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
                 headers,
                 body,
                 timeout: Duration::from_millis(timeout_ms as u32 as u64),
+                grpc: false,
             });
             Ok(if put_u32(&mut caller, token_out, token) { Status::Ok } else { Status::InvalidMemoryAccess } as i32)
         },
     )?;
-    // gRPC callouts are not implemented yet: the plugin is told so.
+    // Unary gRPC callouts; streams are not supported yet (Unimplemented).
     linker.func_wrap(
         "env",
         "proxy_grpc_call",
-        |_c: C<'_>, _a: i32, _b: i32, _c2: i32, _d: i32, _e: i32, _f: i32, _g: i32, _h: i32, _i: i32, _j: i32, _k: i32, _l: i32| -> R {
-            Ok(Status::Unimplemented as i32)
+        |mut caller: C<'_>,
+         sptr: i32,
+         slen: i32,
+         nptr: i32,
+         nlen: i32,
+         mptr: i32,
+         mlen: i32,
+         hptr: i32,
+         hlen: i32,
+         bptr: i32,
+         blen: i32,
+         timeout_ms: i32,
+         token_out: i32|
+         -> R {
+            let service = status!(read(&caller, sptr, slen));
+            let service_name = status!(text(&caller, nptr, nlen));
+            let method = status!(text(&caller, mptr, mlen));
+            let raw = status!(read(&caller, hptr, hlen));
+            let message = status!(read(&caller, bptr, blen));
+            let Some(metadata) = owned_pairs(&raw) else { return Ok(Status::BadArgument as i32) };
+            let (cluster_name, authority) = grpc_target(&service);
+            let Some(plugin) = caller.data().plugin.upgrade() else { return Ok(Status::InternalFailure as i32) };
+            // Envoy: a service that is neither a GrpcService nor a known
+            // cluster's name does not parse.
+            let Some(cluster) = plugin.clusters.load().get(&cluster_name).cloned() else {
+                return Ok(Status::ParseFailure as i32);
+            };
+            let timeout = Duration::from_millis(timeout_ms as u32 as u64);
+            let mut headers = vec![
+                (":method".to_string(), Bytes::from_static(b"POST")),
+                (":path".to_string(), Bytes::from(format!("/{service_name}/{method}"))),
+                (":authority".to_string(), Bytes::from(authority)),
+                ("content-type".to_string(), Bytes::from_static(b"application/grpc")),
+                ("te".to_string(), Bytes::from_static(b"trailers")),
+            ];
+            if !timeout.is_zero() {
+                headers.push(("grpc-timeout".to_string(), Bytes::from(format!("{}m", timeout.as_millis()))));
+            }
+            headers.extend(metadata);
+            let host = caller.data_mut();
+            let token = host.next_token;
+            host.next_token = host.next_token.wrapping_add(1).max(1);
+            let context = host.effective;
+            host.calls.push(Callout { token, context, cluster, headers, body: super::callout::frame(&message), timeout, grpc: true });
+            Ok(if put_u32(&mut caller, token_out, token) { Status::Ok } else { Status::InvalidMemoryAccess } as i32)
         },
     )?;
     linker.func_wrap(
@@ -542,7 +629,13 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     linker.func_wrap("env", "proxy_grpc_send", |_c: C<'_>, _t: i32, _p: i32, _l: i32, _e: i32| -> R { Ok(Status::Unimplemented as i32) })?;
     linker.func_wrap("env", "proxy_grpc_cancel", |_c: C<'_>, _t: i32| -> R { Ok(Status::Unimplemented as i32) })?;
     linker.func_wrap("env", "proxy_grpc_close", |_c: C<'_>, _t: i32| -> R { Ok(Status::Unimplemented as i32) })?;
-    linker.func_wrap("env", "proxy_get_status", |_c: C<'_>, _code: i32, _p: i32, _s: i32| -> R { Ok(Status::NotFound as i32) })?;
+    linker.func_wrap("env", "proxy_get_status", |mut caller: C<'_>, code_out: i32, ptr_out: i32, size_out: i32| -> R {
+        let Some((code, message)) = caller.data().grpc_status.clone() else { return Ok(Status::NotFound as i32) };
+        if !put_u32(&mut caller, code_out, code) {
+            return Ok(Status::InvalidMemoryAccess as i32);
+        }
+        Ok(give(&mut caller, &message, ptr_out, size_out)? as i32)
+    })?;
     linker.func_wrap(
         "env",
         "proxy_call_foreign_function",
@@ -623,9 +716,10 @@ fn headers_of(host: &mut Host, map: MapType) -> Option<Vec<(String, Bytes)>> {
             Some(trailers.iter().map(|(k, v)| (k.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes()))).collect())
         }
         MapType::CallResponseHeaders => host.call_response.as_ref().map(|c| c.headers.clone()),
+        MapType::CallResponseTrailers => host.call_response.as_ref().map(|c| c.trailers.clone()),
         // Request trailers never reach the proxy (Pingora does not read
-        // them) and callouts keep none: empty maps.
-        MapType::RequestTrailers | MapType::CallResponseTrailers => Some(Vec::new()),
+        // them): an empty map.
+        MapType::RequestTrailers => Some(Vec::new()),
     }
 }
 

@@ -164,8 +164,7 @@ impl Stream {
                 Signal::Resume => return Ok(Outcome::Continue),
                 Signal::LocalReply(reply) => return Ok(Outcome::Reply(local_reply(reply))),
                 Signal::CallDone(token, result) => {
-                    let context = self.context;
-                    with_existing(&Arc::downgrade(&self.plugin), self.generation, |vm| vm.call_response(data, context, token, result))
+                    with_existing(&Arc::downgrade(&self.plugin), self.generation, |vm| vm.call_response(data, token, result))
                         .ok_or(())?
                         .map_err(drop)?;
                 }

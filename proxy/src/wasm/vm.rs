@@ -22,7 +22,7 @@ use wasmtime::{Store, StoreLimitsBuilder, TypedFunc, WasmParams, WasmResults};
 
 use super::abi::Action;
 use super::engine::{lock, EPOCH_TICK};
-use super::host::{CallResponse, Host, Signal, StreamData};
+use super::host::{Answer, GrpcAnswer, Host, Signal, StreamData};
 use super::plugin::Plugin;
 
 /// Bounds on what one VM may take.
@@ -79,6 +79,10 @@ struct Exports {
     /// (context, number of trailers) → action.
     response_trailers: F<(i32, i32), i32>,
     http_call_response: F<(i32, i32, i32, i32, i32), ()>,
+    /// (context, token, message size)
+    grpc_receive: F<(i32, i32, i32), ()>,
+    /// (context, token, status code)
+    grpc_close: F<(i32, i32, i32), ()>,
     done: F<i32, i32>,
     log: F<i32, ()>,
     delete: F<i32, ()>,
@@ -180,6 +184,8 @@ impl Vm {
             response_body: export!("proxy_on_response_body"),
             response_trailers: export!("proxy_on_response_trailers"),
             http_call_response: export!("proxy_on_http_call_response"),
+            grpc_receive: export!("proxy_on_grpc_receive"),
+            grpc_close: export!("proxy_on_grpc_close"),
             done: export!("proxy_on_done"),
             log: export!("proxy_on_log"),
             delete: export!("proxy_on_delete"),
@@ -273,14 +279,37 @@ impl Vm {
         Ok(r?.map(Action::from_i32).unwrap_or(Action::Continue))
     }
 
-    /// Delivers a callout's answer to the context that asked.
-    pub fn call_response(&mut self, data: &mut Option<StreamData>, context: u32, token: u32, response: Result<CallResponse, ()>) -> Result<(), Failed> {
-        // A failed callout is an answer with no headers and no body.
-        let response = response.unwrap_or_default();
-        let (headers, body) = (response.headers.len() as i32, response.body.len() as i32);
-        self.store.data_mut().call_response = Some(response);
-        let r = self.with_stream(data, context, |vm| vm.call(|f| &f.http_call_response, (context as i32, token as i32, headers, body, 0)));
-        self.store.data_mut().call_response = None;
+    /// Delivers a callout's answer. As in Envoy, callouts belong to the
+    /// root context: the callback gets the root's id and runs with the
+    /// root effective; the stream that asked (`data`) is within reach
+    /// once the plugin makes it effective (`proxy_set_effective_context`,
+    /// as SDKs do from the token).
+    pub fn call_response(&mut self, data: &mut Option<StreamData>, token: u32, answer: Answer) -> Result<(), Failed> {
+        let context = self.store.data().root_context;
+        let (c, t) = (context as i32, token as i32);
+        let r = match answer {
+            Answer::Http(response) => {
+                // A failed callout is an answer with no headers and no body.
+                let response = response.unwrap_or_default();
+                let sizes = (response.headers.len() as i32, response.body.len() as i32, response.trailers.len() as i32);
+                self.store.data_mut().call_response = Some(response);
+                let r = self.with_stream(data, context, |vm| vm.call(|f| &f.http_call_response, (c, t, sizes.0, sizes.1, sizes.2)));
+                self.store.data_mut().call_response = None;
+                r
+            }
+            Answer::Grpc(GrpcAnswer::Message(message)) => {
+                let size = message.len() as i32;
+                self.store.data_mut().grpc_message = Some(message);
+                let r = self.with_stream(data, context, |vm| vm.call(|f| &f.grpc_receive, (c, t, size)));
+                self.store.data_mut().grpc_message = None;
+                r
+            }
+            Answer::Grpc(GrpcAnswer::Closed { code, message }) => {
+                // Kept for proxy_get_status until the next close, as Envoy.
+                self.store.data_mut().grpc_status = Some((code, message));
+                self.with_stream(data, context, |vm| vm.call(|f| &f.grpc_close, (c, t, code as i32)))
+            }
+        };
         r.map(drop)
     }
 
@@ -344,13 +373,13 @@ impl Vm {
             let waiter = self.waiting.get(&call.context).cloned();
             let plugin = plugin.clone();
             tokio::spawn(async move {
-                let (context, token) = (call.context, call.token);
+                let token = call.token;
                 let result = super::callout::send(call).await;
                 match waiter {
                     Some(w) => w.push(Signal::CallDone(token, result)),
                     None => {
                         with_existing(&plugin, generation, |vm| {
-                            let _ = vm.call_response(&mut None, context, token, result);
+                            let _ = vm.call_response(&mut None, token, result);
                         });
                     }
                 }
