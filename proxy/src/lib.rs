@@ -7,7 +7,9 @@
 //! Started like Envoy: `weft-proxy -c bootstrap.yaml [--concurrency N]
 //! [--log-level info] [--mode validate]`.
 
-#![forbid(unsafe_code)]
+// Denied, not forbidden: loading compiled wasm code from the disk cache
+// (wasm::code_cache) is the one unsafe operation, allowed there alone.
+#![deny(unsafe_code)]
 
 pub mod access_log;
 pub mod admin;

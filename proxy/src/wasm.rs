@@ -20,6 +20,8 @@
 
 pub mod abi;
 mod callout;
+#[allow(unsafe_code)]
+mod code_cache;
 pub mod engine;
 pub mod host;
 pub mod metrics;

@@ -90,6 +90,11 @@ async fn header_edits_and_local_replies_match_envoy() {
     assert_eq!(outcomes[1].response.header("x-wasm"), Some("tagged"), "direct responses pass the encoder too");
     // proxy_set_property in the request phase, read back in the response's.
     assert_eq!(outcomes[0].response.header("x-wasm-property"), Some("tagged"));
+    // weft-proxy kept the compiled code on disk for the next start.
+    let sha = weft_proxy::wasm::engine::sha256_hex(&std::fs::read(probe()).expect("probe"));
+    let cache = std::env::temp_dir().join("weft-wasm-cache");
+    let kept = std::fs::read_dir(&cache).expect("the cache directory").flatten().any(|e| e.file_name().to_string_lossy().starts_with(&format!("{sha}-")));
+    assert!(kept, "no compiled code for {sha} in {}", cache.display());
     assert_eq!(outcomes[2].response.status, 403);
     assert_eq!(outcomes[2].response.body_str(), "denied by probe");
     assert!(outcomes[2].upstream.is_empty());

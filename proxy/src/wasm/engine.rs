@@ -3,7 +3,7 @@
 //! and config updates use it).
 //!
 //! ```text
-//!  bytes ─sha256─► cache ─miss─► Module::new (Cranelift) ─► Linker (host ABI) ─► InstancePre
+//!  bytes ─sha256─► cache ─miss─► code_cache (disk, else Cranelift) ─► Linker (host ABI) ─► InstancePre
 //!                    └─hit──────────────────────────────────────────────────────┘
 //!  epoch thread: engine.increment_epoch() every EPOCH_TICK — the clock the
 //!  per-callback CPU bound is counted in.
@@ -60,7 +60,8 @@ pub fn compile(bytes: &[u8]) -> Result<Arc<Compiled>, String> {
         return Ok(hit);
     }
     // Compiled outside the lock: another config may compile meanwhile.
-    let module = Module::new(engine(), bytes).map_err(|e| format!("invalid wasm module: {e:#}"))?;
+    let hex: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
+    let (module, _) = super::code_cache::load_or_compile(engine(), super::code_cache::dir().as_deref(), &hex, bytes).map_err(|e| format!("invalid wasm module: {e:#}"))?;
     check_exports(&module)?;
     let mut linker = Linker::new(engine());
     super::host::define(&mut linker).map_err(|e| format!("internal: host ABI: {e:#}"))?;

@@ -7,7 +7,6 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +15,7 @@ use weft_envoy_api::pb::envoy::config::core::v3 as xds_core;
 
 use crate::model::{Cluster, ConfigError, Result};
 
-/// Where fetched modules are kept: `$WEFT_WASM_CACHE`, else the system's
-/// temporary directory.
-fn cache_dir() -> PathBuf {
-    std::env::var_os("WEFT_WASM_CACHE").map(PathBuf::from).unwrap_or_else(|| std::env::temp_dir().join("weft-wasm-cache"))
-}
+use super::code_cache::cache_dir;
 
 pub fn fetch(remote: &xds_core::RemoteDataSource, path: &str, clusters: &HashMap<String, Arc<Cluster>>) -> Result<Bytes> {
     let sha = remote.sha256.to_ascii_lowercase();
