@@ -276,3 +276,25 @@ async fn grpc_callouts_match_envoy() {
     let call = &outcomes[0].upstream.iter().find(|(_, d)| d.starts_with("POST")).expect("the gRPC call").1;
     assert!(call.starts_with("POST /weft.Echo/Say\n:authority: up\n") && call.contains("te: trailers") && call.ends_with("\0\0\0\0\u{5}hello"), "{call:?}");
 }
+
+/// A cancelled gRPC call gets no callback; cancelling an unknown token is
+/// BadArgument (2). Whether the call left before it was cancelled is a race in
+/// Envoy (it may reach the service and be reset), so only what the app
+/// and the client see is compared.
+#[tokio::test]
+async fn cancelled_grpc_calls_answer_nothing_like_envoy() {
+    let up = Upstream::start("up").await;
+    let wasm = wat::parse_file(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/all/wasm/grpc.wat")).expect("grpc.wat compiles");
+    let path = std::env::temp_dir().join(format!("weft-grpc-cancel-{}.wasm", std::process::id()));
+    std::fs::write(&path, wasm).expect("write grpc.wasm");
+    let template = bootstrap(&path, CONFIGURED).replace("connect_timeout: 1s", "connect_timeout: 1s\n    http2_protocol_options: {}");
+    let req = Request::get("/cancel").header("x-grpc-msg", "hello").header("x-grpc-cancel", "1");
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let outcome = crate::run(kind, &template, &[&up], std::slice::from_ref(&req)).await.remove(0);
+        let app = outcome.upstream.iter().find(|(_, d)| d.starts_with("GET /cancel")).map(|(_, d)| d.clone()).unwrap_or_default();
+        seen.push((outcome.response, app));
+    }
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    assert!(seen[1].1.contains("x-grpc-cancel: 02\n") && !seen[1].1.contains("x-grpc-reply"), "{}", seen[1].1);
+}

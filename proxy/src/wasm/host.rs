@@ -41,6 +41,9 @@ pub struct Host {
     pub grpc_status: Option<(u32, Bytes)>,
     /// HTTP and gRPC callouts asked for during this callback.
     pub calls: Vec<Callout>,
+    /// Unary gRPC calls sent and not answered yet, and whether the plugin
+    /// cancelled them (their answer is then dropped).
+    pub grpc_pending: std::collections::HashMap<u32, bool>,
     next_token: u32,
     /// Resumes and local replies for streams other than the running one.
     pub signals: Vec<(u32, Signal)>,
@@ -68,6 +71,7 @@ impl Host {
             grpc_message: None,
             grpc_status: None,
             calls: Vec::new(),
+            grpc_pending: std::collections::HashMap::new(),
             next_token: 1,
             signals: Vec::new(),
             metrics: Vec::new(),
@@ -618,6 +622,7 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             host.next_token = host.next_token.wrapping_add(1).max(1);
             let context = host.effective;
             host.calls.push(Callout { token, context, cluster, headers, body: super::callout::frame(&message), timeout, grpc: true });
+            host.grpc_pending.insert(token, false);
             Ok(if put_u32(&mut caller, token_out, token) { Status::Ok } else { Status::InvalidMemoryAccess } as i32)
         },
     )?;
@@ -627,8 +632,19 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         |_c: C<'_>, _a: i32, _b: i32, _c2: i32, _d: i32, _e: i32, _f: i32, _g: i32, _h: i32, _i: i32| -> R { Ok(Status::Unimplemented as i32) },
     )?;
     linker.func_wrap("env", "proxy_grpc_send", |_c: C<'_>, _t: i32, _p: i32, _l: i32, _e: i32| -> R { Ok(Status::Unimplemented as i32) })?;
-    linker.func_wrap("env", "proxy_grpc_cancel", |_c: C<'_>, _t: i32| -> R { Ok(Status::Unimplemented as i32) })?;
-    linker.func_wrap("env", "proxy_grpc_close", |_c: C<'_>, _t: i32| -> R { Ok(Status::Unimplemented as i32) })?;
+    // Cancelling or closing a unary call drops its answer: no callback.
+    // An unknown token is a bad argument, as in Envoy.
+    for name in ["proxy_grpc_cancel", "proxy_grpc_close"] {
+        linker.func_wrap("env", name, |mut caller: C<'_>, token: i32| -> R {
+            match caller.data_mut().grpc_pending.get_mut(&(token as u32)) {
+                Some(cancelled) => {
+                    *cancelled = true;
+                    Ok(Status::Ok as i32)
+                }
+                None => Ok(Status::BadArgument as i32),
+            }
+        })?;
+    }
     linker.func_wrap("env", "proxy_get_status", |mut caller: C<'_>, code_out: i32, ptr_out: i32, size_out: i32| -> R {
         let Some((code, message)) = caller.data().grpc_status.clone() else { return Ok(Status::NotFound as i32) };
         if !put_u32(&mut caller, code_out, code) {

@@ -287,6 +287,11 @@ impl Vm {
     pub fn call_response(&mut self, data: &mut Option<StreamData>, token: u32, answer: Answer) -> Result<(), Failed> {
         let context = self.store.data().root_context;
         let (c, t) = (context as i32, token as i32);
+        if let Answer::Grpc(_) = answer {
+            if self.store.data_mut().grpc_pending.remove(&token) != Some(false) {
+                return Ok(()); // cancelled
+            }
+        }
         let r = match answer {
             Answer::Http(response) => {
                 // A failed callout is an answer with no headers and no body.

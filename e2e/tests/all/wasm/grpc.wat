@@ -4,6 +4,9 @@
 ;; `x-grpc-reply: <message>`, or `x-grpc-code: <'A' + status code>` and
 ;; `x-grpc-message: <status message>` (proxy_get_status). (Envoy 1.40
 ;; does not send a local reply asked for in proxy_on_grpc_close.)
+;; With `x-grpc-cancel` it cancels the call at once and goes on, telling
+;; the app what proxy_grpc_cancel returned for the call and for an unknown
+;; token: `x-grpc-cancel: <'0' + status><'0' + status>`.
 (module
   (import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_buffer_bytes" (func $buffer (param i32 i32 i32 i32 i32) (result i32)))
@@ -13,6 +16,7 @@
   (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_continue_stream" (func $continue (param i32) (result i32)))
   (import "env" "proxy_set_effective_context" (func $effective (param i32) (result i32)))
+  (import "env" "proxy_grpc_cancel" (func $cancel (param i32) (result i32)))
   (memory (export "memory") 2)
   (data (i32.const 16) "x-grpc-msg")
   (data (i32.const 32) "up")
@@ -24,7 +28,8 @@
   (data (i32.const 112) "x-grpc-reply")
   (data (i32.const 128) "x-grpc-code")
   (data (i32.const 144) "x-grpc-message")
-  ;; 160: the code's letter.
+  ;; 160: the code's letter; 164: the cancel statuses.
+  (data (i32.const 176) "x-grpc-cancel")
   ;; 200..220, 300: out-pointers; heap from 4096.
   (global $heap (mut i32) (i32.const 4096))
   ;; The stream waiting for the call: its answer comes to the root context
@@ -44,6 +49,12 @@
     (if (call $grpc_call (i32.const 32) (i32.const 2) (i32.const 48) (i32.const 9) (i32.const 64) (i32.const 3)
           (i32.const 80) (i32.const 4) (i32.load (i32.const 200)) (i32.load (i32.const 204)) (i32.const 5000) (i32.const 300))
       (then (drop (call $reply (i32.const 500) (i32.const 0) (i32.const 0) (i32.const 96) (i32.const 11) (i32.const 0) (i32.const 0) (i32.const -1)))))
+    (if (i32.eqz (call $get (i32.const 0) (i32.const 176) (i32.const 13) (i32.const 200) (i32.const 204)))
+      (then
+        (i32.store8 (i32.const 164) (i32.add (i32.const 48) (call $cancel (i32.load (i32.const 300)))))
+        (i32.store8 (i32.const 165) (i32.add (i32.const 48) (call $cancel (i32.const 9999))))
+        (drop (call $add (i32.const 0) (i32.const 176) (i32.const 13) (i32.const 164) (i32.const 2)))
+        (return (i32.const 0))))
     (i32.const 1))
   (func (export "proxy_on_grpc_receive") (param i32 i32) (param $size i32)
     (drop (call $effective (global.get $waiting)))
