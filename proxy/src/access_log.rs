@@ -1,5 +1,6 @@
 //! Access logs (`http_connection_manager.access_log`): stdout, stderr or
-//! a file, in Envoy's default format:
+//! a file, in a `log_format` of its own (text or JSON, see [`format`]) or
+//! Envoy's default format:
 //!
 //! ```text
 //! [%START_TIME%] "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL%" %RESPONSE_CODE%
@@ -18,10 +19,14 @@ use std::time::SystemTime;
 
 use weft_envoy_api::pb::envoy::config::accesslog::v3 as xds_accesslog;
 use weft_envoy_api::pb::envoy::extensions::access_loggers::file::v3 as xds_file;
+use weft_envoy_api::pb::envoy::config::core::v3 as xds_core;
 use weft_envoy_api::pb::envoy::extensions::access_loggers::stream::v3 as xds_stream;
 
 use crate::model::listener::unpack;
 use crate::model::{ConfigError, Result};
+
+pub mod format;
+use format::Format;
 
 const FILE: &str = "envoy.extensions.access_loggers.file.v3.FileAccessLog";
 const STDOUT: &str = "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog";
@@ -29,10 +34,27 @@ const STDERR: &str = "envoy.extensions.access_loggers.stream.v3.StderrAccessLog"
 /// Lines buffered per destination before new ones are dropped.
 const QUEUE: usize = 16 * 1024;
 
-/// Where one access log writes.
+/// Where one access log writes, and how its lines look.
 #[derive(Debug, Clone)]
 pub struct AccessLog {
     sender: SyncSender<String>,
+    format: LineFormat,
+}
+
+#[derive(Debug, Clone)]
+enum LineFormat {
+    /// Envoy's default format (kept apart: the common case, formatted once
+    /// for every log that uses it).
+    Default,
+    Text(Format),
+    /// Keys sorted; nested objects as configured.
+    Json(Json),
+}
+
+#[derive(Debug, Clone)]
+enum Json {
+    Value(Format),
+    Object(Vec<(String, Json)>),
 }
 
 impl AccessLog {
@@ -42,26 +64,67 @@ impl AccessLog {
             return Err(ConfigError::new(format!("{path}.typed_config"), "typed_config is required"));
         };
         let tpath = format!("{path}.typed_config");
-        let destination = match weft_envoy_api::type_name(&any.type_url) {
-            // access_log_format is refused by the support table.
+        // Other formats than log_format are refused by the support table.
+        let (destination, log_format) = match weft_envoy_api::type_name(&any.type_url) {
             FILE => {
                 let f: xds_file::FileAccessLog = unpack(any, FILE, &tpath)?;
                 if f.path.is_empty() {
                     return Err(ConfigError::new(format!("{tpath}.path"), "path is required"));
                 }
-                f.path
+                let format = match f.access_log_format {
+                    Some(xds_file::file_access_log::AccessLogFormat::LogFormat(s)) => Some(s),
+                    _ => None,
+                };
+                (f.path, format)
             }
             STDOUT => {
-                let _: xds_stream::StdoutAccessLog = unpack(any, STDOUT, &tpath)?;
-                "/dev/stdout".to_string()
+                let s: xds_stream::StdoutAccessLog = unpack(any, STDOUT, &tpath)?;
+                let format = s.access_log_format.map(|xds_stream::stdout_access_log::AccessLogFormat::LogFormat(f)| f);
+                ("/dev/stdout".to_string(), format)
             }
             STDERR => {
-                let _: xds_stream::StderrAccessLog = unpack(any, STDERR, &tpath)?;
-                "/dev/stderr".to_string()
+                let s: xds_stream::StderrAccessLog = unpack(any, STDERR, &tpath)?;
+                let format = s.access_log_format.map(|xds_stream::stderr_access_log::AccessLogFormat::LogFormat(f)| f);
+                ("/dev/stderr".to_string(), format)
             }
             other => return Err(ConfigError::new(tpath, format!("access logger {other} is not supported by weft-proxy"))),
         };
-        Ok(AccessLog { sender: writer(&destination, path)? })
+        let format = match log_format {
+            Some(f) => line_format(&f, &format!("{tpath}.log_format"))?,
+            None => LineFormat::Default,
+        };
+        Ok(AccessLog { sender: writer(&destination, path)?, format })
+    }
+
+    /// Whether lines need request headers the default format does not keep.
+    pub fn reads_request_headers(&self) -> bool {
+        fn json(j: &Json) -> bool {
+            match j {
+                Json::Value(f) => f.reads_request_headers(),
+                Json::Object(entries) => entries.iter().any(|(_, j)| json(j)),
+            }
+        }
+        match &self.format {
+            LineFormat::Default => false,
+            LineFormat::Text(f) => f.reads_request_headers(),
+            LineFormat::Json(j) => json(j),
+        }
+    }
+
+    /// The line for a request; `default` is Envoy's default line, made
+    /// once for all the logs that use it.
+    pub fn line(&self, entry: &Entry, response: format::Response<'_>, default: &mut Option<String>) -> String {
+        fn json(j: &Json, entry: &Entry, response: format::Response<'_>) -> serde_json::Value {
+            match j {
+                Json::Value(f) => f.json(entry, response),
+                Json::Object(entries) => serde_json::Value::Object(entries.iter().map(|(k, j)| (k.clone(), json(j, entry, response))).collect()),
+            }
+        }
+        match &self.format {
+            LineFormat::Default => default.get_or_insert_with(|| entry.format()).clone(),
+            LineFormat::Text(f) => f.text(entry, response),
+            LineFormat::Json(j) => format!("{}\n", json(j, entry, response)),
+        }
     }
 
     /// Queues a line; never blocks.
@@ -70,6 +133,39 @@ impl AccessLog {
             dropped().fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         }
     }
+}
+
+/// `log_format`: a text format (inline, or the deprecated `text_format`)
+/// or a JSON object of formats.
+fn line_format(f: &xds_core::SubstitutionFormatString, path: &str) -> Result<LineFormat> {
+    use xds_core::substitution_format_string::Format as F;
+    let text = |t: &str, field: &str| Format::parse(t).map(LineFormat::Text).map_err(|e| ConfigError::new(format!("{path}.{field}"), e));
+    match &f.format {
+        #[allow(deprecated)]
+        Some(F::TextFormat(t)) => text(t, "text_format"),
+        Some(F::TextFormatSource(source)) => match &source.specifier {
+            Some(xds_core::data_source::Specifier::InlineString(t)) => text(t, "text_format_source.inline_string"),
+            _ => Err(ConfigError::new(format!("{path}.text_format_source"), "only inline_string is supported by weft-proxy")),
+        },
+        Some(F::JsonFormat(s)) => json_object(s, &format!("{path}.json_format")).map(LineFormat::Json),
+        None => Err(ConfigError::new(path, "a format (text_format_source or json_format) is required")),
+    }
+}
+
+fn json_object(s: &weft_envoy_api::pb::google::protobuf::Struct, path: &str) -> Result<Json> {
+    use weft_envoy_api::pb::google::protobuf::value::Kind;
+    let mut entries = Vec::new();
+    for (key, value) in &s.fields {
+        let at = format!("{path}.{key}");
+        let entry = match &value.kind {
+            Some(Kind::StringValue(t)) => Json::Value(Format::parse(t).map_err(|e| ConfigError::new(&at, e))?),
+            Some(Kind::StructValue(inner)) => json_object(inner, &at)?,
+            _ => return Err(ConfigError::new(at, "only strings and nested objects are supported by weft-proxy")),
+        };
+        entries.push((key.clone(), entry));
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Json::Object(entries))
 }
 
 /// Lines dropped because a writer fell behind.
@@ -129,6 +225,15 @@ pub struct Entry {
     pub request_id: Option<String>,
     pub authority: Option<String>,
     pub upstream_host: Option<std::net::SocketAddr>,
+    /// Shared, not copied: set on every routed request.
+    pub upstream_cluster: Option<std::sync::Arc<crate::model::Cluster>>,
+    pub downstream_remote: Option<std::net::SocketAddr>,
+    pub downstream_local: Option<std::net::SocketAddr>,
+    /// The path after a route rewrote it (`%REQ(:PATH)%`; the original
+    /// is then `%REQ(X-ENVOY-ORIGINAL-PATH)%`, as in Envoy).
+    pub routed_path: Option<String>,
+    /// The request headers, kept when a log format reads any.
+    request: Option<http::HeaderMap>,
 }
 
 impl Entry {
@@ -142,6 +247,25 @@ impl Entry {
         self.user_agent = header("user-agent");
         self.request_id = header("x-request-id");
         self.authority = req.uri.authority().map(|a| a.to_string()).or_else(|| header("host"));
+    }
+
+    /// Like [`describe_request`](Self::describe_request), keeping all the
+    /// headers for `%REQ(...)%`.
+    pub fn keep_request(&mut self, req: &pingora_http::RequestHeader) {
+        self.describe_request(req);
+        self.request = Some(req.headers.clone());
+    }
+
+    /// A request header as `%REQ(name)%` reads it (pseudo-headers too).
+    pub fn request_header(&self, name: &str) -> Option<String> {
+        let nonempty = |s: &str| Some(s.to_string()).filter(|s| !s.is_empty());
+        match name {
+            ":method" => nonempty(&self.method),
+            ":path" => self.routed_path.clone().or_else(|| nonempty(&self.path)),
+            "x-envoy-original-path" if self.routed_path.is_some() => nonempty(&self.path),
+            ":authority" | "host" => self.authority.clone(),
+            _ => self.request.as_ref()?.get(name).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        }
     }
 
     pub fn flag(&mut self, flag: &'static str) {

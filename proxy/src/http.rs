@@ -27,7 +27,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_http::RequestHeader;
 
-use crate::access_log::Entry;
+use crate::access_log::{AccessLog, Entry};
 use crate::filter::{ConnectionState, Context, ResponseEdits, Verdict};
 use crate::model::header::HeaderMutations;
 use crate::model::listener::HttpManager;
@@ -145,9 +145,11 @@ impl HttpProxy {
             log.protocol = if session.is_http2() { "HTTP/2" } else { "HTTP/1.1" };
             log.bytes_received = session.body_bytes_read();
             log.bytes_sent = session.body_bytes_sent();
-            let line = log.format();
+            log.downstream_remote = session.client_addr().and_then(|a| a.as_inet()).copied();
+            log.downstream_local = session.server_addr().and_then(|a| a.as_inet()).copied();
+            let (response, mut default) = (session.response_written(), None);
             for access_log in &manager.access_logs {
-                access_log.write(line.clone());
+                access_log.write(access_log.line(&log, response, &mut default));
             }
         }
         let settings = pingora_core::apps::HttpPersistentSettings::for_session(&session);
@@ -175,7 +177,9 @@ impl HttpProxy {
         let ssl = session.digest().and_then(|d| d.ssl_digest.clone());
         let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         prepare_request(manager, &mut req, ssl.as_deref(), client);
-        if !manager.access_logs.is_empty() {
+        if manager.access_logs.iter().any(AccessLog::reads_request_headers) {
+            log.keep_request(&req);
+        } else if !manager.access_logs.is_empty() {
             log.describe_request(&req);
         }
         let host = authority(&req).unwrap_or_default();
@@ -208,6 +212,16 @@ impl HttpProxy {
             })
         } else {
             no_stream_info()
+        };
+        // The weighted cluster is chosen with the route, as Envoy does: the
+        // access log names it even when a filter answers first.
+        let picked = match route.map(|r| &r.action) {
+            Some(Action::Forward(fwd)) => {
+                let target = fwd.pick(rand::random::<u64>());
+                log.upstream_cluster = Some(target.cluster.clone());
+                Some(target)
+            }
+            _ => None,
         };
         for (name, filter) in &manager.filters {
             let mut cx = Context {
@@ -279,7 +293,7 @@ impl HttpProxy {
                     let rewritten = route.matcher.rewrite_prefix(&path, new);
                     forward::set_path(&mut req, &path, &rewritten);
                 }
-                let target = fwd.pick(rand::random::<u64>());
+                let target = picked.unwrap_or_else(|| fwd.pick(rand::random::<u64>()));
                 for m in [
                     &target.request_headers,
                     &route.request_headers,

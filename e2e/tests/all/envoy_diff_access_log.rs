@@ -125,3 +125,85 @@ async fn access_log_lines_match_envoy() {
     assert_eq!(lines[0].len(), lines[1].len());
     assert!(lines[1][4].contains(" 429 RL "), "a local rate limit sets RL: {}", lines[1][4]);
 }
+
+/// The same requests logged through `log_format`: a text format with
+/// Envoy's operators and a JSON one (typed values, nested objects).
+const FORMATS: &str = r#"
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: ${LOG}.text
+              log_format:
+                text_format_source:
+                  inline_string: "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% cluster=%UPSTREAM_CLUSTER% %UPSTREAM_HOST% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% ua=%REQ(USER-AGENT):4% ct=%RESP(CONTENT-TYPE)% %RESP(X-UPSTREAM?SERVER)% %REQ(:AUTHORITY)% %HOSTNAME% 100%%\n"
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: ${LOG}.json
+              log_format:
+                json_format:
+                  code: "%RESPONSE_CODE%"
+                  flags: "%RESPONSE_FLAGS%"
+                  path: "%REQ(:PATH)%"
+                  start: "%START_TIME%"
+                  duration: "%DURATION%"
+                  upstream: { cluster: "%UPSTREAM_CLUSTER%", host: "%UPSTREAM_HOST%" }
+                  ua: "ua=%REQ(USER-AGENT)%"
+                  sent: "%BYTES_SENT%"
+                  remote: "%DOWNSTREAM_REMOTE_ADDRESS%"
+"#;
+
+#[tokio::test]
+async fn log_formats_match_envoy() {
+    let up = Upstream::start("up").await;
+    let requests = [
+        Request::get("/page?x=1").header("host", "ok.test").header("user-agent", "test-agent/1.0"),
+        Request::get("/direct").header("host", "ok.test"),
+        Request::get("/").header("host", "ok.test").method("POST").body("hello"),
+        Request::get("/fault").header("host", "ok.test"),
+        Request::get("/limited").header("host", "ok.test"),
+        Request::get("/dead").header("host", "ok.test"),
+        Request::get("/nowhere").header("host", "unknown.test"),
+    ];
+    let port = regex::Regex::new(r"127\.0\.0\.1:\d+").expect("regex");
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let log = std::env::temp_dir().join(format!("weft-e2e-formats-{}-{kind:?}", std::process::id()));
+        let (text, json) = (log.with_extension("text"), log.with_extension("json"));
+        let _ = (std::fs::remove_file(&text), std::fs::remove_file(&json));
+        let template = LOGGED
+            .replace("          access_log:\n", &format!("          access_log:{FORMATS}"))
+            .replace("${LOG}", &log.display().to_string())
+            .replace("              path: ${LOG}\n", "");
+        let mut proxy = Proxy::start(kind, &template, &[&up]).await.expect("start");
+        for r in &requests {
+            proxy.send(r).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        proxy.terminate();
+        let text_lines: Vec<String> = std::fs::read_to_string(&text).unwrap_or_default().lines().map(str::to_string).collect();
+        let json_lines: Vec<serde_json::Value> = std::fs::read_to_string(&json)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| {
+                let mut v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{kind:?}: not JSON ({e}): {l}"));
+                // Volatile: when, how long, the client's port; their shape is checked.
+                assert!(v["start"].as_str().is_some_and(|s| s.ends_with('Z') && s.len() == 24), "{kind:?}: {v}");
+                assert!(v["duration"].is_u64(), "{kind:?}: {v}");
+                v["start"] = "<start>".into();
+                v["duration"] = 0.into();
+                let remote = v["remote"].as_str().unwrap_or_default().to_string();
+                v["remote"] = port.replace(&remote, "127.0.0.1:<port>").into_owned().into();
+                v
+            })
+            .collect();
+        seen.push((text_lines, json_lines));
+    }
+    assert_eq!(seen[0].0.len(), requests.len(), "Envoy logged:\n{}", seen[0].0.join("\n"));
+    for i in 0..requests.len() {
+        assert_eq!(seen[0].0.get(i), seen[1].0.get(i), "text line {i}: left Envoy, right weft-proxy");
+        assert_eq!(seen[0].1.get(i), seen[1].1.get(i), "JSON line {i}: left Envoy, right weft-proxy");
+    }
+    assert_eq!(seen[1].1[0]["code"], 200, "typed: {}", seen[1].1[0]);
+    assert!(seen[1].0[0].contains(" ua=test "), "a length limit: {}", seen[1].0[0]);
+}

@@ -107,9 +107,11 @@ const SUPPORTED: &[(&str, &[&str])] = &[
         &["subject", "uri", "dns"],
     ),
     ("envoy.config.accesslog.v3.AccessLog", &["name", "typed_config"]),
-    ("envoy.extensions.access_loggers.file.v3.FileAccessLog", &["path"]),
-    ("envoy.extensions.access_loggers.stream.v3.StdoutAccessLog", &[]),
-    ("envoy.extensions.access_loggers.stream.v3.StderrAccessLog", &[]),
+    ("envoy.extensions.access_loggers.file.v3.FileAccessLog", &["path", "log_format"]),
+    ("envoy.extensions.access_loggers.stream.v3.StdoutAccessLog", &["log_format"]),
+    ("envoy.extensions.access_loggers.stream.v3.StderrAccessLog", &["log_format"]),
+    // Operators are checked when the format is parsed (access_log/format.rs).
+    ("envoy.config.core.v3.SubstitutionFormatString", &["text_format", "text_format_source", "json_format"]),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpFilter",
         &["name", "typed_config"],

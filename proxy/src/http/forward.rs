@@ -139,6 +139,9 @@ pub async fn forward(
     }
     to_http1_upstream(&mut req);
     rewrite(&mut req, fwd);
+    if req.raw_path() != log.path.as_bytes() && !log.path.is_empty() {
+        log.routed_path = Some(String::from_utf8_lossy(req.raw_path()).into_owned());
+    }
     // Envoy's HTTP/1 codec states `content-length: 0` on an empty request
     // unless its method has no body (GET, HEAD, DELETE, TRACE): a CORS
     // preflight (OPTIONS) forwarded upstream carries it.

@@ -1,0 +1,247 @@
+//! Envoy's substitution format strings for access logs
+//! (`log_format.text_format_source` and `json_format`): literal text and
+//! `%COMMAND%` operators, parsed once when the config is compiled.
+//!
+//! ```text
+//!  "%REQ(:METHOD)% %RESPONSE_CODE% -> %UPSTREAM_HOST%\n"
+//!   └ [Op(Req), Text(" "), Op(ResponseCode), Text(" -> "), Op(UpstreamHost), Text("\n")]
+//! ```
+//! A value that is missing prints `-` in text; in JSON an entry that is one
+//! operator alone gets its type (numbers for codes, sizes and durations,
+//! `null` when missing), as Envoy's typed JSON does. An operator we do not
+//! implement is a config error naming it.
+
+use super::Entry;
+
+/// One piece of a format string.
+#[derive(Debug, Clone, PartialEq)]
+enum Part {
+    Text(String),
+    Op(Op, Option<usize>),
+}
+
+/// The operators weft-proxy implements.
+#[derive(Debug, Clone, PartialEq)]
+enum Op {
+    /// `REQ(name?alternative)`: the first of the two request headers present.
+    Req(String, Option<String>),
+    Resp(String, Option<String>),
+    StartTime,
+    Protocol,
+    ResponseCode,
+    ResponseFlags,
+    BytesReceived,
+    BytesSent,
+    Duration,
+    UpstreamHost,
+    UpstreamCluster,
+    DownstreamRemoteAddress { port: bool },
+    DownstreamLocalAddress { port: bool },
+    Hostname,
+}
+
+/// A parsed format string.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Format {
+    parts: Vec<Part>,
+}
+
+/// The response the log line describes: its status line and headers as sent.
+pub type Response<'a> = Option<&'a pingora_http::ResponseHeader>;
+
+impl Format {
+    /// Parses `text`; the error names the operator or the byte at fault.
+    pub fn parse(text: &str) -> Result<Format, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(start) = rest.find('%') {
+            if start > 0 {
+                parts.push(Part::Text(rest[..start].to_string()));
+            }
+            let after = &rest[start + 1..];
+            let Some(end) = after.find('%') else {
+                return Err(format!("unterminated operator at byte {}: {:?}", text.len() - rest.len() + start, &rest[start..]));
+            };
+            let command = &after[..end];
+            if command.is_empty() {
+                // `%%` is a literal percent sign.
+                parts.push(Part::Text("%".into()));
+            } else {
+                let (op, limit) = operator(command)?;
+                parts.push(Part::Op(op, limit));
+            }
+            rest = &after[end + 1..];
+        }
+        if !rest.is_empty() {
+            parts.push(Part::Text(rest.to_string()));
+        }
+        Ok(Format { parts })
+    }
+
+    /// Whether any operator reads request headers beyond the default
+    /// format's (the entry then keeps a copy of them).
+    pub fn reads_request_headers(&self) -> bool {
+        self.parts.iter().any(|p| matches!(p, Part::Op(Op::Req(..), _)))
+    }
+
+    /// The line, missing values as `-`.
+    pub fn text(&self, entry: &Entry, response: Response<'_>) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Op(op, limit) => out.push_str(&truncate(value(op, entry, response).as_deref().unwrap_or("-"), *limit)),
+            }
+        }
+        out
+    }
+
+    /// The value of a JSON entry: one operator alone keeps its type.
+    pub fn json(&self, entry: &Entry, response: Response<'_>) -> serde_json::Value {
+        use serde_json::Value;
+        match self.parts.as_slice() {
+            [Part::Op(op, limit)] => match value(op, entry, response) {
+                None => Value::Null,
+                Some(v) if numeric(op) => v.parse::<u64>().map_or(Value::String(v), |n| Value::Number(n.into())),
+                Some(v) => Value::String(truncate(&v, *limit)),
+            },
+            _ => Value::String(self.text(entry, response)),
+        }
+    }
+}
+
+fn numeric(op: &Op) -> bool {
+    matches!(op, Op::ResponseCode | Op::BytesReceived | Op::BytesSent | Op::Duration)
+}
+
+fn truncate(v: &str, limit: Option<usize>) -> String {
+    match limit {
+        Some(n) => v.chars().take(n).collect(),
+        None => v.to_string(),
+    }
+}
+
+/// `COMMAND`, `COMMAND(args)` or `COMMAND(args):LIMIT`.
+fn operator(command: &str) -> Result<(Op, Option<usize>), String> {
+    let (head, limit) = match command.rsplit_once("):") {
+        Some((head, n)) => (format!("{head})"), Some(n.parse::<usize>().map_err(|_| format!("%{command}%: the length after ':' must be a number"))?)),
+        None => (command.to_string(), None),
+    };
+    let (name, args) = match head.split_once('(') {
+        Some((name, rest)) => {
+            let args = rest.strip_suffix(')').ok_or_else(|| format!("%{command}%: missing ')'"))?;
+            (name, Some(args))
+        }
+        None => (head.as_str(), None),
+    };
+    let headers = |args: Option<&str>| -> Result<(String, Option<String>), String> {
+        let args = args.filter(|a| !a.is_empty()).ok_or_else(|| format!("%{command}%: a header name is required"))?;
+        Ok(match args.split_once('?') {
+            Some((a, b)) => (a.to_ascii_lowercase(), Some(b.to_ascii_lowercase())),
+            None => (args.to_ascii_lowercase(), None),
+        })
+    };
+    let plain = |op: Op| match args {
+        None => Ok(op),
+        Some(_) => Err(format!("%{command}%: arguments are not supported by weft-proxy")),
+    };
+    let op = match name {
+        "REQ" => {
+            let (a, b) = headers(args)?;
+            Op::Req(a, b)
+        }
+        "RESP" => {
+            let (a, b) = headers(args)?;
+            Op::Resp(a, b)
+        }
+        "START_TIME" => plain(Op::StartTime)?,
+        "PROTOCOL" => plain(Op::Protocol)?,
+        "RESPONSE_CODE" => plain(Op::ResponseCode)?,
+        "RESPONSE_FLAGS" => plain(Op::ResponseFlags)?,
+        "BYTES_RECEIVED" => plain(Op::BytesReceived)?,
+        "BYTES_SENT" => plain(Op::BytesSent)?,
+        "DURATION" => plain(Op::Duration)?,
+        "UPSTREAM_HOST" => plain(Op::UpstreamHost)?,
+        "UPSTREAM_CLUSTER" => plain(Op::UpstreamCluster)?,
+        "DOWNSTREAM_REMOTE_ADDRESS" => plain(Op::DownstreamRemoteAddress { port: true })?,
+        "DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT" => plain(Op::DownstreamRemoteAddress { port: false })?,
+        "DOWNSTREAM_LOCAL_ADDRESS" => plain(Op::DownstreamLocalAddress { port: true })?,
+        "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => plain(Op::DownstreamLocalAddress { port: false })?,
+        "HOSTNAME" => plain(Op::Hostname)?,
+        _ => return Err(format!("%{command}%: this operator is not supported by weft-proxy")),
+    };
+    Ok((op, limit))
+}
+
+fn value(op: &Op, e: &Entry, response: Response<'_>) -> Option<String> {
+    let address = |a: Option<std::net::SocketAddr>, port: bool| a.map(|a| if port { a.to_string() } else { a.ip().to_string() });
+    match op {
+        Op::Req(name, alt) => e.request_header(name).or_else(|| alt.as_deref().and_then(|a| e.request_header(a))),
+        Op::Resp(name, alt) => {
+            let headers = &response?.headers;
+            let get = |n: &str| headers.get(n).map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned());
+            get(name).or_else(|| alt.as_deref().and_then(get))
+        }
+        Op::StartTime => e.start.map(super::rfc3339_millis),
+        Op::Protocol => Some(e.protocol.to_string()).filter(|p| !p.is_empty()),
+        Op::ResponseCode => Some(e.status.to_string()),
+        // "-" even in typed JSON, as Envoy.
+        Op::ResponseFlags => Some(if e.flags.is_empty() { "-".into() } else { e.flags.join(",") }),
+        Op::BytesReceived => Some(e.bytes_received.to_string()),
+        Op::BytesSent => Some(e.bytes_sent.to_string()),
+        Op::Duration => Some(e.duration_ms.to_string()),
+        Op::UpstreamHost => e.upstream_host.map(|h| h.to_string()),
+        Op::UpstreamCluster => e.upstream_cluster.as_ref().map(|c| c.name.clone()),
+        Op::DownstreamRemoteAddress { port } => address(e.downstream_remote, *port),
+        Op::DownstreamLocalAddress { port } => address(e.downstream_local, *port),
+        Op::Hostname => hostname(),
+    }
+}
+
+fn hostname() -> Option<String> {
+    static NAME: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    NAME.get_or_init(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|h| h.trim().to_string())).clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        let mut req = pingora_http::RequestHeader::build("GET", b"/a?b", None).expect("request");
+        let _ = req.insert_header("user-agent", "curl/8");
+        let _ = req.insert_header("host", "example.com");
+        let start = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_795_667_343_123);
+        let mut e = Entry { start: Some(start), status: 503, protocol: "HTTP/1.1", duration_ms: 7, ..Default::default() };
+        e.keep_request(&req);
+        e.flag("UF");
+        e.flag("URX");
+        e
+    }
+
+    #[test]
+    fn text_formats_like_envoy() {
+        let f = Format::parse("[%START_TIME%] %REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %REQ(USER-AGENT):4% %RESPONSE_CODE% %RESPONSE_FLAGS% %UPSTREAM_HOST% 100%%\n").expect("parses");
+        assert_eq!(f.text(&entry(), None), "[2026-11-26T04:29:03.123Z] GET /a?b curl 503 UF,URX - 100%\n");
+    }
+
+    #[test]
+    fn json_entries_keep_their_types() {
+        let e = entry();
+        let code = Format::parse("%RESPONSE_CODE%").expect("parses");
+        assert_eq!(code.json(&e, None), serde_json::json!(503));
+        assert_eq!(Format::parse("%UPSTREAM_HOST%").expect("parses").json(&e, None), serde_json::Value::Null);
+        assert_eq!(Format::parse("code %RESPONSE_CODE%").expect("parses").json(&e, None), serde_json::json!("code 503"));
+        assert_eq!(Format::parse("%REQ(:AUTHORITY)%").expect("parses").json(&e, None), serde_json::json!("example.com"));
+    }
+
+    #[test]
+    fn bad_formats_name_what_is_wrong() {
+        let error = |f: &str| Format::parse(f).err().unwrap_or_default();
+        assert!(error("%NOPE%").contains("%NOPE%: this operator is not supported"));
+        assert!(!error("%START_TIME(%s)%").is_empty());
+        assert!(error("%REQ()%").contains("header name is required"));
+        assert!(error("50% off").contains("unterminated operator at byte 2"));
+        assert!(error("%REQ(A):x%").contains("must be a number"));
+    }
+}
