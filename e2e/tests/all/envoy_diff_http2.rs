@@ -59,16 +59,18 @@ async fn http2_requests_share_one_upstream_connection_like_envoy() {
     assert_eq!(counts[1], 1);
 }
 
-/// gRPC over the proxy: the upstream's trailers (`grpc-status`) reach an
-/// HTTP/2 client, `te: trailers` reaches the upstream, and an HTTP/1.1
-/// client gets the body without trailers — all as from Envoy.
+/// gRPC-style responses over the proxy: the upstream's trailers
+/// (`grpc-status`) reach an HTTP/2 client, `te: trailers` reaches the
+/// upstream, and an HTTP/1.1 client gets the body without trailers — all as
+/// from Envoy. (Not `application/grpc`: the test upstream answers that as
+/// its echo service.)
 #[tokio::test]
 async fn trailers_pass_from_http2_upstreams_like_envoy() {
     let up = Upstream::start("up").await;
     let template = bootstrap(EXPLICIT_H2);
     let grpc = Request::get("/pkg.Service/Method")
         .method("POST")
-        .header("content-type", "application/grpc")
+        .header("content-type", "application/octet-stream")
         .header("te", "trailers")
         .header("x-test-trailers", "grpc-status=0,grpc-message=fine,x-extra=1")
         .body("\0\0\0\0\0");

@@ -14,9 +14,20 @@ use crate::assert_same_on_both;
 
 /// The probe plugin compiled to a `.wasm` file both proxies load.
 fn probe() -> PathBuf {
-    let wasm = wat::parse_file(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/all/wasm/probe.wat")).expect("probe.wat compiles");
-    let path = std::env::temp_dir().join(format!("weft-probe-{}.wasm", std::process::id()));
-    std::fs::write(&path, wasm).expect("write probe.wasm");
+    module("probe")
+}
+
+/// `tests/all/wasm/NAME.wat` compiled to a `.wasm` file. Written aside
+/// and renamed: tests running at once rewrite the same file, and a proxy
+/// starting meanwhile must never read it half written.
+fn module(name: &str) -> PathBuf {
+    static WRITES: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let wat = format!("{}/tests/all/wasm/{name}.wat", env!("CARGO_MANIFEST_DIR"));
+    let wasm = wat::parse_file(&wat).unwrap_or_else(|e| panic!("{name}.wat compiles: {e}"));
+    let path = std::env::temp_dir().join(format!("weft-{name}-{}.wasm", std::process::id()));
+    let aside = path.with_extension(format!("{}.tmp", WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed)));
+    std::fs::write(&aside, wasm).expect("write the module");
+    std::fs::rename(&aside, &path).expect("move the module in place");
     path
 }
 
@@ -256,9 +267,7 @@ async fn response_trailers_reach_plugins_like_envoy() {
 #[tokio::test]
 async fn grpc_callouts_match_envoy() {
     let up = Upstream::start("up").await;
-    let wasm = wat::parse_file(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/all/wasm/grpc.wat")).expect("grpc.wat compiles");
-    let path = std::env::temp_dir().join(format!("weft-grpc-{}.wasm", std::process::id()));
-    std::fs::write(&path, wasm).expect("write grpc.wasm");
+    let path = module("grpc");
     let template = bootstrap(&path, CONFIGURED).replace("connect_timeout: 1s", "connect_timeout: 1s\n    http2_protocol_options: {}");
     let requests = vec![
         Request::get("/").header("x-grpc-msg", "hello"),
@@ -284,9 +293,7 @@ async fn grpc_callouts_match_envoy() {
 #[tokio::test]
 async fn cancelled_grpc_calls_answer_nothing_like_envoy() {
     let up = Upstream::start("up").await;
-    let wasm = wat::parse_file(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/all/wasm/grpc.wat")).expect("grpc.wat compiles");
-    let path = std::env::temp_dir().join(format!("weft-grpc-cancel-{}.wasm", std::process::id()));
-    std::fs::write(&path, wasm).expect("write grpc.wasm");
+    let path = module("grpc");
     let template = bootstrap(&path, CONFIGURED).replace("connect_timeout: 1s", "connect_timeout: 1s\n    http2_protocol_options: {}");
     let req = Request::get("/cancel").header("x-grpc-msg", "hello").header("x-grpc-cancel", "1");
     let mut seen = Vec::new();
