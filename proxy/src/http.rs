@@ -215,6 +215,7 @@ impl HttpProxy {
         };
         // The weighted cluster is chosen with the route, as Envoy does: the
         // access log names it even when a filter answers first.
+        let conn = local::conn(session);
         let picked = match route.map(|r| &r.action) {
             Some(Action::Forward(fwd)) => {
                 let target = fwd.pick(rand::random::<u64>());
@@ -225,6 +226,7 @@ impl HttpProxy {
         };
         for (name, filter) in &manager.filters {
             let mut cx = Context {
+                conn,
                 forwards,
                 per_route: [route.and_then(|r| r.per_filter.get(name)), vhost.and_then(|v| v.per_filter.get(name))],
                 connection,
@@ -300,7 +302,7 @@ impl HttpProxy {
                     &vhost.request_headers,
                     &table.request_headers,
                 ] {
-                    m.apply(&mut req);
+                    m.apply(&mut req, &conn);
                 }
                 let levels = [
                     &target.response_headers,

@@ -78,7 +78,13 @@ async fn routing_matches_envoy() {
         api("/").method("DELETE"),
         api("/").method("TRACE"),
     ];
-    assert_same_on_both(ROUTING, &[&a, &b], &requests).await;
+    let outcomes = assert_same_on_both(ROUTING, &[&a, &b], &requests).await;
+    // Header value formatters, so that two proxies ignoring them cannot pass.
+    let headers = requests.iter().position(|r| r.path == "/headers").expect("a /headers request");
+    let seen = &outcomes[headers].upstream[0].1;
+    assert!(seen.contains("x-client-ip: 127.0.0.1\n") && seen.contains("x-via: HTTP/1.1 on "), "{seen}");
+    assert!(seen.contains(" at 127.0.0.1, 100%\n"), "{seen}");
+    assert_eq!(outcomes[headers].response.header("x-resp-client"), Some("127.0.0.1/HTTP/1.1:3"));
 }
 
 #[tokio::test]

@@ -1,6 +1,7 @@
 //! Envoy's substitution format strings for access logs
-//! (`log_format.text_format_source` and `json_format`): literal text and
-//! `%COMMAND%` operators, parsed once when the config is compiled.
+//! (`log_format.text_format_source` and `json_format`) and header values
+//! (`request_headers_to_add` ...): literal text and `%COMMAND%` operators,
+//! parsed once when the config is compiled.
 //!
 //! ```text
 //!  "%REQ(:METHOD)% %RESPONSE_CODE% -> %UPSTREAM_HOST%\n"
@@ -17,7 +18,8 @@ use super::Entry;
 #[derive(Debug, Clone, PartialEq)]
 enum Part {
     Text(String),
-    Op(Op, Option<usize>),
+    /// The operator, its length limit and how it was written.
+    Op(Op, Option<usize>, String),
 }
 
 /// The operators weft-proxy implements.
@@ -46,6 +48,14 @@ pub struct Format {
     parts: Vec<Part>,
 }
 
+/// What header values may use: the downstream connection.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Conn {
+    pub remote: Option<std::net::SocketAddr>,
+    pub local: Option<std::net::SocketAddr>,
+    pub protocol: &'static str,
+}
+
 /// The response the log line describes: its status line and headers as sent.
 pub type Response<'a> = Option<&'a pingora_http::ResponseHeader>;
 
@@ -68,7 +78,7 @@ impl Format {
                 parts.push(Part::Text("%".into()));
             } else {
                 let (op, limit) = operator(command)?;
-                parts.push(Part::Op(op, limit));
+                parts.push(Part::Op(op, limit, format!("%{command}%")));
             }
             rest = &after[end + 1..];
         }
@@ -78,10 +88,48 @@ impl Format {
         Ok(Format { parts })
     }
 
+    /// A header value's format: only operators known before the response
+    /// (the connection's addresses, the protocol, the host name) are
+    /// allowed there.
+    pub fn parse_header_value(text: &str) -> Result<Format, String> {
+        let format = Format::parse(text)?;
+        for part in &format.parts {
+            if let Part::Op(op, _, source) = part {
+                if !matches!(op, Op::DownstreamRemoteAddress { .. } | Op::DownstreamLocalAddress { .. } | Op::Protocol | Op::Hostname) {
+                    return Err(format!("{source} is not supported in header values by weft-proxy (connection addresses, PROTOCOL and HOSTNAME are)"));
+                }
+            }
+        }
+        Ok(format)
+    }
+
+    /// A header value for a request on `conn`: missing values are empty,
+    /// as Envoy's header formatter leaves them.
+    pub fn header_value(&self, conn: &Conn) -> String {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Op(op, limit, _) => {
+                    let address = |a: Option<std::net::SocketAddr>, port: bool| a.map(|a| if port { a.to_string() } else { a.ip().to_string() });
+                    let v = match op {
+                        Op::DownstreamRemoteAddress { port } => address(conn.remote, *port),
+                        Op::DownstreamLocalAddress { port } => address(conn.local, *port),
+                        Op::Protocol => Some(conn.protocol.to_string()),
+                        Op::Hostname => hostname(),
+                        _ => None,
+                    };
+                    out.push_str(&truncate(v.as_deref().unwrap_or_default(), *limit));
+                }
+            }
+        }
+        out
+    }
+
     /// Whether any operator reads request headers beyond the default
     /// format's (the entry then keeps a copy of them).
     pub fn reads_request_headers(&self) -> bool {
-        self.parts.iter().any(|p| matches!(p, Part::Op(Op::Req(..), _)))
+        self.parts.iter().any(|p| matches!(p, Part::Op(Op::Req(..), ..)))
     }
 
     /// The line, missing values as `-`.
@@ -90,7 +138,7 @@ impl Format {
         for part in &self.parts {
             match part {
                 Part::Text(t) => out.push_str(t),
-                Part::Op(op, limit) => out.push_str(&truncate(value(op, entry, response).as_deref().unwrap_or("-"), *limit)),
+                Part::Op(op, limit, _) => out.push_str(&truncate(value(op, entry, response).as_deref().unwrap_or("-"), *limit)),
             }
         }
         out
@@ -100,7 +148,7 @@ impl Format {
     pub fn json(&self, entry: &Entry, response: Response<'_>) -> serde_json::Value {
         use serde_json::Value;
         match self.parts.as_slice() {
-            [Part::Op(op, limit)] => match value(op, entry, response) {
+            [Part::Op(op, limit, _)] => match value(op, entry, response) {
                 None => Value::Null,
                 Some(v) if numeric(op) => v.parse::<u64>().map_or(Value::String(v), |n| Value::Number(n.into())),
                 Some(v) => Value::String(truncate(&v, *limit)),

@@ -1,6 +1,7 @@
 //! Replies the proxy makes itself: direct responses, redirects, and errors
 //! (no route, upstream failure), in Envoy's local-reply format.
 
+use crate::access_log::format::Conn;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -54,10 +55,11 @@ impl LocalReply {
         for (name, value) in self.extra_headers {
             resp.insert_header(name, value).ok()?;
         }
+        let conn = conn(session);
         for m in finish.levels.iter().copied().chain(self.mutations.as_deref()) {
-            m.apply(&mut resp);
+            m.apply(&mut resp, &conn);
         }
-        edit_response_headers(&mut resp, Finish { levels: &[], ..finish });
+        edit_response_headers(&mut resp, Finish { levels: &[], ..finish }, &conn);
         let mut body = self.body;
         let mut plugins = crate::wasm::Encoder::new(&finish.edits.wasm);
         if !plugins.is_empty() {
@@ -105,11 +107,20 @@ impl<'a> Finish<'a> {
 /// then the filters' edits (Envoy's encoder filters run after the router
 /// finalized the headers). Plugins see the result; `stamp_response_headers`
 /// comes after them.
-pub fn edit_response_headers(resp: &mut ResponseHeader, finish: Finish<'_>) {
+pub fn edit_response_headers(resp: &mut ResponseHeader, finish: Finish<'_>, conn: &Conn) {
     for m in finish.levels {
-        m.apply(resp);
+        m.apply(resp, conn);
     }
     finish.edits.apply(resp);
+}
+
+/// The downstream connection, as header value formatters see it.
+pub fn conn(session: &ServerSession) -> Conn {
+    Conn {
+        remote: session.client_addr().and_then(|a| a.as_inet()).copied(),
+        local: session.server_addr().and_then(|a| a.as_inet()).copied(),
+        protocol: if session.is_http2() { "HTTP/2" } else { "HTTP/1.1" },
+    }
 }
 
 /// A plugin that dropped `content-length` from a response with a body
