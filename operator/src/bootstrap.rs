@@ -1,6 +1,6 @@
 //! `weft-operator bootstrap`: the Envoy v3 bootstrap of one proxy, as
 //! Istio's injector would write it — node identity, the `xds-grpc` cluster
-//! (HTTP/2 to the operator), ADS for listeners and clusters, and the admin
+//! (HTTP/2 to the operator), delta ADS for listeners and clusters, and the admin
 //! listener on 15000. The same file starts weft-proxy and a stock Envoy.
 
 use std::collections::BTreeMap;
@@ -53,7 +53,10 @@ pub fn render(id: &Identity) -> Value {
         },
         "dynamic_resources": {
             "ads_config": {
-                "api_type": "GRPC",
+                // Incremental xDS, as Istio's proxies speak it by default:
+                // a change sends only what changed (weft-proxy and Envoy
+                // both speak it; GRPC, state of the world, also works).
+                "api_type": "DELTA_GRPC",
                 "transport_api_version": "V3",
                 "set_node_on_first_message_only": true,
                 "grpc_services": [ { "envoy_grpc": { "cluster_name": "xds-grpc" } } ],

@@ -33,6 +33,8 @@ pub struct Ads {
     /// The first endpoint of the static cluster `grpc_services` names.
     pub server: SocketAddr,
     pub cluster: String,
+    /// `api_type: DELTA_GRPC`: incremental xDS.
+    pub delta: bool,
 }
 
 impl Ads {
@@ -51,16 +53,17 @@ impl Ads {
             }
             return Ok(None);
         };
-        match ApiType::try_from(ads.api_type) {
-            Ok(ApiType::Grpc) => {}
+        let delta = match ApiType::try_from(ads.api_type) {
+            Ok(ApiType::Grpc) => false,
+            Ok(ApiType::DeltaGrpc) => true,
             Ok(other) => {
                 return Err(ConfigError::new(
                     format!("{path}.api_type"),
-                    format!("{} is not supported by weft-proxy yet (use GRPC)", other.as_str_name()),
+                    format!("{} is not supported by weft-proxy (GRPC and DELTA_GRPC are)", other.as_str_name()),
                 ))
             }
             Err(_) => return Err(ConfigError::new(format!("{path}.api_type"), format!("unknown api_type {}", ads.api_type))),
-        }
+        };
         let [service] = &ads.grpc_services[..] else {
             return Err(ConfigError::new(format!("{path}.grpc_services"), "exactly one grpc_service is required"));
         };
@@ -80,7 +83,7 @@ impl Ads {
         if !compiled.http2 {
             return Err(ConfigError::new(cpath, format!("cluster \"{cluster}\" must speak HTTP/2 (gRPC): set http2_protocol_options")));
         }
-        Ok(Some(Ads { server, cluster: cluster.clone() }))
+        Ok(Some(Ads { server, cluster: cluster.clone(), delta }))
     }
 }
 

@@ -94,9 +94,7 @@ fn bootstrap_template(xds_port: u16, delta: bool) -> String {
     };
     let mut b = bootstrap::render(&id);
     b["admin"]["address"]["socket_address"]["port_value"] = json!("${ADMIN}");
-    if delta {
-        b["dynamic_resources"]["ads_config"]["api_type"] = json!("DELTA_GRPC");
-    }
+    b["dynamic_resources"]["ads_config"]["api_type"] = json!(if delta { "DELTA_GRPC" } else { "GRPC" });
     serde_json::to_string_pretty(&b).expect("json")
 }
 
@@ -128,6 +126,7 @@ async fn scenario(kind: Kind, delta: bool) {
     let b = Upstream::start("b").await;
     let (listen, a_port, b_port) = (free_port(), a.port(), b.port());
     let hub = Hub::new(Arc::new(move |_: &weft_operator::xds::Proxy| snapshot(listen, a_port, "1s")));
+    let mut all_events = hub.events();
     let xds_port = serve(&hub);
     let proxy = Proxy::start(kind, &bootstrap_template(xds_port, delta), &[]).await.unwrap_or_else(|e| panic!("{e}"));
     let what = format!("{kind:?} delta={delta}");
@@ -154,6 +153,23 @@ async fn scenario(kind: Kind, delta: bool) {
         let r = send(listen, &Request::get("/")).await.expect("served");
         assert_eq!(r.body_str(), "b", "{what}: last good config kept");
     }
+    // Which protocol the proxy spoke: a state-of-the-world NACK carries the
+    // version still held (the last ACKed), a delta NACK the rejected one.
+    let (mut acked, mut nacked) = (None, None);
+    loop {
+        let e = match all_events.try_recv() {
+            Ok(e) => e,
+            Err(tokio::sync::broadcast::error::TryRecvError::Lagged(_)) => continue,
+            Err(_) => break,
+        };
+        match e.event {
+            Event::Ack { kind: XdsKind::Cluster, version } if nacked.is_none() => acked = Some(version),
+            Event::Nack { kind: XdsKind::Cluster, version, .. } => nacked = Some(version),
+            _ => {}
+        }
+    }
+    assert!(acked.is_some() && nacked.is_some(), "{what}: {acked:?} {nacked:?}");
+    assert_eq!(acked != nacked, delta, "{what}: ACKed {acked:?}, NACKed {nacked:?}");
     drop(proxy);
 }
 
@@ -170,6 +186,11 @@ async fn envoy_follows_the_operator_delta() {
 #[tokio::test]
 async fn weft_follows_the_operator_sotw() {
     scenario(Kind::Weft, false).await;
+}
+
+#[tokio::test]
+async fn weft_follows_the_operator_delta() {
+    scenario(Kind::Weft, true).await;
 }
 
 /// What `/config_dump?include_eds` says about the dynamic resources:

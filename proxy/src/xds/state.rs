@@ -31,6 +31,9 @@ const INVALID_ARGUMENT: i32 = 3;
 
 pub use weft_envoy_api::ResourceType as Kind;
 
+mod delta;
+
+
 /// Per type: the version accepted, the nonce of the last response and
 /// (endpoints, routes) the names subscribed.
 #[derive(Debug, Default)]
@@ -78,6 +81,8 @@ pub struct State {
     /// Since when a listener or cluster has waited for its routes or
     /// endpoints.
     waiting_since: Option<Instant>,
+    /// Subscriptions and resource versions, when the stream is delta xDS.
+    delta: delta::Delta,
 }
 
 impl State {
@@ -91,6 +96,7 @@ impl State {
             tracks: Kind::ALL.into_iter().map(|k| (k, Track::default())).collect(),
             dirty: false,
             waiting_since: None,
+            delta: delta::Delta::default(),
         }
     }
 
@@ -487,4 +493,64 @@ mod tests {
         assert_eq!(nack.version_info, "", "a NACK carries the version still held");
         assert!(s.held.listeners.is_empty());
     }
+
+    fn delta(kind: Kind, nonce: &str, resources: Vec<(&str, &str, Any)>, removed: &[&str]) -> weft_envoy_api::pb::envoy::service::discovery::v3::DeltaDiscoveryResponse {
+        use weft_envoy_api::pb::envoy::service::discovery::v3::{DeltaDiscoveryResponse, Resource};
+        DeltaDiscoveryResponse {
+            type_url: kind.type_url().to_string(),
+            nonce: nonce.into(),
+            resources: resources.into_iter().map(|(name, version, any)| Resource { name: name.into(), version: version.into(), resource: Some(any), ..Default::default() }).collect(),
+            removed_resources: removed.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn delta_subscribes_to_what_clusters_name_and_unsubscribes_what_they_drop() {
+        let (mut s, loader) = state();
+        let first = s.reconnect_delta();
+        let kinds: Vec<_> = first.iter().map(|r| r.type_url.as_str()).collect();
+        assert_eq!(kinds, [Kind::Cluster.type_url(), Kind::Listener.type_url()]);
+        assert!(first[0].node.is_some() && first[1].node.is_none(), "node on the first message only");
+        assert!(first.iter().all(|r| r.resource_names_subscribe.is_empty()), "wildcard");
+        let t0 = Instant::now();
+        let step = s.on_delta_response(&delta(Kind::Cluster, "c1", vec![("up", "v1", any(&eds_cluster("up"))), ("other", "v1", any(&eds_cluster("other")))], &[]), &loader, t0);
+        let eds = step.requests.iter().find(|r| r.type_url == Kind::Endpoint.type_url()).expect("EDS subscription");
+        assert_eq!(eds.resource_names_subscribe, ["other", "up"]);
+        let ack = step.requests.last().expect("ACK");
+        assert_eq!((ack.type_url.as_str(), ack.response_nonce.as_str(), ack.error_detail.is_none()), (Kind::Cluster.type_url(), "c1", true));
+        // Only what changed comes next: "other" goes, "up" stays.
+        let step = s.on_delta_response(&delta(Kind::Cluster, "c2", vec![], &["other"]), &loader, t0);
+        let eds = step.requests.iter().find(|r| r.type_url == Kind::Endpoint.type_url()).expect("EDS change");
+        assert!(eds.resource_names_subscribe.is_empty());
+        assert_eq!(eds.resource_names_unsubscribe, ["other"]);
+        let names: Vec<&str> = s.held.clusters.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["up"], "the removal applied, the rest kept");
+        let cla = ClusterLoadAssignment { cluster_name: "up".into(), ..Default::default() };
+        let step = s.on_delta_response(&delta(Kind::Endpoint, "e1", vec![("up", "e-v1", any(&cla))], &[]), &loader, t0);
+        assert!(step.config.is_some_and(|c| c.clusters.contains_key("up")), "served once its endpoints are in");
+        // A new stream says what it holds, so only changes are sent.
+        let again = s.reconnect_delta();
+        let cds = again.iter().find(|r| r.type_url == Kind::Cluster.type_url()).expect("CDS");
+        assert_eq!(cds.initial_resource_versions.get("up").map(String::as_str), Some("v1"));
+        assert!(!cds.initial_resource_versions.contains_key("other"));
+        let eds = again.iter().find(|r| r.type_url == Kind::Endpoint.type_url()).expect("EDS");
+        assert_eq!((eds.resource_names_subscribe.clone(), eds.initial_resource_versions.get("up").cloned()), (vec!["up".to_string()], Some("e-v1".into())));
+    }
+
+    #[test]
+    fn a_rejected_delta_update_is_nacked_and_its_version_not_kept() {
+        let (mut s, loader) = state();
+        s.reconnect_delta();
+        let mut bad = rds_listener("bad", 2, "main");
+        bad.per_connection_buffer_limit_bytes = Some(weft_envoy_api::pb::google::protobuf::UInt32Value { value: 1024 });
+        let step = s.on_delta_response(&delta(Kind::Listener, "l1", vec![("bad", "v1", any(&bad))], &[]), &loader, Instant::now());
+        let nack = step.requests.last().expect("NACK");
+        assert_eq!(nack.response_nonce, "l1");
+        assert!(nack.error_detail.as_ref().is_some_and(|e| e.message.contains("per_connection_buffer_limit_bytes")), "{nack:?}");
+        assert!(s.held.listeners.is_empty());
+        let again = s.reconnect_delta();
+        assert!(again.iter().all(|r| r.initial_resource_versions.is_empty()), "nothing accepted, nothing claimed");
+    }
 }
+

@@ -1,4 +1,5 @@
-//! The gRPC side of the ADS client: one stream at a time, re-opened with
+//! The gRPC side of the ADS client: one stream at a time (state of the
+//! world, or delta when the bootstrap says DELTA_GRPC), re-opened with
 //! backoff when it fails; the config keeps serving meanwhile.
 
 use std::time::{Duration, Instant};
@@ -10,6 +11,7 @@ use tokio::sync::mpsc::{self, UnboundedSender};
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use weft_envoy_api::pb::envoy::config::bootstrap::v3::Bootstrap;
 use weft_envoy_api::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
+use weft_envoy_api::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse};
 
 use super::state::State;
 use super::Ads;
@@ -62,13 +64,74 @@ async fn session(
         .initial_connection_window_size(ENVOY_WINDOW)
         .connect()
         .await?;
-    let mut client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    let client = AggregatedDiscoveryServiceClient::new(channel).max_decoding_message_size(64 << 20);
+    if ads.delta {
+        exchange::<Delta>(client, state, ads, loader, updates, failures).await
+    } else {
+        exchange::<Sotw>(client, state, ads, loader, updates, failures).await
+    }
+}
+
+/// The two flavours of ADS: state of the world and incremental.
+trait Protocol {
+    type Request: Send + 'static;
+    type Response;
+    fn reconnect(state: &mut State) -> Vec<Self::Request>;
+    fn on_response(state: &mut State, response: &Self::Response, loader: &Loader) -> (Vec<Self::Request>, Option<Config>);
+    async fn open(client: &mut Client, requests: UnboundedReceiverStream<Self::Request>) -> Result<tonic::Streaming<Self::Response>, tonic::Status>;
+}
+
+type Client = AggregatedDiscoveryServiceClient<tonic::transport::Channel>;
+
+struct Sotw;
+struct Delta;
+
+impl Protocol for Sotw {
+    type Request = DiscoveryRequest;
+    type Response = DiscoveryResponse;
+    fn reconnect(state: &mut State) -> Vec<DiscoveryRequest> {
+        state.reconnect()
+    }
+    fn on_response(state: &mut State, response: &DiscoveryResponse, loader: &Loader) -> (Vec<DiscoveryRequest>, Option<Config>) {
+        let step = state.on_response(response, loader, Instant::now());
+        (step.requests, step.config)
+    }
+    async fn open(client: &mut Client, requests: UnboundedReceiverStream<DiscoveryRequest>) -> Result<tonic::Streaming<DiscoveryResponse>, tonic::Status> {
+        Ok(client.stream_aggregated_resources(requests).await?.into_inner())
+    }
+}
+
+impl Protocol for Delta {
+    type Request = DeltaDiscoveryRequest;
+    type Response = DeltaDiscoveryResponse;
+    fn reconnect(state: &mut State) -> Vec<DeltaDiscoveryRequest> {
+        state.reconnect_delta()
+    }
+    fn on_response(state: &mut State, response: &DeltaDiscoveryResponse, loader: &Loader) -> (Vec<DeltaDiscoveryRequest>, Option<Config>) {
+        let step = state.on_delta_response(response, loader, Instant::now());
+        (step.requests, step.config)
+    }
+    async fn open(client: &mut Client, requests: UnboundedReceiverStream<DeltaDiscoveryRequest>) -> Result<tonic::Streaming<DeltaDiscoveryResponse>, tonic::Status> {
+        Ok(client.delta_aggregated_resources(requests).await?.into_inner())
+    }
+}
+
+/// One stream: the subscriptions, then each response checked and answered
+/// (ACK/NACK) and what it changed served.
+async fn exchange<P: Protocol>(
+    mut client: Client,
+    state: &mut State,
+    ads: &Ads,
+    loader: &Loader,
+    updates: &UnboundedSender<Config>,
+    failures: &mut u32,
+) -> Result<(), StreamError> {
     let (tx, rx) = mpsc::unbounded_channel();
-    for request in state.reconnect() {
+    for request in P::reconnect(state) {
         let _ = tx.send(request);
     }
-    let mut inbound = client.stream_aggregated_resources(UnboundedReceiverStream::new(rx)).await?.into_inner();
-    tracing::info!(server = %ads.server, "xDS stream open");
+    let mut inbound = P::open(&mut client, UnboundedReceiverStream::new(rx)).await?;
+    tracing::info!(server = %ads.server, delta = ads.delta, "xDS stream open");
     loop {
         let message = match state.deadline() {
             Some(deadline) => tokio::select! {
@@ -84,11 +147,11 @@ async fn session(
         };
         let Some(response) = message else { return Ok(()) };
         *failures = 0;
-        let step = state.on_response(&response, loader, Instant::now());
-        for request in step.requests {
+        let (requests, config) = P::on_response(state, &response, loader);
+        for request in requests {
             let _ = tx.send(request);
         }
-        if let Some(config) = step.config {
+        if let Some(config) = config {
             apply(config, updates).await;
         }
     }
