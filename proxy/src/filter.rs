@@ -54,6 +54,8 @@ pub enum Verdict {
     /// A response the filter writes itself (Envoy's `encodeHeaders` from a
     /// decoder filter, as the CORS preflight): no route header mutations.
     Encode(LocalReply),
+    /// The stream is reset, no response (a plugin's `proxy_close_stream`).
+    Reset,
 }
 
 /// What a filter sees of a request besides its headers.
@@ -167,7 +169,8 @@ impl HttpFilter {
             }
             HttpFilter::Wasm(w) => match w.on_request(req, cx.body, cx.info, &mut cx.response.wasm).await {
                 Ok(()) => Verdict::Continue,
-                Err(reply) => Verdict::Respond(reply),
+                Err(crate::wasm::stream::Stop::Reply(reply)) => Verdict::Respond(reply),
+                Err(crate::wasm::stream::Stop::Reset) => Verdict::Reset,
             },
         }
     }

@@ -251,6 +251,7 @@ impl HttpProxy {
                     return reply.send(manager, session, Finish::new(levels, &edits)).await;
                 }
                 Verdict::Encode(reply) => return reply.send(manager, session, Finish::new(&[], &edits)).await,
+                Verdict::Reset => return None,
             }
         }
         let (Some(vhost), Some(route)) = (vhost, route) else {

@@ -305,3 +305,22 @@ async fn cancelled_grpc_calls_answer_nothing_like_envoy() {
     assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
     assert!(seen[1].1.contains("x-grpc-cancel: 02\n") && !seen[1].1.contains("x-grpc-reply"), "{}", seen[1].1);
 }
+
+/// `proxy_close_stream` resets the stream: the client gets no response,
+/// the upstream no request, and the next request is served — as in Envoy.
+#[tokio::test]
+async fn a_closed_stream_is_reset_like_envoy() {
+    let up = Upstream::start("up").await;
+    let template = bootstrap(&probe(), CONFIGURED);
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
+        up.take();
+        let closed = weft_e2e::client::send(proxy.port, &Request::get("/").header("x-close", "1")).await;
+        let reached = up.take().len();
+        let next = proxy.send(&Request::get("/")).await;
+        seen.push((closed.map(|r| r.status).map_err(|_| "no response"), reached, next.status));
+    }
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    assert_eq!(seen[1], (Err("no response"), 0, 200));
+}

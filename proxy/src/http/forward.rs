@@ -667,8 +667,10 @@ async fn stream_response(
     let mut plugins = crate::wasm::Encoder::new(&finish.edits.wasm);
     if !plugins.is_empty() {
         let end = held.as_mut().is_some_and(|(u, ..)| u.response_done());
-        if let Err(reply) = plugins.headers(&mut resp, end).await {
-            return reply.send(manager, session, Finish::new(&[], finish.edits)).await;
+        match plugins.headers(&mut resp, end).await {
+            Ok(()) => {}
+            Err(crate::wasm::stream::Stop::Reply(reply)) => return reply.send(manager, session, Finish::new(&[], finish.edits)).await,
+            Err(crate::wasm::stream::Stop::Reset) => return None,
         }
     }
     // A body of unknown length (an HTTP/2 upstream's, or a plugin's that

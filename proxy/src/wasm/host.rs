@@ -119,6 +119,8 @@ pub struct StreamData {
     pub local_reply: Option<LocalResponse>,
     /// Set by `proxy_continue_stream`.
     pub resume: bool,
+    /// Set by `proxy_close_stream`: the stream is reset.
+    pub close: bool,
 }
 
 impl StreamData {
@@ -133,6 +135,7 @@ impl StreamData {
             info,
             local_reply: None,
             resume: false,
+            close: false,
         }
     }
 }
@@ -439,7 +442,21 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             Ok(Status::Ok as i32)
         })?;
     }
-    linker.func_wrap("env", "proxy_close_stream", |_caller: C<'_>, _which: i32| -> R { Ok(Status::Unimplemented as i32) })?;
+    // Envoy resets the HTTP stream for the request (0) and response (1)
+    // sides alike; the downstream connection (2) is a network filter's.
+    linker.func_wrap("env", "proxy_close_stream", |mut caller: C<'_>, which: i32| -> R {
+        Ok(match which {
+            0 | 1 => {
+                if let Some(stream) = caller.data_mut().stream() {
+                    stream.close = true;
+                }
+                Status::Ok
+            }
+            2 => Status::Ok,
+            3 => Status::Unimplemented,
+            _ => Status::BadArgument,
+        } as i32)
+    })?;
     linker.func_wrap(
         "env",
         "proxy_send_local_response",

@@ -62,24 +62,32 @@ pub enum Outcome {
     /// Body buffering: hold what came so far, call again with more.
     Buffer,
     Reply(LocalReply),
+    /// `proxy_close_stream`: the stream is reset.
+    Reset,
+}
+
+/// How a plugin ended a request early: a reply, or a reset stream.
+pub enum Stop {
+    Reply(LocalReply),
+    Reset,
 }
 
 impl Filter {
     /// The request side: headers, then the body if there is one. `Err`
-    /// is the reply that ends the request (the plugin's, or 503 when the
-    /// VM failed and the plugin does not fail open).
+    /// ends the request: a reply (the plugin's, or 503 when the VM failed
+    /// and the plugin does not fail open) or a reset.
     pub async fn on_request(
         &self,
         req: &mut RequestHeader,
         body: &mut Option<Bytes>,
         info: &Arc<StreamInfo>,
         streams: &mut Vec<Stream>,
-    ) -> Result<(), LocalReply> {
+    ) -> Result<(), Stop> {
         let waiter = Arc::new(Waiter::default());
         let Some((context, generation)) = with_vm(&self.plugin, |vm| vm.new_stream(waiter.clone()).map(|c| (c, vm.generation)))
             .and_then(Result::ok)
         else {
-            return self.fail(self.plugin.failure.later_requests_pass);
+            return self.fail(self.plugin.failure.later_requests_pass).map_err(Stop::Reply);
         };
         let stream = Stream {
             plugin: self.plugin.clone(),
@@ -113,9 +121,10 @@ impl Filter {
         }
         streams.push(stream);
         match outcome {
-            Ok(Outcome::Reply(reply)) => Err(reply),
+            Ok(Outcome::Reply(reply)) => Err(Stop::Reply(reply)),
+            Ok(Outcome::Reset) => Err(Stop::Reset),
             Ok(_) => Ok(()),
-            Err(()) => self.fail(self.plugin.failure.failing_request_passes),
+            Err(()) => self.fail(self.plugin.failure.failing_request_passes).map_err(Stop::Reply),
         }
     }
 
@@ -137,6 +146,9 @@ impl Stream {
         let action = with_existing(&Arc::downgrade(&self.plugin), self.generation, |vm| vm.stream_callback(data, phase, size, end_of_stream))
             .ok_or(())?
             .map_err(drop)?;
+        if data.as_ref().is_some_and(|d| d.close) {
+            return Ok(Outcome::Reset);
+        }
         if let Some(reply) = data.as_mut().and_then(|d| d.local_reply.take()) {
             return Ok(Outcome::Reply(local_reply(reply)));
         }
@@ -153,6 +165,9 @@ impl Stream {
     async fn wait(&self, data: &mut Option<StreamData>) -> Result<Outcome, ()> {
         loop {
             if let Some(d) = data.as_mut() {
+                if d.close {
+                    return Ok(Outcome::Reset);
+                }
                 if let Some(reply) = d.local_reply.take() {
                     return Ok(Outcome::Reply(local_reply(reply)));
                 }
@@ -229,6 +244,7 @@ impl Stream {
             // A body pause buffers until the end of the stream.
             Ok(Outcome::Buffer) if !end_of_stream => Outcome::Buffer,
             Ok(Outcome::Buffer) => Outcome::Continue,
+            Ok(Outcome::Reset) => Outcome::Reset,
             // Replacing a response already under way is not supported.
             Ok(Outcome::Reply(_)) => {
                 tracing::debug!(plugin = %self.plugin.name, "a local reply from a response callback is ignored");
@@ -305,13 +321,14 @@ impl<'a> Encoder<'a> {
     }
 
     /// Runs the response headers through the plugins. `Err`: a reply
-    /// replaces the response (a failed VM).
-    pub async fn headers(&mut self, resp: &mut ResponseHeader, end_of_stream: bool) -> Result<(), LocalReply> {
+    /// replaces the response (a failed VM), or the stream is reset.
+    pub async fn headers(&mut self, resp: &mut ResponseHeader, end_of_stream: bool) -> Result<(), Stop> {
         for s in self.streams.iter().rev() {
             match s.response_headers(resp, end_of_stream).await {
                 // A header pause waited in `phase`: only bodies buffer.
                 Outcome::Continue | Outcome::Buffer => {}
-                Outcome::Reply(r) => return Err(r),
+                Outcome::Reply(r) => return Err(Stop::Reply(r)),
+                Outcome::Reset => return Err(Stop::Reset),
             }
         }
         Ok(())
@@ -328,6 +345,8 @@ impl<'a> Encoder<'a> {
                 Outcome::Continue => {}
                 Outcome::Buffer => return Ok(None),
                 Outcome::Reply(r) => return Err(r),
+                // The caller resets the stream on any error mid-body.
+                Outcome::Reset => return Err(LocalReply::new(503, "")),
             }
         }
         Ok(Some(std::mem::take(&mut self.buffered).freeze()))
@@ -337,7 +356,7 @@ impl<'a> Encoder<'a> {
     /// stream (its headers are long gone).
     pub async fn trailers(&mut self, trailers: &mut http::HeaderMap) -> Result<(), ()> {
         for s in self.streams.iter().rev() {
-            if let Outcome::Reply(_) = s.response_trailers(trailers).await {
+            if let Outcome::Reply(_) | Outcome::Reset = s.response_trailers(trailers).await {
                 return Err(());
             }
         }

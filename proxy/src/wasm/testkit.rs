@@ -154,7 +154,9 @@ impl Plugin {
                 reply: None,
                 streams,
             },
-            Ok((_, _, streams, Err(local))) => {
+            // A reset stream: nothing went upstream and nothing came back.
+            Ok((_, _, streams, Err(super::stream::Stop::Reset))) => Exchange { plugin: self, upstream: None, reply: None, streams },
+            Ok((_, _, streams, Err(super::stream::Stop::Reply(local)))) => {
                 let reply = Reply {
                     status: local.status,
                     headers: local.extra_headers.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect(),
@@ -198,8 +200,11 @@ impl Exchange<'_> {
             }
             let mut encoder = Encoder::new(&self.streams);
             let end = upstream.body.is_empty();
-            if let Err(r) = encoder.headers(&mut resp, end).await {
-                return Reply { status: r.status, headers: Vec::new(), body: r.body.to_vec() };
+            match encoder.headers(&mut resp, end).await {
+                Ok(()) => {}
+                Err(super::stream::Stop::Reply(r)) => return Reply { status: r.status, headers: Vec::new(), body: r.body.to_vec() },
+                // A reset stream: the client sees no response; 0 stands for it.
+                Err(super::stream::Stop::Reset) => return Reply::new(0),
             }
             let mut body = Vec::new();
             if !end {

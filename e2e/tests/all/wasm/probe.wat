@@ -1,7 +1,8 @@
 ;; A proxy-wasm plugin small enough to read, for the host's own tests:
 ;; tags requests and responses with `x-wasm: <configuration>`, and misbehaves
 ;; on request: `x-crash` traps, `x-spin` loops forever, `x-grow` grows its
-;; memory until it cannot, `x-deny` answers 403 itself. It keeps its
+;; memory until it cannot, `x-deny` answers 403 itself, `x-close` resets
+;; the stream (proxy_close_stream). It keeps its
 ;; configuration as the stream property `probe_seen` and echoes it back as
 ;; `x-wasm-property` on the response; on the response trailers it adds
 ;; `x-wasm`, copies `grpc-status` to `x-wasm-grpc-status` and removes
@@ -15,6 +16,7 @@
   (import "env" "proxy_set_property" (func $set_property (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_property" (func $get_property (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_remove_header_map_value" (func $remove (param i32 i32 i32) (result i32)))
+  (import "env" "proxy_close_stream" (func $close (param i32) (result i32)))
   (memory (export "memory") 2)
   (data (i32.const 16) "x-wasm")
   (data (i32.const 32) "x-crash")
@@ -28,6 +30,7 @@
   (data (i32.const 176) "grpc-status")
   (data (i32.const 208) "x-wasm-grpc-status")
   (data (i32.const 232) "x-extra")
+  (data (i32.const 240) "x-close")
   ;; 200..208: out-pointers; heap from 4096.
   (global $heap (mut i32) (i32.const 4096))
   (global $config_ptr (mut i32) (i32.const 0))
@@ -56,6 +59,10 @@
       (then
         (loop $more (br_if $more (i32.ne (memory.grow (i32.const 16)) (i32.const -1))))
         unreachable))
+    (if (call $has (i32.const 240) (i32.const 7))
+      (then
+        (drop (call $close (i32.const 0)))
+        (return (i32.const 0))))
     (if (call $has (i32.const 80) (i32.const 6))
       (then
         (drop (call $reply (i32.const 403) (i32.const 0) (i32.const 0) (i32.const 96) (i32.const 15) (i32.const 0) (i32.const 0) (i32.const -1)))
