@@ -324,3 +324,30 @@ async fn a_closed_stream_is_reset_like_envoy() {
     assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
     assert_eq!(seen[1], (Err("no response"), 0, 200));
 }
+
+/// In `proxy_on_log` the request headers are the routed ones, the
+/// router's `x-envoy-expected-rq-timeout-ms` included (the probe counts
+/// them): two routed requests, a direct response without.
+#[tokio::test]
+async fn on_log_sees_the_routed_request_like_envoy() {
+    let up = Upstream::start("up").await;
+    let template = bootstrap(&probe(), CONFIGURED);
+    let mut counts = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
+        for path in ["/", "/direct", "/x"] {
+            assert_eq!(proxy.send(&Request::get(path)).await.status, 200, "{kind:?} {path}");
+        }
+        // Envoy publishes plugin metrics on its stats flush.
+        let deadline = std::time::Instant::now() + Duration::from_secs(12);
+        let count = loop {
+            let count = proxy.stat("probe_routed_total").await;
+            if count == Some(2.0) || std::time::Instant::now() > deadline {
+                break count;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        counts.push(count);
+    }
+    assert_eq!(counts, [Some(2.0), Some(2.0)], "left Envoy, right weft-proxy");
+}

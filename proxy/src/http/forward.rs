@@ -198,6 +198,13 @@ pub async fn forward(
         if let Some(ms) = expected.map(|d| d.as_millis()) {
             let _ = req.insert_header("x-envoy-expected-rq-timeout-ms", ms.to_string());
         }
+        if attempt == 0 {
+            // Plugins see the request as routed from here on (on_log
+            // included), as Envoy's router edits the map they read.
+            for stream in &finish.edits.wasm {
+                stream.routed(&req);
+            }
+        }
         let result = match attempt_deadline {
             Some(d) => {
                 match tokio::time::timeout_at(d.into(), try_once(cluster, &req, &body, (hash, fwd.auto_host_rewrite), (&tried, avoid), log))

@@ -265,6 +265,12 @@ impl Stream {
         d
     }
 
+    /// The request headers as the router sends them upstream (rewrites and
+    /// its own headers included): what later callbacks read.
+    pub fn routed(&self, req: &RequestHeader) {
+        *lock(&self.request) = Some(req.clone());
+    }
+
     /// Takes the request headers back after a callback.
     fn keep_request(&self, data: Option<StreamData>) -> StreamData {
         let mut d = data.unwrap_or_else(|| StreamData::new(self.context, self.info.clone()));

@@ -2,7 +2,9 @@
 ;; tags requests and responses with `x-wasm: <configuration>`, and misbehaves
 ;; on request: `x-crash` traps, `x-spin` loops forever, `x-grow` grows its
 ;; memory until it cannot, `x-deny` answers 403 itself, `x-close` resets
-;; the stream (proxy_close_stream). It keeps its
+;; the stream (proxy_close_stream). In on_log it counts the requests whose
+;; headers show the router's `x-envoy-expected-rq-timeout-ms` in the
+;; counter `probe_routed_total`. It keeps its
 ;; configuration as the stream property `probe_seen` and echoes it back as
 ;; `x-wasm-property` on the response; on the response trailers it adds
 ;; `x-wasm`, copies `grpc-status` to `x-wasm-grpc-status` and removes
@@ -17,6 +19,8 @@
   (import "env" "proxy_get_property" (func $get_property (param i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_remove_header_map_value" (func $remove (param i32 i32 i32) (result i32)))
   (import "env" "proxy_close_stream" (func $close (param i32) (result i32)))
+  (import "env" "proxy_define_metric" (func $define (param i32 i32 i32 i32) (result i32)))
+  (import "env" "proxy_increment_metric" (func $increment (param i32 i64) (result i32)))
   (memory (export "memory") 2)
   (data (i32.const 16) "x-wasm")
   (data (i32.const 32) "x-crash")
@@ -31,7 +35,9 @@
   (data (i32.const 208) "x-wasm-grpc-status")
   (data (i32.const 232) "x-extra")
   (data (i32.const 240) "x-close")
-  ;; 200..208: out-pointers; heap from 4096.
+  (data (i32.const 256) "x-envoy-expected-rq-timeout-ms")
+  (data (i32.const 288) "probe_routed_total")
+  ;; 192, 200..208: out-pointers; heap from 4096.
   (global $heap (mut i32) (i32.const 4096))
   (global $config_ptr (mut i32) (i32.const 0))
   (global $config_len (mut i32) (i32.const 0))
@@ -81,4 +87,9 @@
       (then (drop (call $add (i32.const 3) (i32.const 208) (i32.const 18) (i32.load (i32.const 200)) (i32.load (i32.const 204))))))
     (drop (call $remove (i32.const 3) (i32.const 232) (i32.const 7)))
     (i32.const 0))
+  (func (export "proxy_on_log") (param i32)
+    (if (call $has (i32.const 256) (i32.const 30))
+      (then
+        (drop (call $define (i32.const 0) (i32.const 288) (i32.const 18) (i32.const 192)))
+        (drop (call $increment (i32.load (i32.const 192)) (i64.const 1))))))
 )
