@@ -4,19 +4,21 @@
 //! ```text
 //!  config ─► plugin::Plugin::compile ─► engine::compile (once per sha256) ─► vm::Vm::start (checked)
 //!  request ─► stream::Filter::on_request ─► vm::with_vm (this worker's VM) ─► host.rs (the ABI) ─► plugin
-//!  response ─► stream::Encoder (headers, body buffering) ─► client; Stream drop ─► on_done/on_log/on_delete
+//!  response ─► stream::Encoder (headers, body buffering, trailers) ─► client; Stream drop ─► on_done/on_log/on_delete
 //! ```
 //! | module | what |
 //! | --- | --- |
 //! | `abi` | the ABI's numbers and the serialized header map |
 //! | `engine` | the wasmtime engine, module cache, epoch clock |
+//! | `code_cache` | compiled code on disk, by module sha256 |
 //! | `plugin` | `PluginConfig` → `Plugin` (shared by identical configs) |
 //! | `vm` | one instance per worker: lifecycle, limits, failures, timers, callout dispatch |
 //! | `host` | the `env.proxy_*` functions |
 //! | `wasi` | the WASI calls toolchains import |
 //! | `stream` | the HTTP filter: a plugin context per request |
 //! | `testkit` | a plugin in-process, for plugin authors' tests |
-//! | `properties`, `shared`, `metrics`, `callout`, `remote` | what the host functions reach |
+//! | `callout` | HTTP and unary gRPC callouts and how their answers read |
+//! | `properties`, `shared`, `metrics`, `remote` | what the host functions reach |
 
 pub mod abi;
 mod callout;
