@@ -229,6 +229,8 @@ pub struct Entry {
     pub upstream_cluster: Option<std::sync::Arc<crate::model::Cluster>>,
     pub downstream_remote: Option<std::net::SocketAddr>,
     pub downstream_local: Option<std::net::SocketAddr>,
+    /// Why the last upstream connection failed, as Envoy words it.
+    pub transport_failure: Option<String>,
     /// The path after a route rewrote it (`%REQ(:PATH)%`; the original
     /// is then `%REQ(X-ENVOY-ORIGINAL-PATH)%`, as in Envoy).
     pub routed_path: Option<String>,

@@ -72,8 +72,9 @@ impl Target<'_> {
 /// Why a new connection could not be made.
 #[derive(Debug)]
 pub enum ConnectError {
-    /// TCP: refused, unreachable, timed out.
-    Tcp,
+    /// TCP: refused, unreachable, timed out; the reason as Envoy words it
+    /// (`delayed connect error: Connection refused`), empty when unknown.
+    Tcp(String),
     /// The TLS handshake failed; BoringSSL's reason, as Envoy reports it.
     Tls(String),
     /// max_connections reached and max_pending_requests waiting already.
@@ -125,12 +126,20 @@ pub async fn checkin(session: Session, pool: PoolKey, budget: &ConnectionBudget)
     }
 }
 
+/// Envoy's transport failure reason for a failed connect: the OS's words
+/// without Rust's `(os error N)`.
+fn connect_error(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    let words = text.split(" (os error").next().unwrap_or_default();
+    format!("delayed connect error: {words}")
+}
+
 /// A new connection: TCP within the connect timeout, then TLS when the
 /// cluster has a transport socket (the handshake counts against the same
 /// timeout, as in Envoy).
 pub async fn connect(target: &Target<'_>) -> Result<Stream, ConnectError> {
     let connecting = async {
-        let tcp = TcpStream::connect(target.addr).await.map_err(|_| ConnectError::Tcp)?;
+        let tcp = TcpStream::connect(target.addr).await.map_err(|e| ConnectError::Tcp(connect_error(&e)))?;
         let _ = tcp.set_nodelay(true);
         let fd = tcp.as_raw_fd();
         let mut l4 = L4Stream::from(tcp);
@@ -139,13 +148,13 @@ pub async fn connect(target: &Target<'_>) -> Result<Stream, ConnectError> {
             return Ok(Box::new(l4) as Stream);
         };
         let ssl = tls.ssl().map_err(|e| ConnectError::Tls(envoy_tls_error(&e)))?;
-        let mut stream = SslStream::new(ssl, l4).map_err(|_| ConnectError::Tcp)?;
+        let mut stream = SslStream::new(ssl, l4).map_err(|_| ConnectError::Tcp(String::new()))?;
         match stream.connect().await {
             Ok(()) => Ok(Box::new(stream) as Stream),
             Err(e) => Err(ConnectError::Tls(e.ssl_error().map(envoy_tls_error).unwrap_or_default())),
         }
     };
-    tokio::time::timeout(target.connect_timeout, connecting).await.map_err(|_| ConnectError::Tcp)?
+    tokio::time::timeout(target.connect_timeout, connecting).await.map_err(|_| ConnectError::Tcp(String::new()))?
 }
 
 /// A stream on this worker's HTTP/2 connection to the target, opening the
@@ -161,7 +170,7 @@ async fn checkout_h2(target: &Target<'_>) -> Result<(Session, bool), ConnectErro
                 let stream = connect(target).await?;
                 let mut settings = H2HandshakeSettings::new();
                 settings.max_streams = H2_MAX_STREAMS;
-                v2::handshake(stream, settings).await.map_err(|_| ConnectError::Tcp)
+                v2::handshake(stream, settings).await.map_err(|_| ConnectError::Tcp(String::new()))
             })
             .await?;
         if !conn.is_closed() && !conn.is_shutting_down() {
@@ -177,7 +186,7 @@ async fn checkout_h2(target: &Target<'_>) -> Result<(Session, bool), ConnectErro
             }
         });
     }
-    Err(ConnectError::Tcp)
+    Err(ConnectError::Tcp(String::new()))
 }
 
 /// BoringSSL's error queue the way Envoy prints a transport failure:

@@ -135,7 +135,7 @@ const FORMATS: &str = r#"
               path: ${LOG}.text
               log_format:
                 text_format_source:
-                  inline_string: "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% cluster=%UPSTREAM_CLUSTER% %UPSTREAM_HOST% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% ua=%REQ(USER-AGENT):4% ct=%RESP(CONTENT-TYPE)% %RESP(X-UPSTREAM?SERVER)% %REQ(:AUTHORITY)% %HOSTNAME% 100%%\n"
+                  inline_string: "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% cluster=%UPSTREAM_CLUSTER% %UPSTREAM_HOST% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% ua=%REQ(USER-AGENT):4% ct=%RESP(CONTENT-TYPE)% %RESP(X-UPSTREAM?SERVER)% %REQ(:AUTHORITY)% %HOSTNAME% %RESPONSE_CODE_DETAILS% 100%%\n"
           - name: envoy.access_loggers.file
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog

@@ -40,6 +40,7 @@ enum Op {
     DownstreamRemoteAddress { port: bool },
     DownstreamLocalAddress { port: bool },
     Hostname,
+    ResponseCodeDetails,
 }
 
 /// A parsed format string.
@@ -216,6 +217,7 @@ fn operator(command: &str) -> Result<(Op, Option<usize>), String> {
         "DOWNSTREAM_LOCAL_ADDRESS" => plain(Op::DownstreamLocalAddress { port: true })?,
         "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => plain(Op::DownstreamLocalAddress { port: false })?,
         "HOSTNAME" => plain(Op::Hostname)?,
+        "RESPONSE_CODE_DETAILS" => plain(Op::ResponseCodeDetails)?,
         _ => return Err(format!("%{command}%: this operator is not supported by weft-proxy")),
     };
     Ok((op, limit))
@@ -243,7 +245,40 @@ fn value(op: &Op, e: &Entry, response: Response<'_>) -> Option<String> {
         Op::DownstreamRemoteAddress { port } => address(e.downstream_remote, *port),
         Op::DownstreamLocalAddress { port } => address(e.downstream_local, *port),
         Op::Hostname => hostname(),
+        Op::ResponseCodeDetails => Some(details(e)),
     }
+}
+
+/// Envoy's response code details, from what the request went through
+/// (its flags; a connect failure's reason with `_` for spaces, as Envoy).
+fn details(e: &Entry) -> String {
+    if e.flags.contains(&"UF") {
+        return match &e.transport_failure {
+            Some(reason) => format!("upstream_reset_before_response_started{{remote_connection_failure|{}}}", reason.replace(' ', "_")),
+            None => "upstream_reset_before_response_started{remote_connection_failure}".into(),
+        };
+    }
+    let flag = |f: &str| e.flags.contains(&f);
+    let s = if flag("NR") {
+        "route_not_found"
+    } else if flag("NC") {
+        "cluster_not_found"
+    } else if flag("FI") {
+        "fault_filter_abort"
+    } else if flag("RL") {
+        "local_rate_limited"
+    } else if flag("UH") {
+        "no_healthy_upstream"
+    } else if flag("UT") {
+        "response_timeout"
+    } else if flag("UO") {
+        "upstream_reset_before_response_started{overflow}"
+    } else if e.upstream_host.is_some() {
+        "via_upstream"
+    } else {
+        "direct_response"
+    };
+    s.to_string()
 }
 
 fn hostname() -> Option<String> {

@@ -592,9 +592,16 @@ async fn try_once<'c>(
             Ok(s) => s,
             Err(ConnectError::Overflow) => return Outcome::Failed(Failure::Overflow),
             Err(e) => {
-                if let ConnectError::Tls(reason) = e {
-                    tracing::debug!(cluster = %cluster.name, host = %target.addr, %reason, "upstream TLS handshake failed");
-                }
+                let reason = match e {
+                    ConnectError::Tls(reason) => {
+                        tracing::debug!(cluster = %cluster.name, host = %target.addr, %reason, "upstream TLS handshake failed");
+                        reason
+                    }
+                    ConnectError::Tcp(reason) => reason,
+                    ConnectError::Overflow => String::new(),
+                };
+                // For the access log's response code details.
+                log.transport_failure = Some(reason).filter(|r| !r.is_empty());
                 // Outlier detection counts local failures as Envoy maps them.
                 cluster.record_outcome(host.host(), 503);
                 return Outcome::Failed(Failure::Connect);
