@@ -229,8 +229,14 @@ pub struct Entry {
     pub upstream_cluster: Option<std::sync::Arc<crate::model::Cluster>>,
     pub downstream_remote: Option<std::net::SocketAddr>,
     pub downstream_local: Option<std::net::SocketAddr>,
+    /// Some access log wants this request: what costs a copy or a system
+    /// call is only recorded then.
+    pub logging: bool,
     /// Why the last upstream connection failed, as Envoy words it.
     pub transport_failure: Option<String>,
+    pub route_name: Option<String>,
+    /// The local address of the upstream connection used.
+    pub upstream_local: Option<std::net::SocketAddr>,
     /// The path after a route rewrote it (`%REQ(:PATH)%`; the original
     /// is then `%REQ(X-ENVOY-ORIGINAL-PATH)%`, as in Envoy).
     pub routed_path: Option<String>,

@@ -134,6 +134,7 @@ impl HttpProxy {
         let logging = !manager.access_logs.is_empty();
         let started = logging.then(|| (std::time::SystemTime::now(), std::time::Instant::now()));
         let mut log = Entry::default();
+        log.logging = logging;
         let status = self.handle(&manager, &mut session, &mut log, connection).await;
         if let Some(status) = status {
             manager.stats.response(status);
@@ -260,6 +261,9 @@ impl HttpProxy {
             return LocalReply::new(404, "").send(manager, session, Finish::new(&[], &edits)).await;
         };
         tracing::debug!(route_config = %table.name, vhost = %vhost.name, route = %route.name, %path, "routed");
+        if log.logging && !route.name.is_empty() {
+            log.route_name = Some(route.name.clone());
+        }
         // Response mutations, most specific first (Envoy's default order).
         let levels = [
             &route.response_headers,

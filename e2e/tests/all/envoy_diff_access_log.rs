@@ -135,7 +135,7 @@ const FORMATS: &str = r#"
               path: ${LOG}.text
               log_format:
                 text_format_source:
-                  inline_string: "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% cluster=%UPSTREAM_CLUSTER% %UPSTREAM_HOST% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% ua=%REQ(USER-AGENT):4% ct=%RESP(CONTENT-TYPE)% %RESP(X-UPSTREAM?SERVER)% %REQ(:AUTHORITY)% %HOSTNAME% %RESPONSE_CODE_DETAILS% 100%%\n"
+                  inline_string: "%REQ(:METHOD)% %REQ(X-ENVOY-ORIGINAL-PATH?:PATH)% %PROTOCOL% %RESPONSE_CODE% %RESPONSE_FLAGS% %BYTES_RECEIVED% %BYTES_SENT% cluster=%UPSTREAM_CLUSTER% %UPSTREAM_HOST% %DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT% %DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% ua=%REQ(USER-AGENT):4% ct=%RESP(CONTENT-TYPE)% %RESP(X-UPSTREAM?SERVER)% %REQ(:AUTHORITY)% %HOSTNAME% %RESPONSE_CODE_DETAILS% route=%ROUTE_NAME% raw=%UPSTREAM_CLUSTER_RAW% tfr=%UPSTREAM_TRANSPORT_FAILURE_REASON% ula=%UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT% 100%%\n"
           - name: envoy.access_loggers.file
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
@@ -151,6 +151,7 @@ const FORMATS: &str = r#"
                   ua: "ua=%REQ(USER-AGENT)%"
                   sent: "%BYTES_SENT%"
                   remote: "%DOWNSTREAM_REMOTE_ADDRESS%"
+                  upstream_local: "%UPSTREAM_LOCAL_ADDRESS%"
 "#;
 
 #[tokio::test]
@@ -192,8 +193,11 @@ async fn log_formats_match_envoy() {
                 assert!(v["duration"].is_u64(), "{kind:?}: {v}");
                 v["start"] = "<start>".into();
                 v["duration"] = 0.into();
-                let remote = v["remote"].as_str().unwrap_or_default().to_string();
-                v["remote"] = port.replace(&remote, "127.0.0.1:<port>").into_owned().into();
+                for key in ["remote", "upstream_local"] {
+                    if let Some(address) = v[key].as_str().map(str::to_string) {
+                        v[key] = port.replace(&address, "127.0.0.1:<port>").into_owned().into();
+                    }
+                }
                 v
             })
             .collect();

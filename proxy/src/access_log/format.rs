@@ -41,6 +41,9 @@ enum Op {
     DownstreamLocalAddress { port: bool },
     Hostname,
     ResponseCodeDetails,
+    RouteName,
+    UpstreamTransportFailureReason,
+    UpstreamLocalAddress { port: bool },
 }
 
 /// A parsed format string.
@@ -218,6 +221,12 @@ fn operator(command: &str) -> Result<(Op, Option<usize>), String> {
         "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => plain(Op::DownstreamLocalAddress { port: false })?,
         "HOSTNAME" => plain(Op::Hostname)?,
         "RESPONSE_CODE_DETAILS" => plain(Op::ResponseCodeDetails)?,
+        "ROUTE_NAME" => plain(Op::RouteName)?,
+        // RAW: without an alternate stat name, which we do not have.
+        "UPSTREAM_CLUSTER_RAW" => plain(Op::UpstreamCluster)?,
+        "UPSTREAM_TRANSPORT_FAILURE_REASON" => plain(Op::UpstreamTransportFailureReason)?,
+        "UPSTREAM_LOCAL_ADDRESS" => plain(Op::UpstreamLocalAddress { port: true })?,
+        "UPSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => plain(Op::UpstreamLocalAddress { port: false })?,
         _ => return Err(format!("%{command}%: this operator is not supported by weft-proxy")),
     };
     Ok((op, limit))
@@ -246,6 +255,10 @@ fn value(op: &Op, e: &Entry, response: Response<'_>) -> Option<String> {
         Op::DownstreamLocalAddress { port } => address(e.downstream_local, *port),
         Op::Hostname => hostname(),
         Op::ResponseCodeDetails => Some(details(e)),
+        Op::RouteName => e.route_name.clone(),
+        // Spaces as `_`, as Envoy prints it.
+        Op::UpstreamTransportFailureReason => e.transport_failure.as_ref().map(|r| r.replace(' ', "_")),
+        Op::UpstreamLocalAddress { port } => address(e.upstream_local, *port),
     }
 }
 

@@ -607,6 +607,9 @@ async fn try_once<'c>(
                 return Outcome::Failed(Failure::Connect);
             }
         };
+        if log.logging {
+            log.upstream_local = upstream.digest().and_then(|d| d.socket_digest.as_ref()).and_then(|s| s.local_addr()).and_then(|a| a.as_inet()).copied();
+        }
         let mut header = req.clone();
         if let Some(name) = host.host().hostname.as_ref().filter(|_| auto_host_rewrite) {
             if let Ok(v) = HeaderValue::from_str(name) {
