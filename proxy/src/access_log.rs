@@ -39,6 +39,9 @@ const QUEUE: usize = 16 * 1024;
 pub struct AccessLog {
     sender: SyncSender<String>,
     format: LineFormat,
+    /// The format reads request headers the default format does not keep
+    /// (found once, at compile time: asked on every request).
+    reads_request_headers: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -93,22 +96,23 @@ impl AccessLog {
             Some(f) => line_format(&f, &format!("{tpath}.log_format"))?,
             None => LineFormat::Default,
         };
-        Ok(AccessLog { sender: writer(&destination, path)?, format })
-    }
-
-    /// Whether lines need request headers the default format does not keep.
-    pub fn reads_request_headers(&self) -> bool {
         fn json(j: &Json) -> bool {
             match j {
                 Json::Value(f) => f.reads_request_headers(),
                 Json::Object(entries) => entries.iter().any(|(_, j)| json(j)),
             }
         }
-        match &self.format {
+        let reads_request_headers = match &format {
             LineFormat::Default => false,
             LineFormat::Text(f) => f.reads_request_headers(),
             LineFormat::Json(j) => json(j),
-        }
+        };
+        Ok(AccessLog { sender: writer(&destination, path)?, format, reads_request_headers })
+    }
+
+    /// Whether lines need request headers the default format does not keep.
+    pub fn reads_request_headers(&self) -> bool {
+        self.reads_request_headers
     }
 
     /// The line for a request; `default` is Envoy's default line, made
@@ -213,7 +217,8 @@ pub struct Entry {
     pub start: Option<SystemTime>,
     pub method: String,
     pub path: String,
-    pub protocol: &'static str,
+    /// The downstream connection: addresses and protocol.
+    pub conn: format::Conn,
     pub status: u16,
     pub flags: Vec<&'static str>,
     pub bytes_received: usize,
@@ -227,8 +232,6 @@ pub struct Entry {
     pub upstream_host: Option<std::net::SocketAddr>,
     /// Shared, not copied: set on every routed request.
     pub upstream_cluster: Option<std::sync::Arc<crate::model::Cluster>>,
-    pub downstream_remote: Option<std::net::SocketAddr>,
-    pub downstream_local: Option<std::net::SocketAddr>,
     /// Some access log wants this request: what costs a copy or a system
     /// call is only recorded then.
     pub logging: bool,
@@ -294,7 +297,7 @@ impl Entry {
             "[{start}] \"{} {} {}\" {status} {flags} {} {} {} {} \"{}\" \"{}\" \"{}\" \"{}\" \"{upstream}\"\n",
             self.method,
             self.path,
-            self.protocol,
+            self.conn.protocol,
             self.bytes_received,
             self.bytes_sent,
             self.duration_ms,
@@ -349,7 +352,8 @@ mod tests {
 
     #[test]
     fn default_format_prints_dashes_for_missing_values() {
-        let e = Entry { method: "GET".into(), path: "/".into(), protocol: "HTTP/1.1", status: 404, ..Default::default() };
+        let conn = format::Conn { protocol: "HTTP/1.1", ..Default::default() };
+        let e = Entry { method: "GET".into(), path: "/".into(), conn, status: 404, ..Default::default() };
         let line = e.format();
         assert_eq!(line, "[-] \"GET / HTTP/1.1\" 404 - 0 0 0 - \"-\" \"-\" \"-\" \"-\" \"-\"\n");
     }

@@ -135,6 +135,7 @@ impl HttpProxy {
         let started = logging.then(|| (std::time::SystemTime::now(), std::time::Instant::now()));
         let mut log = Entry::default();
         log.logging = logging;
+        log.conn = local::conn(&session);
         let status = self.handle(&manager, &mut session, &mut log, connection).await;
         if let Some(status) = status {
             manager.stats.response(status);
@@ -143,11 +144,8 @@ impl HttpProxy {
             log.start = Some(wall);
             log.duration_ms = monotonic.elapsed().as_millis();
             log.status = status.unwrap_or(0);
-            log.protocol = if session.is_http2() { "HTTP/2" } else { "HTTP/1.1" };
             log.bytes_received = session.body_bytes_read();
             log.bytes_sent = session.body_bytes_sent();
-            log.downstream_remote = session.client_addr().and_then(|a| a.as_inet()).copied();
-            log.downstream_local = session.server_addr().and_then(|a| a.as_inet()).copied();
             let (response, mut default) = (session.response_written(), None);
             for access_log in &manager.access_logs {
                 access_log.write(access_log.line(&log, response, &mut default));
@@ -204,11 +202,11 @@ impl HttpProxy {
                 }
             }
             Arc::new(StreamInfo {
-                source: session.client_addr().and_then(|a| a.as_inet()).copied(),
-                destination: session.server_addr().and_then(|a| a.as_inet()).copied(),
+                source: log.conn.remote,
+                destination: log.conn.local,
                 tls: ssl.is_some(),
                 requested_server_name: None,
-                protocol: if session.is_http2() { "HTTP/2" } else { "HTTP/1.1" },
+                protocol: log.conn.protocol,
                 ..Default::default()
             })
         } else {
@@ -216,7 +214,7 @@ impl HttpProxy {
         };
         // The weighted cluster is chosen with the route, as Envoy does: the
         // access log names it even when a filter answers first.
-        let conn = local::conn(session);
+        let conn = log.conn;
         let picked = match route.map(|r| &r.action) {
             Some(Action::Forward(fwd)) => {
                 let target = fwd.pick(rand::random::<u64>());

@@ -82,6 +82,12 @@ static_resources:
     )
 }
 
+/// The bootstrap with its upstream cluster spoken to over HTTP/2 (gRPC,
+/// trailers).
+fn over_http2(template: &str) -> String {
+    template.replace("connect_timeout: 1s", "connect_timeout: 1s\n    http2_protocol_options: {}")
+}
+
 const CONFIGURED: &str = r#"configuration: { "@type": type.googleapis.com/google.protobuf.StringValue, value: "tagged" }"#;
 
 #[tokio::test]
@@ -245,7 +251,7 @@ async fn shared_queues_deliver_like_envoy() {
 #[tokio::test]
 async fn response_trailers_reach_plugins_like_envoy() {
     let up = Upstream::start("up").await;
-    let template = bootstrap(&probe(), CONFIGURED).replace("connect_timeout: 1s", "connect_timeout: 1s\n    http2_protocol_options: {}");
+    let template = over_http2(&bootstrap(&probe(), CONFIGURED));
     let req = Request::get("/grpc").method("POST").header("te", "trailers").header("x-test-trailers", "grpc-status=7,x-extra=gone").body("\0\0\0\0\0");
     let mut seen = Vec::new();
     for kind in Kind::BOTH {
@@ -267,8 +273,7 @@ async fn response_trailers_reach_plugins_like_envoy() {
 #[tokio::test]
 async fn grpc_callouts_match_envoy() {
     let up = Upstream::start("up").await;
-    let path = module("grpc");
-    let template = bootstrap(&path, CONFIGURED).replace("connect_timeout: 1s", "connect_timeout: 1s\n    http2_protocol_options: {}");
+    let template = over_http2(&bootstrap(&module("grpc"), CONFIGURED));
     let requests = vec![
         Request::get("/").header("x-grpc-msg", "hello"),
         Request::get("/").header("x-grpc-msg", "fail:7:not for you"),
@@ -293,8 +298,7 @@ async fn grpc_callouts_match_envoy() {
 #[tokio::test]
 async fn cancelled_grpc_calls_answer_nothing_like_envoy() {
     let up = Upstream::start("up").await;
-    let path = module("grpc");
-    let template = bootstrap(&path, CONFIGURED).replace("connect_timeout: 1s", "connect_timeout: 1s\n    http2_protocol_options: {}");
+    let template = over_http2(&bootstrap(&module("grpc"), CONFIGURED));
     let req = Request::get("/cancel").header("x-grpc-msg", "hello").header("x-grpc-cancel", "1");
     let mut seen = Vec::new();
     for kind in Kind::BOTH {

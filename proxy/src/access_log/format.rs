@@ -99,7 +99,7 @@ impl Format {
         let format = Format::parse(text)?;
         for part in &format.parts {
             if let Part::Op(op, _, source) = part {
-                if !matches!(op, Op::DownstreamRemoteAddress { .. } | Op::DownstreamLocalAddress { .. } | Op::Protocol | Op::Hostname) {
+                if connection_value(op, &Conn::default()).is_none() {
                     return Err(format!("{source} is not supported in header values by weft-proxy (connection addresses, PROTOCOL and HOSTNAME are)"));
                 }
             }
@@ -115,14 +115,7 @@ impl Format {
             match part {
                 Part::Text(t) => out.push_str(t),
                 Part::Op(op, limit, _) => {
-                    let address = |a: Option<std::net::SocketAddr>, port: bool| a.map(|a| if port { a.to_string() } else { a.ip().to_string() });
-                    let v = match op {
-                        Op::DownstreamRemoteAddress { port } => address(conn.remote, *port),
-                        Op::DownstreamLocalAddress { port } => address(conn.local, *port),
-                        Op::Protocol => Some(conn.protocol.to_string()),
-                        Op::Hostname => hostname(),
-                        _ => None,
-                    };
+                    let v = connection_value(op, conn).flatten();
                     out.push_str(&truncate(v.as_deref().unwrap_or_default(), *limit));
                 }
             }
@@ -232,8 +225,27 @@ fn operator(command: &str) -> Result<(Op, Option<usize>), String> {
     Ok((op, limit))
 }
 
+/// An address with or without its port.
+fn address(a: Option<std::net::SocketAddr>, port: bool) -> Option<String> {
+    a.map(|a| if port { a.to_string() } else { a.ip().to_string() })
+}
+
+/// The value of an operator about the downstream connection (what header
+/// values may use); `None` for any other operator.
+fn connection_value(op: &Op, conn: &Conn) -> Option<Option<String>> {
+    Some(match op {
+        Op::DownstreamRemoteAddress { port } => address(conn.remote, *port),
+        Op::DownstreamLocalAddress { port } => address(conn.local, *port),
+        Op::Protocol => Some(conn.protocol.to_string()).filter(|p| !p.is_empty()),
+        Op::Hostname => hostname(),
+        _ => return None,
+    })
+}
+
 fn value(op: &Op, e: &Entry, response: Response<'_>) -> Option<String> {
-    let address = |a: Option<std::net::SocketAddr>, port: bool| a.map(|a| if port { a.to_string() } else { a.ip().to_string() });
+    if let Some(v) = connection_value(op, &e.conn) {
+        return v;
+    }
     match op {
         Op::Req(name, alt) => e.request_header(name).or_else(|| alt.as_deref().and_then(|a| e.request_header(a))),
         Op::Resp(name, alt) => {
@@ -242,7 +254,6 @@ fn value(op: &Op, e: &Entry, response: Response<'_>) -> Option<String> {
             get(name).or_else(|| alt.as_deref().and_then(get))
         }
         Op::StartTime => e.start.map(super::rfc3339_millis),
-        Op::Protocol => Some(e.protocol.to_string()).filter(|p| !p.is_empty()),
         Op::ResponseCode => Some(e.status.to_string()),
         // "-" even in typed JSON, as Envoy.
         Op::ResponseFlags => Some(if e.flags.is_empty() { "-".into() } else { e.flags.join(",") }),
@@ -251,14 +262,12 @@ fn value(op: &Op, e: &Entry, response: Response<'_>) -> Option<String> {
         Op::Duration => Some(e.duration_ms.to_string()),
         Op::UpstreamHost => e.upstream_host.map(|h| h.to_string()),
         Op::UpstreamCluster => e.upstream_cluster.as_ref().map(|c| c.name.clone()),
-        Op::DownstreamRemoteAddress { port } => address(e.downstream_remote, *port),
-        Op::DownstreamLocalAddress { port } => address(e.downstream_local, *port),
-        Op::Hostname => hostname(),
         Op::ResponseCodeDetails => Some(details(e)),
         Op::RouteName => e.route_name.clone(),
         // Spaces as `_`, as Envoy prints it.
         Op::UpstreamTransportFailureReason => e.transport_failure.as_ref().map(|r| r.replace(' ', "_")),
         Op::UpstreamLocalAddress { port } => address(e.upstream_local, *port),
+        Op::Protocol | Op::DownstreamRemoteAddress { .. } | Op::DownstreamLocalAddress { .. } | Op::Hostname => None,
     }
 }
 
@@ -308,7 +317,8 @@ mod tests {
         let _ = req.insert_header("user-agent", "curl/8");
         let _ = req.insert_header("host", "example.com");
         let start = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_millis(1_795_667_343_123);
-        let mut e = Entry { start: Some(start), status: 503, protocol: "HTTP/1.1", duration_ms: 7, ..Default::default() };
+        let conn = Conn { protocol: "HTTP/1.1", ..Default::default() };
+        let mut e = Entry { start: Some(start), status: 503, conn, duration_ms: 7, ..Default::default() };
         e.keep_request(&req);
         e.flag("UF");
         e.flag("URX");

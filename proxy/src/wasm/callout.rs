@@ -11,7 +11,7 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use pingora_http::RequestHeader;
 
-use super::host::{Answer, CallResponse, Callout, GrpcAnswer};
+use super::host::{pairs, response_pairs, Answer, CallResponse, Callout, GrpcAnswer};
 
 /// Sends the callout and says how it ended, in the terms of its kind.
 pub async fn send(call: Callout) -> Answer {
@@ -20,7 +20,7 @@ pub async fn send(call: Callout) -> Answer {
     if grpc {
         Answer::Grpc(grpc_answer(sent))
     } else {
-        Answer::Http(sent.map(|c| CallResponse { headers: pairs_with_status(&c.resp), body: c.body, trailers: c.trailers.as_ref().map(pairs).unwrap_or_default() }))
+        Answer::Http(sent.map(|c| CallResponse { headers: response_pairs(&c.resp), body: c.body, trailers: c.trailers.as_ref().map(pairs).unwrap_or_default() }))
     }
 }
 
@@ -43,16 +43,6 @@ async fn exchange(call: Callout) -> Result<crate::http::Called, ()> {
     crate::http::call(&call.cluster, req, call.body.clone(), call.timeout)
         .await
         .map_err(|e| tracing::debug!(cluster = %call.cluster.name, "wasm callout failed: {e}"))
-}
-
-fn pairs(map: &http::HeaderMap) -> Vec<(String, Bytes)> {
-    map.iter().map(|(k, v)| (k.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes()))).collect()
-}
-
-fn pairs_with_status(resp: &pingora_http::ResponseHeader) -> Vec<(String, Bytes)> {
-    let mut headers = vec![(":status".to_string(), Bytes::from(resp.status.as_u16().to_string()))];
-    headers.extend(pairs(&resp.headers));
-    headers
 }
 
 /// gRPC's status codes the host itself gives.

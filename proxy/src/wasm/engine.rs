@@ -60,8 +60,7 @@ pub fn compile(bytes: &[u8]) -> Result<Arc<Compiled>, String> {
         return Ok(hit);
     }
     // Compiled outside the lock: another config may compile meanwhile.
-    let hex: String = sha256.iter().map(|b| format!("{b:02x}")).collect();
-    let (module, _) = super::code_cache::load_or_compile(engine(), super::code_cache::dir().as_deref(), &hex, bytes).map_err(|e| format!("invalid wasm module: {e:#}"))?;
+    let (module, _) = super::code_cache::load_or_compile(engine(), super::code_cache::dir().as_deref(), &hex(&sha256), bytes).map_err(|e| format!("invalid wasm module: {e:#}"))?;
     check_exports(&module)?;
     let mut linker = Linker::new(engine());
     super::host::define(&mut linker).map_err(|e| format!("internal: host ABI: {e:#}"))?;
@@ -86,7 +85,11 @@ fn check_exports(module: &Module) -> Result<(), String> {
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+    hex(&Sha256::digest(bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 pub(super) fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -95,6 +95,19 @@ impl Host {
         }
     }
 
+    /// Queues a callout for the effective context (sent after the
+    /// callback) and returns its token; a gRPC call is pending until its
+    /// answer or its cancellation.
+    fn send_call(&mut self, cluster: std::sync::Arc<crate::model::Cluster>, headers: Vec<(String, Bytes)>, body: Bytes, timeout: Duration, grpc: bool) -> u32 {
+        let token = self.next_token;
+        self.next_token = self.next_token.wrapping_add(1).max(1);
+        self.calls.push(Callout { token, context: self.effective, cluster, headers, body, timeout, grpc });
+        if grpc {
+            self.grpc_pending.insert(token, false);
+        }
+        token
+    }
+
     /// `proxy_send_local_response` on the effective context, likewise.
     fn reply(&mut self, reply: LocalResponse) {
         match self.stream() {
@@ -575,19 +588,7 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             let Some(cluster) = plugin.clusters.load().get(&cluster_name).cloned() else {
                 return Ok(Status::BadArgument as i32);
             };
-            let host = caller.data_mut();
-            let token = host.next_token;
-            host.next_token = host.next_token.wrapping_add(1).max(1);
-            let context = host.effective;
-            host.calls.push(Callout {
-                token,
-                context,
-                cluster,
-                headers,
-                body,
-                timeout: Duration::from_millis(timeout_ms as u32 as u64),
-                grpc: false,
-            });
+            let token = caller.data_mut().send_call(cluster, headers, body, Duration::from_millis(timeout_ms as u32 as u64), false);
             Ok(if put_u32(&mut caller, token_out, token) { Status::Ok } else { Status::InvalidMemoryAccess } as i32)
         },
     )?;
@@ -634,12 +635,7 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
                 headers.push(("grpc-timeout".to_string(), Bytes::from(format!("{}m", timeout.as_millis()))));
             }
             headers.extend(metadata);
-            let host = caller.data_mut();
-            let token = host.next_token;
-            host.next_token = host.next_token.wrapping_add(1).max(1);
-            let context = host.effective;
-            host.calls.push(Callout { token, context, cluster, headers, body: super::callout::frame(&message), timeout, grpc: true });
-            host.grpc_pending.insert(token, false);
+            let token = caller.data_mut().send_call(cluster, headers, super::callout::frame(&message), timeout, true);
             Ok(if put_u32(&mut caller, token_out, token) { Status::Ok } else { Status::InvalidMemoryAccess } as i32)
         },
     )?;
@@ -738,22 +734,26 @@ fn headers_of(host: &mut Host, map: MapType) -> Option<Vec<(String, Bytes)>> {
             let req = stream.request.as_ref()?;
             Some(request_pairs(req, tls))
         }
-        MapType::ResponseHeaders => {
-            let resp = host.stream()?.response.as_ref()?;
-            let mut pairs = vec![(":status".to_string(), Bytes::from(resp.status.as_u16().to_string()))];
-            pairs.extend(resp.headers.iter().map(|(k, v)| (k.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes()))));
-            Some(pairs)
-        }
-        MapType::ResponseTrailers => {
-            let trailers = host.stream()?.response_trailers.as_ref()?;
-            Some(trailers.iter().map(|(k, v)| (k.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes()))).collect())
-        }
+        MapType::ResponseHeaders => Some(response_pairs(host.stream()?.response.as_ref()?)),
+        MapType::ResponseTrailers => Some(pairs(host.stream()?.response_trailers.as_ref()?)),
         MapType::CallResponseHeaders => host.call_response.as_ref().map(|c| c.headers.clone()),
         MapType::CallResponseTrailers => host.call_response.as_ref().map(|c| c.trailers.clone()),
         // Request trailers never reach the proxy (Pingora does not read
         // them): an empty map.
         MapType::RequestTrailers => Some(Vec::new()),
     }
+}
+
+/// A header map as the plugin reads it.
+pub fn pairs(map: &http::HeaderMap) -> Vec<(String, Bytes)> {
+    map.iter().map(|(k, v)| (k.as_str().to_string(), Bytes::copy_from_slice(v.as_bytes()))).collect()
+}
+
+/// Response headers as the plugin reads them: `:status` first.
+pub fn response_pairs(resp: &ResponseHeader) -> Vec<(String, Bytes)> {
+    let mut out = vec![(":status".to_string(), Bytes::from(resp.status.as_u16().to_string()))];
+    out.extend(pairs(&resp.headers));
+    out
 }
 
 pub fn request_pairs(req: &RequestHeader, tls: bool) -> Vec<(String, Bytes)> {

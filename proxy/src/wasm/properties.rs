@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Mutex, OnceLock};
 
+use super::engine::lock;
 use super::host::StreamData;
 use super::plugin::Plugin;
 
@@ -27,11 +28,11 @@ pub struct StreamInfo {
 
 impl StreamInfo {
     pub fn set_property(&self, path: &[u8], value: &[u8]) {
-        self.filter_state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(path.to_vec(), value.to_vec());
+        lock(&self.filter_state).insert(path.to_vec(), value.to_vec());
     }
 
     fn property(&self, name: &[u8]) -> Option<Vec<u8>> {
-        self.filter_state.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
+        lock(&self.filter_state).get(name).cloned()
     }
 }
 

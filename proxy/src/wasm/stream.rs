@@ -20,6 +20,7 @@ use http::HeaderValue;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::abi::Action;
+use super::engine::lock;
 use super::host::{LocalResponse, Signal, StreamData};
 use super::plugin::Plugin;
 use super::properties::StreamInfo;
@@ -279,20 +280,14 @@ impl Stream {
     }
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
 fn body_len(data: &Option<StreamData>) -> usize {
     data.as_ref().and_then(|d| d.response_body.as_ref()).map_or(0, |b| b.len())
 }
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        let mut data = StreamData::new(self.context, self.info.clone());
-        data.request = lock(&self.request).take();
-        data.response = lock(&self.response).take();
-        let mut data = Some(data);
+        let response = lock(&self.response).take();
+        let mut data = Some(self.data_with(response, None));
         with_existing(&Arc::downgrade(&self.plugin), self.generation, |vm| vm.finish_stream(&mut data));
     }
 }
@@ -342,7 +337,7 @@ impl<'a> Encoder<'a> {
 
     /// A body chunk (`None` with `end_of_stream` for the end). Returns
     /// what may go out now: nothing while a plugin buffers.
-    pub async fn body(&mut self, resp: &mut ResponseHeader, chunk: Option<Bytes>, end_of_stream: bool) -> Result<Option<Bytes>, LocalReply> {
+    pub async fn body(&mut self, resp: &mut ResponseHeader, chunk: Option<Bytes>, end_of_stream: bool) -> Result<Option<Bytes>, Stop> {
         if let Some(c) = chunk {
             self.buffered.extend_from_slice(&c);
         }
@@ -350,9 +345,8 @@ impl<'a> Encoder<'a> {
             match s.response_body(resp, &mut self.buffered, end_of_stream).await {
                 Outcome::Continue => {}
                 Outcome::Buffer => return Ok(None),
-                Outcome::Reply(r) => return Err(r),
-                // The caller resets the stream on any error mid-body.
-                Outcome::Reset => return Err(LocalReply::new(503, "")),
+                Outcome::Reply(r) => return Err(Stop::Reply(r)),
+                Outcome::Reset => return Err(Stop::Reset),
             }
         }
         Ok(Some(std::mem::take(&mut self.buffered).freeze()))

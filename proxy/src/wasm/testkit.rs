@@ -169,6 +169,15 @@ impl Plugin {
     }
 }
 
+/// What the client gets when a plugin ends the response: its reply, or
+/// for a reset stream no response, which status 0 stands for.
+fn stopped(stop: super::stream::Stop) -> Reply {
+    match stop {
+        super::stream::Stop::Reply(r) => Reply { status: r.status, headers: Vec::new(), body: r.body.to_vec() },
+        super::stream::Stop::Reset => Reply::new(0),
+    }
+}
+
 /// One request through the plugin: what went upstream (or the reply the
 /// plugin made), then the response phase.
 pub struct Exchange<'a> {
@@ -200,18 +209,15 @@ impl Exchange<'_> {
             }
             let mut encoder = Encoder::new(&self.streams);
             let end = upstream.body.is_empty();
-            match encoder.headers(&mut resp, end).await {
-                Ok(()) => {}
-                Err(super::stream::Stop::Reply(r)) => return Reply { status: r.status, headers: Vec::new(), body: r.body.to_vec() },
-                // A reset stream: the client sees no response; 0 stands for it.
-                Err(super::stream::Stop::Reset) => return Reply::new(0),
+            if let Err(stop) = encoder.headers(&mut resp, end).await {
+                return stopped(stop);
             }
             let mut body = Vec::new();
             if !end {
                 match encoder.body(&mut resp, Some(Bytes::from(upstream.body)), true).await {
                     Ok(Some(b)) => body = b.to_vec(),
                     Ok(None) => {}
-                    Err(r) => return Reply { status: r.status, headers: Vec::new(), body: r.body.to_vec() },
+                    Err(stop) => return stopped(stop),
                 }
             }
             Reply {

@@ -63,8 +63,9 @@ pub struct Held {
 
 /// What one response leads to.
 #[derive(Debug, Default)]
-pub struct Step {
-    pub requests: Vec<DiscoveryRequest>,
+pub struct Step<R = DiscoveryRequest> {
+    /// ACK/NACK and subscriptions, state-of-the-world or delta requests.
+    pub requests: Vec<R>,
     pub config: Option<Config>,
 }
 

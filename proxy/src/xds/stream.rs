@@ -13,7 +13,7 @@ use weft_envoy_api::pb::envoy::config::bootstrap::v3::Bootstrap;
 use weft_envoy_api::pb::envoy::service::discovery::v3::aggregated_discovery_service_client::AggregatedDiscoveryServiceClient;
 use weft_envoy_api::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, DeltaDiscoveryResponse, DiscoveryRequest, DiscoveryResponse};
 
-use super::state::State;
+use super::state::{State, Step};
 use super::Ads;
 use crate::bootstrap::Loader;
 use crate::model::Config;
@@ -77,7 +77,7 @@ trait Protocol {
     type Request: Send + 'static;
     type Response;
     fn reconnect(state: &mut State) -> Vec<Self::Request>;
-    fn on_response(state: &mut State, response: &Self::Response, loader: &Loader) -> (Vec<Self::Request>, Option<Config>);
+    fn on_response(state: &mut State, response: &Self::Response, loader: &Loader) -> Step<Self::Request>;
     async fn open(client: &mut Client, requests: UnboundedReceiverStream<Self::Request>) -> Result<tonic::Streaming<Self::Response>, tonic::Status>;
 }
 
@@ -92,9 +92,8 @@ impl Protocol for Sotw {
     fn reconnect(state: &mut State) -> Vec<DiscoveryRequest> {
         state.reconnect()
     }
-    fn on_response(state: &mut State, response: &DiscoveryResponse, loader: &Loader) -> (Vec<DiscoveryRequest>, Option<Config>) {
-        let step = state.on_response(response, loader, Instant::now());
-        (step.requests, step.config)
+    fn on_response(state: &mut State, response: &DiscoveryResponse, loader: &Loader) -> Step {
+        state.on_response(response, loader, Instant::now())
     }
     async fn open(client: &mut Client, requests: UnboundedReceiverStream<DiscoveryRequest>) -> Result<tonic::Streaming<DiscoveryResponse>, tonic::Status> {
         Ok(client.stream_aggregated_resources(requests).await?.into_inner())
@@ -107,9 +106,8 @@ impl Protocol for Delta {
     fn reconnect(state: &mut State) -> Vec<DeltaDiscoveryRequest> {
         state.reconnect_delta()
     }
-    fn on_response(state: &mut State, response: &DeltaDiscoveryResponse, loader: &Loader) -> (Vec<DeltaDiscoveryRequest>, Option<Config>) {
-        let step = state.on_delta_response(response, loader, Instant::now());
-        (step.requests, step.config)
+    fn on_response(state: &mut State, response: &DeltaDiscoveryResponse, loader: &Loader) -> Step<DeltaDiscoveryRequest> {
+        state.on_delta_response(response, loader, Instant::now())
     }
     async fn open(client: &mut Client, requests: UnboundedReceiverStream<DeltaDiscoveryRequest>) -> Result<tonic::Streaming<DeltaDiscoveryResponse>, tonic::Status> {
         Ok(client.delta_aggregated_resources(requests).await?.into_inner())
@@ -147,11 +145,11 @@ async fn exchange<P: Protocol>(
         };
         let Some(response) = message else { return Ok(()) };
         *failures = 0;
-        let (requests, config) = P::on_response(state, &response, loader);
-        for request in requests {
+        let step = P::on_response(state, &response, loader);
+        for request in step.requests {
             let _ = tx.send(request);
         }
-        if let Some(config) = config {
+        if let Some(config) = step.config {
             apply(config, updates).await;
         }
     }

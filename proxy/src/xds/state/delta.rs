@@ -20,9 +20,8 @@ use weft_envoy_api::pb::envoy::service::discovery::v3::{DeltaDiscoveryRequest, D
 use weft_envoy_api::pb::google::protobuf::Any;
 use weft_envoy_api::prost::Message;
 
-use super::{Kind, State};
+use super::{Kind, State, Step};
 use crate::bootstrap::Loader;
-use crate::model::Config;
 
 /// What the delta protocol adds to the state: names subscribed per type
 /// (as the server knows them) and the version of each accepted resource.
@@ -30,13 +29,6 @@ use crate::model::Config;
 pub struct Delta {
     subscribed: BTreeMap<Kind, BTreeSet<String>>,
     versions: BTreeMap<Kind, BTreeMap<String, String>>,
-}
-
-/// What one delta response leads to.
-#[derive(Debug, Default)]
-pub struct DeltaStep {
-    pub requests: Vec<DeltaDiscoveryRequest>,
-    pub config: Option<Config>,
 }
 
 impl State {
@@ -59,10 +51,10 @@ impl State {
             .collect()
     }
 
-    pub fn on_delta_response(&mut self, resp: &DeltaDiscoveryResponse, loader: &Loader, now: Instant) -> DeltaStep {
+    pub fn on_delta_response(&mut self, resp: &DeltaDiscoveryResponse, loader: &Loader, now: Instant) -> Step<DeltaDiscoveryRequest> {
         let Some(kind) = Kind::from_type_url(&resp.type_url) else {
             tracing::warn!(type_url = %resp.type_url, "xDS delta response of a type weft-proxy does not subscribe to; ignored");
-            return DeltaStep::default();
+            return Step::default();
         };
         let removed: BTreeSet<&str> = resp.removed_resources.iter().map(String::as_str).collect();
         let updated: Vec<(&str, &Any)> = resp.resources.iter().filter_map(|r| Some((r.name.as_str(), r.resource.as_ref()?))).collect();
@@ -124,7 +116,7 @@ impl State {
         ack.response_nonce = resp.nonce.clone();
         ack.error_detail = error;
         requests.push(ack);
-        DeltaStep { requests, config: step.config }
+        Step { requests, config: step.config }
     }
 
     fn delta_request(&mut self, kind: Kind) -> DeltaDiscoveryRequest {
@@ -135,10 +127,10 @@ impl State {
 
     /// The held clusters or listeners as the `Any`s a response carries.
     fn held_resources(&self, kind: Kind) -> BTreeMap<String, Any> {
-        let any = |m: &dyn Fn() -> Vec<u8>| Any { type_url: kind.type_url().to_string(), value: m() };
+        let any = |name: &str, value: Vec<u8>| (name.to_string(), Any { type_url: kind.type_url().to_string(), value });
         match kind {
-            Kind::Cluster => self.held.clusters.iter().map(|c| (c.name.clone(), any(&|| c.encode_to_vec()))).collect(),
-            Kind::Listener => self.held.listeners.iter().map(|l| (l.name.clone(), any(&|| l.encode_to_vec()))).collect(),
+            Kind::Cluster => self.held.clusters.iter().map(|c| any(&c.name, c.encode_to_vec())).collect(),
+            Kind::Listener => self.held.listeners.iter().map(|l| any(&l.name, l.encode_to_vec())).collect(),
             Kind::Route | Kind::Endpoint => BTreeMap::new(),
         }
     }
