@@ -135,7 +135,7 @@ impl HttpProxy {
         let started = logging.then(|| (std::time::SystemTime::now(), std::time::Instant::now()));
         let mut log = Entry::default();
         log.logging = logging;
-        log.conn = local::conn(&session);
+        log.conn = local::conn(&session, &manager);
         let status = self.handle(&manager, &mut session, &mut log, connection).await;
         if let Some(status) = status {
             manager.stats.response(status);

@@ -170,11 +170,9 @@ const FORMATS: &str = r#"
 #[tokio::test]
 async fn log_formats_match_envoy() {
     let up = Upstream::start("up").await;
-    let mut requests = requests();
-    // Not yet like Envoy: without use_remote_address Envoy takes the
-    // downstream remote address from x-forwarded-for; the formatters here
-    // use the socket's peer (closing note of session 10).
-    requests[1].headers.retain(|(k, _)| k != "x-forwarded-for");
+    // requests()[1] carries x-forwarded-for: without use_remote_address
+    // both take the downstream remote address from it.
+    let requests = requests();
     let port = regex::Regex::new(r"127\.0\.0\.1:\d+").expect("regex");
     let mut seen = Vec::new();
     for kind in Kind::BOTH {
@@ -213,5 +211,6 @@ async fn log_formats_match_envoy() {
         assert_eq!(seen[0].1.get(i), seen[1].1.get(i), "JSON line {i}: left Envoy, right weft-proxy");
     }
     assert_eq!(seen[1].1[0]["code"], 200, "typed: {}", seen[1].1[0]);
+    assert_eq!(seen[1].1[1]["remote"], "203.0.113.9:0", "from x-forwarded-for: {}", seen[1].1[1]);
     assert!(seen[1].0[0].contains(" ua=test "), "a length limit: {}", seen[1].0[0]);
 }

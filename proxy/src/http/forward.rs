@@ -679,7 +679,7 @@ async fn stream_response(
     resp.remove_matching(|name| HOP_BY_HOP.contains(&name));
     let service_ms = start.elapsed().as_millis().to_string();
     let _ = resp.insert_header("x-envoy-upstream-service-time", service_ms);
-    edit_response_headers(&mut resp, finish, &super::local::conn(session));
+    edit_response_headers(&mut resp, finish, &super::local::conn(session, manager));
     // Plugins see the response after the route's and the filters' edits.
     let mut plugins = crate::wasm::Encoder::new(&finish.edits.wasm);
     if !plugins.is_empty() {

@@ -55,7 +55,7 @@ impl LocalReply {
         for (name, value) in self.extra_headers {
             resp.insert_header(name, value).ok()?;
         }
-        let conn = conn(session);
+        let conn = conn(session, manager);
         for m in finish.levels.iter().copied().chain(self.mutations.as_deref()) {
             m.apply(&mut resp, &conn);
         }
@@ -114,10 +114,15 @@ pub fn edit_response_headers(resp: &mut ResponseHeader, finish: Finish<'_>, conn
     finish.edits.apply(resp);
 }
 
-/// The downstream connection, as header value formatters see it.
-pub fn conn(session: &ServerSession) -> Conn {
+/// The downstream connection, as header value formatters, access logs and
+/// plugins see it. Without `use_remote_address` Envoy takes the client's
+/// address from the rightmost `x-forwarded-for` entry (port 0), keeping
+/// the socket's peer when there is none or it is not an IP address.
+pub fn conn(session: &ServerSession, manager: &HttpManager) -> Conn {
+    let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+    let forwarded = if manager.use_remote_address { None } else { super::xff::last(session.req_header()) };
     Conn {
-        remote: session.client_addr().and_then(|a| a.as_inet()).copied(),
+        remote: forwarded.map(|ip| std::net::SocketAddr::new(ip, 0)).or(peer),
         local: session.server_addr().and_then(|a| a.as_inet()).copied(),
         protocol: if session.is_http2() { "HTTP/2" } else { "HTTP/1.1" },
     }

@@ -27,3 +27,10 @@ pub fn append(req: &mut RequestHeader, hop: IpAddr) {
         let _ = req.insert_header("x-forwarded-for", v);
     }
 }
+
+/// The rightmost `x-forwarded-for` address: the hop nearest this proxy.
+/// `None` when the header is missing or that entry is not an IP address.
+pub fn last(req: &RequestHeader) -> Option<IpAddr> {
+    let xff = req.headers.get("x-forwarded-for")?.to_str().ok()?;
+    xff.rsplit(',').next()?.trim().parse().ok()
+}
