@@ -41,9 +41,11 @@ pub struct Host {
     pub grpc_status: Option<(u32, Bytes)>,
     /// HTTP and gRPC callouts asked for during this callback.
     pub calls: Vec<Callout>,
-    /// Unary gRPC calls sent and not answered yet, and whether the plugin
-    /// cancelled them (their answer is then dropped).
-    pub grpc_pending: std::collections::HashMap<u32, bool>,
+    /// Unary gRPC calls not answered yet, with the task sending each once
+    /// it left. Cancelling removes the call (its answer is then dropped)
+    /// and stops it: not sent at all when cancelled in the callback that
+    /// made it, reset on the wire otherwise.
+    pub grpc_pending: std::collections::HashMap<u32, Option<tokio::task::AbortHandle>>,
     next_token: u32,
     /// Resumes and local replies for streams other than the running one.
     pub signals: Vec<(u32, Signal)>,
@@ -103,7 +105,7 @@ impl Host {
         self.next_token = self.next_token.wrapping_add(1).max(1);
         self.calls.push(Callout { token, context: self.effective, cluster, headers, body, timeout, grpc });
         if grpc {
-            self.grpc_pending.insert(token, false);
+            self.grpc_pending.insert(token, None);
         }
         token
     }
@@ -645,13 +647,18 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
         |_c: C<'_>, _a: i32, _b: i32, _c2: i32, _d: i32, _e: i32, _f: i32, _g: i32, _h: i32, _i: i32| -> R { Ok(Status::Unimplemented as i32) },
     )?;
     linker.func_wrap("env", "proxy_grpc_send", |_c: C<'_>, _t: i32, _p: i32, _l: i32, _e: i32| -> R { Ok(Status::Unimplemented as i32) })?;
-    // Cancelling or closing a unary call drops its answer: no callback.
-    // An unknown token is a bad argument, as in Envoy.
+    // Cancelling or closing a unary call stops it and drops its answer:
+    // no callback. An unknown token is a bad argument, as in Envoy.
     for name in ["proxy_grpc_cancel", "proxy_grpc_close"] {
         linker.func_wrap("env", name, |mut caller: C<'_>, token: i32| -> R {
-            match caller.data_mut().grpc_pending.get_mut(&(token as u32)) {
-                Some(cancelled) => {
-                    *cancelled = true;
+            let host = caller.data_mut();
+            let token = token as u32;
+            match host.grpc_pending.remove(&token) {
+                Some(sending) => {
+                    host.calls.retain(|c| c.token != token);
+                    if let Some(task) = sending {
+                        task.abort();
+                    }
                     Ok(Status::Ok as i32)
                 }
                 None => Ok(Status::BadArgument as i32),

@@ -288,7 +288,7 @@ impl Vm {
         let context = self.store.data().root_context;
         let (c, t) = (context as i32, token as i32);
         if let Answer::Grpc(_) = answer {
-            if self.store.data_mut().grpc_pending.remove(&token) != Some(false) {
+            if self.store.data_mut().grpc_pending.remove(&token).is_none() {
                 return Ok(()); // cancelled
             }
         }
@@ -377,7 +377,8 @@ impl Vm {
         for call in calls {
             let waiter = self.waiting.get(&call.context).cloned();
             let plugin = plugin.clone();
-            tokio::spawn(async move {
+            let grpc = call.grpc.then_some(call.token);
+            let task = tokio::spawn(async move {
                 let token = call.token;
                 let result = super::callout::send(call).await;
                 match waiter {
@@ -389,6 +390,9 @@ impl Vm {
                     }
                 }
             });
+            if let Some(slot) = grpc.and_then(|token| self.store.data_mut().grpc_pending.get_mut(&token)) {
+                *slot = Some(task.abort_handle());
+            }
         }
         if tick.is_some() && !self.ticking {
             self.ticking = true;
