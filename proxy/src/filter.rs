@@ -115,6 +115,13 @@ enum Edit {
 }
 
 impl ResponseEdits {
+    /// The request headers as they left the proxy, or as they were when a
+    /// local reply ended the request: the request's plugins keep them for
+    /// their later callbacks.
+    pub fn request_done(&self, req: RequestHeader) {
+        crate::wasm::stream::share_request(&self.wasm, req);
+    }
+
     fn push(&mut self, edit: Edit) {
         self.edits.push(edit);
     }

@@ -237,6 +237,7 @@ impl HttpProxy {
             match filter.on_request(&mut req, &mut cx).await {
                 Verdict::Continue => {}
                 Verdict::Respond(reply) => {
+                    edits.request_done(req);
                     // Envoy finalizes a filter's local reply with the route's
                     // response headers when the route forwards.
                     let all;
@@ -249,13 +250,20 @@ impl HttpProxy {
                     };
                     return reply.send(manager, session, Finish::new(levels, &edits)).await;
                 }
-                Verdict::Encode(reply) => return reply.send(manager, session, Finish::new(&[], &edits)).await,
-                Verdict::Reset => return None,
+                Verdict::Encode(reply) => {
+                    edits.request_done(req);
+                    return reply.send(manager, session, Finish::new(&[], &edits)).await;
+                }
+                Verdict::Reset => {
+                    edits.request_done(req);
+                    return None;
+                }
             }
         }
         let (Some(vhost), Some(route)) = (vhost, route) else {
             tracing::debug!(%host, %path, vhost = vhost.map(|v| v.name.as_str()), "no route");
             log.flag("NR");
+            edits.request_done(req);
             return LocalReply::new(404, "").send(manager, session, Finish::new(&[], &edits)).await;
         };
         tracing::debug!(route_config = %table.name, vhost = %vhost.name, route = %route.name, %path, "routed");
@@ -282,6 +290,7 @@ impl HttpProxy {
                     reply.location =
                         HeaderValue::from_str(&format!("{scheme}://{host}{path}")).ok();
                 }
+                edits.request_done(req);
                 reply.send(manager, session, Finish::new(&levels, &edits)).await
             }
             Action::Redirect(r) => {
@@ -289,9 +298,9 @@ impl HttpProxy {
                     Some(p) => route.matcher.rewrite_prefix(&path, p),
                     None => path,
                 };
-                local::redirect(r, &req, &host, &path)
-                    .send(manager, session, Finish::new(&levels, &edits))
-                    .await
+                let reply = local::redirect(r, &req, &host, &path);
+                edits.request_done(req);
+                reply.send(manager, session, Finish::new(&levels, &edits)).await
             }
             Action::Forward(fwd) => {
                 if let Some(new) = &fwd.prefix_rewrite {

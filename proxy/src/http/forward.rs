@@ -108,6 +108,7 @@ pub async fn forward(
         // Envoy's cluster_not_found_response_code: 503, no body, flag NC.
         tracing::debug!(cluster = %target.cluster.name, "route names an unknown cluster");
         log.flag("NC");
+        edits.request_done(req);
         return LocalReply::new(503, "").send(manager, session, finish).await;
     }
     let start = Instant::now();
@@ -118,9 +119,8 @@ pub async fn forward(
     let body = match read {
         Ok(b) => b,
         Err(status) => {
-            return LocalReply::new(status, "")
-                .send(manager, session, finish)
-                .await
+            edits.request_done(req);
+            return LocalReply::new(status, "").send(manager, session, finish).await;
         }
     };
     // Deliberately the route's policy only: Envoy 1.40 does not honour the
@@ -168,6 +168,7 @@ pub async fn forward(
     let Some(_request_slot) = Breakers::try_acquire(&breakers.active_requests, breakers.max_requests) else {
         cluster.stats.rq_pending_overflow.inc();
         log.flag("UO");
+        edits.request_done(req);
         return overflow().send(manager, session, finish).await;
     };
     let mut _retry_slot = None;
@@ -197,13 +198,6 @@ pub async fn forward(
         };
         if let Some(ms) = expected.map(|d| d.as_millis()) {
             let _ = req.insert_header("x-envoy-expected-rq-timeout-ms", ms.to_string());
-        }
-        if attempt == 0 {
-            // Plugins see the request as routed from here on (on_log
-            // included), as Envoy's router edits the map they read.
-            for stream in &finish.edits.wasm {
-                stream.routed(&req);
-            }
         }
         let result = match attempt_deadline {
             Some(d) => {
@@ -264,6 +258,9 @@ pub async fn forward(
             tokio::time::sleep(wait).await;
         }
     };
+    // Plugins see the request as routed from here on (on_log included),
+    // as Envoy's router edits the map they read.
+    edits.request_done(req);
 
     match outcome {
         Outcome::Failed(f) => {
@@ -738,13 +735,8 @@ async fn stream_response(
         // With trailers to come, the body does not end the stream.
         let body_end = done && trailers.is_none();
         let data = if !plugins.is_empty() && (data.is_some() || !plugins.buffered.is_empty()) {
-            // Headers already sent: what the plugin does to them is lost.
-            let Ok(mut sent_already) = ResponseHeader::build(200, Some(0)) else { return None };
-            let target = match header.as_mut() {
-                Some(h) => &mut **h,
-                None => &mut sent_already,
-            };
-            match plugins.body(target, data, body_end).await {
+            // `None`: the headers went out already.
+            match plugins.body(header.as_deref_mut(), data, body_end).await {
                 Ok(Some(out)) => Some(out).filter(|b| !b.is_empty() || body_end),
                 // Buffered, but the trailers end the stream: the body goes
                 // out before them.

@@ -68,7 +68,7 @@ impl LocalReply {
             let _ = plugins.headers(&mut resp, body.is_empty()).await;
             if !body.is_empty() {
                 let before = body.len();
-                if let Ok(Some(b)) = plugins.body(&mut resp, Some(body.clone()), true).await {
+                if let Ok(Some(b)) = plugins.body(Some(&mut resp), Some(body.clone()), true).await {
                     body = b;
                 }
                 if body.len() != before && resp.headers.contains_key(header::CONTENT_LENGTH) {

@@ -123,7 +123,7 @@ impl Host {
 /// back out after.
 pub struct StreamData {
     pub context: u32,
-    pub request: Option<RequestHeader>,
+    pub request: Option<std::sync::Arc<RequestHeader>>,
     pub request_body: Option<BytesMut>,
     pub response: Option<ResponseHeader>,
     pub response_body: Option<BytesMut>,
@@ -738,7 +738,7 @@ fn headers_of(host: &mut Host, map: MapType) -> Option<Vec<(String, Bytes)>> {
         MapType::RequestHeaders => {
             let stream = host.stream()?;
             let tls = stream.info.tls;
-            let req = stream.request.as_ref()?;
+            let req = stream.request.as_deref()?;
             Some(request_pairs(req, tls))
         }
         MapType::ResponseHeaders => Some(response_pairs(host.stream()?.response.as_ref()?)),
@@ -811,7 +811,8 @@ fn edit_headers(host: &mut Host, map: i32, op: Edit, key: &[u8], value: Option<&
     };
     match MapType::from_i32(map) {
         Some(MapType::RequestHeaders) => {
-            let Some(req) = stream.request.as_mut() else { return Status::NotFound };
+            // Copied on write once shared (a response callback's edit).
+            let Some(req) = stream.request.as_mut().map(std::sync::Arc::make_mut) else { return Status::NotFound };
             if edit_regular(req, op, name.as_ref(), value.as_ref()) {
                 return Status::Ok;
             }

@@ -75,7 +75,7 @@ pub fn get(path: &[u8], plugin: Option<&Plugin>, stream: Option<&StreamData>) ->
 }
 
 fn request(parts: &[&[u8]], stream: &StreamData) -> Option<Vec<u8>> {
-    let req = stream.request.as_ref()?;
+    let req = stream.request.as_deref()?;
     let bytes = |b: &[u8]| Some(b.to_vec());
     match parts {
         [b"path"] => bytes(req.raw_path()),

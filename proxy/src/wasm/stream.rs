@@ -13,7 +13,9 @@
 //! every request body anyway (for retries), so it is read before the
 //! filters run when a wasm filter is in the chain.
 
+use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
+use std::thread::LocalKey;
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
@@ -43,11 +45,12 @@ pub struct Stream {
     generation: u64,
     waiter: Arc<Waiter>,
     info: Arc<StreamInfo>,
-    /// The request headers as the request phase left them, and the
-    /// response headers once sent: Envoy lets a plugin read both in later
-    /// callbacks (the request's while it sees the response, both in
-    /// `proxy_on_log`). Moved into the plugin's reach for each callback.
-    request: Mutex<Option<RequestHeader>>,
+    /// The request headers as routed (shared by the request's plugins,
+    /// see [`share_request`]), and the response headers once sent: Envoy
+    /// lets a plugin read both in later callbacks (the request's while it
+    /// sees the response, both in `proxy_on_log`). Moved into the
+    /// plugin's reach for each callback.
+    request: Mutex<Option<Arc<RequestHeader>>>,
     response: Mutex<Option<ResponseHeader>>,
 }
 
@@ -100,11 +103,11 @@ impl Filter {
             response: Mutex::default(),
         };
         // The headers move into the plugin's reach for the callbacks.
-        let Ok(empty) = RequestHeader::build_no_case("GET", b"/", Some(0)) else { return Ok(()) };
+        let Some(lent) = REQUESTS.lend(req) else { return Ok(()) };
         let mut data = Some(StreamData::new(context, info.clone()));
         if let Some(d) = data.as_mut() {
-            d.request = Some(std::mem::replace(req, empty));
-            d.request_body = body.take().filter(|b| !b.is_empty()).map(|b| BytesMut::from(&b[..]));
+            d.request = Some(Arc::new(lent));
+            d.request_body = body.take().filter(|b| !b.is_empty()).map(BytesMut::from);
         }
         let has_body = data.as_ref().is_some_and(|d| d.request_body.is_some());
         let headers = data.as_ref().and_then(|d| d.request.as_ref()).map_or(0, |r| r.headers.len() + 4);
@@ -115,8 +118,8 @@ impl Filter {
         }
         if let Some(d) = data {
             if let Some(r) = d.request {
-                *lock(&stream.request) = Some(r.clone());
-                *req = r;
+                // Unshared while the request phase runs: no copy.
+                REQUESTS.give_back(req, Arc::try_unwrap(r).unwrap_or_else(|r| (*r).clone()));
             }
             *body = d.request_body.map(BytesMut::freeze);
         }
@@ -191,33 +194,43 @@ impl Stream {
     /// The response headers, as the plugin sees and changes them.
     /// `Buffer`: the plugin holds them until it has seen the body.
     pub async fn response_headers(&self, resp: &mut ResponseHeader, end_of_stream: bool) -> Outcome {
-        let Ok(empty) = ResponseHeader::build(200, Some(0)) else { return Outcome::Continue };
-        let mut data = Some(self.data_with(Some(std::mem::replace(resp, empty)), None));
+        let Some(lent) = RESPONSES.lend(resp) else { return Outcome::Continue };
+        let mut data = Some(self.data_with(Some(lent), None));
         let size = data.as_ref().and_then(|d| d.response.as_ref()).map_or(0, |r| r.headers.len() + 1);
         let outcome = self.phase(&mut data, Phase::ResponseHeaders, size, end_of_stream).await;
         if let Some(r) = self.keep_request(data).response {
             *lock(&self.response) = Some(r.clone());
-            *resp = r;
+            RESPONSES.give_back(resp, r);
         }
         self.response_outcome(outcome, end_of_stream)
     }
 
     /// A response body chunk, appended to what the plugin buffered so far
-    /// (`body` is all of it, changed in place). The headers may still
-    /// change while they are held.
-    pub async fn response_body(&self, resp: &mut ResponseHeader, body: &mut BytesMut, end_of_stream: bool) -> Outcome {
-        let Ok(empty) = ResponseHeader::build(200, Some(0)) else { return Outcome::Continue };
-        let headers = std::mem::replace(resp, empty);
-        let mut data = Some(self.data_with(Some(headers), Some(std::mem::take(body))));
+    /// (`body` is all of it, changed in place). The headers (`resp`) may
+    /// still change while they are held; once sent (`None`) the plugin
+    /// reads them as they went out, and its changes are lost.
+    pub async fn response_body(&self, resp: Option<&mut ResponseHeader>, body: &mut BytesMut, end_of_stream: bool) -> Outcome {
+        let (held, headers) = match resp {
+            Some(resp) => {
+                let Some(lent) = RESPONSES.lend(resp) else { return Outcome::Continue };
+                (Some(resp), Some(lent))
+            }
+            None => (None, lock(&self.response).take()),
+        };
+        let mut data = Some(self.data_with(headers, Some(std::mem::take(body))));
         let size = body_len(&data);
         let outcome = self.phase(&mut data, Phase::ResponseBody, size, end_of_stream).await;
         let d = self.keep_request(data);
-        if let Some(r) = d.response {
-            // Held headers may have changed with the body.
-            if end_of_stream {
-                *lock(&self.response) = Some(r.clone());
+        match (held, d.response) {
+            (Some(resp), Some(r)) => {
+                // Held headers may have changed with the body.
+                if end_of_stream {
+                    *lock(&self.response) = Some(r.clone());
+                }
+                RESPONSES.give_back(resp, r);
             }
-            *resp = r;
+            (None, sent) => *lock(&self.response) = sent,
+            (Some(_), None) => {}
         }
         *body = d.response_body.unwrap_or_default();
         self.response_outcome(outcome, end_of_stream)
@@ -266,17 +279,55 @@ impl Stream {
         d
     }
 
-    /// The request headers as the router sends them upstream (rewrites and
-    /// its own headers included): what later callbacks read.
-    pub fn routed(&self, req: &RequestHeader) {
-        *lock(&self.request) = Some(req.clone());
-    }
-
     /// Takes the request headers back after a callback.
     fn keep_request(&self, data: Option<StreamData>) -> StreamData {
         let mut d = data.unwrap_or_else(|| StreamData::new(self.context, self.info.clone()));
         *lock(&self.request) = d.request.take();
         d
+    }
+}
+
+/// The request headers as they left the proxy (the router's rewrites and
+/// headers included), or as they were when a local reply ended the
+/// request: what the request's plugins read from then on. Moved, not
+/// copied: the request is done with them.
+pub fn share_request(streams: &[Stream], req: RequestHeader) {
+    if streams.is_empty() {
+        return;
+    }
+    let shared = Arc::new(req);
+    for s in streams {
+        *lock(&s.request) = Some(shared.clone());
+    }
+}
+
+/// A header map lent to a plugin leaves a placeholder behind; one spare
+/// per worker makes the lending free of allocation (this is every
+/// callback of every request).
+struct Spare<T: 'static> {
+    slot: &'static LocalKey<RefCell<Option<T>>>,
+    make: fn() -> Option<T>,
+}
+
+thread_local! {
+    static SPARE_REQUEST: RefCell<Option<RequestHeader>> = const { RefCell::new(None) };
+    static SPARE_RESPONSE: RefCell<Option<ResponseHeader>> = const { RefCell::new(None) };
+}
+
+const REQUESTS: Spare<RequestHeader> = Spare { slot: &SPARE_REQUEST, make: || RequestHeader::build_no_case("GET", b"/", Some(0)).ok() };
+const RESPONSES: Spare<ResponseHeader> = Spare { slot: &SPARE_RESPONSE, make: || ResponseHeader::build(200, Some(0)).ok() };
+
+impl<T> Spare<T> {
+    /// Takes the value out of `place`, leaving the spare.
+    fn lend(&self, place: &mut T) -> Option<T> {
+        let spare = self.slot.with(|s| s.borrow_mut().take()).or_else(self.make)?;
+        Some(std::mem::replace(place, spare))
+    }
+
+    /// Puts `value` back in `place`; what was there becomes the spare.
+    fn give_back(&self, place: &mut T, value: T) {
+        let spare = std::mem::replace(place, value);
+        self.slot.with(|s| *s.borrow_mut() = Some(spare));
     }
 }
 
@@ -337,12 +388,15 @@ impl<'a> Encoder<'a> {
 
     /// A body chunk (`None` with `end_of_stream` for the end). Returns
     /// what may go out now: nothing while a plugin buffers.
-    pub async fn body(&mut self, resp: &mut ResponseHeader, chunk: Option<Bytes>, end_of_stream: bool) -> Result<Option<Bytes>, Stop> {
-        if let Some(c) = chunk {
-            self.buffered.extend_from_slice(&c);
+    pub async fn body(&mut self, mut resp: Option<&mut ResponseHeader>, chunk: Option<Bytes>, end_of_stream: bool) -> Result<Option<Bytes>, Stop> {
+        match chunk {
+            // Not copied unless a plugin buffers (the usual chunk is unshared).
+            Some(c) if self.buffered.is_empty() => self.buffered = BytesMut::from(c),
+            Some(c) => self.buffered.extend_from_slice(&c),
+            None => {}
         }
         for s in self.streams.iter().rev() {
-            match s.response_body(resp, &mut self.buffered, end_of_stream).await {
+            match s.response_body(resp.as_deref_mut(), &mut self.buffered, end_of_stream).await {
                 Outcome::Continue => {}
                 Outcome::Buffer => return Ok(None),
                 Outcome::Reply(r) => return Err(Stop::Reply(r)),

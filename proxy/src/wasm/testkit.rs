@@ -145,18 +145,16 @@ impl Plugin {
             let info = Arc::new(StreamInfo { protocol: "HTTP/1.1", ..Default::default() });
             let mut streams = Vec::new();
             let verdict = self.filter.on_request(&mut req, &mut body, &info, &mut streams).await;
-            Ok::<_, String>((req, body, streams, verdict))
+            // What went upstream, or what a reply ended: later callbacks read it.
+            let upstream = verdict.is_ok().then(|| seen(&req, body.unwrap_or_default().to_vec()));
+            super::stream::share_request(&streams, req);
+            Ok::<_, String>((upstream, streams, verdict))
         });
         match outcome {
-            Ok((req, body, streams, Ok(()))) => Exchange {
-                plugin: self,
-                upstream: Some(seen(&req, body.unwrap_or_default().to_vec())),
-                reply: None,
-                streams,
-            },
+            Ok((upstream, streams, Ok(()))) => Exchange { plugin: self, upstream, reply: None, streams },
             // A reset stream: nothing went upstream and nothing came back.
-            Ok((_, _, streams, Err(super::stream::Stop::Reset))) => Exchange { plugin: self, upstream: None, reply: None, streams },
-            Ok((_, _, streams, Err(super::stream::Stop::Reply(local)))) => {
+            Ok((_, streams, Err(super::stream::Stop::Reset))) => Exchange { plugin: self, upstream: None, reply: None, streams },
+            Ok((_, streams, Err(super::stream::Stop::Reply(local)))) => {
                 let reply = Reply {
                     status: local.status,
                     headers: local.extra_headers.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect(),
@@ -214,7 +212,7 @@ impl Exchange<'_> {
             }
             let mut body = Vec::new();
             if !end {
-                match encoder.body(&mut resp, Some(Bytes::from(upstream.body)), true).await {
+                match encoder.body(Some(&mut resp), Some(Bytes::from(upstream.body)), true).await {
                     Ok(Some(b)) => body = b.to_vec(),
                     Ok(None) => {}
                     Err(stop) => return stopped(stop),
