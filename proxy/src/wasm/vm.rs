@@ -12,12 +12,13 @@
 //! ```
 
 use std::cell::RefCell;
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use wasmtime::{Store, StoreLimitsBuilder, TypedFunc, WasmParams, WasmResults};
 
 use super::abi::Action;
@@ -132,7 +133,7 @@ pub struct Vm {
     f: Exports,
     pub generation: u64,
     /// Streams alive in this VM, by context id.
-    waiting: HashMap<u32, Arc<Waiter>>,
+    waiting: FxHashMap<u32, Arc<Waiter>>,
     next_context: u32,
     /// Callouts and timers need a runtime; the VM that checks a config
     /// (not a worker's) never starts them.
@@ -195,7 +196,7 @@ impl Vm {
             store,
             f,
             generation: GENERATION.fetch_add(1, Ordering::Relaxed),
-            waiting: HashMap::new(),
+            waiting: FxHashMap::default(),
             next_context: 2,
             detached,
             ticking: false,
@@ -420,7 +421,7 @@ struct Slot {
 }
 
 thread_local! {
-    static VMS: RefCell<HashMap<u64, Slot>> = RefCell::new(HashMap::new());
+    static VMS: RefCell<FxHashMap<u64, Slot>> = RefCell::new(FxHashMap::default());
 }
 
 /// Runs `f` on this worker's VM of the plugin, made (or remade after a
@@ -472,8 +473,12 @@ fn run<T>(plugin: u64, vm: &Rc<RefCell<Vm>>, f: impl FnOnce(&mut Vm) -> T) -> Op
 /// Like `with_vm`, for work that belongs to one VM (its timers, its
 /// callouts, its streams' ends): nothing when that VM is gone.
 pub fn with_existing<T>(plugin: &Weak<Plugin>, generation: u64, f: impl FnOnce(&mut Vm) -> T) -> Option<T> {
-    // Looked up once: this is every phase of every request.
-    let id = plugin.upgrade()?.id;
+    with_existing_id(plugin.upgrade()?.id, generation, f)
+}
+
+/// `with_existing` for a caller that holds the plugin (a stream): this
+/// is every phase of every request.
+pub fn with_existing_id<T>(id: u64, generation: u64, f: impl FnOnce(&mut Vm) -> T) -> Option<T> {
     let current = VMS.with(|vms| vms.borrow().get(&id).and_then(|s| s.vm.clone()))?;
     if current.try_borrow().ok()?.generation != generation {
         return None;
