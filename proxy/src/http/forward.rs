@@ -759,6 +759,7 @@ async fn stream_response(
         // The stream ends with the last of header, body and trailers.
         let end = done && trailers.is_none();
         if let Some(h) = header.take() {
+            plugins.response_sent(&h);
             tasks.push(HttpTask::Header(h, end && data.is_none()));
         }
         if data.is_some() || done {

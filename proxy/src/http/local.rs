@@ -78,6 +78,7 @@ impl LocalReply {
             frame_body(&mut resp, session, !body.is_empty());
         }
         stamp_response_headers(manager, &mut resp);
+        crate::wasm::Encoder::new(&finish.edits.wasm).response_sent(&resp);
         let status = resp.status.as_u16();
         session.write_response_header(Box::new(resp)).await.ok()?;
         session.write_response_body(body, true).await.ok()?;

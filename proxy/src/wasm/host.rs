@@ -125,7 +125,7 @@ pub struct StreamData {
     pub context: u32,
     pub request: Option<std::sync::Arc<RequestHeader>>,
     pub request_body: Option<BytesMut>,
-    pub response: Option<ResponseHeader>,
+    pub response: Option<std::sync::Arc<ResponseHeader>>,
     pub response_body: Option<BytesMut>,
     /// An HTTP/2 upstream's trailers, during `proxy_on_response_trailers`.
     pub response_trailers: Option<http::HeaderMap>,
@@ -741,7 +741,7 @@ fn headers_of(host: &mut Host, map: MapType) -> Option<Vec<(String, Bytes)>> {
             let req = stream.request.as_deref()?;
             Some(request_pairs(req, tls))
         }
-        MapType::ResponseHeaders => Some(response_pairs(host.stream()?.response.as_ref()?)),
+        MapType::ResponseHeaders => Some(response_pairs(host.stream()?.response.as_deref()?)),
         MapType::ResponseTrailers => Some(pairs(host.stream()?.response_trailers.as_ref()?)),
         MapType::CallResponseHeaders => host.call_response.as_ref().map(|c| c.headers.clone()),
         MapType::CallResponseTrailers => host.call_response.as_ref().map(|c| c.trailers.clone()),
@@ -833,7 +833,7 @@ fn edit_headers(host: &mut Host, map: i32, op: Edit, key: &[u8], value: Option<&
             Status::Ok
         }
         Some(MapType::ResponseHeaders) => {
-            let Some(resp) = stream.response.as_mut() else { return Status::NotFound };
+            let Some(resp) = stream.response.as_mut().map(std::sync::Arc::make_mut) else { return Status::NotFound };
             if edit_regular(resp, op, name.as_ref(), value.as_ref()) {
                 return Status::Ok;
             }

@@ -67,8 +67,8 @@ pub fn get(path: &[u8], plugin: Option<&Plugin>, stream: Option<&StreamData>) ->
         [b"connection", b"mtls"] => Some(vec![u8::from(stream?.info.tls)]),
         [b"connection", b"requested_server_name"] => text(stream?.info.requested_server_name.as_deref()?),
         [b"request", rest @ ..] => request(rest, stream?),
-        [b"response", b"code"] => int(stream?.response.as_ref()?.status.as_u16().into()),
-        [b"response", b"headers", name] => header(&stream?.response.as_ref()?.headers, name),
+        [b"response", b"code"] => int(stream?.response.as_deref()?.status.as_u16().into()),
+        [b"response", b"headers", name] => header(&stream?.response.as_deref()?.headers, name),
         [name] => stream?.info.property(name),
         _ => None,
     }

@@ -26,7 +26,7 @@ use super::engine::lock;
 use super::host::{LocalResponse, Signal, StreamData};
 use super::plugin::Plugin;
 use super::properties::StreamInfo;
-use super::vm::{with_existing, with_vm, Phase, Waiter};
+use super::vm::{with_existing_id, with_vm, Phase, Waiter};
 use crate::http::LocalReply;
 
 pub const TYPE: &str = "envoy.extensions.filters.http.wasm.v3.Wasm";
@@ -45,13 +45,13 @@ pub struct Stream {
     generation: u64,
     waiter: Arc<Waiter>,
     info: Arc<StreamInfo>,
-    /// The request headers as routed (shared by the request's plugins,
-    /// see [`share_request`]), and the response headers once sent: Envoy
-    /// lets a plugin read both in later callbacks (the request's while it
-    /// sees the response, both in `proxy_on_log`). Moved into the
-    /// plugin's reach for each callback.
+    /// The request headers as routed (see [`share_request`]) and the
+    /// response headers as sent (see [`Encoder::response_sent`]), shared
+    /// by the request's plugins: Envoy lets a plugin read both in later
+    /// callbacks (the request's while it sees the response, both in
+    /// `proxy_on_log`).
     request: Mutex<Option<Arc<RequestHeader>>>,
-    response: Mutex<Option<ResponseHeader>>,
+    response: Mutex<Option<Arc<ResponseHeader>>>,
 }
 
 impl std::fmt::Debug for Stream {
@@ -118,8 +118,7 @@ impl Filter {
         }
         if let Some(d) = data {
             if let Some(r) = d.request {
-                // Unshared while the request phase runs: no copy.
-                REQUESTS.give_back(req, Arc::try_unwrap(r).unwrap_or_else(|r| (*r).clone()));
+                REQUESTS.give_back(req, unshare(r));
             }
             *body = d.request_body.map(BytesMut::freeze);
         }
@@ -147,7 +146,7 @@ impl Stream {
     /// Runs one phase; a pause at the end of the stream waits for the
     /// plugin to resume it. `Err`: the VM failed.
     async fn phase(&self, data: &mut Option<StreamData>, phase: Phase, size: usize, end_of_stream: bool) -> Result<Outcome, ()> {
-        let action = with_existing(&Arc::downgrade(&self.plugin), self.generation, |vm| vm.stream_callback(data, phase, size, end_of_stream))
+        let action = with_existing_id(self.plugin.id, self.generation, |vm| vm.stream_callback(data, phase, size, end_of_stream))
             .ok_or(())?
             .map_err(drop)?;
         if data.as_ref().is_some_and(|d| d.close) {
@@ -183,7 +182,7 @@ impl Stream {
                 Signal::Resume => return Ok(Outcome::Continue),
                 Signal::LocalReply(reply) => return Ok(Outcome::Reply(local_reply(reply))),
                 Signal::CallDone(token, result) => {
-                    with_existing(&Arc::downgrade(&self.plugin), self.generation, |vm| vm.call_response(data, token, result))
+                    with_existing_id(self.plugin.id, self.generation, |vm| vm.call_response(data, token, result))
                         .ok_or(())?
                         .map_err(drop)?;
                 }
@@ -195,12 +194,11 @@ impl Stream {
     /// `Buffer`: the plugin holds them until it has seen the body.
     pub async fn response_headers(&self, resp: &mut ResponseHeader, end_of_stream: bool) -> Outcome {
         let Some(lent) = RESPONSES.lend(resp) else { return Outcome::Continue };
-        let mut data = Some(self.data_with(Some(lent), None));
+        let mut data = Some(self.data_with(Some(Arc::new(lent)), None));
         let size = data.as_ref().and_then(|d| d.response.as_ref()).map_or(0, |r| r.headers.len() + 1);
         let outcome = self.phase(&mut data, Phase::ResponseHeaders, size, end_of_stream).await;
         if let Some(r) = self.keep_request(data).response {
-            *lock(&self.response) = Some(r.clone());
-            RESPONSES.give_back(resp, r);
+            RESPONSES.give_back(resp, unshare(r));
         }
         self.response_outcome(outcome, end_of_stream)
     }
@@ -213,24 +211,17 @@ impl Stream {
         let (held, headers) = match resp {
             Some(resp) => {
                 let Some(lent) = RESPONSES.lend(resp) else { return Outcome::Continue };
-                (Some(resp), Some(lent))
+                (Some(resp), Some(Arc::new(lent)))
             }
-            None => (None, lock(&self.response).take()),
+            None => (None, lock(&self.response).clone()),
         };
         let mut data = Some(self.data_with(headers, Some(std::mem::take(body))));
         let size = body_len(&data);
         let outcome = self.phase(&mut data, Phase::ResponseBody, size, end_of_stream).await;
         let d = self.keep_request(data);
-        match (held, d.response) {
-            (Some(resp), Some(r)) => {
-                // Held headers may have changed with the body.
-                if end_of_stream {
-                    *lock(&self.response) = Some(r.clone());
-                }
-                RESPONSES.give_back(resp, r);
-            }
-            (None, sent) => *lock(&self.response) = sent,
-            (Some(_), None) => {}
+        if let (Some(resp), Some(r)) = (held, d.response) {
+            // Held headers may have changed with the body.
+            RESPONSES.give_back(resp, unshare(r));
         }
         *body = d.response_body.unwrap_or_default();
         self.response_outcome(outcome, end_of_stream)
@@ -271,7 +262,7 @@ impl Stream {
 
     /// The stream's data for a response callback: those headers and body,
     /// and the request headers (lent; see [`keep_request`](Self::keep_request)).
-    fn data_with(&self, response: Option<ResponseHeader>, body: Option<BytesMut>) -> StreamData {
+    fn data_with(&self, response: Option<Arc<ResponseHeader>>, body: Option<BytesMut>) -> StreamData {
         let mut d = StreamData::new(self.context, self.info.clone());
         d.request = lock(&self.request).take();
         d.response = response;
@@ -299,6 +290,12 @@ pub fn share_request(streams: &[Stream], req: RequestHeader) {
     for s in streams {
         *lock(&s.request) = Some(shared.clone());
     }
+}
+
+/// Headers lent to a plugin for a callback, taken back: unshared while
+/// the callback's phase runs, so not copied.
+fn unshare<T: Clone>(headers: Arc<T>) -> T {
+    Arc::try_unwrap(headers).unwrap_or_else(|h| (*h).clone())
 }
 
 /// A header map lent to a plugin leaves a placeholder behind; one spare
@@ -339,7 +336,7 @@ impl Drop for Stream {
     fn drop(&mut self) {
         let response = lock(&self.response).take();
         let mut data = Some(self.data_with(response, None));
-        with_existing(&Arc::downgrade(&self.plugin), self.generation, |vm| vm.finish_stream(&mut data));
+        with_existing_id(self.plugin.id, self.generation, |vm| vm.finish_stream(&mut data));
     }
 }
 
@@ -370,6 +367,19 @@ impl<'a> Encoder<'a> {
 
     pub fn is_empty(&self) -> bool {
         self.streams.is_empty()
+    }
+
+    /// The response headers as they go out, after every edit: what the
+    /// plugins read from then on (later body callbacks, trailers,
+    /// `proxy_on_log`). One copy, shared.
+    pub fn response_sent(&self, resp: &ResponseHeader) {
+        if self.streams.is_empty() {
+            return;
+        }
+        let shared = Arc::new(resp.clone());
+        for s in self.streams {
+            *lock(&s.response) = Some(shared.clone());
+        }
     }
 
     /// Runs the response headers through the plugins. `Err`: a reply

@@ -218,6 +218,7 @@ impl Exchange<'_> {
                     Err(stop) => return stopped(stop),
                 }
             }
+            encoder.response_sent(&resp);
             Reply {
                 status: resp.status.as_u16(),
                 headers: resp.headers.iter().map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect(),
