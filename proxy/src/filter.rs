@@ -61,7 +61,7 @@ pub enum Verdict {
 /// What a filter sees of a request besides its headers.
 pub struct Context<'a> {
     /// The downstream connection, for header value formatters.
-    pub conn: crate::access_log::format::Conn,
+    pub conn: &'a crate::access_log::format::Conn,
     /// The route matched and forwards (Envoy's "route entry"): false when
     /// there is no route and for direct responses and redirects.
     pub forwards: bool,

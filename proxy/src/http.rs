@@ -205,7 +205,7 @@ impl HttpProxy {
                 source: log.conn.remote,
                 destination: log.conn.local,
                 tls: ssl.is_some(),
-                requested_server_name: None,
+                requested_server_name: log.conn.requested_server_name.clone(),
                 protocol: log.conn.protocol,
                 ..Default::default()
             })
@@ -214,7 +214,7 @@ impl HttpProxy {
         };
         // The weighted cluster is chosen with the route, as Envoy does: the
         // access log names it even when a filter answers first.
-        let conn = log.conn;
+        let conn = log.conn.clone();
         let picked = match route.map(|r| &r.action) {
             Some(Action::Forward(fwd)) => {
                 let target = fwd.pick(rand::random::<u64>());
@@ -225,7 +225,7 @@ impl HttpProxy {
         };
         for (name, filter) in &manager.filters {
             let mut cx = Context {
-                conn,
+                conn: &conn,
                 forwards,
                 per_route: [route.and_then(|r| r.per_filter.get(name)), vhost.and_then(|v| v.per_filter.get(name))],
                 connection,

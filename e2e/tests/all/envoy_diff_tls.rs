@@ -11,7 +11,8 @@ use crate::describe;
 
 /// A filter chain: `matcher` is a `filter_chain_match` flow mapping, `tls`
 /// a `DownstreamTlsContext` flow mapping (None: plaintext), `hcm_extra`
-/// extra HCM fields; the chain's routes answer with `x-chain: <name>`.
+/// extra HCM fields; the chain's routes answer with `x-chain: <name>` and
+/// tell the upstream the client's SNI (`x-sni`, absent without one).
 pub fn chain(name: &str, matcher: &str, tls: Option<&str>, hcm_extra: &str) -> String {
     let transport = match tls {
         Some(ctx) => {
@@ -33,6 +34,7 @@ pub fn chain(name: &str, matcher: &str, tls: Option<&str>, hcm_extra: &str) -> S
           {hcm_extra}
           route_config:
             response_headers_to_add: [ {{ header: {{ key: x-chain, value: {name} }} }} ]
+            request_headers_to_add: [ {{ header: {{ key: x-sni, value: "%REQUESTED_SERVER_NAME%" }} }} ]
             virtual_hosts:
             - {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, route: {{ cluster: up }} }} ] }}
           http_filters:
@@ -163,6 +165,13 @@ async fn sni_chain_selection_and_alpn_match_envoy() {
     let Seen::Answered { negotiated, upstream, .. } = &weft[1] else { unreachable!() };
     assert_eq!(negotiated.alpn.as_deref(), Some("h2"));
     assert!(upstream[0].contains("x-forwarded-proto: https"), "{upstream:?}");
+    let sni = |s: &Seen| match s {
+        Seen::Answered { upstream, .. } => upstream.concat().lines().find_map(|l| l.strip_prefix("x-sni: ")).map(str::to_string),
+        Seen::Refused => None,
+    };
+    let snis: Vec<Option<String>> = weft.iter().map(sni).collect();
+    assert_eq!(snis[0].as_deref(), Some("a.example.com"), "{weft:?}");
+    assert_eq!(snis[4], None, "no SNI, no header: {weft:?}");
 }
 
 #[tokio::test]

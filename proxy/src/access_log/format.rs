@@ -40,6 +40,9 @@ enum Op {
     DownstreamRemoteAddress { port: bool },
     DownstreamLocalAddress { port: bool },
     Hostname,
+    /// The downstream TLS connection's SNI.
+    RequestedServerName,
+    ConnectionTerminationDetails,
     ResponseCodeDetails,
     RouteName,
     UpstreamTransportFailureReason,
@@ -53,11 +56,13 @@ pub struct Format {
 }
 
 /// What header values may use: the downstream connection.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Conn {
     pub remote: Option<std::net::SocketAddr>,
     pub local: Option<std::net::SocketAddr>,
     pub protocol: &'static str,
+    /// The SNI of a downstream TLS connection.
+    pub requested_server_name: Option<std::sync::Arc<str>>,
 }
 
 /// The response the log line describes: its status line and headers as sent.
@@ -213,6 +218,8 @@ fn operator(command: &str) -> Result<(Op, Option<usize>), String> {
         "DOWNSTREAM_LOCAL_ADDRESS" => plain(Op::DownstreamLocalAddress { port: true })?,
         "DOWNSTREAM_LOCAL_ADDRESS_WITHOUT_PORT" => plain(Op::DownstreamLocalAddress { port: false })?,
         "HOSTNAME" => plain(Op::Hostname)?,
+        "REQUESTED_SERVER_NAME" => plain(Op::RequestedServerName)?,
+        "CONNECTION_TERMINATION_DETAILS" => plain(Op::ConnectionTerminationDetails)?,
         "RESPONSE_CODE_DETAILS" => plain(Op::ResponseCodeDetails)?,
         "ROUTE_NAME" => plain(Op::RouteName)?,
         // RAW: without an alternate stat name, which we do not have.
@@ -238,6 +245,7 @@ fn connection_value(op: &Op, conn: &Conn) -> Option<Option<String>> {
         Op::DownstreamLocalAddress { port } => address(conn.local, *port),
         Op::Protocol => Some(conn.protocol.to_string()).filter(|p| !p.is_empty()),
         Op::Hostname => hostname(),
+        Op::RequestedServerName => conn.requested_server_name.as_deref().map(str::to_string),
         _ => return None,
     })
 }
@@ -267,7 +275,10 @@ fn value(op: &Op, e: &Entry, response: Response<'_>) -> Option<String> {
         // Spaces as `_`, as Envoy prints it.
         Op::UpstreamTransportFailureReason => e.transport_failure.as_ref().map(|r| r.replace(' ', "_")),
         Op::UpstreamLocalAddress { port } => address(e.upstream_local, *port),
-        Op::Protocol | Op::DownstreamRemoteAddress { .. } | Op::DownstreamLocalAddress { .. } | Op::Hostname => None,
+        // Envoy fills it when a network filter (RBAC) closes the
+        // connection; weft-proxy has none, so it is "-" as in Envoy then.
+        Op::ConnectionTerminationDetails => None,
+        Op::Protocol | Op::DownstreamRemoteAddress { .. } | Op::DownstreamLocalAddress { .. } | Op::Hostname | Op::RequestedServerName => None,
     }
 }
 

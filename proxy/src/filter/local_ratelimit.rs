@@ -215,7 +215,7 @@ impl LocalRateLimit {
         }
         self.stats.rate_limited.inc();
         if !self.filter_enforced.is_some_and(Fraction::roll) {
-            self.request_headers_when_not_enforced.apply(req, &cx.conn);
+            self.request_headers_when_not_enforced.apply(req, cx.conn);
             return Verdict::Continue;
         }
         self.stats.enforced.inc();

@@ -124,6 +124,11 @@ pub fn conn(session: &ServerSession, manager: &HttpManager) -> Conn {
     let forwarded = if manager.use_remote_address { None } else { super::xff::last(session.req_header()) };
     Conn {
         remote: forwarded.map(|ip| std::net::SocketAddr::new(ip, 0)).or(peer),
+        requested_server_name: session
+            .digest()
+            .and_then(|d| d.ssl_digest.as_ref())
+            .and_then(|s| s.extension.get::<crate::tls::PeerIdentity>())
+            .and_then(|p| p.server_name.clone()),
         local: session.server_addr().and_then(|a| a.as_inet()).copied(),
         protocol: if session.is_http2() { "HTTP/2" } else { "HTTP/1.1" },
     }

@@ -191,11 +191,16 @@ mod tests {
 
     #[test]
     fn formatted_values_follow_the_connection() {
-        let m = HeaderMutations::compile(&[option("%DOWNSTREAM_REMOTE_ADDRESS%|%PROTOCOL%", false)], &[], "r", "request").expect("compiles");
-        let conn = Conn { remote: Some("10.0.0.1:5000".parse().expect("addr")), local: None, protocol: "HTTP/2" };
+        let m = HeaderMutations::compile(&[option("%DOWNSTREAM_REMOTE_ADDRESS%|%PROTOCOL%|%REQUESTED_SERVER_NAME%", false)], &[], "r", "request").expect("compiles");
+        let conn = Conn {
+            remote: Some("10.0.0.1:5000".parse().expect("addr")),
+            local: None,
+            protocol: "HTTP/2",
+            requested_server_name: Some("api.test".into()),
+        };
         let mut h = HeaderMap::new();
         m.apply(&mut h, &conn);
-        assert_eq!(h.get("x-f").map(|v| v.as_bytes()), Some(&b"10.0.0.1:5000|HTTP/2"[..]));
+        assert_eq!(h.get("x-f").map(|v| v.as_bytes()), Some(&b"10.0.0.1:5000|HTTP/2|api.test"[..]));
     }
 
     #[test]

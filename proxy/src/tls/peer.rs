@@ -9,6 +9,7 @@ use async_trait::async_trait;
 use pingora_core::listeners::TlsAccept;
 use pingora_core::protocols::tls::TlsRef;
 use pingora_core::tls::hash::MessageDigest;
+use pingora_core::tls::ssl::NameType;
 use pingora_core::tls::x509::X509Ref;
 
 #[derive(Debug, Default, Clone)]
@@ -23,13 +24,17 @@ pub struct PeerIdentity {
     pub dns_sans: Vec<String>,
     /// URI SANs of our own certificate (XFCC's `By`).
     pub local_uri_sans: Vec<String>,
+    /// The server name the client asked for (SNI), if any: not the
+    /// peer's identity, but recorded with it at the handshake.
+    pub server_name: Option<Arc<str>>,
 }
 
 impl PeerIdentity {
     fn of(ssl: &TlsRef) -> PeerIdentity {
         let local_uri_sans = ssl.certificate().map(|c| sans(c).0).unwrap_or_default();
+        let server_name = ssl.servername(NameType::HOST_NAME).map(Arc::from);
         let Some(peer) = ssl.peer_certificate() else {
-            return PeerIdentity { local_uri_sans, ..PeerIdentity::default() };
+            return PeerIdentity { local_uri_sans, server_name, ..PeerIdentity::default() };
         };
         let hash = peer
             .digest(MessageDigest::sha256())
@@ -40,7 +45,7 @@ impl PeerIdentity {
             .print_ex(pingora_core::tls::ssl_sys::XN_FLAG_RFC2253)
             .unwrap_or_default();
         let (uri_sans, dns_sans) = sans(&peer);
-        PeerIdentity { presented: true, hash, subject, uri_sans, dns_sans, local_uri_sans }
+        PeerIdentity { presented: true, hash, subject, uri_sans, dns_sans, local_uri_sans, server_name }
     }
 }
 

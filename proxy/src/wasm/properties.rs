@@ -20,7 +20,7 @@ pub struct StreamInfo {
     pub source: Option<SocketAddr>,
     pub destination: Option<SocketAddr>,
     pub tls: bool,
-    pub requested_server_name: Option<String>,
+    pub requested_server_name: Option<std::sync::Arc<str>>,
     pub protocol: &'static str,
     /// What plugins set with `proxy_set_property`, by path.
     pub filter_state: Mutex<HashMap<Vec<u8>, Vec<u8>>>,
