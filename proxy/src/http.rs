@@ -190,6 +190,8 @@ impl HttpProxy {
         // config) even when there is none; the router answers 404 after.
         let forwards = route.is_some_and(|r| matches!(r.action, Action::Forward(_)));
         let mut edits = ResponseEdits::default();
+        // A copy: filters get the connection beside the log they write to.
+        let conn = log.conn.clone();
         // The body, when a filter reads it (the router reads it otherwise).
         let mut body = None;
         let info = if manager.filters.iter().any(|(_, f)| f.reads_body()) {
@@ -198,7 +200,7 @@ impl HttpProxy {
             } else {
                 match forward::read_body(session).await {
                     Ok(b) => body = Some(b),
-                    Err(status) => return LocalReply::new(status, "").send(manager, session, Finish::new(&[], &edits)).await,
+                    Err(status) => return LocalReply::new(status, "").send(manager, session, Finish::new(&[], &edits, &conn)).await,
                 }
             }
             Arc::new(StreamInfo {
@@ -214,7 +216,6 @@ impl HttpProxy {
         };
         // The weighted cluster is chosen with the route, as Envoy does: the
         // access log names it even when a filter answers first.
-        let conn = log.conn.clone();
         let picked = match route.map(|r| &r.action) {
             Some(Action::Forward(fwd)) => {
                 let target = fwd.pick(rand::random::<u64>());
@@ -248,11 +249,11 @@ impl HttpProxy {
                         }
                         _ => &[],
                     };
-                    return reply.send(manager, session, Finish::new(levels, &edits)).await;
+                    return reply.send(manager, session, Finish::new(levels, &edits, &conn)).await;
                 }
                 Verdict::Encode(reply) => {
                     edits.request_done(req);
-                    return reply.send(manager, session, Finish::new(&[], &edits)).await;
+                    return reply.send(manager, session, Finish::new(&[], &edits, &conn)).await;
                 }
                 Verdict::Reset => {
                     edits.request_done(req);
@@ -264,7 +265,7 @@ impl HttpProxy {
             tracing::debug!(%host, %path, vhost = vhost.map(|v| v.name.as_str()), "no route");
             log.flag("NR");
             edits.request_done(req);
-            return LocalReply::new(404, "").send(manager, session, Finish::new(&[], &edits)).await;
+            return LocalReply::new(404, "").send(manager, session, Finish::new(&[], &edits, &conn)).await;
         };
         tracing::debug!(route_config = %table.name, vhost = %vhost.name, route = %route.name, %path, "routed");
         if log.logging && !route.name.is_empty() {
@@ -291,7 +292,7 @@ impl HttpProxy {
                         HeaderValue::from_str(&format!("{scheme}://{host}{path}")).ok();
                 }
                 edits.request_done(req);
-                reply.send(manager, session, Finish::new(&levels, &edits)).await
+                reply.send(manager, session, Finish::new(&levels, &edits, &conn)).await
             }
             Action::Redirect(r) => {
                 let path = match &r.prefix_rewrite {
@@ -300,7 +301,7 @@ impl HttpProxy {
                 };
                 let reply = local::redirect(r, &req, &host, &path);
                 edits.request_done(req);
-                reply.send(manager, session, Finish::new(&levels, &edits)).await
+                reply.send(manager, session, Finish::new(&levels, &edits, &conn)).await
             }
             Action::Forward(fwd) => {
                 if let Some(new) = &fwd.prefix_rewrite {
@@ -322,7 +323,7 @@ impl HttpProxy {
                     &vhost.response_headers,
                     &table.response_headers,
                 ];
-                let plan = forward::Plan { fwd, target, levels, edits: &edits };
+                let plan = forward::Plan { fwd, target, levels, edits: &edits, conn: &conn };
                 forward::forward(manager, session, (req, body), plan, log).await
             }
         }

@@ -91,6 +91,7 @@ pub struct Plan<'a> {
     pub target: &'a Target,
     pub levels: [&'a HeaderMutations; 4],
     pub edits: &'a ResponseEdits,
+    pub conn: &'a crate::access_log::format::Conn,
 }
 
 /// Forwards a routed request and streams the response back; returns the
@@ -102,8 +103,8 @@ pub async fn forward(
     plan: Plan<'_>,
     log: &mut Entry,
 ) -> Option<u16> {
-    let Plan { fwd, target, levels, edits } = plan;
-    let finish = Finish::new(&levels[..], edits);
+    let Plan { fwd, target, levels, edits, conn } = plan;
+    let finish = Finish::new(&levels[..], edits, conn);
     if target.cluster.not_found {
         // Envoy's cluster_not_found_response_code: 503, no body, flag NC.
         tracing::debug!(cluster = %target.cluster.name, "route names an unknown cluster");
@@ -676,14 +677,14 @@ async fn stream_response(
     resp.remove_matching(|name| HOP_BY_HOP.contains(&name));
     let service_ms = start.elapsed().as_millis().to_string();
     let _ = resp.insert_header("x-envoy-upstream-service-time", service_ms);
-    edit_response_headers(&mut resp, finish, &super::local::conn(session, manager));
+    edit_response_headers(&mut resp, finish);
     // Plugins see the response after the route's and the filters' edits.
     let mut plugins = crate::wasm::Encoder::new(&finish.edits.wasm);
     if !plugins.is_empty() {
         let end = held.as_mut().is_some_and(|(u, ..)| u.response_done());
         match plugins.headers(&mut resp, end).await {
             Ok(()) => {}
-            Err(crate::wasm::stream::Stop::Reply(reply)) => return reply.send(manager, session, Finish::new(&[], finish.edits)).await,
+            Err(crate::wasm::stream::Stop::Reply(reply)) => return reply.send(manager, session, Finish { levels: &[], ..finish }).await,
             Err(crate::wasm::stream::Stop::Reset) => return None,
         }
     }

@@ -55,11 +55,10 @@ impl LocalReply {
         for (name, value) in self.extra_headers {
             resp.insert_header(name, value).ok()?;
         }
-        let conn = conn(session, manager);
         for m in finish.levels.iter().copied().chain(self.mutations.as_deref()) {
-            m.apply(&mut resp, &conn);
+            m.apply(&mut resp, finish.conn);
         }
-        edit_response_headers(&mut resp, Finish { levels: &[], ..finish }, &conn);
+        edit_response_headers(&mut resp, Finish { levels: &[], ..finish });
         let mut body = self.body;
         let mut plugins = crate::wasm::Encoder::new(&finish.edits.wasm);
         if !plugins.is_empty() {
@@ -78,7 +77,7 @@ impl LocalReply {
             frame_body(&mut resp, session, !body.is_empty());
         }
         stamp_response_headers(manager, &mut resp);
-        crate::wasm::Encoder::new(&finish.edits.wasm).response_sent(&resp);
+        plugins.response_sent(&resp);
         let status = resp.status.as_u16();
         session.write_response_header(Box::new(resp)).await.ok()?;
         session.write_response_body(body, true).await.ok()?;
@@ -96,11 +95,14 @@ pub struct Finish<'a> {
     pub levels: &'a [&'a HeaderMutations],
     /// The edits of the filters the request went through.
     pub edits: &'a ResponseEdits,
+    /// The downstream connection, for header value formatters (made once
+    /// per request, see [`conn`]).
+    pub conn: &'a Conn,
 }
 
 impl<'a> Finish<'a> {
-    pub fn new(levels: &'a [&'a HeaderMutations], edits: &'a ResponseEdits) -> Self {
-        Finish { levels, edits }
+    pub fn new(levels: &'a [&'a HeaderMutations], edits: &'a ResponseEdits, conn: &'a Conn) -> Self {
+        Finish { levels, edits, conn }
     }
 }
 
@@ -108,9 +110,9 @@ impl<'a> Finish<'a> {
 /// then the filters' edits (Envoy's encoder filters run after the router
 /// finalized the headers). Plugins see the result; `stamp_response_headers`
 /// comes after them.
-pub fn edit_response_headers(resp: &mut ResponseHeader, finish: Finish<'_>, conn: &Conn) {
+pub fn edit_response_headers(resp: &mut ResponseHeader, finish: Finish<'_>) {
     for m in finish.levels {
-        m.apply(resp, conn);
+        m.apply(resp, finish.conn);
     }
     finish.edits.apply(resp);
 }

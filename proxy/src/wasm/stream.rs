@@ -283,12 +283,19 @@ impl Stream {
 /// request: what the request's plugins read from then on. Moved, not
 /// copied: the request is done with them.
 pub fn share_request(streams: &[Stream], req: RequestHeader) {
+    share(streams, || req, |s| &s.request);
+}
+
+/// Gives every stream the same headers for its later callbacks: one
+/// copy, shared; nothing made when no plugin saw the request (every
+/// request comes here).
+fn share<T>(streams: &[Stream], headers: impl FnOnce() -> T, slot: fn(&Stream) -> &Mutex<Option<Arc<T>>>) {
     if streams.is_empty() {
         return;
     }
-    let shared = Arc::new(req);
+    let shared = Arc::new(headers());
     for s in streams {
-        *lock(&s.request) = Some(shared.clone());
+        *lock(slot(s)) = Some(shared.clone());
     }
 }
 
@@ -373,13 +380,7 @@ impl<'a> Encoder<'a> {
     /// plugins read from then on (later body callbacks, trailers,
     /// `proxy_on_log`). One copy, shared.
     pub fn response_sent(&self, resp: &ResponseHeader) {
-        if self.streams.is_empty() {
-            return;
-        }
-        let shared = Arc::new(resp.clone());
-        for s in self.streams {
-            *lock(&s.response) = Some(shared.clone());
-        }
+        share(self.streams, || resp.clone(), |s| &s.response);
     }
 
     /// Runs the response headers through the plugins. `Err`: a reply
