@@ -11,6 +11,7 @@
 mod edge;
 mod forward;
 pub use forward::{call, Called};
+mod header_map;
 mod local;
 mod xff;
 pub mod xfcc;
@@ -172,7 +173,7 @@ impl HttpProxy {
         log: &mut Entry,
         connection: &ConnectionState,
     ) -> Option<u16> {
-        let mut req = session.req_header().clone();
+        let mut req = routable_copy(session.req_header());
         let ssl = session.digest().and_then(|d| d.ssl_digest.clone());
         let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
         prepare_request(manager, &mut req, ssl.as_deref(), client);
@@ -346,17 +347,46 @@ fn prepare_request(manager: &HttpManager, req: &mut RequestHeader, ssl: Option<&
     let scheme = if ssl.is_some() { "https" } else { "http" };
     if manager.use_remote_address {
         edge::prepare(req, scheme, client, manager.generate_request_id);
-    } else if !req.headers.contains_key("x-forwarded-proto") {
-        let _ = req.insert_header("x-forwarded-proto", HeaderValue::from_static(scheme));
+    } else if !req.headers.contains_key(&X_FORWARDED_PROTO) {
+        header_map::insert(req, X_FORWARDED_PROTO, HeaderValue::from_static(scheme));
     }
     manager.client_cert.apply(ssl.and_then(|d| d.extension.get::<PeerIdentity>()), req);
-    if manager.generate_request_id && !req.headers.contains_key("x-request-id") {
-        let id = uuid::Uuid::new_v4().to_string();
-        if let Ok(v) = HeaderValue::from_str(&id) {
-            let _ = req.insert_header("x-request-id", v);
+    if manager.generate_request_id && !req.headers.contains_key(&X_REQUEST_ID) {
+        // Formatted on the stack: the header value is the only copy.
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
+        let id = uuid::Uuid::new_v4().hyphenated().encode_lower(&mut id);
+        if let Ok(v) = HeaderValue::from_str(id) {
+            header_map::insert(req, X_REQUEST_ID, v);
         }
     }
 }
+
+/// The downstream request as the router edits it: a copy without Pingora's
+/// header-case map. Envoy's HTTP/1 codec sends header names lowercased
+/// anyway (its default `header_key_format`), and without the second map
+/// every header edit, and every copy for an upstream attempt, costs about
+/// half. A target the URI does not reproduce byte for byte (absolute form,
+/// bytes that are not UTF-8) keeps the full copy, raw target included.
+fn routable_copy(req: &RequestHeader) -> RequestHeader {
+    let round_trips = req.uri.path_and_query().is_some_and(|p| p.as_str().as_bytes() == req.raw_path());
+    if !round_trips {
+        return req.clone();
+    }
+    let (mut parts, ()) = http::Request::new(()).into_parts();
+    parts.method = req.method.clone();
+    parts.uri = req.uri.clone();
+    parts.version = req.version;
+    // Room for what the connection manager and the router add (forwarded
+    // proto, request id, timeouts, ...) without growing the map.
+    parts.headers = http::HeaderMap::with_capacity(req.headers.len() + 8);
+    for (name, value) in &req.headers {
+        parts.headers.append(name.clone(), value.clone());
+    }
+    RequestHeader::from(parts)
+}
+
+const X_FORWARDED_PROTO: http::HeaderName = http::HeaderName::from_static("x-forwarded-proto");
+const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
 
 /// An HTTP/1.1 request in absolute form (`GET http://host/path`, as sent
 /// through `HTTP_PROXY`) is routed like Envoy routes it: the URL's host is
@@ -437,10 +467,10 @@ macro_rules! pingora_headers {
                 self.headers.contains_key(name)
             }
             fn insert(&mut self, name: &http::HeaderName, value: &HeaderValue) {
-                let _ = self.insert_header(name.clone(), value.clone());
+                header_map::insert(self, name.clone(), value.clone());
             }
             fn append(&mut self, name: &http::HeaderName, value: &HeaderValue) {
-                let _ = self.append_header(name.clone(), value.clone());
+                header_map::append(self, name.clone(), value.clone());
             }
             fn remove(&mut self, name: &http::HeaderName) {
                 self.remove_header(name);

@@ -18,7 +18,7 @@ use pingora_core::protocols::http::ServerSession;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::local::{edit_response_headers, frame_body, stamp_response_headers, Finish, LocalReply};
-use super::xff;
+use super::{header_map, xff};
 use crate::model::header::Headers;
 use crate::model::header::HeaderMutations;
 use crate::model::listener::HttpManager;
@@ -51,6 +51,9 @@ const ROUTER_CONTROL: &[&str] = &[
     "x-envoy-upstream-rq-timeout-ms",
     "x-envoy-upstream-rq-per-try-timeout-ms",
 ];
+
+const EXPECTED_TIMEOUT: http::HeaderName = http::HeaderName::from_static("x-envoy-expected-rq-timeout-ms");
+const UPSTREAM_SERVICE_TIME: http::HeaderName = http::HeaderName::from_static("x-envoy-upstream-service-time");
 
 /// How one attempt ended, when it did not produce a response.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,7 +201,7 @@ pub async fn forward(
             (r, p) => r.or(p),
         };
         if let Some(ms) = expected.map(|d| d.as_millis()) {
-            let _ = req.insert_header("x-envoy-expected-rq-timeout-ms", ms.to_string());
+            header_map::insert(&mut req, EXPECTED_TIMEOUT, HeaderValue::from(ms as u64));
         }
         let result = match attempt_deadline {
             Some(d) => {
@@ -634,7 +637,9 @@ async fn try_once<'c>(
         .await;
         match sent {
             Ok(_) => {
-                let Some(resp) = upstream.response_header().cloned() else {
+                // Without the header-case map, as the request (Envoy sends
+                // response header names lowercased too).
+                let Some(resp) = upstream.response_header().map(|r| ResponseHeader::from(r.as_owned_parts())) else {
                     cluster.record_outcome(host.host(), 503);
                     return Outcome::Failed(Failure::Reset);
                 };
@@ -675,8 +680,8 @@ async fn stream_response(
     resp.set_version(http::Version::HTTP_11);
     let status = resp.status.as_u16();
     resp.remove_matching(|name| HOP_BY_HOP.contains(&name));
-    let service_ms = start.elapsed().as_millis().to_string();
-    let _ = resp.insert_header("x-envoy-upstream-service-time", service_ms);
+    let service_ms = HeaderValue::from(start.elapsed().as_millis() as u64);
+    header_map::insert(&mut *resp, UPSTREAM_SERVICE_TIME, service_ms);
     edit_response_headers(&mut resp, finish);
     // Plugins see the response after the route's and the filters' edits.
     let mut plugins = crate::wasm::Encoder::new(&finish.edits.wasm);

@@ -39,7 +39,7 @@ impl LocalReply {
     /// Writes the reply with the request's outgoing header changes.
     /// Returns the status sent.
     pub async fn send(self, manager: &HttpManager, session: &mut ServerSession, finish: Finish<'_>) -> Option<u16> {
-        let mut resp = ResponseHeader::build(self.status, Some(4)).ok()?;
+        let mut resp = ResponseHeader::build_no_case(self.status, Some(4)).ok()?;
         // Envoy ends an empty HTTP/2 reply on its headers, with no length.
         if !(self.body.is_empty() && session.is_http2()) {
             resp.insert_header(header::CONTENT_LENGTH, self.body.len().to_string())

@@ -16,14 +16,14 @@ pub trait Headers {
     fn remove(&mut self, name: &HeaderName);
     fn names(&self) -> impl Iterator<Item = &HeaderName>;
 
-    /// Removes the headers whose name `drop` selects. One pass over the
-    /// names present (usually none match) instead of a removal per
+    /// Removes the headers whose name `drop` selects: a pass over the
+    /// names present (usually none match, or one) instead of a removal per
     /// candidate, which Pingora's headers make costly: this runs on every
     /// request and response.
     fn remove_matching(&mut self, drop: impl Fn(&str) -> bool) {
-        let doomed: Vec<HeaderName> = self.names().filter(|n| drop(n.as_str())).cloned().collect();
-        for name in &doomed {
-            self.remove(name);
+        loop {
+            let Some(name) = self.names().find(|n| drop(n.as_str())).cloned() else { break };
+            self.remove(&name);
         }
     }
 }

@@ -400,10 +400,15 @@ impl RouteTable {
 
     /// The virtual host for a request's `:authority`/`Host`.
     pub fn virtual_host(&self, host: &str) -> Option<&VirtualHost> {
-        let host = host.to_ascii_lowercase();
+        // Most clients send the host in lowercase already: no copy then.
+        let host: std::borrow::Cow<'_, str> = if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            host.to_ascii_lowercase().into()
+        } else {
+            host.into()
+        };
         let index = self
             .exact
-            .get(&host)
+            .get(host.as_ref())
             .copied()
             // Envoy requires a wildcard to cover at least one character.
             .or_else(|| {
@@ -641,22 +646,25 @@ impl RouteMatch {
     /// `full_path` is the request's `:path` including any query string.
     pub fn matches(&self, full_path: &str, headers: &http::HeaderMap) -> bool {
         let (path_only, query) = full_path.split_once('?').unwrap_or((full_path, ""));
-        let fold = |s: &str| {
-            if self.case_sensitive {
-                s.to_string()
-            } else {
-                s.to_ascii_lowercase()
+        // Compared in place (this runs for every route tried): a
+        // case-insensitive pattern was lowercased when compiled.
+        let starts = |s: &str, p: &str| {
+            s.len() >= p.len() && {
+                let head = &s.as_bytes()[..p.len()];
+                if self.case_sensitive {
+                    head == p.as_bytes()
+                } else {
+                    head.eq_ignore_ascii_case(p.as_bytes())
+                }
             }
         };
         let path_ok = match &self.path {
             // Envoy matches `prefix` against the whole :path, query included.
-            PathMatch::Prefix(p) => fold(full_path).starts_with(p.as_str()),
-            PathMatch::Exact(p) => fold(path_only) == *p,
+            PathMatch::Prefix(p) => starts(full_path, p),
+            PathMatch::Exact(p) => path_only.len() == p.len() && starts(path_only, p),
             PathMatch::Regex(r) => r.is_match(path_only),
             PathMatch::SeparatedPrefix(p) => {
-                let folded = fold(path_only);
-                folded.starts_with(p.as_str())
-                    && matches!(folded.as_bytes().get(p.len()), None | Some(b'/'))
+                starts(path_only, p) && matches!(path_only.as_bytes().get(p.len()), None | Some(b'/'))
             }
         };
         path_ok

@@ -1,0 +1,159 @@
+//! Header edits that go straight to the `http` map of Pingora's request
+//! and response headers.
+//!
+//! Pingora's `insert_header`/`append_header` keep its header-case map: each
+//! name is turned back into bytes and parsed again, a copy for every name
+//! that is not a standard one, on every edit. The router's requests and
+//! responses carry no case map (see `routable_copy`; Envoy lowercases header
+//! names on HTTP/1 anyway), so their edits can use the map underneath: a
+//! name made once (a constant, or the config's) is shared, not copied. The
+//! map is reached by unwrapping the header into its `http` parts and
+//! wrapping it again, which moves it but copies nothing and allocates
+//! nothing; where that would lose state (a case map, a raw request target
+//! other than the URI's, a reason phrase other than the status's) Pingora's
+//! own method is used.
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+use pingora_http::{RequestHeader, ResponseHeader};
+
+/// A Pingora header whose `http` parts can be borrowed without loss.
+pub trait Unwrap: Sized {
+    type Parts;
+    /// True when unwrapping keeps everything the header holds.
+    fn lossless(&self) -> bool;
+    /// An empty header to stand in while the parts are out.
+    fn placeholder() -> Self;
+    fn into_parts(self) -> Self::Parts;
+    fn from_parts(parts: Self::Parts) -> Self;
+    fn map(parts: &mut Self::Parts) -> &mut HeaderMap;
+    /// Pingora's own edit, for headers that cannot be unwrapped.
+    fn slow_insert(&mut self, name: HeaderName, value: HeaderValue, append: bool);
+}
+
+impl Unwrap for RequestHeader {
+    type Parts = http::request::Parts;
+    fn lossless(&self) -> bool {
+        // The raw target is the URI's own bytes (the same allocation), and
+        // an HTTP/2 request's end-of-stream flag is at its default.
+        let target_from_uri = self.uri.path_and_query().is_some_and(|p| std::ptr::eq(p.as_str().as_bytes(), self.raw_path()));
+        !self.has_case() && target_from_uri && self.send_end_stream() != Some(false)
+    }
+    fn placeholder() -> Self {
+        RequestHeader::from(http::Request::new(()).into_parts().0)
+    }
+    fn into_parts(self) -> Self::Parts {
+        self.into()
+    }
+    fn from_parts(parts: Self::Parts) -> Self {
+        parts.into()
+    }
+    fn map(parts: &mut Self::Parts) -> &mut HeaderMap {
+        &mut parts.headers
+    }
+    fn slow_insert(&mut self, name: HeaderName, value: HeaderValue, append: bool) {
+        if append {
+            let _ = self.append_header(name, value);
+        } else {
+            let _ = self.insert_header(name, value);
+        }
+    }
+}
+
+impl Unwrap for ResponseHeader {
+    type Parts = http::response::Parts;
+    fn lossless(&self) -> bool {
+        !self.has_case() && self.get_reason_phrase() == self.status.canonical_reason()
+    }
+    fn placeholder() -> Self {
+        ResponseHeader::from(http::Response::new(()).into_parts().0)
+    }
+    fn into_parts(self) -> Self::Parts {
+        self.into()
+    }
+    fn from_parts(parts: Self::Parts) -> Self {
+        parts.into()
+    }
+    fn map(parts: &mut Self::Parts) -> &mut HeaderMap {
+        &mut parts.headers
+    }
+    fn slow_insert(&mut self, name: HeaderName, value: HeaderValue, append: bool) {
+        if append {
+            let _ = self.append_header(name, value);
+        } else {
+            let _ = self.insert_header(name, value);
+        }
+    }
+}
+
+/// Sets `name` to `value`, replacing any values it had.
+pub fn insert<H: Unwrap>(h: &mut H, name: HeaderName, value: HeaderValue) {
+    edit(h, name, value, false);
+}
+
+/// Adds a value to `name`, after any it has.
+pub fn append<H: Unwrap>(h: &mut H, name: HeaderName, value: HeaderValue) {
+    edit(h, name, value, true);
+}
+
+fn edit<H: Unwrap>(h: &mut H, name: HeaderName, value: HeaderValue, append: bool) {
+    if !h.lossless() {
+        return h.slow_insert(name, value, append);
+    }
+    let mut parts = std::mem::replace(h, H::placeholder()).into_parts();
+    let map = H::map(&mut parts);
+    if append {
+        map.append(name, value);
+    } else {
+        map.insert(name, value);
+    }
+    *h = H::from_parts(parts);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CUSTOM: HeaderName = HeaderName::from_static("x-custom");
+
+    #[test]
+    fn edits_a_request_without_case_map_in_place() {
+        let parsed = RequestHeader::build("GET", b"/a?b=1", None).expect("request");
+        let mut req = RequestHeader::from(parsed.as_owned_parts());
+        req.set_version(http::Version::HTTP_11);
+        assert!(req.lossless());
+        insert(&mut req, CUSTOM, HeaderValue::from_static("1"));
+        append(&mut req, CUSTOM, HeaderValue::from_static("2"));
+        insert(&mut req, http::header::HOST, HeaderValue::from_static("h"));
+        let values: Vec<_> = req.headers.get_all("x-custom").iter().collect();
+        assert_eq!(values, ["1", "2"]);
+        assert_eq!(req.headers["host"], "h");
+        assert_eq!(req.raw_path(), b"/a?b=1");
+        assert_eq!(req.method, http::Method::GET);
+        assert_eq!(req.version, http::Version::HTTP_11);
+    }
+
+    #[test]
+    fn keeps_what_unwrapping_would_lose() {
+        // A case map: Pingora's own insert keeps the name's case.
+        let mut req = RequestHeader::build("GET", b"/", None).expect("request");
+        assert!(!req.lossless());
+        insert(&mut req, CUSTOM, HeaderValue::from_static("1"));
+        assert_eq!(req.headers["x-custom"], "1");
+        assert!(req.has_case());
+        // An absolute-form target is kept verbatim.
+        let mut abs = RequestHeader::build_no_case("GET", b"http://h/p", None).expect("request");
+        assert!(!abs.lossless());
+        insert(&mut abs, CUSTOM, HeaderValue::from_static("1"));
+        assert_eq!(abs.raw_path(), b"http://h/p");
+        // A reason phrase of the upstream's own.
+        let mut resp = ResponseHeader::build_no_case(200, None).expect("response");
+        resp.set_reason_phrase(Some("Fine")).expect("reason");
+        assert!(!resp.lossless());
+        insert(&mut resp, CUSTOM, HeaderValue::from_static("1"));
+        assert_eq!(resp.get_reason_phrase(), Some("Fine"));
+        let mut plain = ResponseHeader::build_no_case(404, None).expect("response");
+        assert!(plain.lossless());
+        insert(&mut plain, CUSTOM, HeaderValue::from_static("1"));
+        assert_eq!((plain.status.as_u16(), &plain.headers["x-custom"]), (404, &HeaderValue::from_static("1")));
+    }
+}
