@@ -325,7 +325,11 @@ impl HttpProxy {
                     &table.response_headers,
                 ];
                 let plan = forward::Plan { fwd, target, levels, edits: &edits, conn: &conn };
-                forward::forward(manager, session, (req, body), plan, log).await
+                // Boxed: the router's state is most of a request's future,
+                // and a future is copied whole each time it is moved into
+                // its caller's (up to the connection task); in a box it is
+                // placed once and the callers above stay small.
+                Box::pin(forward::forward(manager, session, (req, body), plan, log)).await
             }
         }
     }
