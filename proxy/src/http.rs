@@ -289,8 +289,9 @@ impl HttpProxy {
                         .get("x-forwarded-proto")
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("http");
-                    reply.location =
-                        HeaderValue::from_str(&format!("{scheme}://{host}{path}")).ok();
+                    if let Ok(v) = HeaderValue::from_str(&format!("{scheme}://{host}{path}")) {
+                        reply.extra_headers.push((header::LOCATION, v));
+                    }
                 }
                 edits.request_done(req);
                 reply.send(manager, session, Finish::new(&levels, &edits, &conn)).await

@@ -359,3 +359,37 @@ async fn on_log_sees_the_routed_request_like_envoy() {
     }
     assert_eq!(counts, [Some(2.0), Some(2.0)], "left Envoy, right weft-proxy");
 }
+
+/// A plugin's own reply is logged with the details it gave
+/// (`proxy_send_local_response`), whitespace made `_`, as Envoy logs it;
+/// the router's and a direct response's details stay the proxy's.
+#[tokio::test]
+async fn a_plugin_reply_logs_its_details_like_envoy() {
+    let up = Upstream::start("up").await;
+    let requests = [Request::get("/"), Request::get("/direct"), Request::get("/").header("x-deny", "1")];
+    let mut logs = Vec::new();
+    for kind in Kind::BOTH {
+        let log = std::env::temp_dir().join(format!("weft-e2e-plugin-details-{}-{kind:?}.log", std::process::id()));
+        let _ = std::fs::remove_file(&log);
+        let access_log = format!(
+            r#"stat_prefix: main
+          access_log:
+          - name: envoy.access_loggers.file
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.access_loggers.file.v3.FileAccessLog
+              path: {}
+              log_format: {{ text_format_source: {{ inline_string: "%RESPONSE_CODE% [%RESPONSE_CODE_DETAILS%] %RESPONSE_FLAGS%\n" }} }}"#,
+            log.display()
+        );
+        let template = bootstrap(&probe(), CONFIGURED).replacen("stat_prefix: main", &access_log, 1);
+        let mut proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
+        for r in &requests {
+            proxy.send(r).await;
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        proxy.terminate();
+        logs.push(std::fs::read_to_string(&log).unwrap_or_default());
+    }
+    assert_eq!(logs[0], logs[1], "left Envoy, right weft-proxy");
+    assert_eq!(logs[1], "200 [via_upstream] -\n200 [direct_response] -\n403 [probe_said_no] -\n");
+}

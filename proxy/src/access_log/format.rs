@@ -285,6 +285,9 @@ fn value(op: &Op, e: &Entry, response: Response<'_>) -> Option<String> {
 /// Envoy's response code details, from what the request went through
 /// (its flags; a connect failure's reason with `_` for spaces, as Envoy).
 fn details(e: &Entry) -> String {
+    if let Some(d) = &e.reply_details {
+        return d.to_string();
+    }
     if e.flags.contains(&"UF") {
         return match &e.transport_failure {
             Some(reason) => format!("upstream_reset_before_response_started{{remote_connection_failure|{}}}", reason.replace(' ', "_")),

@@ -314,7 +314,7 @@ pub async fn forward(
         }
         Outcome::Response(exchange) => {
             log.upstream_service_time = Some(start.elapsed().as_millis().to_string());
-            stream_response(manager, session, exchange, _request_slot, (start, deadline, idle), finish).await
+            stream_response(manager, session, exchange, _request_slot, (start, deadline, idle), finish, log).await
         }
     }
 }
@@ -669,6 +669,7 @@ async fn stream_response(
     request_slot: Slot<'_>,
     (start, deadline, idle): (Instant, Option<Instant>, Option<Duration>),
     finish: Finish<'_>,
+    log: &mut Entry,
 ) -> Option<u16> {
     let Exchange { upstream, mut resp, host, pool, budget } = exchange;
     // Held until the upstream response is complete, then released before
@@ -691,7 +692,10 @@ async fn stream_response(
         // sit in every request's future, plugins or not.
         match Box::pin(plugins.headers(&mut resp, end)).await {
             Ok(()) => {}
-            Err(crate::wasm::stream::Stop::Reply(reply)) => return reply.send(manager, session, Finish { levels: &[], ..finish }).await,
+            Err(crate::wasm::stream::Stop::Reply(mut reply)) => {
+                log.reply_details = reply.details.take();
+                return reply.send(manager, session, Finish { levels: &[], ..finish }).await;
+            }
             Err(crate::wasm::stream::Stop::Reset) => return None,
         }
     }

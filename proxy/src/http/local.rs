@@ -20,12 +20,14 @@ pub type Sending<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Option
 pub struct LocalReply {
     pub status: u16,
     pub body: Bytes,
-    pub location: Option<HeaderValue>,
-    /// Headers of the reply itself (`x-envoy-overloaded`).
+    /// Headers of the reply itself (`location`, `x-envoy-overloaded`).
     pub extra_headers: Vec<(http::HeaderName, HeaderValue)>,
     /// Header mutations of the filter that replies, applied after the
     /// route's (a local rate limit's `response_headers_to_add`).
     pub mutations: Option<Arc<HeaderMutations>>,
+    /// The response code details a plugin gave its reply, as Envoy
+    /// records them (`%RESPONSE_CODE_DETAILS%`); `None` for the proxy's own.
+    pub details: Option<Box<str>>,
 }
 
 impl LocalReply {
@@ -33,9 +35,9 @@ impl LocalReply {
         LocalReply {
             status,
             body: Bytes::from_static(body.as_bytes()),
-            location: None,
             extra_headers: Vec::new(),
             mutations: None,
+            details: None,
         }
     }
 
@@ -60,9 +62,6 @@ impl LocalReply {
         if !self.body.is_empty() && !self.extra_headers.iter().any(|(k, _)| k == header::CONTENT_TYPE) {
             resp.insert_header(header::CONTENT_TYPE, "text/plain")
                 .ok()?;
-        }
-        if let Some(location) = self.location {
-            resp.insert_header(header::LOCATION, location).ok()?;
         }
         for (name, value) in self.extra_headers {
             resp.insert_header(name, value).ok()?;
@@ -208,7 +207,9 @@ pub fn redirect(r: &Redirect, req: &RequestHeader, host: &str, path: &str) -> Lo
     };
     let location = format!("{scheme}://{authority}{new_path}");
     let mut reply = LocalReply::new(r.status, "");
-    reply.location = HeaderValue::from_str(&location).ok();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        reply.extra_headers.push((header::LOCATION, v));
+    }
     reply
 }
 

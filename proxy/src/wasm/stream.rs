@@ -351,6 +351,9 @@ impl Drop for Stream {
 fn local_reply(r: LocalResponse) -> LocalReply {
     let mut reply = LocalReply::new(r.status, "");
     reply.body = r.body;
+    // Envoy keeps the plugin's words with whitespace made `_` (empty stays
+    // empty).
+    reply.details = Some(r.details.split(char::is_whitespace).collect::<Vec<_>>().join("_").into());
     for (name, value) in r.headers {
         if let (Ok(n), Ok(v)) = (http::HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_bytes(&value)) {
             reply.extra_headers.push((n, v));

@@ -1,7 +1,8 @@
 ;; A proxy-wasm plugin small enough to read, for the host's own tests:
 ;; tags requests and responses with `x-wasm: <configuration>`, and misbehaves
 ;; on request: `x-crash` traps, `x-spin` loops forever, `x-grow` grows its
-;; memory until it cannot, `x-deny` answers 403 itself, `x-close` resets
+;; memory until it cannot, `x-deny` answers 403 itself (details "probe
+;; said no"), `x-close` resets
 ;; the stream (proxy_close_stream). In on_log it counts the requests whose
 ;; headers show the router's `x-envoy-expected-rq-timeout-ms` in the
 ;; counter `probe_routed_total`. It keeps its
@@ -37,6 +38,7 @@
   (data (i32.const 240) "x-close")
   (data (i32.const 256) "x-envoy-expected-rq-timeout-ms")
   (data (i32.const 288) "probe_routed_total")
+  (data (i32.const 320) "probe said no")
   ;; 192, 200..208: out-pointers; heap from 4096.
   (global $heap (mut i32) (i32.const 4096))
   (global $config_ptr (mut i32) (i32.const 0))
@@ -71,7 +73,7 @@
         (return (i32.const 0))))
     (if (call $has (i32.const 80) (i32.const 6))
       (then
-        (drop (call $reply (i32.const 403) (i32.const 0) (i32.const 0) (i32.const 96) (i32.const 15) (i32.const 0) (i32.const 0) (i32.const -1)))
+        (drop (call $reply (i32.const 403) (i32.const 320) (i32.const 13) (i32.const 96) (i32.const 15) (i32.const 0) (i32.const 0) (i32.const -1)))
         (return (i32.const 1))))
     (drop (call $add (i32.const 0) (i32.const 16) (i32.const 6) (global.get $config_ptr) (global.get $config_len)))
     (drop (call $set_property (i32.const 144) (i32.const 10) (global.get $config_ptr) (global.get $config_len)))
