@@ -243,7 +243,7 @@ pub struct Entry {
     /// The path after a route rewrote it (`%REQ(:PATH)%`; the original
     /// is then `%REQ(X-ENVOY-ORIGINAL-PATH)%`, as in Envoy).
     pub routed_path: Option<String>,
-    /// The details of a plugin's own reply (see `LocalReply::details`).
+    /// The details of a filter's reply (see `LocalReply::details`).
     pub reply_details: Option<Box<str>>,
     /// The request headers, kept when a log format reads any.
     request: Option<http::HeaderMap>,

@@ -176,10 +176,7 @@ impl HttpFilter {
             }
             HttpFilter::Wasm(w) => match w.on_request(req, cx.body, cx.info, &mut cx.response.wasm).await {
                 Ok(()) => Verdict::Continue,
-                Err(crate::wasm::stream::Stop::Reply(mut reply)) => {
-                    cx.log.reply_details = reply.details.take();
-                    Verdict::Respond(reply)
-                }
+                Err(crate::wasm::stream::Stop::Reply(reply)) => Verdict::Respond(reply),
                 Err(crate::wasm::stream::Stop::Reset) => Verdict::Reset,
             },
         }

@@ -238,7 +238,8 @@ impl HttpProxy {
             };
             match filter.on_request(&mut req, &mut cx).await {
                 Verdict::Continue => {}
-                Verdict::Respond(reply) => {
+                Verdict::Respond(mut reply) => {
+                    log.reply_details = reply.details.take();
                     edits.request_done(req);
                     // Envoy finalizes a filter's local reply with the route's
                     // response headers when the route forwards.
@@ -252,7 +253,8 @@ impl HttpProxy {
                     };
                     return reply.send(manager, session, Finish::new(levels, &edits, &conn)).await;
                 }
-                Verdict::Encode(reply) => {
+                Verdict::Encode(mut reply) => {
+                    log.reply_details = reply.details.take();
                     edits.request_done(req);
                     return reply.send(manager, session, Finish::new(&[], &edits, &conn)).await;
                 }

@@ -47,9 +47,19 @@ static_resources:
                     token_bucket: { max_tokens: 0, fill_interval: 60s }
                     filter_enabled: { default_value: { numerator: 100 } }
                     filter_enforced: { default_value: { numerator: 100 } }
+              - match: { prefix: "/cors" }
+                route: { cluster: up }
+                typed_per_filter_config:
+                  envoy.filters.http.cors:
+                    "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.CorsPolicy
+                    allow_origin_string_match: [ { exact: "https://a.test" } ]
+                    allow_methods: "GET,PUT"
               - match: { prefix: "/" }
                 route: { cluster: up, prefix_rewrite: "/rewritten/" }
           http_filters:
+          - name: envoy.filters.http.cors
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.cors.v3.Cors
           - name: envoy.filters.http.local_ratelimit
             typed_config:
               "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
@@ -94,8 +104,8 @@ fn normalize(line: &str) -> String {
 
 /// One request of each kind the logs tell apart: proxied (with a user
 /// agent, with a body), direct response, fault abort, local rate limit,
-/// dead upstream, no route.
-fn requests() -> [Request; 7] {
+/// dead upstream, no route, a CORS preflight.
+fn requests() -> [Request; 8] {
     [
         Request::get("/page?x=1").header("host", "ok.test").header("user-agent", "test-agent/1.0"),
         Request::get("/direct").header("host", "ok.test").header("x-forwarded-for", "203.0.113.9"),
@@ -104,6 +114,7 @@ fn requests() -> [Request; 7] {
         Request::get("/limited").header("host", "ok.test"),
         Request::get("/dead").header("host", "ok.test"),
         Request::get("/nowhere").header("host", "unknown.test"),
+        Request::get("/cors").method("OPTIONS").header("host", "ok.test").header("origin", "https://a.test").header("access-control-request-method", "PUT"),
     ]
 }
 
@@ -213,4 +224,5 @@ async fn log_formats_match_envoy() {
     assert_eq!(seen[1].1[0]["code"], 200, "typed: {}", seen[1].1[0]);
     assert_eq!(seen[1].1[1]["remote"], "203.0.113.9:0", "from x-forwarded-for: {}", seen[1].1[1]);
     assert!(seen[1].0[0].contains(" ua=test "), "a length limit: {}", seen[1].0[0]);
+    assert!(seen[1].0[7].contains(" cors_response "), "the CORS filter's own details: {}", seen[1].0[7]);
 }

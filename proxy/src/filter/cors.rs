@@ -245,6 +245,7 @@ impl Cors {
         method: HeaderValue,
     ) -> LocalReply {
         let mut reply = LocalReply::new(200, "");
+        reply.details = Some("cors_response".into());
         let headers = &mut reply.extra_headers;
         if let Some(origin) = origin {
             headers.push((http::HeaderName::from_static(ALLOW_ORIGIN), origin));

@@ -25,8 +25,9 @@ pub struct LocalReply {
     /// Header mutations of the filter that replies, applied after the
     /// route's (a local rate limit's `response_headers_to_add`).
     pub mutations: Option<Arc<HeaderMutations>>,
-    /// The response code details a plugin gave its reply, as Envoy
-    /// records them (`%RESPONSE_CODE_DETAILS%`); `None` for the proxy's own.
+    /// The response code details of a filter's reply, as Envoy records
+    /// them (`%RESPONSE_CODE_DETAILS%`): a plugin's own words, CORS's
+    /// `cors_response`; `None` where the log's flags say it.
     pub details: Option<Box<str>>,
 }
 
