@@ -30,60 +30,48 @@ pub trait Unwrap: Sized {
     fn slow_insert(&mut self, name: HeaderName, value: HeaderValue, append: bool);
 }
 
-impl Unwrap for RequestHeader {
-    type Parts = http::request::Parts;
-    fn lossless(&self) -> bool {
-        // The raw target is the URI's own bytes (the same allocation), and
-        // an HTTP/2 request's end-of-stream flag is at its default.
-        let target_from_uri = self.uri.path_and_query().is_some_and(|p| std::ptr::eq(p.as_str().as_bytes(), self.raw_path()));
-        !self.has_case() && target_from_uri && self.send_end_stream() != Some(false)
-    }
-    fn placeholder() -> Self {
-        RequestHeader::from(http::Request::new(()).into_parts().0)
-    }
-    fn into_parts(self) -> Self::Parts {
-        self.into()
-    }
-    fn from_parts(parts: Self::Parts) -> Self {
-        parts.into()
-    }
-    fn map(parts: &mut Self::Parts) -> &mut HeaderMap {
-        &mut parts.headers
-    }
-    fn slow_insert(&mut self, name: HeaderName, value: HeaderValue, append: bool) {
-        if append {
-            let _ = self.append_header(name, value);
-        } else {
-            let _ = self.insert_header(name, value);
+/// The two impls differ only in what unwrapping would lose.
+macro_rules! unwrap_via_parts {
+    ($header:ty, $parts:ty, $empty:expr, |$h:ident| $lossless:expr) => {
+        impl Unwrap for $header {
+            type Parts = $parts;
+            fn lossless(&self) -> bool {
+                let $h = self;
+                $lossless
+            }
+            fn placeholder() -> Self {
+                <$header>::from($empty)
+            }
+            fn into_parts(self) -> Self::Parts {
+                self.into()
+            }
+            fn from_parts(parts: Self::Parts) -> Self {
+                parts.into()
+            }
+            fn map(parts: &mut Self::Parts) -> &mut HeaderMap {
+                &mut parts.headers
+            }
+            fn slow_insert(&mut self, name: HeaderName, value: HeaderValue, append: bool) {
+                if append {
+                    let _ = self.append_header(name, value);
+                } else {
+                    let _ = self.insert_header(name, value);
+                }
+            }
         }
-    }
+    };
 }
 
-impl Unwrap for ResponseHeader {
-    type Parts = http::response::Parts;
-    fn lossless(&self) -> bool {
-        !self.has_case() && self.get_reason_phrase() == self.status.canonical_reason()
-    }
-    fn placeholder() -> Self {
-        ResponseHeader::from(http::Response::new(()).into_parts().0)
-    }
-    fn into_parts(self) -> Self::Parts {
-        self.into()
-    }
-    fn from_parts(parts: Self::Parts) -> Self {
-        parts.into()
-    }
-    fn map(parts: &mut Self::Parts) -> &mut HeaderMap {
-        &mut parts.headers
-    }
-    fn slow_insert(&mut self, name: HeaderName, value: HeaderValue, append: bool) {
-        if append {
-            let _ = self.append_header(name, value);
-        } else {
-            let _ = self.insert_header(name, value);
-        }
-    }
-}
+// The raw target must be the URI's own bytes (the same allocation), and an
+// HTTP/2 request's end-of-stream flag at its default.
+unwrap_via_parts!(RequestHeader, http::request::Parts, http::Request::new(()).into_parts().0, |req| {
+    let target_from_uri = req.uri.path_and_query().is_some_and(|p| std::ptr::eq(p.as_str().as_bytes(), req.raw_path()));
+    !req.has_case() && target_from_uri && req.send_end_stream() != Some(false)
+});
+// A reason phrase of the upstream's own would be lost.
+unwrap_via_parts!(ResponseHeader, http::response::Parts, http::Response::new(()).into_parts().0, |resp| {
+    !resp.has_case() && resp.get_reason_phrase() == resp.status.canonical_reason()
+});
 
 /// Sets `name` to `value`, replacing any values it had.
 pub fn insert<H: Unwrap>(h: &mut H, name: HeaderName, value: HeaderValue) {
