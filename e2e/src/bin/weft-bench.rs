@@ -88,6 +88,10 @@ fn main() -> Result<()> {
         rate: env_u64("BENCH_RATE", 2000),
         rounds: env_u64("BENCH_ROUNDS", 3) as usize,
     };
+    // Our own clients (fixed rate, one at a time) belong with the load, not
+    // beside the proxy under test: unpinned, the scheduler may put them on
+    // core 0, and the latencies then include waiting for the proxy's CPU.
+    pin_self_to_core("1")?;
     let dir = std::env::temp_dir().join(format!("weft-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let up_port = free_port();
@@ -112,6 +116,20 @@ fn main() -> Result<()> {
     }
     report(&results, &settings);
     let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// Moves every thread of this process to `core` (children started later
+/// inherit it; the proxies and nginx are placed explicitly anyway).
+fn pin_self_to_core(core: &str) -> Result<()> {
+    let status = Command::new("taskset")
+        .args(["-a", "-p", "-c", core, &std::process::id().to_string()])
+        .stdout(Stdio::null())
+        .status()
+        .context("taskset")?;
+    if !status.success() {
+        bail!("taskset could not move the bench to core {core} (it needs 2 cores)");
+    }
     Ok(())
 }
 
