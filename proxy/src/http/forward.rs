@@ -688,9 +688,7 @@ async fn stream_response(
     let mut plugins = crate::wasm::Encoder::new(&finish.edits.wasm);
     if !plugins.is_empty() {
         let end = held.as_mut().is_some_and(|(u, ..)| u.response_done());
-        // Boxed, as every plugin call here: their state would otherwise
-        // sit in every request's future, plugins or not.
-        match Box::pin(plugins.headers(&mut resp, end)).await {
+        match plugins.headers(&mut resp, end).await {
             Ok(()) => {}
             Err(crate::wasm::stream::Stop::Reply(mut reply)) => {
                 log.reply_details = reply.details.take();
@@ -732,8 +730,8 @@ async fn stream_response(
             if let Some((mut upstream, host, slot)) = held.take() {
                 trailers = match &mut upstream {
                     ClientSession::H2(h2) => match deadline {
-                        Some(d) => Box::pin(tokio::time::timeout_at(d.into(), h2.read_trailers())).await.ok()?,
-                        None => Box::pin(h2.read_trailers()).await,
+                        Some(d) => tokio::time::timeout_at(d.into(), h2.read_trailers()).await.ok()?,
+                        None => h2.read_trailers().await,
                     }
                     // A reset instead of trailers resets the client's stream.
                     .ok()?
@@ -748,7 +746,7 @@ async fn stream_response(
         let body_end = done && trailers.is_none();
         let data = if !plugins.is_empty() && (data.is_some() || !plugins.buffered.is_empty()) {
             // `None`: the headers went out already.
-            match Box::pin(plugins.body(header.as_deref_mut(), data, body_end)).await {
+            match plugins.body(header.as_deref_mut(), data, body_end).await {
                 Ok(Some(out)) => Some(out).filter(|b| !b.is_empty() || body_end),
                 // Buffered, but the trailers end the stream: the body goes
                 // out before them.
@@ -762,7 +760,7 @@ async fn stream_response(
             data
         };
         if let Some(t) = trailers.as_mut() {
-            if !plugins.is_empty() && Box::pin(plugins.trailers(t)).await.is_err() {
+            if !plugins.is_empty() && plugins.trailers(t).await.is_err() {
                 return None;
             }
         }
