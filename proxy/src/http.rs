@@ -375,8 +375,7 @@ fn prepare_request(manager: &HttpManager, req: &mut RequestHeader, ssl: Option<&
 /// half. A target the URI does not reproduce byte for byte (absolute form,
 /// bytes that are not UTF-8) keeps the full copy, raw target included.
 fn routable_copy(req: &RequestHeader) -> RequestHeader {
-    let round_trips = req.uri.path_and_query().is_some_and(|p| p.as_str().as_bytes() == req.raw_path());
-    if !round_trips {
+    if !header_map::target_from_uri(req) {
         return req.clone();
     }
     let (mut parts, ()) = http::Request::new(()).into_parts();

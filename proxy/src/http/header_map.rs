@@ -62,12 +62,18 @@ macro_rules! unwrap_via_parts {
     };
 }
 
-// The raw target must be the URI's own bytes (the same allocation), and an
-// HTTP/2 request's end-of-stream flag at its default.
+// The raw target must come from the URI, and an HTTP/2 request's
+// end-of-stream flag be at its default.
 unwrap_via_parts!(RequestHeader, http::request::Parts, http::Request::new(()).into_parts().0, |req| {
-    let target_from_uri = req.uri.path_and_query().is_some_and(|p| std::ptr::eq(p.as_str().as_bytes(), req.raw_path()));
-    !req.has_case() && target_from_uri && req.send_end_stream() != Some(false)
+    !req.has_case() && target_from_uri(req) && req.send_end_stream() != Some(false)
 });
+
+/// The request's raw target is the URI's own bytes (the same allocation),
+/// so the `http` parts carry it whole: not so for an absolute-form target or
+/// one that is not UTF-8, which Pingora keeps beside the URI.
+pub fn target_from_uri(req: &RequestHeader) -> bool {
+    req.uri.path_and_query().is_some_and(|p| std::ptr::eq(p.as_str().as_bytes(), req.raw_path()))
+}
 // A reason phrase of the upstream's own would be lost.
 unwrap_via_parts!(ResponseHeader, http::response::Parts, http::Response::new(()).into_parts().0, |resp| {
     !resp.has_case() && resp.get_reason_phrase() == resp.status.canonical_reason()
