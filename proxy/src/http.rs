@@ -144,7 +144,8 @@ impl HttpProxy {
         if let Some((wall, monotonic)) = started {
             log.start = Some(wall);
             log.duration_ms = monotonic.elapsed().as_millis();
-            log.status = status.unwrap_or(0);
+            // An aborted stream logs the status it had sent, if any (set by the router).
+            log.status = status.unwrap_or(log.status);
             log.bytes_received = session.body_bytes_read();
             log.bytes_sent = session.body_bytes_sent();
             let (response, mut default) = (session.response_written(), None);

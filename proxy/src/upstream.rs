@@ -14,8 +14,7 @@ use std::time::{Duration, Instant};
 use std::os::fd::AsRawFd;
 
 use pingora_core::connectors::http::v2::{self, ConnectionRef, H2HandshakeSettings};
-use pingora_core::protocols::http::client::HttpSession as ClientSession;
-use pingora_core::protocols::http::v1::client::HttpSession;
+use pingora_core::protocols::http::v2::client::Http2Session;
 use pingora_core::protocols::l4::stream::Stream as L4Stream;
 use pingora_core::protocols::tls::SslStream;
 use pingora_core::tls::error::ErrorStack;
@@ -38,8 +37,10 @@ const IDLE_TIMEOUT: Duration = Duration::from_secs(55);
 /// they were made with (0: plaintext).
 pub type PoolKey = (SocketAddr, u64);
 
+pub mod h1;
+
 thread_local! {
-    static IDLE: RefCell<HashMap<PoolKey, Vec<(Stream, Instant)>>> = RefCell::new(HashMap::new());
+    static IDLE: RefCell<HashMap<PoolKey, Vec<(h1::Connection, Instant)>>> = RefCell::new(HashMap::new());
     /// HTTP/2: one multiplexed connection per upstream and worker. The cell
     /// is shared while the connection is being made, so concurrent requests
     /// wait for one handshake instead of each opening a connection.
@@ -50,8 +51,43 @@ thread_local! {
 /// another (the server's SETTINGS may lower it).
 const H2_MAX_STREAMS: usize = 100;
 
-/// An upstream request's session: an HTTP/1.1 connection or an HTTP/2 stream.
-pub type Session = ClientSession;
+/// An upstream request's session: an HTTP/1.1 connection (our own client,
+/// `h1`) or an HTTP/2 stream (Pingora's).
+pub enum Session {
+    H1(h1::Connection),
+    /// Boxed: Pingora's stream state is large, and sessions are moved.
+    H2(Box<Http2Session>),
+}
+
+/// A failed exchange, for the access log and debug logs.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+impl Session {
+    /// The next piece of the response body; `None` at its end.
+    pub async fn read_body(&mut self) -> Result<Option<bytes::Bytes>, Error> {
+        match self {
+            Session::H1(h1) => Ok(h1.read_body().await?),
+            Session::H2(h2) => Ok(h2.read_response_body().await?),
+        }
+    }
+
+    /// The response body has been read to its end.
+    pub fn done(&mut self) -> bool {
+        match self {
+            Session::H1(h1) => h1.done(),
+            Session::H2(h2) => h2.response_finished(),
+        }
+    }
+
+    /// The connection's local address (for `%UPSTREAM_LOCAL_ADDRESS%`).
+    pub fn local_addr(&self) -> Option<SocketAddr> {
+        let digest = match self {
+            Session::H1(h1) => h1.stream().get_socket_digest(),
+            Session::H2(h2) => h2.digest().and_then(|d| d.socket_digest.clone()),
+        };
+        digest.and_then(|d| d.local_addr().and_then(|a| a.as_inet()).copied())
+    }
+}
 
 /// Where and how to connect: a cluster's host with the cluster's settings.
 pub struct Target<'a> {
@@ -89,15 +125,15 @@ pub async fn checkout(target: &Target<'_>, http2: bool) -> Result<(Session, bool
         return checkout_h2(target).await;
     }
     loop {
-        if let Some(stream) = take_idle(target.key()) {
-            return Ok((ClientSession::H1(HttpSession::new(stream)), true));
+        if let Some(conn) = take_idle(target.key()) {
+            return Ok((Session::H1(conn), true));
         }
         let Some(budget) = target.budget else {
-            return Ok((ClientSession::H1(HttpSession::new(connect(target).await?)), false));
+            return Ok((Session::H1(h1::Connection::new(connect(target).await?)), false));
         };
         if let Some(slot) = budget.try_open() {
             let stream: Stream = Box::new(Counted::new(connect(target).await?, slot));
-            return Ok((ClientSession::H1(HttpSession::new(stream)), false));
+            return Ok((Session::H1(h1::Connection::new(stream)), false));
         }
         // At max_connections: wait (as a pending request) for one to
         // close or come back idle.
@@ -110,20 +146,21 @@ pub async fn checkout(target: &Target<'_>, http2: bool) -> Result<(Session, bool
 /// Returns a finished session to this worker's pool if it can be reused
 /// (an HTTP/2 stream just ends; its connection stays pooled).
 pub async fn checkin(session: Session, pool: PoolKey, budget: &ConnectionBudget) {
-    let ClientSession::H1(mut session) = session else { return };
+    let Session::H1(conn) = session else { return };
     // Keep-alive as the response allows (HTTP/1.1 default, `connection:
     // close`, HTTP/1.0, a body we could not delimit).
-    session.respect_keepalive();
-    if let Some(stream) = session.reuse().await {
-        IDLE.with(|idle| {
-            let mut idle = idle.borrow_mut();
-            let list = idle.entry(pool).or_default();
-            if list.len() < MAX_IDLE_PER_HOST {
-                list.push((stream, Instant::now()));
-            }
-        });
-        budget.idle();
+    if !conn.reusable() {
+        conn.close().await;
+        return;
     }
+    IDLE.with(|idle| {
+        let mut idle = idle.borrow_mut();
+        let list = idle.entry(pool).or_default();
+        if list.len() < MAX_IDLE_PER_HOST {
+            list.push((conn, Instant::now()));
+        }
+    });
+    budget.idle();
 }
 
 /// Envoy's transport failure reason for a failed connect: the OS's words
@@ -175,7 +212,7 @@ async fn checkout_h2(target: &Target<'_>) -> Result<(Session, bool), ConnectErro
             .await?;
         if !conn.is_closed() && !conn.is_shutting_down() {
             if let Ok(Some(stream)) = conn.spawn_stream().await {
-                return Ok((ClientSession::H2(stream), !made));
+                return Ok((Session::H2(Box::new(stream)), !made));
             }
         }
         // Closed, draining (GOAWAY) or full: the next request gets a new one.
@@ -214,15 +251,15 @@ pub fn forget_idle(key: PoolKey) {
     IDLE.with(|idle| idle.borrow_mut().remove(&key));
 }
 
-fn take_idle(key: PoolKey) -> Option<Stream> {
+fn take_idle(key: PoolKey) -> Option<h1::Connection> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(&key)?;
         // Most recently used first: the warmest connection is the least
         // likely to have been closed by the upstream.
-        while let Some((stream, since)) = list.pop() {
+        while let Some((conn, since)) = list.pop() {
             if since.elapsed() < IDLE_TIMEOUT {
-                return Some(stream);
+                return Some(conn);
             }
         }
         None

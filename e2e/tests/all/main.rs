@@ -17,6 +17,7 @@ mod envoy_diff_retries;
 mod envoy_diff_routing;
 mod envoy_diff_tcp;
 mod envoy_diff_tls;
+mod envoy_diff_upstream_framing;
 mod malformed_http;
 mod traffic_bookinfo;
 mod traffic_drain;

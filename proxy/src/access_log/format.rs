@@ -309,6 +309,10 @@ fn details(e: &Entry) -> String {
         "response_timeout"
     } else if flag("UO") {
         "upstream_reset_before_response_started{overflow}"
+    } else if flag("UPE") {
+        "upstream_reset_before_response_started{protocol_error}"
+    } else if flag("UC") {
+        "upstream_reset_before_response_started{connection_termination}"
     } else if e.upstream_host.is_some() {
         "via_upstream"
     } else {

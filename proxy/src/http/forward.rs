@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
-use pingora_core::protocols::http::client::HttpSession as ClientSession;
 use pingora_core::protocols::http::HttpTask;
 use pingora_core::protocols::http::ServerSession;
 use pingora_http::{RequestHeader, ResponseHeader};
@@ -65,6 +64,8 @@ enum Failure {
     PerTryTimeout,
     /// max_connections reached and too many requests waiting for one.
     Overflow,
+    /// The upstream's response was not valid HTTP (Envoy: 502, `UPE`).
+    Protocol,
 }
 
 // One value per attempt, moved once: boxing the session would cost an
@@ -233,7 +234,7 @@ pub async fn forward(
             Outcome::Failed(Failure::Connect) => cluster.stats.cx_connect_fail.inc(),
             Outcome::Failed(Failure::PerTryTimeout) => cluster.stats.rq_timeout.inc(),
             Outcome::Failed(Failure::Overflow) => cluster.stats.rq_pending_overflow.inc(),
-            Outcome::Failed(Failure::Reset | Failure::NoHost) => {}
+            Outcome::Failed(Failure::Reset | Failure::NoHost | Failure::Protocol) => {}
         }
         let retriable = match (&result, &retry) {
             (_, None) => false,
@@ -283,6 +284,7 @@ pub async fn forward(
                 Failure::Connect => "UF",
                 Failure::Overflow => "UO",
                 Failure::Reset | Failure::PerTryTimeout => "UC",
+                Failure::Protocol => "UPE",
             });
             if timed_out {
                 return LocalReply::new(504, "upstream request timeout")
@@ -297,16 +299,17 @@ pub async fn forward(
             }
             // Envoy's wording, so clients that match on it keep working.
             // Envoy 1.40 keeps TLS failure details out of the body.
-            let reason = match f {
-                Failure::Connect => "remote connection failure",
-                _ => "connection termination",
+            let (status, reason) = match f {
+                Failure::Connect => (503, "remote connection failure"),
+                Failure::Protocol => (502, "protocol error"),
+                _ => (503, "connection termination"),
             };
             let retried = if attempt > 0 {
                 "retried and the latest reset reason"
             } else {
                 "reset reason"
             };
-            let mut reply = LocalReply::new(503, "");
+            let mut reply = LocalReply::new(status, "");
             reply.body = Bytes::from(format!(
                 "upstream connect error or disconnect/reset before headers. {retried}: {reason}"
             ));
@@ -353,7 +356,7 @@ fn shadow(mirror: &Mirror, req: &RequestHeader, body: &Bytes, timeout: Option<Du
             let start = Instant::now();
             if let Outcome::Response(mut x) = try_once(&cluster, &req, &body, (None, false), (&[], None), &mut Entry::default()).await {
                 cluster.stats.response(x.resp.status.as_u16(), start.elapsed().as_secs_f64() * 1000.0);
-                while let Ok(Some(_)) = x.upstream.read_response_body().await {}
+                while let Ok(Some(_)) = x.upstream.read_body().await {}
                 upstream::checkin(x.upstream, x.pool, x.budget).await;
             }
         };
@@ -394,15 +397,15 @@ pub async fn call(cluster: &Cluster, mut req: RequestHeader, body: Bytes, timeou
             Outcome::Response(mut x) => {
                 cluster.stats.response(x.resp.status.as_u16(), start.elapsed().as_secs_f64() * 1000.0);
                 let mut body = BytesMut::new();
-                while !x.upstream.response_done() {
-                    match x.upstream.read_response_body().await {
+                while !x.upstream.done() {
+                    match x.upstream.read_body().await {
                         Ok(Some(chunk)) => body.extend_from_slice(&chunk),
                         Ok(None) => break,
                         Err(e) => return Err(format!("upstream reset: {e}")),
                     }
                 }
                 let trailers = match &mut x.upstream {
-                    ClientSession::H2(h2) => h2.read_trailers().await.map_err(|e| format!("upstream reset: {e}"))?,
+                    upstream::Session::H2(h2) => h2.read_trailers().await.map_err(|e| format!("upstream reset: {e}"))?,
                     _ => None,
                 };
                 let resp = *x.resp;
@@ -417,6 +420,7 @@ pub async fn call(cluster: &Cluster, mut req: RequestHeader, body: Bytes, timeou
                 Failure::Connect => (503, "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"),
                 Failure::PerTryTimeout => (504, "upstream request timeout"),
                 Failure::Reset => (503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination"),
+                Failure::Protocol => (502, "upstream connect error or disconnect/reset before headers. reset reason: protocol error"),
             }),
         }
     };
@@ -457,7 +461,7 @@ fn retries_failure(p: &RetryPolicy, f: Failure) -> bool {
         // Nothing to retry against: Envoy answers at once.
         Failure::NoHost | Failure::Overflow => false,
         Failure::Connect => on.connect_failure || on.five_xx || on.gateway_error || on.reset,
-        Failure::Reset => on.reset || on.five_xx || on.gateway_error,
+        Failure::Reset | Failure::Protocol => on.reset || on.five_xx || on.gateway_error,
         Failure::PerTryTimeout => on.five_xx || on.gateway_error,
     }
 }
@@ -609,42 +613,47 @@ async fn try_once<'c>(
             }
         };
         if log.logging {
-            log.upstream_local = upstream.digest().and_then(|d| d.socket_digest.as_ref()).and_then(|s| s.local_addr()).and_then(|a| a.as_inet()).copied();
+            log.upstream_local = upstream.local_addr();
         }
-        let mut header = req.clone();
-        if let Some(name) = host.host().hostname.as_ref().filter(|_| auto_host_rewrite) {
-            if let Ok(v) = HeaderValue::from_str(name) {
-                set_host(&mut header, v);
+        // The request is copied only when this attempt edits it.
+        let rewritten = host.host().hostname.as_ref().filter(|_| auto_host_rewrite).and_then(|name| {
+            let mut header = req.clone();
+            set_host(&mut header, HeaderValue::from_str(name).ok()?);
+            Some(header)
+        });
+        let header = rewritten.as_ref().unwrap_or(req);
+        let sent: Result<ResponseHeader, upstream::Error> = match &mut upstream {
+            upstream::Session::H1(h1) => async {
+                h1.send(header, body).await?;
+                Ok(h1.read_response().await?)
             }
-        }
-        if cluster.http2 {
-            header = to_http2_upstream(&header, target.tls.is_some());
-        }
-        let sent = async {
-            match &mut upstream {
+            .await,
+            upstream::Session::H2(h2) => async {
                 // A request without a body ends with its HEADERS frame, as
                 // Envoy sends it (an empty DATA frame after it would make
                 // the next hop see a body of unknown length).
-                ClientSession::H2(h2) => h2.write_request_header(Box::new(header), body.is_empty())?,
-                _ => upstream.write_request_header(Box::new(header)).await?,
+                h2.write_request_header(Box::new(to_http2_upstream(header, target.tls.is_some())), body.is_empty())?;
+                if !body.is_empty() {
+                    h2.write_request_body(body.clone(), true).await?;
+                }
+                h2.finish_request_body()?;
+                h2.read_response_header().await?;
+                // Without the header-case map, as HTTP/1.1 responses (Envoy
+                // sends response header names lowercased).
+                h2.response_header().map(|r| ResponseHeader::from(r.as_owned_parts())).ok_or_else(|| "no response header".into())
             }
-            if !body.is_empty() {
-                upstream.write_request_body(body.clone(), true).await?;
-            }
-            upstream.finish_request_body().await?;
-            upstream.read_response_header().await
-        }
-        .await;
+            .await,
+        };
         match sent {
-            Ok(_) => {
-                // Without the header-case map, as the request (Envoy sends
-                // response header names lowercased too).
-                let Some(resp) = upstream.response_header().map(|r| ResponseHeader::from(r.as_owned_parts())) else {
-                    cluster.record_outcome(host.host(), 503);
-                    return Outcome::Failed(Failure::Reset);
-                };
+            Ok(resp) => {
                 cluster.record_outcome(host.host(), resp.status.as_u16());
                 return Outcome::Response(Exchange { upstream, resp: Box::new(resp), host, pool: target.key(), budget });
+            }
+            // Not HTTP: the upstream answered, so no second try on a new
+            // connection.
+            Err(e) if e.downcast_ref::<upstream::h1::Error>().is_some_and(upstream::h1::Error::is_protocol) => {
+                cluster.record_outcome(host.host(), 502);
+                return Outcome::Failed(Failure::Protocol);
             }
             Err(_) if reused => {
                 // The upstream closed its idle connections (restart, idle
@@ -687,7 +696,7 @@ async fn stream_response(
     // Plugins see the response after the route's and the filters' edits.
     let mut plugins = crate::wasm::Encoder::new(&finish.edits.wasm);
     if !plugins.is_empty() {
-        let end = held.as_mut().is_some_and(|(u, ..)| u.response_done());
+        let end = held.as_mut().is_some_and(|(u, ..)| u.done());
         match plugins.headers(&mut resp, end).await {
             Ok(()) => {}
             Err(crate::wasm::stream::Stop::Reply(mut reply)) => {
@@ -699,16 +708,16 @@ async fn stream_response(
     }
     // A body of unknown length (an HTTP/2 upstream's, or a plugin's that
     // dropped content-length) is chunked for an HTTP/1.1 client, as Envoy.
-    let body_follows = !held.as_mut().is_some_and(|(u, ..)| u.response_done());
+    let body_follows = !held.as_mut().is_some_and(|(u, ..)| u.done());
     frame_body(&mut resp, session, body_follows);
     stamp_response_headers(manager, &mut resp);
     let mut header = Some(resp);
     loop {
         let (upstream, ..) = held.as_mut()?;
-        let (data, done) = if upstream.response_done() {
+        let (data, done) = if upstream.done() {
             (None, true)
         } else {
-            let read = upstream.read_response_body();
+            let read = upstream.read_body();
             // The body must keep moving: each chunk restarts the idle clock.
             let idle_deadline = idle.map(|d| Instant::now() + d);
             let chunk = match [deadline, idle_deadline].into_iter().flatten().min() {
@@ -716,10 +725,23 @@ async fn stream_response(
                 None => read.await,
             };
             match chunk {
-                Ok(Some(data)) => (Some(data), upstream.response_done()),
+                Ok(Some(data)) => (Some(data), upstream.done()),
                 Ok(None) => (None, true),
-                // Upstream reset mid-body: the downstream stream is reset too.
-                Err(_) => return None,
+                // Upstream reset mid-body: the downstream stream is reset
+                // too, after the header if it has not gone out yet (Envoy
+                // has sent it by then).
+                Err(e) => {
+                    let protocol = e.downcast_ref::<upstream::h1::Error>().is_some_and(upstream::h1::Error::is_protocol);
+                    let (flag, reason) = if protocol { ("UPE", "protocol_error") } else { ("UC", "connection_termination") };
+                    log.flag(flag);
+                    log.reply_details = Some(format!("upstream_reset_after_response_started{{{reason}}}").into());
+                    log.status = status;
+                    if let Some(h) = header.take() {
+                        plugins.response_sent(&h);
+                        let _ = session.write_response_header(h).await;
+                    }
+                    return None;
+                }
             }
         };
         // An HTTP/2 upstream may end its response with trailers (gRPC's
@@ -729,7 +751,7 @@ async fn stream_response(
         if done {
             if let Some((mut upstream, host, slot)) = held.take() {
                 trailers = match &mut upstream {
-                    ClientSession::H2(h2) => match deadline {
+                    upstream::Session::H2(h2) => match deadline {
                         Some(d) => tokio::time::timeout_at(d.into(), h2.read_trailers()).await.ok()?,
                         None => h2.read_trailers().await,
                     }

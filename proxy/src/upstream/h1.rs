@@ -1,0 +1,538 @@
+//! An HTTP/1.1 client connection for the router: one request at a time on a
+//! kept-alive connection, the request written from the router's header
+//! without copying it, the response parsed in place.
+//!
+//! Pingora's client did the same with a fresh session per request: new
+//! buffers, a copy of the request for it to keep, a header-case map built
+//! for every response. Here the read and write buffers live with the
+//! connection and go back to the pool with it, so a reused connection
+//! costs no allocation for them; response header values are slices of the
+//! read buffer.
+//!
+//! Framing follows RFC 9112 §6.3 as Envoy's codec applies it: no body after
+//! HEAD, 1xx, 204 and 304; `transfer-encoding` must be `chunked` alone,
+//! without `content-length`, and conflicting lengths are a protocol error;
+//! without either the body runs to the connection's close. Interim
+//! 1xx responses are skipped (Envoy does not proxy `100 Continue` by
+//! default). HTTP/1 trailers are read and dropped, as Envoy does without
+//! `enable_trailers`.
+
+use std::fmt;
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use pingora_core::protocols::Stream;
+use pingora_http::{RequestHeader, ResponseHeader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Envoy's default `max_response_headers_kb`.
+const MAX_HEADER_BYTES: usize = 60 * 1024;
+/// Headers per response (Pingora's limit, which we had before).
+const MAX_HEADERS: usize = 256;
+/// How much room each read asks for.
+const READ_SIZE: usize = 8 * 1024;
+/// A chunk-size line or a trailer line longer than this is an attack.
+const MAX_LINE: usize = 4 * 1024;
+/// A request body up to this size goes out in the header's write.
+const COALESCE_BODY: usize = 16 * 1024;
+
+/// Why an exchange failed: the connection is not reused after any of them.
+#[derive(Debug)]
+pub enum Error {
+    Io(std::io::Error),
+    /// The upstream closed the connection before the response was complete.
+    Closed,
+    /// Bytes that are not HTTP/1.1, or framing we must not guess at.
+    Protocol(&'static str),
+    /// The request cannot be written as HTTP/1.1 (a control byte in the target).
+    BadRequest,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io(e) => write!(f, "{e}"),
+            Error::Closed => f.write_str("connection closed before the response ended"),
+            Error::Protocol(what) => write!(f, "protocol error: {what}"),
+            Error::BadRequest => f.write_str("request target not representable in HTTP/1.1"),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl Error {
+    /// The upstream sent something that is not HTTP/1.1 (Envoy's
+    /// `protocol error` reset reason), as opposed to closing or failing.
+    pub fn is_protocol(&self) -> bool {
+        matches!(self, Error::Protocol(_))
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Io(e)
+    }
+}
+
+/// Where the response body stands.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Body {
+    /// No response read yet.
+    Idle,
+    /// `content-length`: bytes still to come.
+    Length(u64),
+    /// Chunked: expecting a chunk-size line.
+    ChunkSize,
+    /// Chunked: data bytes of the current chunk still to come.
+    ChunkData(u64),
+    /// Chunked: the CRLF after a chunk's data.
+    ChunkEnd,
+    /// Chunked: trailer lines after the last chunk, up to an empty line.
+    Trailers,
+    /// Read until the upstream closes (never reused).
+    UntilClose,
+    Done,
+}
+
+/// One upstream HTTP/1.1 connection and its buffers.
+pub struct Connection {
+    stream: Stream,
+    /// Bytes read and not consumed yet (the response header, then body).
+    read: BytesMut,
+    /// The serialized request; kept for its capacity.
+    write: Vec<u8>,
+    body: Body,
+    /// The current response allows the connection to be reused.
+    keep_alive: bool,
+    /// The request was HEAD: its response has no body, whatever it says.
+    head: bool,
+}
+
+impl Connection {
+    pub fn new(stream: Stream) -> Self {
+        Connection { stream, read: BytesMut::new(), write: Vec::new(), body: Body::Idle, keep_alive: false, head: false }
+    }
+
+    pub fn stream(&self) -> &Stream {
+        &self.stream
+    }
+
+    /// Writes the request: its header and its whole body, which the router
+    /// has framed with `content-length`.
+    pub async fn send(&mut self, req: &RequestHeader, body: &Bytes) -> Result<(), Error> {
+        self.write.clear();
+        serialize(req, &mut self.write)?;
+        self.body = Body::Idle;
+        self.keep_alive = false;
+        self.head = req.method == http::Method::HEAD;
+        if body.len() <= COALESCE_BODY {
+            self.write.extend_from_slice(body);
+            self.stream.write_all(&self.write).await?;
+        } else {
+            self.stream.write_all(&self.write).await?;
+            self.stream.write_all(body).await?;
+        }
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    /// Reads the final response header (interim 1xx responses skipped).
+    pub async fn read_response(&mut self) -> Result<ResponseHeader, Error> {
+        loop {
+            match parse_response(&mut self.read)? {
+                Some(parsed) if parsed.interim => continue,
+                Some(mut parsed) => {
+                    self.body = framing(&mut parsed, self.head)?;
+                    self.keep_alive = parsed.keep_alive && self.body != Body::UntilClose;
+                    // Bad framing after a good header is the body's error:
+                    // `read_body` reports it.
+                    let _ = self.settle();
+                    return Ok(parsed.header);
+                }
+                None => {
+                    if self.read.len() >= MAX_HEADER_BYTES {
+                        return Err(Error::Protocol("response headers too large"));
+                    }
+                    if self.fill().await? == 0 {
+                        return Err(Error::Closed);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The response has been read to its end.
+    pub fn done(&self) -> bool {
+        self.body == Body::Done
+    }
+
+    /// The next piece of the response body; `None` at its end.
+    pub async fn read_body(&mut self) -> Result<Option<Bytes>, Error> {
+        loop {
+            self.settle()?;
+            let want = match self.body {
+                Body::Done | Body::Idle => return Ok(None),
+                Body::Length(n) | Body::ChunkData(n) => n,
+                Body::UntilClose => u64::MAX,
+                // Framing bytes not all here yet.
+                Body::ChunkSize | Body::ChunkEnd | Body::Trailers => 0,
+            };
+            if want > 0 && !self.read.is_empty() {
+                let take = want.min(self.read.len() as u64) as usize;
+                let data = self.read.split_to(take).freeze();
+                self.body = match self.body {
+                    Body::Length(n) if n == take as u64 => Body::Done,
+                    Body::Length(n) => Body::Length(n - take as u64),
+                    Body::ChunkData(n) if n == take as u64 => Body::ChunkEnd,
+                    Body::ChunkData(n) => Body::ChunkData(n - take as u64),
+                    other => other,
+                };
+                // Ahead, so that `done` knows about buffered framing.
+                let _ = self.settle();
+                return Ok(Some(data));
+            }
+            if self.fill().await? == 0 {
+                if self.body == Body::UntilClose {
+                    self.body = Body::Done;
+                    return Ok(None);
+                }
+                return Err(Error::Closed);
+            }
+        }
+    }
+
+    /// Whether the connection can carry another request: the response was
+    /// read to its end, nothing followed it, and neither side asked to close.
+    pub fn reusable(&self) -> bool {
+        self.keep_alive && self.body == Body::Done && self.read.is_empty()
+    }
+
+    /// Ends a connection that is not reused (TLS close_notify, TCP FIN).
+    pub async fn close(mut self) {
+        let _ = self.stream.shutdown().await;
+    }
+
+    /// Reads more bytes; 0 at the upstream's end of stream.
+    async fn fill(&mut self) -> Result<usize, Error> {
+        // Reclaims the buffer's own space once the bytes handed out before
+        // (last response's header and body) have been dropped.
+        self.read.reserve(READ_SIZE);
+        Ok(self.stream.read_buf(&mut self.read).await?)
+    }
+
+    /// Consumes the chunked framing that is already buffered, up to the next
+    /// data bytes (or the end), so that `done` is true as soon as the last
+    /// bytes are here and the connection can go back to the pool.
+    fn settle(&mut self) -> Result<(), Error> {
+        loop {
+            match self.body {
+                Body::ChunkSize => match httparse::parse_chunk_size(&self.read) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        self.read.advance(used);
+                        self.body = if size == 0 { Body::Trailers } else { Body::ChunkData(size) };
+                    }
+                    Ok(httparse::Status::Partial) if self.read.len() > MAX_LINE => {
+                        return Err(Error::Protocol("chunk size line too long"));
+                    }
+                    Ok(httparse::Status::Partial) => return Ok(()),
+                    Err(_) => return Err(Error::Protocol("invalid chunk size")),
+                },
+                Body::ChunkEnd => {
+                    if self.read.len() < 2 {
+                        return Ok(());
+                    }
+                    if &self.read[..2] != b"\r\n" {
+                        return Err(Error::Protocol("chunk data not followed by CRLF"));
+                    }
+                    self.read.advance(2);
+                    self.body = Body::ChunkSize;
+                }
+                Body::Trailers => {
+                    let Some(end) = self.read.iter().position(|b| *b == b'\n') else {
+                        if self.read.len() > MAX_LINE {
+                            return Err(Error::Protocol("trailer line too long"));
+                        }
+                        return Ok(());
+                    };
+                    let blank = self.read[..end].iter().all(|b| *b == b'\r');
+                    self.read.advance(end + 1);
+                    if blank {
+                        self.body = Body::Done;
+                    }
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+}
+
+/// The request line and headers as HTTP/1.1 puts them on the wire, header
+/// names lowercase (Envoy's default `header_key_format`).
+fn serialize(req: &RequestHeader, out: &mut Vec<u8>) -> Result<(), Error> {
+    let target = req.raw_path();
+    // Pingora's header types refuse these already; the wire must never
+    // see them whatever builds the request.
+    if target.is_empty() || target.iter().any(|b| matches!(b, b' ' | b'\r' | b'\n' | 0)) {
+        return Err(Error::BadRequest);
+    }
+    out.extend_from_slice(req.method.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(target);
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &req.headers {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+/// A response header parsed from the front of the read buffer.
+struct Parsed {
+    header: ResponseHeader,
+    interim: bool,
+    keep_alive: bool,
+}
+
+/// Parses a response header out of `buf` (consuming it), or `None` when
+/// it is not complete yet. A plain function: httparse's header array lives
+/// on the stack, not in the connection's future.
+fn parse_response(buf: &mut BytesMut) -> Result<Option<Parsed>, Error> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut slots);
+    let len = match resp.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Error::Protocol("too many response headers")),
+        Err(_) => return Err(Error::Protocol("malformed response header")),
+    };
+    let code = resp.code.unwrap_or(0);
+    let version = match resp.version {
+        Some(1) => http::Version::HTTP_11,
+        _ => http::Version::HTTP_10,
+    };
+    // Where each name and value sit in the buffer (httparse borrows it
+    // until the header is split off), kept on the stack.
+    let base = buf.as_ptr() as usize;
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let count = resp.headers.len();
+    for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        *span = (name as u32, (name + h.name.len()) as u32, value as u32, (value + h.value.len()) as u32);
+    }
+    // Header values are slices of the header's bytes: no copy.
+    let head = buf.split_to(len).freeze();
+    let Ok(status) = http::StatusCode::from_u16(code) else {
+        return Err(Error::Protocol("invalid status code"));
+    };
+    let mut keep_alive = version == http::Version::HTTP_11;
+    let (mut parts, ()) = http::Response::new(()).into_parts();
+    parts.status = status;
+    parts.version = version;
+    // Room for what the router adds (service time, date, server).
+    parts.headers = http::HeaderMap::with_capacity(count + 4);
+    for &(ns, ne, vs, ve) in &spans[..count] {
+        let name = HeaderName::from_bytes(&head[ns as usize..ne as usize]).map_err(|_| Error::Protocol("invalid response header name"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize)).map_err(|_| Error::Protocol("invalid response header value"))?;
+        if name == header::CONNECTION {
+            for token in value.as_bytes().split(|b| *b == b',').map(|t| t.trim_ascii()) {
+                if token.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == http::Version::HTTP_10 {
+                    keep_alive = true;
+                }
+            }
+        }
+        parts.headers.append(name, value);
+    }
+    let interim = status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS;
+    Ok(Some(Parsed { header: ResponseHeader::from(parts), interim, keep_alive }))
+}
+
+/// How the body that follows `parsed` is delimited (RFC 9112 §6.3).
+fn framing(parsed: &mut Parsed, head_request: bool) -> Result<Body, Error> {
+    let resp = &mut parsed.header;
+    let status = resp.status;
+    if status == http::StatusCode::SWITCHING_PROTOCOLS {
+        // We never ask for an upgrade (hop-by-hop headers are removed);
+        // whatever follows is not HTTP.
+        parsed.keep_alive = false;
+        return Ok(Body::Done);
+    }
+    if head_request || status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED {
+        return Ok(Body::Done);
+    }
+    if resp.headers.contains_key(header::TRANSFER_ENCODING) {
+        // Envoy's codec (without `allow_chunked_length`) takes nothing but
+        // a lone `chunked`: with a length beside it, or another coding,
+        // the response is refused as a protocol error.
+        if resp.headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(Error::Protocol("both transfer-encoding and content-length"));
+        }
+        let mut codings = resp.headers.get_all(header::TRANSFER_ENCODING).iter();
+        let chunked = codings.next().is_some_and(|v| v.as_bytes().trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        if !chunked || codings.next().is_some() {
+            return Err(Error::Protocol("unsupported transfer-encoding"));
+        }
+        return Ok(Body::ChunkSize);
+    }
+    let mut length = None;
+    for value in resp.headers.get_all(header::CONTENT_LENGTH) {
+        let n = std::str::from_utf8(value.as_bytes())
+            .ok()
+            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
+            .and_then(|s| s.parse::<u64>().ok())
+            .ok_or(Error::Protocol("invalid content-length"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(Error::Protocol("conflicting content-length"));
+        }
+        length = Some(n);
+    }
+    Ok(match length {
+        Some(0) => Body::Done,
+        Some(n) => Body::Length(n),
+        None => {
+            parsed.keep_alive = false;
+            Body::UntilClose
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::AsyncWriteExt;
+
+    /// A connection whose upstream sends `wire` (in pieces of `step`
+    /// bytes, to exercise partial reads) and then closes.
+    async fn exchange(wire: &'static [u8], step: usize, head: bool) -> (Result<ResponseHeader, Error>, Connection) {
+        let (client, mut server) = tokio::io::duplex(64 * 1024);
+        tokio::spawn(async move {
+            for piece in wire.chunks(step) {
+                if server.write_all(piece).await.is_err() {
+                    return;
+                }
+                tokio::task::yield_now().await;
+            }
+        });
+        let mut conn = Connection::new(Box::new(client));
+        conn.head = head;
+        let resp = conn.read_response().await;
+        (resp, conn)
+    }
+
+    async fn body(conn: &mut Connection) -> Result<Vec<u8>, Error> {
+        let mut all = Vec::new();
+        while let Some(piece) = conn.read_body().await? {
+            all.extend_from_slice(&piece);
+        }
+        Ok(all)
+    }
+
+    #[tokio::test]
+    async fn content_length_body_in_pieces() {
+        for step in [1, 3, 1000] {
+            let (resp, mut conn) = exchange(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A: b\r\n\r\nhello", step, false).await;
+            let resp = resp.expect("response");
+            assert_eq!(resp.status, 200);
+            assert_eq!(resp.headers["x-a"], "b");
+            assert_eq!(body(&mut conn).await.expect("body"), b"hello");
+            assert!(conn.reusable(), "step {step}");
+        }
+    }
+
+    #[tokio::test]
+    async fn chunked_body_with_trailers_ends_when_buffered() {
+        let wire = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5;ext=1\r\nhello\r\n6\r\n world\r\n0\r\nx-t: 1\r\n\r\n";
+        for step in [1, 7, 1000] {
+            let (resp, mut conn) = exchange(wire, step, false).await;
+            resp.expect("response");
+            assert_eq!(body(&mut conn).await.expect("body"), b"hello world");
+            assert!(conn.done() && conn.reusable(), "step {step}");
+        }
+        // All in one read: the end is known with the last data.
+        let (_, mut conn) = exchange(wire, 1000, false).await;
+        tokio::task::yield_now().await;
+        let first = conn.read_body().await.expect("body").expect("a piece");
+        assert_eq!(&first[..], b"hello");
+        let second = conn.read_body().await.expect("body").expect("a piece");
+        assert_eq!(&second[..], b" world");
+        assert!(conn.done());
+    }
+
+    #[tokio::test]
+    async fn interim_responses_are_skipped() {
+        let (resp, mut conn) = exchange(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\ncontent-length: 0\r\n\r\n", 1000, false).await;
+        assert_eq!(resp.expect("response").status, 201);
+        assert!(conn.done());
+        assert_eq!(body(&mut conn).await.expect("body"), b"");
+    }
+
+    #[tokio::test]
+    async fn bodiless_responses() {
+        let (resp, conn) = exchange(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\n", 1000, true).await;
+        assert_eq!(resp.expect("response").status, 200);
+        assert!(conn.done() && conn.reusable(), "HEAD: the length describes what GET would get");
+        let (resp, conn) = exchange(b"HTTP/1.1 304 Not Modified\r\n\r\n", 1000, false).await;
+        assert_eq!(resp.expect("response").status, 304);
+        assert!(conn.reusable());
+    }
+
+    #[tokio::test]
+    async fn close_delimited_and_keep_alive_rules() {
+        let (resp, mut conn) = exchange(b"HTTP/1.1 200 OK\r\n\r\nuntil the end", 4, false).await;
+        resp.expect("response");
+        assert_eq!(body(&mut conn).await.expect("body"), b"until the end");
+        assert!(!conn.reusable());
+        let (_, mut conn) = exchange(b"HTTP/1.1 200 OK\r\nconnection: close\r\ncontent-length: 1\r\n\r\nx", 1000, false).await;
+        assert_eq!(body(&mut conn).await.expect("body"), b"x");
+        assert!(!conn.reusable());
+        let (_, mut conn) = exchange(b"HTTP/1.0 200 OK\r\ncontent-length: 1\r\n\r\nx", 1000, false).await;
+        body(&mut conn).await.expect("body");
+        assert!(!conn.reusable(), "HTTP/1.0 closes by default");
+        let (_, mut conn) = exchange(b"HTTP/1.0 200 OK\r\nConnection: Keep-Alive\r\ncontent-length: 1\r\n\r\nx", 1000, false).await;
+        body(&mut conn).await.expect("body");
+        assert!(conn.reusable());
+        let (_, mut conn) = exchange(b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\n\r\nxy", 1000, false).await;
+        body(&mut conn).await.expect("body");
+        assert!(!conn.reusable(), "bytes after the response");
+    }
+
+    #[tokio::test]
+    async fn protocol_errors() {
+        for wire in [
+            &b"HTTP/1.1 200 OK\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n"[..],
+            b"HTTP/1.1 200 OK\r\ncontent-length: -1\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: +1\r\n\r\n",
+            b"HTTX/1.1 200 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ncontent-length: 3\r\ntransfer-encoding: chunked\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\n",
+        ] {
+            let (resp, _) = exchange(wire, 1000, false).await;
+            assert!(matches!(resp, Err(Error::Protocol(_))), "{:?}", String::from_utf8_lossy(wire));
+        }
+        let (resp, mut conn) = exchange(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\n", 1000, false).await;
+        resp.expect("response");
+        assert!(matches!(body(&mut conn).await, Err(Error::Protocol(_))));
+        let (resp, mut conn) = exchange(b"HTTP/1.1 200 OK\r\ncontent-length: 10\r\n\r\nshort", 1000, false).await;
+        resp.expect("response");
+        assert!(matches!(body(&mut conn).await, Err(Error::Closed)));
+        let (resp, _) = exchange(b"HTTP/1.1 200 OK\r\n", 1000, false).await;
+        assert!(matches!(resp, Err(Error::Closed)));
+    }
+
+    #[test]
+    fn request_wire_form() {
+        let mut req = RequestHeader::build("POST", b"/a?b=c", None).expect("header");
+        req.insert_header("Host", "h").expect("header");
+        req.insert_header("X-Mixed-Case", "v").expect("header");
+        req.append_header("x-mixed-case", "w").expect("header");
+        let mut out = Vec::new();
+        serialize(&req, &mut out).expect("header");
+        assert_eq!(String::from_utf8_lossy(&out), "POST /a?b=c HTTP/1.1\r\nhost: h\r\nx-mixed-case: v\r\nx-mixed-case: w\r\n\r\n");
+    }
+}
