@@ -5,9 +5,11 @@
 //!  downstream ─► request headers (xff, x-request-id) ─► route ─┬─ direct_response / redirect ─► local reply
 //!                                                              └─ forward (retries, timeouts) ─► upstream
 //! ```
-//! Pingora parses HTTP/1.1 and HTTP/2 (h2c and ALPN) and hands us one
-//! `ServerSession` per request; everything after that is here.
+//! HTTP/1.1 is read and written by our own codec (`downstream::h1`);
+//! HTTP/2 (h2c and ALPN) by Pingora, which hands us one `ServerSession` per
+//! stream. Both reach the code here as a `downstream::Downstream`.
 
+pub mod downstream;
 mod edge;
 mod forward;
 pub use forward::{call, Called};
@@ -24,6 +26,7 @@ use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use http::header::{self, HeaderValue};
 use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use downstream::Downstream;
 use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_http::RequestHeader;
@@ -69,12 +72,42 @@ impl HttpProxy {
     }
 
     /// Serves one downstream connection (HTTP/1.1 or HTTP/2) until it closes.
-    pub async fn serve(self: &Arc<Self>, stream: Stream, shutdown: &ShutdownWatch) {
+    pub async fn serve(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) {
         use pingora_core::apps::ServerApp;
-        let connection = Arc::new(Connection { proxy: self.clone(), state: ConnectionState::default() });
-        let _ = connection.process_new(stream, shutdown).await;
+        use pingora_core::protocols::ALPN;
+        let state = ConnectionState::default();
+        let http2 = if stream.get_ssl_digest().is_some() {
+            matches!(stream.selected_alpn_proto(), Some(ALPN::H2))
+        } else if self.options.h2c {
+            // HTTP/2 with prior knowledge starts with its preface.
+            let mut preface = [0u8; H2_PREFACE.len()];
+            match stream.try_peek(&mut preface).await {
+                Ok(peeked) => peeked && preface == *H2_PREFACE,
+                Err(_) => return,
+            }
+        } else {
+            false
+        };
+        if http2 {
+            let connection = Arc::new(Connection { proxy: self.clone(), state });
+            let _ = connection.process_new(stream, shutdown).await;
+            return;
+        }
+        let mut session = Downstream::H1(downstream::h1::Server::new(stream));
+        while self.process_request(&mut session, shutdown, &state).await {
+            let Downstream::H1(h1) = &mut session else { return };
+            if !h1.finish().await {
+                return;
+            }
+        }
+        if let Downstream::H1(h1) = &mut session {
+            h1.finish().await;
+        }
     }
 }
+
+/// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
+const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
 /// One downstream connection: Pingora calls it for each of its requests
 /// (in turn on HTTP/1.1, concurrently on HTTP/2), so the requests share
@@ -91,7 +124,14 @@ impl HttpServerApp for Connection {
         session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
-        self.proxy.process_request(session, shutdown, &self.state).await
+        let mut session = Downstream::H2(session);
+        let served = self.proxy.process_request(&mut session, shutdown, &self.state).await;
+        let Downstream::H2(session) = session else { return None };
+        let settings = pingora_core::apps::HttpPersistentSettings::for_session(&session);
+        match served {
+            true => session.finish().await.ok()?.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
+            false => None,
+        }
     }
 
     fn server_options(&self) -> Option<&HttpServerOptions> {
@@ -100,34 +140,30 @@ impl HttpServerApp for Connection {
 }
 
 impl HttpProxy {
-    async fn process_request(
-        &self,
-        mut session: ServerSession,
-        shutdown: &ShutdownWatch,
-        connection: &ConnectionState,
-    ) -> Option<ReusedHttpStream> {
+    /// Serves one request; `false` when the connection must not be reused
+    /// (the client went away, the request was refused or aborted).
+    async fn process_request(&self, session: &mut Downstream, shutdown: &ShutdownWatch, connection: &ConnectionState) -> bool {
         match session.read_request().await {
             Ok(true) => {}
-            Ok(false) => return None,
-            Err(e) => {
-                // Malformed requests: Pingora answers 400 where HTTP allows it.
-                tracing::debug!(error = %e, "bad downstream request");
-                let _ = session.respond_error(400).await;
-                return None;
+            Ok(false) => return false,
+            Err(status) => {
+                // Malformed requests: 400 (431 for oversized headers).
+                session.respond_error(status).await;
+                return false;
             }
         }
         let closing = *shutdown.borrow() || self.draining.load(Ordering::Relaxed);
         session.set_keepalive(if closing { None } else { Some(60) });
-        if header_bytes(&session) > MAX_REQUEST_HEADERS {
+        if header_bytes(session) > MAX_REQUEST_HEADERS {
             session.set_keepalive(None);
-            let _ = session.respond_error(431).await;
-            return None;
+            session.respond_error(431).await;
+            return false;
         }
-        if is_smuggling_attempt(&session) {
+        if is_smuggling_attempt(session) {
             // Envoy refuses both framings at once (request smuggling).
             session.set_keepalive(None);
-            let _ = session.respond_error(400).await;
-            return None;
+            session.respond_error(400).await;
+            return false;
         }
         let manager = self.manager.load_full();
         manager.stats.rq_total.inc();
@@ -136,8 +172,8 @@ impl HttpProxy {
         let started = logging.then(|| (std::time::SystemTime::now(), std::time::Instant::now()));
         let mut log = Entry::default();
         log.logging = logging;
-        log.conn = local::conn(&session, &manager);
-        let status = self.handle(&manager, &mut session, &mut log, connection).await;
+        log.conn = local::conn(session, &manager);
+        let status = self.handle(&manager, session, &mut log, connection).await;
         if let Some(status) = status {
             manager.stats.response(status);
         }
@@ -153,16 +189,7 @@ impl HttpProxy {
                 access_log.write(access_log.line(&log, response, &mut default));
             }
         }
-        let settings = pingora_core::apps::HttpPersistentSettings::for_session(&session);
-        match status {
-            Some(_) => match session.finish().await {
-                Ok(reusable) => {
-                    reusable.map(|s| ReusedHttpStream::from_reusable_stream(s, settings))
-                }
-                Err(_) => None,
-            },
-            None => None,
-        }
+        status.is_some()
     }
 
     /// Serves one request; returns the status sent, or `None` when the
@@ -170,13 +197,22 @@ impl HttpProxy {
     async fn handle(
         &self,
         manager: &HttpManager,
-        session: &mut ServerSession,
+        session: &mut Downstream,
         log: &mut Entry,
         connection: &ConnectionState,
     ) -> Option<u16> {
+        if session.req_header().version == http::Version::HTTP_10 {
+            // Envoy refuses HTTP/1.0 unless `accept_http_10` (which we do
+            // not take), before decoding the request: 426, then close.
+            session.set_keepalive(None);
+            log.flag("DPE");
+            log.reply_details = Some("low_version".into());
+            let conn = log.conn.clone();
+            return LocalReply::new(426, "Upgrade Required").send(manager, session, Finish::new(&[], &ResponseEdits::default(), &conn)).await;
+        }
         let mut req = routable_copy(session.req_header());
-        let ssl = session.digest().and_then(|d| d.ssl_digest.clone());
-        let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let ssl = session.ssl_digest().cloned();
+        let client = session.client_addr().map(|a| a.ip());
         prepare_request(manager, &mut req, ssl.as_deref(), client);
         if manager.access_logs.iter().any(AccessLog::reads_request_headers) {
             log.keep_request(&req);
@@ -418,9 +454,9 @@ fn absolute_to_origin_form(req: &mut RequestHeader) {
 const MAX_REQUEST_HEADERS: usize = 60 * 1024;
 
 /// The size of the request's headers, as Envoy counts it against its limit.
-fn header_bytes(session: &ServerSession) -> usize {
-    match session.as_http1() {
-        Some(h1) => h1.get_headers_raw_bytes().len(),
+fn header_bytes(session: &Downstream) -> usize {
+    match session.raw_header() {
+        Some(raw) => raw.len(),
         None => {
             let req = session.req_header();
             req.headers
@@ -433,10 +469,10 @@ fn header_bytes(session: &ServerSession) -> usize {
 }
 
 /// Both `content-length` and `transfer-encoding`, or conflicting lengths.
-/// Pingora drops `content-length` when both are present (RFC 9112), so the
-/// raw header bytes are checked; only requests carrying `transfer-encoding`
-/// pay for the scan.
-fn is_smuggling_attempt(session: &ServerSession) -> bool {
+/// The raw header bytes are checked (a codec may drop `content-length`
+/// when both are present, as RFC 9112 allows); only requests carrying
+/// `transfer-encoding` pay for the scan.
+fn is_smuggling_attempt(session: &Downstream) -> bool {
     let req = session.req_header();
     let lengths: Vec<_> = req.headers.get_all(header::CONTENT_LENGTH).iter().collect();
     if lengths.windows(2).any(|w| w[0] != w[1]) {
@@ -445,10 +481,9 @@ fn is_smuggling_attempt(session: &ServerSession) -> bool {
     if !req.headers.contains_key(header::TRANSFER_ENCODING) {
         return false;
     }
-    let Some(h1) = session.as_http1() else {
+    let Some(raw) = session.raw_header() else {
         return false; // HTTP/2 has no transfer-encoding framing
     };
-    let raw = h1.get_headers_raw_bytes();
     raw.split(|b| *b == b'\n')
         .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
 }

@@ -16,6 +16,7 @@ pub mod admin;
 pub mod bootstrap;
 pub mod dns;
 pub mod filter;
+pub mod h1;
 pub mod health;
 pub mod http;
 pub mod io;

@@ -8,6 +8,7 @@ mod envoy_diff_balancing;
 mod envoy_diff_breakers;
 mod envoy_diff_cors;
 mod envoy_diff_dns;
+mod envoy_diff_downstream_http1;
 mod envoy_diff_dynamic;
 mod envoy_diff_fault;
 mod envoy_diff_health;

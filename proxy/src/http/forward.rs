@@ -12,8 +12,7 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
-use pingora_core::protocols::http::HttpTask;
-use pingora_core::protocols::http::ServerSession;
+use super::downstream::Downstream;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::local::{edit_response_headers, frame_body, stamp_response_headers, Finish, LocalReply};
@@ -102,7 +101,7 @@ pub struct Plan<'a> {
 /// status sent, or `None` if the downstream stream had to be reset.
 pub async fn forward(
     manager: &HttpManager,
-    session: &mut ServerSession,
+    session: &mut Downstream,
     (mut req, body): (RequestHeader, Option<Bytes>),
     plan: Plan<'_>,
     log: &mut Entry,
@@ -167,7 +166,7 @@ pub async fn forward(
     let idle = fwd.idle_timeout.unwrap_or(manager.stream_idle_timeout);
     let idle_deadline = idle.map(|d| start + d).filter(|i| deadline.is_none_or(|d| *i < d));
     let cluster = &target.cluster;
-    let source_ip = || session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+    let source_ip = || session.client_addr().map(|a| a.ip());
     let hash = fwd.hash_policy.as_ref().and_then(|p| p.hash(&req, source_ip()));
     let breakers = &cluster.breakers;
     let Some(_request_slot) = Breakers::try_acquire(&breakers.active_requests, breakers.max_requests) else {
@@ -549,7 +548,7 @@ pub fn set_path(req: &mut RequestHeader, original: &str, new: &str) {
     let _ = req.set_raw_path(new.as_bytes());
 }
 
-pub(super) async fn read_body(session: &mut ServerSession) -> Result<Bytes, u16> {
+pub(super) async fn read_body(session: &mut Downstream) -> Result<Bytes, u16> {
     let mut buf = BytesMut::new();
     loop {
         match session.read_request_body().await {
@@ -673,7 +672,7 @@ async fn try_once<'c>(
 /// first body chunk (one write for small responses, as Envoy does).
 async fn stream_response(
     manager: &HttpManager,
-    session: &mut ServerSession,
+    session: &mut Downstream,
     exchange: Exchange<'_>,
     request_slot: Slot<'_>,
     (start, deadline, idle): (Instant, Option<Instant>, Option<Duration>),
@@ -738,7 +737,7 @@ async fn stream_response(
                     log.status = status;
                     if let Some(h) = header.take() {
                         plugins.response_sent(&h);
-                        let _ = session.write_response_header(h).await;
+                        let _ = session.respond(Some(h), None, false, None).await;
                     }
                     return None;
                 }
@@ -786,21 +785,10 @@ async fn stream_response(
                 return None;
             }
         }
-        let trailers = trailers.filter(|_| session.is_http2());
-        let mut tasks = Vec::with_capacity(3);
-        // The stream ends with the last of header, body and trailers.
-        let end = done && trailers.is_none();
-        if let Some(h) = header.take() {
-            plugins.response_sent(&h);
-            tasks.push(HttpTask::Header(h, end && data.is_none()));
+        if let Some(h) = header.as_deref() {
+            plugins.response_sent(h);
         }
-        if data.is_some() || done {
-            tasks.push(HttpTask::Body(data, end));
-        }
-        if let Some(t) = trailers {
-            tasks.push(HttpTask::Trailer(Some(Box::new(t))));
-        }
-        session.response_duplex_vec(tasks).await.ok()?;
+        session.respond(header.take(), data, done, trailers).await.ok()?;
         if done {
             break;
         }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
-use pingora_core::protocols::http::ServerSession;
+use super::downstream::Downstream;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::filter::ResponseEdits;
@@ -49,11 +49,11 @@ impl LocalReply {
     /// unboxed one would reserve its 1.3 KB of state inside the request's
     /// future, which is copied whole whenever it is moved; a reply is the
     /// exception, worth the allocation when it happens.
-    pub fn send<'a>(self, manager: &'a HttpManager, session: &'a mut ServerSession, finish: Finish<'a>) -> Sending<'a> {
+    pub fn send<'a>(self, manager: &'a HttpManager, session: &'a mut Downstream, finish: Finish<'a>) -> Sending<'a> {
         Box::pin(self.write(manager, session, finish))
     }
 
-    async fn write(self, manager: &HttpManager, session: &mut ServerSession, finish: Finish<'_>) -> Option<u16> {
+    async fn write(self, manager: &HttpManager, session: &mut Downstream, finish: Finish<'_>) -> Option<u16> {
         let mut resp = ResponseHeader::build_no_case(self.status, Some(4)).ok()?;
         // Envoy ends an empty HTTP/2 reply on its headers, with no length.
         if !(self.body.is_empty() && session.is_http2()) {
@@ -91,8 +91,7 @@ impl LocalReply {
         stamp_response_headers(manager, &mut resp);
         plugins.response_sent(&resp);
         let status = resp.status.as_u16();
-        session.write_response_header(Box::new(resp)).await.ok()?;
-        session.write_response_body(body, true).await.ok()?;
+        session.respond(Some(Box::new(resp)), Some(body), true, None).await.ok()?;
         Some(status)
     }
 }
@@ -133,17 +132,16 @@ pub fn edit_response_headers(resp: &mut ResponseHeader, finish: Finish<'_>) {
 /// plugins see it. Without `use_remote_address` Envoy takes the client's
 /// address from the rightmost `x-forwarded-for` entry (port 0), keeping
 /// the socket's peer when there is none or it is not an IP address.
-pub fn conn(session: &ServerSession, manager: &HttpManager) -> Conn {
-    let peer = session.client_addr().and_then(|a| a.as_inet()).copied();
+pub fn conn(session: &Downstream, manager: &HttpManager) -> Conn {
+    let peer = session.client_addr();
     let forwarded = if manager.use_remote_address { None } else { super::xff::last(session.req_header()) };
     Conn {
         remote: forwarded.map(|ip| std::net::SocketAddr::new(ip, 0)).or(peer),
         requested_server_name: session
-            .digest()
-            .and_then(|d| d.ssl_digest.as_ref())
+            .ssl_digest()
             .and_then(|s| s.extension.get::<crate::tls::PeerIdentity>())
             .and_then(|p| p.server_name.clone()),
-        local: session.server_addr().and_then(|a| a.as_inet()).copied(),
+        local: session.server_addr(),
         protocol: if session.is_http2() { "HTTP/2" } else { "HTTP/1.1" },
     }
 }
@@ -151,7 +149,7 @@ pub fn conn(session: &ServerSession, manager: &HttpManager) -> Conn {
 /// A plugin that dropped `content-length` from a response with a body
 /// (to change its length): HTTP/1.1 then needs chunked framing, as Envoy
 /// sends it.
-pub fn frame_body(resp: &mut ResponseHeader, session: &ServerSession, body: bool) {
+pub fn frame_body(resp: &mut ResponseHeader, session: &Downstream, body: bool) {
     let framed = resp.headers.contains_key(header::CONTENT_LENGTH) || resp.headers.contains_key(header::TRANSFER_ENCODING);
     if body && !framed && !session.is_http2() {
         let _ = resp.insert_header(header::TRANSFER_ENCODING, "chunked");

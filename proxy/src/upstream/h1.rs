@@ -17,10 +17,11 @@
 //! default). HTTP/1 trailers are read and dropped, as Envoy does without
 //! `enable_trailers`.
 
-use std::fmt;
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderName, HeaderValue};
+
+use crate::h1::BodyDecoder;
 use pingora_core::protocols::Stream;
 use pingora_http::{RequestHeader, ResponseHeader};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -31,69 +32,10 @@ const MAX_HEADER_BYTES: usize = 60 * 1024;
 const MAX_HEADERS: usize = 256;
 /// How much room each read asks for.
 const READ_SIZE: usize = 8 * 1024;
-/// A chunk-size line or a trailer line longer than this is an attack.
-const MAX_LINE: usize = 4 * 1024;
 /// A request body up to this size goes out in the header's write.
 const COALESCE_BODY: usize = 16 * 1024;
 
-/// Why an exchange failed: the connection is not reused after any of them.
-#[derive(Debug)]
-pub enum Error {
-    Io(std::io::Error),
-    /// The upstream closed the connection before the response was complete.
-    Closed,
-    /// Bytes that are not HTTP/1.1, or framing we must not guess at.
-    Protocol(&'static str),
-    /// The request cannot be written as HTTP/1.1 (a control byte in the target).
-    BadRequest,
-}
-
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Error::Io(e) => write!(f, "{e}"),
-            Error::Closed => f.write_str("connection closed before the response ended"),
-            Error::Protocol(what) => write!(f, "protocol error: {what}"),
-            Error::BadRequest => f.write_str("request target not representable in HTTP/1.1"),
-        }
-    }
-}
-
-impl std::error::Error for Error {}
-
-impl Error {
-    /// The upstream sent something that is not HTTP/1.1 (Envoy's
-    /// `protocol error` reset reason), as opposed to closing or failing.
-    pub fn is_protocol(&self) -> bool {
-        matches!(self, Error::Protocol(_))
-    }
-}
-
-impl From<std::io::Error> for Error {
-    fn from(e: std::io::Error) -> Self {
-        Error::Io(e)
-    }
-}
-
-/// Where the response body stands.
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Body {
-    /// No response read yet.
-    Idle,
-    /// `content-length`: bytes still to come.
-    Length(u64),
-    /// Chunked: expecting a chunk-size line.
-    ChunkSize,
-    /// Chunked: data bytes of the current chunk still to come.
-    ChunkData(u64),
-    /// Chunked: the CRLF after a chunk's data.
-    ChunkEnd,
-    /// Chunked: trailer lines after the last chunk, up to an empty line.
-    Trailers,
-    /// Read until the upstream closes (never reused).
-    UntilClose,
-    Done,
-}
+pub use crate::h1::Error;
 
 /// One upstream HTTP/1.1 connection and its buffers.
 pub struct Connection {
@@ -102,7 +44,8 @@ pub struct Connection {
     read: BytesMut,
     /// The serialized request; kept for its capacity.
     write: Vec<u8>,
-    body: Body,
+    /// The current response's body (`None` before a response).
+    body: Option<BodyDecoder>,
     /// The current response allows the connection to be reused.
     keep_alive: bool,
     /// The request was HEAD: its response has no body, whatever it says.
@@ -111,7 +54,7 @@ pub struct Connection {
 
 impl Connection {
     pub fn new(stream: Stream) -> Self {
-        Connection { stream, read: BytesMut::new(), write: Vec::new(), body: Body::Idle, keep_alive: false, head: false }
+        Connection { stream, read: BytesMut::new(), write: Vec::new(), body: None, keep_alive: false, head: false }
     }
 
     pub fn stream(&self) -> &Stream {
@@ -123,7 +66,7 @@ impl Connection {
     pub async fn send(&mut self, req: &RequestHeader, body: &Bytes) -> Result<(), Error> {
         self.write.clear();
         serialize(req, &mut self.write)?;
-        self.body = Body::Idle;
+        self.body = None;
         self.keep_alive = false;
         self.head = req.method == http::Method::HEAD;
         if body.len() <= COALESCE_BODY {
@@ -143,11 +86,13 @@ impl Connection {
             match parse_response(&mut self.read)? {
                 Some(parsed) if parsed.interim => continue,
                 Some(mut parsed) => {
-                    self.body = framing(&mut parsed, self.head)?;
-                    self.keep_alive = parsed.keep_alive && self.body != Body::UntilClose;
-                    // Bad framing after a good header is the body's error:
+                    let mut body = framing(&mut parsed, self.head)?;
+                    self.keep_alive = parsed.keep_alive && !body.is_until_close();
+                    // Consumes buffered framing, so that `done` knows; bad
+                    // framing after a good header is the body's error and
                     // `read_body` reports it.
-                    let _ = self.settle();
+                    let _ = body.settle(&mut self.read);
+                    self.body = Some(body);
                     return Ok(parsed.header);
                 }
                 None => {
@@ -164,40 +109,25 @@ impl Connection {
 
     /// The response has been read to its end.
     pub fn done(&self) -> bool {
-        self.body == Body::Done
+        self.body.is_some_and(|b| b.is_done())
     }
 
     /// The next piece of the response body; `None` at its end.
     pub async fn read_body(&mut self) -> Result<Option<Bytes>, Error> {
+        let Some(body) = self.body.as_mut() else { return Ok(None) };
         loop {
-            self.settle()?;
-            let want = match self.body {
-                Body::Done | Body::Idle => return Ok(None),
-                Body::Length(n) | Body::ChunkData(n) => n,
-                Body::UntilClose => u64::MAX,
-                // Framing bytes not all here yet.
-                Body::ChunkSize | Body::ChunkEnd | Body::Trailers => 0,
-            };
-            if want > 0 && !self.read.is_empty() {
-                let take = want.min(self.read.len() as u64) as usize;
-                let data = self.read.split_to(take).freeze();
-                self.body = match self.body {
-                    Body::Length(n) if n == take as u64 => Body::Done,
-                    Body::Length(n) => Body::Length(n - take as u64),
-                    Body::ChunkData(n) if n == take as u64 => Body::ChunkEnd,
-                    Body::ChunkData(n) => Body::ChunkData(n - take as u64),
-                    other => other,
-                };
-                // Ahead, so that `done` knows about buffered framing.
-                let _ = self.settle();
+            if let Some(data) = body.decode(&mut self.read)? {
                 return Ok(Some(data));
             }
-            if self.fill().await? == 0 {
-                if self.body == Body::UntilClose {
-                    self.body = Body::Done;
-                    return Ok(None);
-                }
-                return Err(Error::Closed);
+            if body.is_done() {
+                return Ok(None);
+            }
+            // Reclaims the buffer's own space once the bytes handed out
+            // before (the last response's header and body) are dropped.
+            self.read.reserve(READ_SIZE);
+            if self.stream.read_buf(&mut self.read).await? == 0 {
+                body.eof()?;
+                return Ok(None);
             }
         }
     }
@@ -205,7 +135,7 @@ impl Connection {
     /// Whether the connection can carry another request: the response was
     /// read to its end, nothing followed it, and neither side asked to close.
     pub fn reusable(&self) -> bool {
-        self.keep_alive && self.body == Body::Done && self.read.is_empty()
+        self.keep_alive && self.done() && self.read.is_empty()
     }
 
     /// Ends a connection that is not reused (TLS close_notify, TCP FIN).
@@ -215,55 +145,8 @@ impl Connection {
 
     /// Reads more bytes; 0 at the upstream's end of stream.
     async fn fill(&mut self) -> Result<usize, Error> {
-        // Reclaims the buffer's own space once the bytes handed out before
-        // (last response's header and body) have been dropped.
         self.read.reserve(READ_SIZE);
         Ok(self.stream.read_buf(&mut self.read).await?)
-    }
-
-    /// Consumes the chunked framing that is already buffered, up to the next
-    /// data bytes (or the end), so that `done` is true as soon as the last
-    /// bytes are here and the connection can go back to the pool.
-    fn settle(&mut self) -> Result<(), Error> {
-        loop {
-            match self.body {
-                Body::ChunkSize => match httparse::parse_chunk_size(&self.read) {
-                    Ok(httparse::Status::Complete((used, size))) => {
-                        self.read.advance(used);
-                        self.body = if size == 0 { Body::Trailers } else { Body::ChunkData(size) };
-                    }
-                    Ok(httparse::Status::Partial) if self.read.len() > MAX_LINE => {
-                        return Err(Error::Protocol("chunk size line too long"));
-                    }
-                    Ok(httparse::Status::Partial) => return Ok(()),
-                    Err(_) => return Err(Error::Protocol("invalid chunk size")),
-                },
-                Body::ChunkEnd => {
-                    if self.read.len() < 2 {
-                        return Ok(());
-                    }
-                    if &self.read[..2] != b"\r\n" {
-                        return Err(Error::Protocol("chunk data not followed by CRLF"));
-                    }
-                    self.read.advance(2);
-                    self.body = Body::ChunkSize;
-                }
-                Body::Trailers => {
-                    let Some(end) = self.read.iter().position(|b| *b == b'\n') else {
-                        if self.read.len() > MAX_LINE {
-                            return Err(Error::Protocol("trailer line too long"));
-                        }
-                        return Ok(());
-                    };
-                    let blank = self.read[..end].iter().all(|b| *b == b'\r');
-                    self.read.advance(end + 1);
-                    if blank {
-                        self.body = Body::Done;
-                    }
-                }
-                _ => return Ok(()),
-            }
-        }
     }
 }
 
@@ -274,18 +157,13 @@ fn serialize(req: &RequestHeader, out: &mut Vec<u8>) -> Result<(), Error> {
     // Pingora's header types refuse these already; the wire must never
     // see them whatever builds the request.
     if target.is_empty() || target.iter().any(|b| matches!(b, b' ' | b'\r' | b'\n' | 0)) {
-        return Err(Error::BadRequest);
+        return Err(Error::BadTarget);
     }
     out.extend_from_slice(req.method.as_str().as_bytes());
     out.push(b' ');
     out.extend_from_slice(target);
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &req.headers {
-        out.extend_from_slice(name.as_str().as_bytes());
-        out.extend_from_slice(b": ");
-        out.extend_from_slice(value.as_bytes());
-        out.extend_from_slice(b"\r\n");
-    }
+    crate::h1::write_headers(out, req.headers.iter());
     out.extend_from_slice(b"\r\n");
     Ok(())
 }
@@ -339,12 +217,10 @@ fn parse_response(buf: &mut BytesMut) -> Result<Option<Parsed>, Error> {
         let name = HeaderName::from_bytes(&head[ns as usize..ne as usize]).map_err(|_| Error::Protocol("invalid response header name"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize)).map_err(|_| Error::Protocol("invalid response header value"))?;
         if name == header::CONNECTION {
-            for token in value.as_bytes().split(|b| *b == b',').map(|t| t.trim_ascii()) {
-                if token.eq_ignore_ascii_case(b"close") {
-                    keep_alive = false;
-                } else if token.eq_ignore_ascii_case(b"keep-alive") && version == http::Version::HTTP_10 {
-                    keep_alive = true;
-                }
+            if crate::h1::has_token(&value, "close") {
+                keep_alive = false;
+            } else if crate::h1::has_token(&value, "keep-alive") && version == http::Version::HTTP_10 {
+                keep_alive = true;
             }
         }
         parts.headers.append(name, value);
@@ -354,17 +230,17 @@ fn parse_response(buf: &mut BytesMut) -> Result<Option<Parsed>, Error> {
 }
 
 /// How the body that follows `parsed` is delimited (RFC 9112 §6.3).
-fn framing(parsed: &mut Parsed, head_request: bool) -> Result<Body, Error> {
+fn framing(parsed: &mut Parsed, head_request: bool) -> Result<BodyDecoder, Error> {
     let resp = &mut parsed.header;
     let status = resp.status;
     if status == http::StatusCode::SWITCHING_PROTOCOLS {
         // We never ask for an upgrade (hop-by-hop headers are removed);
         // whatever follows is not HTTP.
         parsed.keep_alive = false;
-        return Ok(Body::Done);
+        return Ok(BodyDecoder::empty());
     }
     if head_request || status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED {
-        return Ok(Body::Done);
+        return Ok(BodyDecoder::empty());
     }
     if resp.headers.contains_key(header::TRANSFER_ENCODING) {
         // Envoy's codec (without `allow_chunked_length`) takes nothing but
@@ -378,26 +254,13 @@ fn framing(parsed: &mut Parsed, head_request: bool) -> Result<Body, Error> {
         if !chunked || codings.next().is_some() {
             return Err(Error::Protocol("unsupported transfer-encoding"));
         }
-        return Ok(Body::ChunkSize);
+        return Ok(BodyDecoder::chunked());
     }
-    let mut length = None;
-    for value in resp.headers.get_all(header::CONTENT_LENGTH) {
-        let n = std::str::from_utf8(value.as_bytes())
-            .ok()
-            .filter(|s| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()))
-            .and_then(|s| s.parse::<u64>().ok())
-            .ok_or(Error::Protocol("invalid content-length"))?;
-        if length.is_some_and(|l| l != n) {
-            return Err(Error::Protocol("conflicting content-length"));
-        }
-        length = Some(n);
-    }
-    Ok(match length {
-        Some(0) => Body::Done,
-        Some(n) => Body::Length(n),
+    Ok(match crate::h1::content_length(resp.headers.get_all(header::CONTENT_LENGTH).iter())? {
+        Some(n) => BodyDecoder::length(n),
         None => {
             parsed.keep_alive = false;
-            Body::UntilClose
+            BodyDecoder::until_close()
         }
     })
 }

@@ -1,0 +1,127 @@
+//! The client side of HTTP/1.1, compared with Envoy byte stream by byte
+//! stream: keep-alive and `connection: close`, HTTP/1.0 clients, pipelined
+//! requests, chunked request bodies, HEAD, blank lines before a request.
+//! Each case writes raw bytes on one connection and records every response
+//! that comes back and whether the proxy then closed the connection.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use weft_e2e::{Kind, Proxy, Upstream};
+
+const SIMPLE: &str = include_str!("bootstraps/simple.yaml");
+
+/// One response off the front of `buf`: a summary and the bytes it took.
+fn next_response(buf: &[u8], head: bool) -> Option<(String, usize)> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut resp = httparse::Response::new(&mut headers);
+    let httparse::Status::Complete(len) = resp.parse(buf).ok()? else { return None };
+    let status = resp.code?;
+    let get = |name: &str| {
+        resp.headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).to_ascii_lowercase())
+    };
+    let connection = get("connection").filter(|c| c != "keep-alive" || resp.version == Some(0));
+    let chunked = get("transfer-encoding").is_some_and(|t| t == "chunked");
+    let rest = &buf[len..];
+    let (body, used) = if head || status == 204 || status == 304 {
+        (Vec::new(), 0)
+    } else if chunked {
+        let mut body = Vec::new();
+        let mut at = 0;
+        loop {
+            let line = rest[at..].windows(2).position(|w| w == b"\r\n")?;
+            let size = usize::from_str_radix(std::str::from_utf8(&rest[at..at + line]).ok()?.trim(), 16).ok()?;
+            at += line + 2;
+            if size == 0 {
+                at += 2;
+                break;
+            }
+            body.extend_from_slice(rest.get(at..at + size)?);
+            at += size + 2;
+        }
+        (body, at)
+    } else if let Some(n) = get("content-length").and_then(|v| v.parse::<usize>().ok()) {
+        (rest.get(..n)?.to_vec(), n)
+    } else {
+        // Delimited by the close: everything that is left.
+        (rest.to_vec(), rest.len())
+    };
+    let summary = format!(
+        "{status} connection={} chunked={chunked} body={:?}",
+        connection.unwrap_or_else(|| "-".into()),
+        String::from_utf8_lossy(&body)
+    );
+    Some((summary, len + used))
+}
+
+/// Writes `bytes` and reads one response for each entry of `heads` (which
+/// says whether it answers a HEAD), then sends one more request to see
+/// whether the connection still serves (a closing Envoy may keep the socket
+/// open a while for the client to close first).
+async fn exchange(port: u16, bytes: &[u8], heads: &[bool]) -> Vec<String> {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    tcp.write_all(bytes).await.expect("write");
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 16 * 1024];
+    let mut seen = Vec::new();
+    let mut at = 0;
+    let mut eof = false;
+    while seen.len() < heads.len() {
+        if let Some((summary, used)) = next_response(&buf[at..], heads[seen.len()]) {
+            seen.push(summary);
+            at += used;
+            continue;
+        }
+        match tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => {
+                eof = true;
+                break;
+            }
+        }
+    }
+    if at < buf.len() {
+        seen.push(format!("then {:?}", String::from_utf8_lossy(&buf[at..])));
+    }
+    let serves = !eof
+        && tcp.write_all(b"GET /probe HTTP/1.1\r\nhost: x\r\n\r\n").await.is_ok()
+        && matches!(tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut chunk)).await, Ok(Ok(n)) if n > 0);
+    seen.push(if serves { "serves another".into() } else { "closed".into() });
+    seen
+}
+
+#[tokio::test]
+async fn client_side_http1_matches_envoy() {
+    let cases: [(&str, &[u8], &[bool]); 9] = [
+        ("keep-alive", b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n", &[false]),
+        ("pipelined", b"GET /a HTTP/1.1\r\nhost: x\r\n\r\nGET /b HTTP/1.1\r\nhost: x\r\n\r\nHEAD /c HTTP/1.1\r\nhost: x\r\n\r\n", &[false, false, true]),
+        ("connection: close", b"GET /a HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n", &[false]),
+        ("HTTP/1.0", b"GET /a HTTP/1.0\r\nhost: x\r\n\r\n", &[false]),
+        ("HTTP/1.0 keep-alive", b"GET /a HTTP/1.0\r\nhost: x\r\nconnection: keep-alive\r\n\r\n", &[false]),
+        ("chunked request body", b"POST /a HTTP/1.1\r\nhost: x\r\ntransfer-encoding: chunked\r\n\r\n3\r\nabc\r\n2;x=y\r\nde\r\n0\r\n\r\n", &[false]),
+        ("body then next request", b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabcGET /b HTTP/1.1\r\nhost: x\r\n\r\n", &[false, false]),
+        ("HEAD", b"HEAD /a HTTP/1.1\r\nhost: x\r\n\r\n", &[true]),
+        ("blank line first", b"\r\nGET /a HTTP/1.1\r\nhost: x\r\n\r\n", &[false]),
+    ];
+    let mut results = Vec::new();
+    for kind in Kind::BOTH {
+        let up = Upstream::start("up").await;
+        let proxy = Proxy::start(kind, SIMPLE, &[&up]).await.expect("start");
+        let mut observed = Vec::new();
+        for (name, bytes, heads) in cases {
+            up.take();
+            let seen = exchange(proxy.port, bytes, heads).await;
+            // What the upstream got of each request body.
+            let bodies: Vec<String> = up.take().iter().map(|s| format!("{:?}", String::from_utf8_lossy(&s.body))).collect();
+            observed.push(format!("{name}: {} | upstream bodies {}", seen.join(", "), bodies.join(" ")));
+        }
+        results.push(observed);
+    }
+    for (envoy, weft) in results[0].iter().zip(&results[1]) {
+        assert_eq!(envoy, weft, "Envoy (left) and weft-proxy (right) differ");
+    }
+}

@@ -1,0 +1,165 @@
+//! The downstream side of one request, whichever codec carries it: our own
+//! HTTP/1.1 codec (`h1`, plaintext and TLS) or Pingora's HTTP/2 session
+//! (h2c and ALPN `h2`). The connection manager and the router see only
+//! this.
+
+pub mod h1;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use pingora_core::protocols::http::{HttpTask, ServerSession};
+use pingora_core::protocols::tls::SslDigest;
+use pingora_http::{RequestHeader, ResponseHeader};
+
+/// A failed read or write: the stream is aborted.
+pub type Error = Box<dyn std::error::Error + Send + Sync>;
+
+pub enum Downstream {
+    H1(h1::Server),
+    H2(ServerSession),
+}
+
+impl Downstream {
+    /// Reads the request header: `Ok(false)` when the client went away
+    /// first, `Err(status)` for a request to refuse (400, 431).
+    pub async fn read_request(&mut self) -> Result<bool, u16> {
+        match self {
+            Downstream::H1(s) => s.read_request().await.map_err(|h1::BadRequest(status)| status),
+            Downstream::H2(s) => s.read_request().await.map_err(|e| {
+                tracing::debug!(error = %e, "bad downstream request");
+                400
+            }),
+        }
+    }
+
+    pub fn req_header(&self) -> &RequestHeader {
+        match self {
+            Downstream::H1(s) => s.req_header(),
+            Downstream::H2(s) => s.req_header(),
+        }
+    }
+
+    pub fn is_http2(&self) -> bool {
+        matches!(self, Downstream::H2(_))
+    }
+
+    /// The client's address (the socket's peer).
+    pub fn client_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Downstream::H1(s) => s.peer(),
+            Downstream::H2(s) => s.client_addr().and_then(|a| a.as_inet()).copied(),
+        }
+    }
+
+    /// The address the client connected to.
+    pub fn server_addr(&self) -> Option<SocketAddr> {
+        match self {
+            Downstream::H1(s) => s.local(),
+            Downstream::H2(s) => s.server_addr().and_then(|a| a.as_inet()).copied(),
+        }
+    }
+
+    /// The TLS connection's facts (peer certificate, SNI), if TLS.
+    pub fn ssl_digest(&self) -> Option<&Arc<SslDigest>> {
+        match self {
+            Downstream::H1(s) => s.ssl(),
+            Downstream::H2(s) => s.digest().and_then(|d| d.ssl_digest.as_ref()),
+        }
+    }
+
+    /// The request header's bytes as sent (HTTP/1.1 only).
+    pub fn raw_header(&self) -> Option<&[u8]> {
+        match self {
+            Downstream::H1(s) => Some(s.raw_header()),
+            Downstream::H2(_) => None,
+        }
+    }
+
+    pub fn is_body_empty(&mut self) -> bool {
+        match self {
+            Downstream::H1(s) => s.is_body_empty(),
+            Downstream::H2(s) => s.is_body_empty(),
+        }
+    }
+
+    /// The next piece of the request body; `None` at its end.
+    pub async fn read_request_body(&mut self) -> Result<Option<Bytes>, Error> {
+        match self {
+            Downstream::H1(s) => Ok(s.read_body().await?),
+            Downstream::H2(s) => Ok(s.read_request_body().await?),
+        }
+    }
+
+    /// Sends what the response has ready, in one write where the codec
+    /// allows: the header (the first time), a piece of body, and with
+    /// `end` the end of the stream, or the trailers (HTTP/2 only; an
+    /// HTTP/1.1 client does not get them, as from Envoy by default).
+    pub async fn respond(
+        &mut self,
+        header: Option<Box<ResponseHeader>>,
+        body: Option<Bytes>,
+        end: bool,
+        trailers: Option<http::HeaderMap>,
+    ) -> Result<(), Error> {
+        match self {
+            Downstream::H1(s) => Ok(s.respond(header, body, end).await?),
+            Downstream::H2(s) => {
+                let mut tasks = Vec::with_capacity(3);
+                // The stream ends with the last of header, body and trailers.
+                let last = end && trailers.is_none();
+                if let Some(h) = header {
+                    tasks.push(HttpTask::Header(h, last && body.is_none()));
+                }
+                if body.is_some() || last {
+                    tasks.push(HttpTask::Body(body, last));
+                }
+                if let Some(t) = trailers.filter(|_| end) {
+                    tasks.push(HttpTask::Trailer(Some(Box::new(t))));
+                }
+                s.response_duplex_vec(tasks).await?;
+                Ok(())
+            }
+        }
+    }
+
+    /// `None`: the connection closes after this response (HTTP/1.1).
+    pub fn set_keepalive(&mut self, seconds: Option<u64>) {
+        match self {
+            Downstream::H1(s) => s.set_keepalive(seconds),
+            Downstream::H2(s) => s.set_keepalive(seconds),
+        }
+    }
+
+    /// Answers a request that could not be served at all (400, 431).
+    pub async fn respond_error(&mut self, status: u16) {
+        match self {
+            Downstream::H1(s) => s.respond_error(status).await,
+            Downstream::H2(s) => {
+                let _ = s.respond_error(status).await;
+            }
+        }
+    }
+
+    pub fn response_written(&self) -> Option<&ResponseHeader> {
+        match self {
+            Downstream::H1(s) => s.response_written(),
+            Downstream::H2(s) => s.response_written(),
+        }
+    }
+
+    pub fn body_bytes_read(&self) -> usize {
+        match self {
+            Downstream::H1(s) => s.body_bytes_read(),
+            Downstream::H2(s) => s.body_bytes_read(),
+        }
+    }
+
+    pub fn body_bytes_sent(&self) -> usize {
+        match self {
+            Downstream::H1(s) => s.body_bytes_sent(),
+            Downstream::H2(s) => s.body_bytes_sent(),
+        }
+    }
+}

@@ -1,0 +1,525 @@
+//! The downstream HTTP/1.1 codec: one kept-alive client connection, its
+//! requests read and its responses written in turn.
+//!
+//! Pingora's server made a new session (buffers, a header-case map, a
+//! digest) for every request on a connection; here the buffers live with
+//! the connection, request header values are slices of the read buffer, and
+//! a response's header goes out in the same write as its first body bytes.
+//!
+//! What it does the way Envoy's codec does: header names go out lowercase,
+//! `connection: close` only when the connection ends (and `keep-alive` for
+//! an HTTP/1.0 client that asked for it), no chunked framing towards an
+//! HTTP/1.0 client (its body runs to the close), HTTP/1 trailers dropped,
+//! pipelined requests answered in order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use http::header::{self, HeaderName, HeaderValue};
+use pingora_core::protocols::tls::SslDigest;
+use pingora_core::protocols::Stream;
+use pingora_http::{RequestHeader, ResponseHeader};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::h1::{BodyDecoder, Error};
+use crate::http::header_map;
+
+/// Envoy's default `max_request_headers_kb` (60 KiB): a request header
+/// still incomplete past it is answered 431.
+pub const MAX_HEADER_BYTES: usize = 60 * 1024;
+/// Headers per request beyond which the request is answered 431.
+const MAX_HEADERS: usize = 256;
+const READ_SIZE: usize = 8 * 1024;
+/// A response body up to this size is copied into the header's write.
+const COALESCE_BODY: usize = 16 * 1024;
+
+/// How the response body goes out.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Framing {
+    /// No response header written yet.
+    NotStarted,
+    /// HEAD, 204, 304: whatever body is given is not sent.
+    None,
+    Length,
+    Chunked,
+    /// Until the connection closes (no length, HTTP/1.0 client).
+    Close,
+    /// The response is complete.
+    Ended,
+}
+
+/// Why a request could not be read: the status to answer with.
+pub struct BadRequest(pub u16);
+
+/// One downstream HTTP/1.1 connection and the request it is serving.
+pub struct Server {
+    stream: Stream,
+    read: BytesMut,
+    write: Vec<u8>,
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    ssl: Option<Arc<SslDigest>>,
+    /// Requests served so far on this connection.
+    served: u64,
+    req: RequestHeader,
+    raw_header: Bytes,
+    body: BodyDecoder,
+    body_read: usize,
+    /// The client lets the connection live on (HTTP/1.1 without `close`,
+    /// HTTP/1.0 with `keep-alive`).
+    client_keepalive: bool,
+    /// Our side's keep-alive: the idle timeout for the next request, or
+    /// `None` to close after this response.
+    keepalive: Option<Duration>,
+    framing: Framing,
+    response: Option<Box<ResponseHeader>>,
+    body_sent: usize,
+}
+
+impl Server {
+    pub fn new(stream: Stream) -> Self {
+        let socket = stream.get_socket_digest();
+        let peer = socket.as_ref().and_then(|s| s.peer_addr()).and_then(|a| a.as_inet()).copied();
+        let local = socket.as_ref().and_then(|s| s.local_addr()).and_then(|a| a.as_inet()).copied();
+        let ssl = stream.get_ssl_digest();
+        Server {
+            stream,
+            read: BytesMut::new(),
+            write: Vec::new(),
+            peer,
+            local,
+            ssl,
+            served: 0,
+            // A placeholder until the first request is read.
+            req: RequestHeader::from(http::Request::new(()).into_parts().0),
+            raw_header: Bytes::new(),
+            body: BodyDecoder::empty(),
+            body_read: 0,
+            client_keepalive: false,
+            keepalive: None,
+            framing: Framing::NotStarted,
+            response: None,
+            body_sent: 0,
+        }
+    }
+
+    pub fn peer(&self) -> Option<SocketAddr> {
+        self.peer
+    }
+
+    pub fn local(&self) -> Option<SocketAddr> {
+        self.local
+    }
+
+    pub fn ssl(&self) -> Option<&Arc<SslDigest>> {
+        self.ssl.as_ref()
+    }
+
+    /// Reads the next request's header: `Ok(false)` when the client closed
+    /// (or stayed idle past the keep-alive timeout) between requests.
+    pub async fn read_request(&mut self) -> Result<bool, BadRequest> {
+        // Idle between requests: bounded by the keep-alive timeout.
+        let idle = if self.served > 0 { self.keepalive } else { None };
+        self.body_read = 0;
+        self.body_sent = 0;
+        self.response = None;
+        self.framing = Framing::NotStarted;
+        self.keepalive = Some(Duration::from_secs(60));
+        loop {
+            match parse_request(&mut self.read)? {
+                Some(parsed) => {
+                    self.req = parsed.req;
+                    self.raw_header = parsed.raw;
+                    self.body = parsed.body;
+                    self.client_keepalive = parsed.keep_alive;
+                    self.served += 1;
+                    return Ok(true);
+                }
+                None if self.read.len() > MAX_HEADER_BYTES => return Err(BadRequest(431)),
+                None => {}
+            }
+            let idle = idle.filter(|_| self.read.is_empty());
+            self.read.reserve(READ_SIZE);
+            let read = self.stream.read_buf(&mut self.read);
+            let n = match idle {
+                Some(t) => match tokio::time::timeout(t, read).await {
+                    Ok(n) => n,
+                    Err(_) => return Ok(false),
+                },
+                None => read.await,
+            };
+            // Closed (between requests, or mid-header: nothing to answer).
+            if matches!(n, Ok(0) | Err(_)) {
+                return Ok(false);
+            }
+        }
+    }
+
+    pub fn req_header(&self) -> &RequestHeader {
+        &self.req
+    }
+
+    /// The request header's bytes as the client sent them.
+    pub fn raw_header(&self) -> &[u8] {
+        &self.raw_header
+    }
+
+    pub fn is_body_empty(&self) -> bool {
+        self.body_read == 0 && self.body.is_done()
+    }
+
+    /// The next piece of the request body; `None` at its end.
+    pub async fn read_body(&mut self) -> Result<Option<Bytes>, Error> {
+        loop {
+            if let Some(data) = self.body.decode(&mut self.read)? {
+                self.body_read += data.len();
+                return Ok(Some(data));
+            }
+            if self.body.is_done() {
+                return Ok(None);
+            }
+            self.read.reserve(READ_SIZE);
+            if self.stream.read_buf(&mut self.read).await? == 0 {
+                self.body.eof()?;
+                return Ok(None);
+            }
+        }
+    }
+
+    pub fn body_bytes_read(&self) -> usize {
+        self.body_read
+    }
+
+    pub fn body_bytes_sent(&self) -> usize {
+        self.body_sent
+    }
+
+    pub fn response_written(&self) -> Option<&ResponseHeader> {
+        self.response.as_deref()
+    }
+
+    /// `None`: close the connection after this response.
+    pub fn set_keepalive(&mut self, seconds: Option<u64>) {
+        self.keepalive = seconds.map(Duration::from_secs);
+    }
+
+    /// Writes what the response has ready: its header (first time), a piece
+    /// of body, the end. One write for all of it.
+    pub async fn respond(&mut self, header: Option<Box<ResponseHeader>>, body: Option<Bytes>, end: bool) -> Result<(), Error> {
+        self.write.clear();
+        if let Some(header) = header {
+            self.start_response(header);
+        }
+        let body = body.filter(|b| !b.is_empty() && self.framing != Framing::None);
+        let mut separate = None;
+        if let Some(data) = body {
+            self.body_sent += data.len();
+            match self.framing {
+                Framing::Chunked => {
+                    crate::h1::write_chunk_header(&mut self.write, data.len());
+                    self.push_body(data, &mut separate);
+                    if separate.is_none() {
+                        self.write.extend_from_slice(b"\r\n");
+                    }
+                }
+                _ => self.push_body(data, &mut separate),
+            }
+        }
+        if end && self.framing == Framing::Chunked && separate.is_none() {
+            crate::h1::write_chunk(&mut self.write, b"");
+        }
+        self.stream.write_all(&self.write).await?;
+        if let Some(data) = separate {
+            self.stream.write_all(&data).await?;
+            self.write.clear();
+            if self.framing == Framing::Chunked {
+                self.write.extend_from_slice(b"\r\n");
+                if end {
+                    crate::h1::write_chunk(&mut self.write, b"");
+                }
+            }
+            self.stream.write_all(&self.write).await?;
+        }
+        self.stream.flush().await?;
+        if end {
+            self.framing = Framing::Ended;
+        }
+        Ok(())
+    }
+
+    /// Small bodies join the header in the write buffer; large ones are
+    /// written on their own (no copy).
+    fn push_body(&mut self, data: Bytes, separate: &mut Option<Bytes>) {
+        if data.len() <= COALESCE_BODY {
+            self.write.extend_from_slice(&data);
+        } else {
+            *separate = Some(data);
+        }
+    }
+
+    /// A response for a request we could not read: no body, and the
+    /// connection closes.
+    pub async fn respond_error(&mut self, status: u16) {
+        self.keepalive = None;
+        self.client_keepalive = false;
+        let Ok(mut resp) = ResponseHeader::build_no_case(status, Some(2)) else { return };
+        header_map::insert(&mut resp, header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+        let _ = self.respond(Some(Box::new(resp)), None, true).await;
+    }
+
+    /// After a response: whether the connection serves another request.
+    /// The request body must have been read to its end (what is buffered
+    /// already is consumed here) and the response ended.
+    pub async fn finish(&mut self) -> bool {
+        if !self.will_keepalive() || self.framing != Framing::Ended {
+            let _ = self.stream.shutdown().await;
+            return false;
+        }
+        true
+    }
+
+    /// The connection lives on after this response.
+    fn will_keepalive(&mut self) -> bool {
+        while let Ok(Some(data)) = self.body.decode(&mut self.read) {
+            self.body_read += data.len();
+        }
+        self.keepalive.is_some() && self.client_keepalive && self.body.is_done()
+    }
+
+    /// Decides the body's framing and serializes the header.
+    fn start_response(&mut self, mut resp: Box<ResponseHeader>) {
+        let status = resp.status;
+        let http10 = self.req.version == http::Version::HTTP_10;
+        self.framing = if self.req.method == http::Method::HEAD || status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED {
+            Framing::None
+        } else if resp.headers.get(header::TRANSFER_ENCODING).is_some_and(|v| crate::h1::has_token(v, "chunked")) {
+            if http10 {
+                // HTTP/1.0 has no chunked framing: the close ends the body.
+                resp.remove_header(&header::TRANSFER_ENCODING);
+                Framing::Close
+            } else {
+                Framing::Chunked
+            }
+        } else if resp.headers.contains_key(header::CONTENT_LENGTH) {
+            Framing::Length
+        } else {
+            Framing::Close
+        };
+        if self.framing == Framing::Close {
+            // Only the close tells the client where the body ends.
+            self.keepalive = None;
+        }
+        if self.framing == Framing::None && resp.headers.contains_key(header::TRANSFER_ENCODING) {
+            resp.remove_header(&header::TRANSFER_ENCODING);
+        }
+        if !self.will_keepalive() {
+            header_map::insert(&mut *resp, header::CONNECTION, HeaderValue::from_static("close"));
+        } else if http10 {
+            header_map::insert(&mut *resp, header::CONNECTION, HeaderValue::from_static("keep-alive"));
+        }
+        self.write.extend_from_slice(b"HTTP/1.1 ");
+        self.write.extend_from_slice(status.as_str().as_bytes());
+        self.write.push(b' ');
+        if let Some(reason) = resp.get_reason_phrase() {
+            self.write.extend_from_slice(reason.as_bytes());
+        }
+        self.write.extend_from_slice(b"\r\n");
+        crate::h1::write_headers(&mut self.write, resp.headers.iter());
+        self.write.extend_from_slice(b"\r\n");
+        self.response = Some(resp);
+    }
+}
+
+/// A request header parsed off the front of the read buffer.
+struct Parsed {
+    req: RequestHeader,
+    raw: Bytes,
+    body: BodyDecoder,
+    keep_alive: bool,
+}
+
+/// Parses a request header out of `buf` (consuming it), or `None` when it
+/// is not complete yet. A plain function: httparse's header array lives on
+/// the stack, not in the connection's future.
+fn parse_request(buf: &mut BytesMut) -> Result<Option<Parsed>, BadRequest> {
+    // Blank lines before a request are allowed (RFC 9112 §2.2).
+    while buf.starts_with(b"\r\n") || buf.starts_with(b"\n") {
+        let skip = if buf[0] == b'\r' { 2 } else { 1 };
+        let _ = buf.split_to(skip);
+    }
+    if buf.is_empty() {
+        return Ok(None);
+    }
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut parsed = httparse::Request::new(&mut slots);
+    let len = match parsed.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(BadRequest(431)),
+        Err(_) => return Err(BadRequest(400)),
+    };
+    if len > MAX_HEADER_BYTES {
+        return Err(BadRequest(431));
+    }
+    // Where names and values sit in the buffer (httparse borrows it until
+    // the header is split off), kept on the stack.
+    let base = buf.as_ptr() as usize;
+    let count = parsed.headers.len();
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        *span = (name as u32, (name + h.name.len()) as u32, value as u32, (value + h.value.len()) as u32);
+    }
+    let method = http::Method::from_bytes(parsed.method.unwrap_or_default().as_bytes()).map_err(|_| BadRequest(400))?;
+    let version = if parsed.version == Some(0) { http::Version::HTTP_10 } else { http::Version::HTTP_11 };
+    let target = parsed.path.unwrap_or_default().as_bytes();
+    // Room for what the connection manager adds.
+    let mut req = RequestHeader::build_no_case(method, target, Some(count + 8)).map_err(|_| BadRequest(400))?;
+    req.set_version(version);
+    let raw = buf.split_to(len).freeze();
+    let mut keep_alive = version == http::Version::HTTP_11;
+    let mut chunked = false;
+    let mut te = false;
+    for &(ns, ne, vs, ve) in &spans[..count] {
+        let name = HeaderName::from_bytes(&raw[ns as usize..ne as usize]).map_err(|_| BadRequest(400))?;
+        // Values are slices of the header's bytes: no copy.
+        let value = HeaderValue::from_maybe_shared(raw.slice(vs as usize..ve as usize)).map_err(|_| BadRequest(400))?;
+        if name == header::CONNECTION {
+            if crate::h1::has_token(&value, "close") {
+                keep_alive = false;
+            } else if version == http::Version::HTTP_10 && crate::h1::has_token(&value, "keep-alive") {
+                keep_alive = true;
+            }
+        } else if name == header::TRANSFER_ENCODING {
+            te = true;
+            chunked = value.as_bytes().rsplit(|b| *b == b',').next().is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        }
+        header_map::append(&mut req, name, value);
+    }
+    let body = if te {
+        // A transfer coding that does not end in chunked cannot be delimited.
+        if !chunked {
+            return Err(BadRequest(400));
+        }
+        BodyDecoder::chunked()
+    } else {
+        match crate::h1::content_length(req.headers.get_all(header::CONTENT_LENGTH).iter()) {
+            Ok(n) => BodyDecoder::length(n.unwrap_or(0)),
+            Err(_) => return Err(BadRequest(400)),
+        }
+    };
+    Ok(Some(Parsed { req, raw, body, keep_alive }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::DuplexStream;
+
+    /// A server on one end of a pipe; the client's bytes are written first.
+    async fn server(client_bytes: &[u8]) -> (Server, DuplexStream) {
+        let (ours, mut theirs) = tokio::io::duplex(256 * 1024);
+        theirs.write_all(client_bytes).await.expect("write");
+        (Server::new(Box::new(ours)), theirs)
+    }
+
+    async fn read_all(mut theirs: DuplexStream) -> String {
+        let mut out = Vec::new();
+        let _ = theirs.read_to_end(&mut out).await;
+        String::from_utf8_lossy(&out).into_owned()
+    }
+
+    fn response(status: u16, headers: &[(&'static str, &'static str)]) -> Box<ResponseHeader> {
+        let mut resp = ResponseHeader::build_no_case(status, None).expect("response");
+        for (k, v) in headers {
+            header_map::insert(&mut resp, HeaderName::from_static(k), HeaderValue::from_static(v));
+        }
+        Box::new(resp)
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_with_bodies_are_served_in_order() {
+        let (mut s, theirs) = server(
+            b"POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\nGET /b?q HTTP/1.1\r\nhost: x\r\n\r\n",
+        )
+        .await;
+        assert!(s.read_request().await.is_ok_and(|more| more));
+        assert_eq!(s.req_header().raw_path(), b"/a");
+        assert_eq!(s.req_header().headers["host"], "x");
+        assert_eq!(&s.read_body().await.expect("body").expect("data")[..], b"abc");
+        assert!(s.read_body().await.expect("end").is_none());
+        s.respond(Some(response(200, &[("content-length", "2")])), Some(Bytes::from_static(b"ok")), true).await.expect("write");
+        assert!(s.finish().await);
+        assert!(s.read_request().await.is_ok_and(|more| more));
+        assert_eq!(s.req_header().raw_path(), b"/b?q");
+        assert!(s.is_body_empty());
+        s.set_keepalive(None);
+        s.respond(Some(response(404, &[("content-length", "0")])), None, true).await.expect("write");
+        assert!(!s.finish().await);
+        drop(s);
+        assert_eq!(
+            read_all(theirs).await,
+            "HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 404 Not Found\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn chunked_responses_and_http10_clients() {
+        let (mut s, theirs) = server(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
+        s.read_request().await.ok();
+        let big = Bytes::from(vec![b'x'; COALESCE_BODY + 1]);
+        s.respond(Some(response(200, &[("transfer-encoding", "chunked")])), Some(Bytes::from_static(b"hi")), false).await.expect("write");
+        s.respond(None, Some(big.clone()), true).await.expect("write");
+        assert!(s.finish().await);
+        drop(s);
+        let expected = format!("HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n2\r\nhi\r\n{:x}\r\n{}\r\n0\r\n\r\n", big.len(), "x".repeat(big.len()));
+        assert_eq!(read_all(theirs).await, expected);
+
+        // HTTP/1.0 has no chunked framing: the body runs to the close.
+        let (mut s, theirs) = server(b"GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").await;
+        s.read_request().await.ok();
+        s.respond(Some(response(200, &[("transfer-encoding", "chunked")])), Some(Bytes::from_static(b"hi")), true).await.expect("write");
+        assert!(!s.finish().await);
+        drop(s);
+        assert_eq!(read_all(theirs).await, "HTTP/1.1 200 OK\r\nconnection: close\r\n\r\nhi");
+    }
+
+    #[tokio::test]
+    async fn head_and_unread_bodies() {
+        let (mut s, theirs) = server(b"HEAD / HTTP/1.1\r\n\r\nPOST / HTTP/1.1\r\ncontent-length: 10\r\n\r\nabc").await;
+        s.read_request().await.ok();
+        s.respond(Some(response(200, &[("content-length", "5")])), Some(Bytes::from_static(b"hello")), true).await.expect("write");
+        assert!(s.finish().await);
+        // A body still arriving when the response is written: the
+        // connection closes after it.
+        s.read_request().await.ok();
+        s.respond(Some(response(413, &[("content-length", "0")])), None, true).await.expect("write");
+        assert!(!s.finish().await);
+        drop(s);
+        assert_eq!(
+            read_all(theirs).await,
+            "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nHTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_requests() {
+        let huge = format!("GET / HTTP/1.1\r\nx-big: {}\r\n\r\n", "a".repeat(MAX_HEADER_BYTES + 1));
+        for (bytes, status) in [
+            (huge.into_bytes(), 431),
+            (b"GET / HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n".to_vec(), 400),
+            (b"GET / HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n".to_vec(), 400),
+            (b"GET / HTTP/1.1\r\nbad header: x\r\n\r\n".to_vec(), 400),
+        ] {
+            let (mut s, _theirs) = server(&bytes).await;
+            assert!(matches!(s.read_request().await, Err(BadRequest(code)) if code == status), "{status}");
+        }
+        // A client that goes away between requests.
+        let (mut s, theirs) = server(b"").await;
+        drop(theirs);
+        assert!(matches!(s.read_request().await, Ok(false)));
+    }
+}
