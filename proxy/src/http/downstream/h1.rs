@@ -342,8 +342,21 @@ struct Parsed {
 
 /// Parses a request header out of `buf` (consuming it), or `None` when it
 /// is not complete yet. A plain function: httparse's header array lives on
-/// the stack, not in the connection's future.
+/// the stack, not in the connection's future. Most requests carry a few
+/// headers: a small array is tried first (clearing room for 256 on every
+/// request showed in profiles), the full one when it is too small.
 fn parse_request(buf: &mut BytesMut) -> Result<Option<Parsed>, BadRequest> {
+    // A 431 leaves the buffer as it was.
+    match parse_request_with::<FEW_HEADERS>(buf) {
+        Err(BadRequest(431)) => parse_request_with::<MAX_HEADERS>(buf),
+        parsed => parsed,
+    }
+}
+
+/// Headers tried first (see `parse_request`).
+const FEW_HEADERS: usize = 32;
+
+fn parse_request_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Parsed>, BadRequest> {
     // Blank lines before a request are allowed (RFC 9112 §2.2).
     while buf.starts_with(b"\r\n") || buf.starts_with(b"\n") {
         let skip = if buf[0] == b'\r' { 2 } else { 1 };
@@ -352,7 +365,7 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Parsed>, BadRequest> {
     if buf.is_empty() {
         return Ok(None);
     }
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut slots = [httparse::EMPTY_HEADER; N];
     let mut parsed = httparse::Request::new(&mut slots);
     let len = match parsed.parse(buf) {
         Ok(httparse::Status::Complete(len)) => len,
@@ -367,7 +380,7 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Parsed>, BadRequest> {
     // the header is split off), kept on the stack.
     let base = buf.as_ptr() as usize;
     let count = parsed.headers.len();
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); MAX_HEADERS];
+    let mut spans = [(0u32, 0u32, 0u32, 0u32); N];
     for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
         let name = h.name.as_ptr() as usize - base;
         let value = h.value.as_ptr() as usize - base;
@@ -503,6 +516,19 @@ mod tests {
             read_all(theirs).await,
             "HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nHTTP/1.1 413 Payload Too Large\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
         );
+    }
+
+    #[tokio::test]
+    async fn many_headers_take_the_larger_array() {
+        let mut bytes = b"GET / HTTP/1.1\r\n".to_vec();
+        for i in 0..(FEW_HEADERS + 8) {
+            bytes.extend_from_slice(format!("x-h{i}: {i}\r\n").as_bytes());
+        }
+        bytes.extend_from_slice(b"\r\n");
+        let (mut s, _theirs) = server(&bytes).await;
+        assert!(s.read_request().await.is_ok_and(|more| more));
+        assert_eq!(s.req_header().headers.len(), FEW_HEADERS + 8);
+        assert_eq!(s.req_header().headers["x-h39"], "39");
     }
 
     #[tokio::test]
