@@ -27,7 +27,7 @@ fn next_response(buf: &[u8], head: bool) -> Option<(String, usize)> {
     let connection = get("connection").filter(|c| c != "keep-alive" || resp.version == Some(0));
     let chunked = get("transfer-encoding").is_some_and(|t| t == "chunked");
     let rest = &buf[len..];
-    let (body, used) = if head || status == 204 || status == 304 {
+    let (body, used) = if head || status == 204 || status == 304 || (100..200).contains(&status) {
         (Vec::new(), 0)
     } else if chunked {
         let mut body = Vec::new();
@@ -96,7 +96,7 @@ async fn exchange(port: u16, bytes: &[u8], heads: &[bool]) -> Vec<String> {
 
 #[tokio::test]
 async fn client_side_http1_matches_envoy() {
-    let cases: [(&str, &[u8], &[bool]); 9] = [
+    let cases: [(&str, &[u8], &[bool]); 10] = [
         ("keep-alive", b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n", &[false]),
         ("pipelined", b"GET /a HTTP/1.1\r\nhost: x\r\n\r\nGET /b HTTP/1.1\r\nhost: x\r\n\r\nHEAD /c HTTP/1.1\r\nhost: x\r\n\r\n", &[false, false, true]),
         ("connection: close", b"GET /a HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n", &[false]),
@@ -106,6 +106,8 @@ async fn client_side_http1_matches_envoy() {
         ("body then next request", b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\n\r\nabcGET /b HTTP/1.1\r\nhost: x\r\n\r\n", &[false, false]),
         ("HEAD", b"HEAD /a HTTP/1.1\r\nhost: x\r\n\r\n", &[true]),
         ("blank line first", b"\r\nGET /a HTTP/1.1\r\nhost: x\r\n\r\n", &[false]),
+        // The interim response, then the final one; `expect` stays here.
+        ("expect: 100-continue", b"POST /a HTTP/1.1\r\nhost: x\r\ncontent-length: 3\r\nexpect: 100-continue\r\n\r\nabc", &[false, false]),
     ];
     let mut results = Vec::new();
     for kind in Kind::BOTH {
@@ -115,8 +117,12 @@ async fn client_side_http1_matches_envoy() {
         for (name, bytes, heads) in cases {
             up.take();
             let seen = exchange(proxy.port, bytes, heads).await;
-            // What the upstream got of each request body.
-            let bodies: Vec<String> = up.take().iter().map(|s| format!("{:?}", String::from_utf8_lossy(&s.body))).collect();
+            // What the upstream got of each request body (and `expect`).
+            let bodies: Vec<String> = up
+                .take()
+                .iter()
+                .map(|s| format!("{:?}{}", String::from_utf8_lossy(&s.body), s.header("expect").map(|e| format!(" expect={e}")).unwrap_or_default()))
+                .collect();
             observed.push(format!("{name}: {} | upstream bodies {}", seen.join(", "), bodies.join(" ")));
         }
         results.push(observed);

@@ -10,7 +10,8 @@
 //! `connection: close` only when the connection ends (and `keep-alive` for
 //! an HTTP/1.0 client that asked for it), no chunked framing towards an
 //! HTTP/1.0 client (its body runs to the close), HTTP/1 trailers dropped,
-//! pipelined requests answered in order.
+//! pipelined requests answered in order, `expect: 100-continue` answered
+//! at once and not passed on.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -135,6 +136,14 @@ impl Server {
                     self.body = parsed.body;
                     self.client_keepalive = parsed.keep_alive;
                     self.served += 1;
+                    if parsed.expects_continue && !self.body.is_done() {
+                        // Envoy answers `expect: 100-continue` itself (no
+                        // `proxy_100_continue`), at once, and the header
+                        // does not go further.
+                        if self.stream.write_all(b"HTTP/1.1 100 Continue\r\n\r\n").await.is_err() {
+                            return Ok(false);
+                        }
+                    }
                     return Ok(true);
                 }
                 None if self.read.len() > MAX_HEADER_BYTES => return Err(BadRequest(431)),
@@ -338,6 +347,8 @@ struct Parsed {
     raw: Bytes,
     body: BodyDecoder,
     keep_alive: bool,
+    /// `expect: 100-continue` (removed from the request).
+    expects_continue: bool,
 }
 
 /// Parses a request header out of `buf` (consuming it), or `None` when it
@@ -396,6 +407,7 @@ fn parse_request_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Parse
     let mut keep_alive = version == http::Version::HTTP_11;
     let mut chunked = false;
     let mut te = false;
+    let mut expects_continue = false;
     for &(ns, ne, vs, ve) in &spans[..count] {
         let name = HeaderName::from_bytes(&raw[ns as usize..ne as usize]).map_err(|_| BadRequest(400))?;
         // Values are slices of the header's bytes: no copy.
@@ -409,6 +421,9 @@ fn parse_request_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Parse
         } else if name == header::TRANSFER_ENCODING {
             te = true;
             chunked = value.as_bytes().rsplit(|b| *b == b',').next().is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == header::EXPECT && value.as_bytes().eq_ignore_ascii_case(b"100-continue") && version == http::Version::HTTP_11 {
+            expects_continue = true;
+            continue;
         }
         header_map::append(&mut req, name, value);
     }
@@ -424,7 +439,7 @@ fn parse_request_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Parse
             Err(_) => return Err(BadRequest(400)),
         }
     };
-    Ok(Some(Parsed { req, raw, body, keep_alive }))
+    Ok(Some(Parsed { req, raw, body, keep_alive, expects_continue }))
 }
 
 #[cfg(test)]
