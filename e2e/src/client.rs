@@ -95,10 +95,6 @@ impl Observed {
             .headers
             .iter()
             .filter(|(k, _)| k != "date")
-            // Deliberate difference: Pingora states `connection: keep-alive`
-            // on HTTP/1.1 responses, Envoy leaves the default implicit.
-            // Both mean the same; `connection: close` is still compared.
-            .filter(|(k, v)| !(k == "connection" && v.eq_ignore_ascii_case("keep-alive")))
             .map(|(k, v)| match k.as_str() {
                 "x-envoy-upstream-service-time" | "x-request-id" => (k.clone(), "<masked>".into()),
                 _ => (k.clone(), v.clone()),

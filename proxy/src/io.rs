@@ -1,9 +1,10 @@
-//! Stream wrappers. [`Buffered`]: the downstream socket as Pingora's HTTP
-//! code expects it: writes are
-//! buffered (one MSS) so that a response header and a small body leave in a
-//! single `send`, as Pingora's own listeners arrange. Pingora flushes at the
-//! end of a response, after every chunked or close-delimited body write, and
-//! whenever the buffer fills, so streaming is not delayed.
+//! Stream wrappers. [`Buffered`]: the downstream socket with writes
+//! buffered (one MSS), as Pingora's own listeners arrange it: TLS records
+//! and Pingora's HTTP/2 frames leave in few `send`s. (Our HTTP/1.1 codec
+//! builds each write whole; a write larger than the buffer goes straight
+//! through.) Writers flush at the end of a response, after every chunked or
+//! close-delimited body write, and whenever the buffer fills, so streaming
+//! is not delayed.
 
 use std::io;
 use std::pin::Pin;
