@@ -210,7 +210,7 @@ impl HttpProxy {
             let conn = log.conn.clone();
             return LocalReply::new(426, "Upgrade Required").send(manager, session, Finish::new(&[], &ResponseEdits::default(), &conn)).await;
         }
-        let mut req = routable_copy(session.req_header());
+        let mut req = session.take_request();
         let ssl = session.ssl_digest().cloned();
         let client = session.client_addr().map(|a| a.ip());
         prepare_request(manager, &mut req, ssl.as_deref(), client);

@@ -1,10 +1,10 @@
-//! Stream wrappers. [`Buffered`]: the downstream socket with writes
-//! buffered (one MSS), as Pingora's own listeners arrange it: TLS records
-//! and Pingora's HTTP/2 frames leave in few `send`s. (Our HTTP/1.1 codec
-//! builds each write whole; a write larger than the buffer goes straight
-//! through.) Writers flush at the end of a response, after every chunked or
-//! close-delimited body write, and whenever the buffer fills, so streaming
-//! is not delayed.
+//! Stream wrappers. [`Buffered`]: a TLS downstream socket with writes
+//! buffered (one MSS), as Pingora's own listeners arrange it, so that a
+//! handshake flight or small TLS records leave in one `send`. Writers flush
+//! at the end of a response, after every chunked or close-delimited body
+//! write, and whenever the buffer fills, so streaming is not delayed.
+//! Plain-text connections are not buffered ([`plain`]): our HTTP/1.1 codec
+//! builds each write whole.
 
 use std::io;
 use std::pin::Pin;
@@ -29,14 +29,19 @@ const WRITE_BUFFER: usize = 1460;
 #[derive(Debug)]
 pub struct Buffered(BufWriter<L4Stream>);
 
+/// A downstream TCP connection as Pingora's stream, unbuffered.
+pub fn plain(tcp: tokio::net::TcpStream) -> L4Stream {
+    use std::os::fd::AsRawFd;
+    let fd = tcp.as_raw_fd();
+    let mut stream = L4Stream::from(tcp);
+    // Addresses are looked up lazily, once per connection.
+    stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
+    stream
+}
+
 impl Buffered {
     pub fn new(tcp: tokio::net::TcpStream) -> Self {
-        use std::os::fd::AsRawFd;
-        let fd = tcp.as_raw_fd();
-        let mut stream = L4Stream::from(tcp);
-        // Addresses are looked up lazily, once per connection.
-        stream.set_socket_digest(SocketDigest::from_raw_fd(fd));
-        Buffered(BufWriter::with_capacity(WRITE_BUFFER, stream))
+        Buffered(BufWriter::with_capacity(WRITE_BUFFER, plain(tcp)))
     }
 
     /// Puts bytes already read (by the TLS inspector) back in front.

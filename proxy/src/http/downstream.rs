@@ -41,6 +41,16 @@ impl Downstream {
         }
     }
 
+    /// The request as the router edits it. HTTP/1.1: moved out of the
+    /// codec (ours already has no header-case map); HTTP/2: a copy without
+    /// Pingora's case map (`routable_copy`).
+    pub fn take_request(&mut self) -> RequestHeader {
+        match self {
+            Downstream::H1(s) => s.take_request(),
+            Downstream::H2(s) => super::routable_copy(s.req_header()),
+        }
+    }
+
     pub fn is_http2(&self) -> bool {
         matches!(self, Downstream::H2(_))
     }

@@ -90,17 +90,28 @@ impl ListenerApp {
             tracing::debug!(listener = %self.name, ?hello, "no filter chain matches: closing");
             return;
         };
-        let mut stream = Buffered::new(tcp);
-        stream.rewind(&prefix);
         let stream: Stream = match &chain.tls {
-            Some(tls) => match handshake_with_callback(&tls.acceptor, stream, &RecordPeer).await {
-                Ok(s) => Box::new(s),
-                Err(e) => {
-                    tracing::debug!(listener = %self.name, chain = %chain.name, error = %e, "TLS handshake failed");
-                    return;
+            Some(tls) => {
+                // TLS writes records as they come: the buffer gathers a
+                // handshake flight or small records into one send.
+                let mut stream = Buffered::new(tcp);
+                stream.rewind(&prefix);
+                match handshake_with_callback(&tls.acceptor, stream, &RecordPeer).await {
+                    Ok(s) => Box::new(s),
+                    Err(e) => {
+                        tracing::debug!(listener = %self.name, chain = %chain.name, error = %e, "TLS handshake failed");
+                        return;
+                    }
                 }
-            },
-            None => Box::new(stream),
+            }
+            // Plain text: our HTTP/1.1 codec builds each write whole, and
+            // HTTP/2 and the TCP proxy gather their own; a buffer would
+            // only copy.
+            None => {
+                let mut stream = crate::io::plain(tcp);
+                stream.rewind(&prefix);
+                Box::new(stream)
+            }
         };
         // `apps` is built from `chains.all()`, so the index is always there.
         let Some(app) = self.apps.get(index) else { return };

@@ -64,7 +64,11 @@ pub struct Server {
     ssl: Option<Arc<SslDigest>>,
     /// Requests served so far on this connection.
     served: u64,
+    /// The request's header, until the router takes it (`take_request`).
     req: RequestHeader,
+    /// What the codec needs of the request for the response's framing.
+    head: bool,
+    http10: bool,
     raw_header: Bytes,
     body: BodyDecoder,
     body_read: usize,
@@ -93,8 +97,9 @@ impl Server {
             local,
             ssl,
             served: 0,
-            // A placeholder until the first request is read.
-            req: RequestHeader::from(http::Request::new(()).into_parts().0),
+            req: placeholder(),
+            head: false,
+            http10: false,
             raw_header: Bytes::new(),
             body: BodyDecoder::empty(),
             body_read: 0,
@@ -131,6 +136,8 @@ impl Server {
         loop {
             match parse_request(&mut self.read)? {
                 Some(parsed) => {
+                    self.head = parsed.req.method == http::Method::HEAD;
+                    self.http10 = parsed.req.version == http::Version::HTTP_10;
                     self.req = parsed.req;
                     self.raw_header = parsed.raw;
                     self.body = parsed.body;
@@ -168,6 +175,12 @@ impl Server {
 
     pub fn req_header(&self) -> &RequestHeader {
         &self.req
+    }
+
+    /// The request's header, moved out for the router to edit (the codec
+    /// keeps what it needs); `req_header` is empty after.
+    pub fn take_request(&mut self) -> RequestHeader {
+        std::mem::replace(&mut self.req, placeholder())
     }
 
     /// The request header's bytes as the client sent them.
@@ -300,8 +313,8 @@ impl Server {
     /// Decides the body's framing and serializes the header.
     fn start_response(&mut self, mut resp: Box<ResponseHeader>) {
         let status = resp.status;
-        let http10 = self.req.version == http::Version::HTTP_10;
-        self.framing = if self.req.method == http::Method::HEAD || status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED {
+        let http10 = self.http10;
+        self.framing = if self.head || status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED {
             Framing::None
         } else if resp.headers.get(header::TRANSFER_ENCODING).is_some_and(|v| crate::h1::has_token(v, "chunked")) {
             if http10 {
@@ -339,6 +352,12 @@ impl Server {
         self.write.extend_from_slice(b"\r\n");
         self.response = Some(resp);
     }
+}
+
+/// An empty request header (no allocation): before the first request,
+/// and after the router took one.
+fn placeholder() -> RequestHeader {
+    RequestHeader::from(http::Request::new(()).into_parts().0)
 }
 
 /// A request header parsed off the front of the read buffer.
