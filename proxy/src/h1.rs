@@ -13,6 +13,9 @@ use std::fmt;
 use bytes::{Buf, Bytes, BytesMut};
 use http::header::{HeaderName, HeaderValue};
 
+/// How much room each read asks for.
+pub const READ_SIZE: usize = 8 * 1024;
+
 /// A chunk-size line or a trailer line longer than this is an attack.
 const MAX_LINE: usize = 4 * 1024;
 
@@ -189,6 +192,67 @@ impl BodyDecoder {
             }
         }
     }
+}
+
+/// Reads more of a connection into its buffer; 0 at the peer's end of
+/// stream. The `reserve` reclaims the buffer's own space once the bytes
+/// handed out before (the last message's header and body) are dropped.
+pub async fn fill(stream: &mut pingora_core::protocols::Stream, buf: &mut BytesMut) -> std::io::Result<usize> {
+    use tokio::io::AsyncReadExt;
+    buf.reserve(READ_SIZE);
+    stream.read_buf(buf).await
+}
+
+/// The next piece of a message body, reading as needed; `None` at its end.
+pub async fn read_body(
+    stream: &mut pingora_core::protocols::Stream,
+    buf: &mut BytesMut,
+    body: &mut BodyDecoder,
+) -> Result<Option<Bytes>, Error> {
+    loop {
+        if let Some(data) = body.decode(buf)? {
+            return Ok(Some(data));
+        }
+        if body.is_done() {
+            return Ok(None);
+        }
+        if fill(stream, buf).await? == 0 {
+            body.eof()?;
+            return Ok(None);
+        }
+    }
+}
+
+/// Where each header's name and value sit in the parsed buffer, as
+/// offsets: httparse borrows the buffer until the header is split off it,
+/// and the header map is built from the split-off bytes after. On the stack.
+#[derive(Clone, Copy)]
+pub struct Span {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+pub const NO_SPAN: Span = Span { name: (0, 0), value: (0, 0) };
+
+/// The spans of `headers`, parsed out of `buf`, into `spans`.
+pub fn header_spans(buf: &[u8], headers: &[httparse::Header<'_>], spans: &mut [Span]) {
+    let base = buf.as_ptr() as usize;
+    for (span, h) in spans.iter_mut().zip(headers) {
+        let name = h.name.as_ptr() as usize - base;
+        let value = h.value.as_ptr() as usize - base;
+        *span = Span {
+            name: (name as u32, (name + h.name.len()) as u32),
+            value: (value as u32, (value + h.value.len()) as u32),
+        };
+    }
+}
+
+/// One header out of the split-off header bytes (`None`: not a valid
+/// name or value). The value is a slice of `raw`: no copy.
+pub fn header_at(raw: &Bytes, span: Span) -> Option<(HeaderName, HeaderValue)> {
+    let name = HeaderName::from_bytes(raw.get(span.name.0 as usize..span.name.1 as usize)?).ok()?;
+    let value = HeaderValue::from_maybe_shared(raw.slice(span.value.0 as usize..span.value.1 as usize)).ok()?;
+    Some((name, value))
 }
 
 /// Header lines as Envoy's HTTP/1 codec writes them: names lowercase (its

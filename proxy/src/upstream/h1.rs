@@ -19,19 +19,17 @@
 
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header;
 
 use crate::h1::BodyDecoder;
 use pingora_core::protocols::Stream;
 use pingora_http::{RequestHeader, ResponseHeader};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 /// Envoy's default `max_response_headers_kb`.
 const MAX_HEADER_BYTES: usize = 60 * 1024;
 /// Headers per response (Pingora's limit, which we had before).
 const MAX_HEADERS: usize = 256;
-/// How much room each read asks for.
-const READ_SIZE: usize = 8 * 1024;
 /// A request body up to this size goes out in the header's write.
 const COALESCE_BODY: usize = 16 * 1024;
 
@@ -99,7 +97,7 @@ impl Connection {
                     if self.read.len() >= MAX_HEADER_BYTES {
                         return Err(Error::Protocol("response headers too large"));
                     }
-                    if self.fill().await? == 0 {
+                    if crate::h1::fill(&mut self.stream, &mut self.read).await? == 0 {
                         return Err(Error::Closed);
                     }
                 }
@@ -115,21 +113,7 @@ impl Connection {
     /// The next piece of the response body; `None` at its end.
     pub async fn read_body(&mut self) -> Result<Option<Bytes>, Error> {
         let Some(body) = self.body.as_mut() else { return Ok(None) };
-        loop {
-            if let Some(data) = body.decode(&mut self.read)? {
-                return Ok(Some(data));
-            }
-            if body.is_done() {
-                return Ok(None);
-            }
-            // Reclaims the buffer's own space once the bytes handed out
-            // before (the last response's header and body) are dropped.
-            self.read.reserve(READ_SIZE);
-            if self.stream.read_buf(&mut self.read).await? == 0 {
-                body.eof()?;
-                return Ok(None);
-            }
-        }
+        crate::h1::read_body(&mut self.stream, &mut self.read, body).await
     }
 
     /// Whether the connection can carry another request: the response was
@@ -143,11 +127,6 @@ impl Connection {
         let _ = self.stream.shutdown().await;
     }
 
-    /// Reads more bytes; 0 at the upstream's end of stream.
-    async fn fill(&mut self) -> Result<usize, Error> {
-        self.read.reserve(READ_SIZE);
-        Ok(self.stream.read_buf(&mut self.read).await?)
-    }
 }
 
 /// The request line and headers as HTTP/1.1 puts them on the wire, header
@@ -206,17 +185,9 @@ fn parse_response_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Pars
         Some(1) => http::Version::HTTP_11,
         _ => http::Version::HTTP_10,
     };
-    // Where each name and value sit in the buffer (httparse borrows it
-    // until the header is split off), kept on the stack.
-    let base = buf.as_ptr() as usize;
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); N];
     let count = resp.headers.len();
-    for (span, h) in spans.iter_mut().zip(resp.headers.iter()) {
-        let name = h.name.as_ptr() as usize - base;
-        let value = h.value.as_ptr() as usize - base;
-        *span = (name as u32, (name + h.name.len()) as u32, value as u32, (value + h.value.len()) as u32);
-    }
-    // Header values are slices of the header's bytes: no copy.
+    let mut spans = [crate::h1::NO_SPAN; N];
+    crate::h1::header_spans(buf, resp.headers, &mut spans);
     let head = buf.split_to(len).freeze();
     let Ok(status) = http::StatusCode::from_u16(code) else {
         return Err(Error::Protocol("invalid status code"));
@@ -227,9 +198,8 @@ fn parse_response_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Pars
     parts.version = version;
     // Room for what the router adds (service time, date, server).
     parts.headers = http::HeaderMap::with_capacity(count + 4);
-    for &(ns, ne, vs, ve) in &spans[..count] {
-        let name = HeaderName::from_bytes(&head[ns as usize..ne as usize]).map_err(|_| Error::Protocol("invalid response header name"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(vs as usize..ve as usize)).map_err(|_| Error::Protocol("invalid response header value"))?;
+    for &span in &spans[..count] {
+        let (name, value) = crate::h1::header_at(&head, span).ok_or(Error::Protocol("invalid response header"))?;
         if name == header::CONNECTION {
             if crate::h1::has_token(&value, "close") {
                 keep_alive = false;

@@ -18,11 +18,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{self, HeaderName, HeaderValue};
+use http::header::{self, HeaderValue};
 use pingora_core::protocols::tls::SslDigest;
 use pingora_core::protocols::Stream;
 use pingora_http::{RequestHeader, ResponseHeader};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 
 use crate::h1::{BodyDecoder, Error};
 use crate::http::header_map;
@@ -32,7 +32,6 @@ use crate::http::header_map;
 pub const MAX_HEADER_BYTES: usize = 60 * 1024;
 /// Headers per request beyond which the request is answered 431.
 const MAX_HEADERS: usize = 256;
-const READ_SIZE: usize = 8 * 1024;
 /// A response body up to this size is copied into the header's write.
 const COALESCE_BODY: usize = 16 * 1024;
 
@@ -157,8 +156,7 @@ impl Server {
                 None => {}
             }
             let idle = idle.filter(|_| self.read.is_empty());
-            self.read.reserve(READ_SIZE);
-            let read = self.stream.read_buf(&mut self.read);
+            let read = crate::h1::fill(&mut self.stream, &mut self.read);
             let n = match idle {
                 Some(t) => match tokio::time::timeout(t, read).await {
                     Ok(n) => n,
@@ -194,20 +192,9 @@ impl Server {
 
     /// The next piece of the request body; `None` at its end.
     pub async fn read_body(&mut self) -> Result<Option<Bytes>, Error> {
-        loop {
-            if let Some(data) = self.body.decode(&mut self.read)? {
-                self.body_read += data.len();
-                return Ok(Some(data));
-            }
-            if self.body.is_done() {
-                return Ok(None);
-            }
-            self.read.reserve(READ_SIZE);
-            if self.stream.read_buf(&mut self.read).await? == 0 {
-                self.body.eof()?;
-                return Ok(None);
-            }
-        }
+        let data = crate::h1::read_body(&mut self.stream, &mut self.read, &mut self.body).await?;
+        self.body_read += data.as_ref().map_or(0, Bytes::len);
+        Ok(data)
     }
 
     pub fn body_bytes_read(&self) -> usize {
@@ -406,16 +393,9 @@ fn parse_request_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Parse
     if len > MAX_HEADER_BYTES {
         return Err(BadRequest(431));
     }
-    // Where names and values sit in the buffer (httparse borrows it until
-    // the header is split off), kept on the stack.
-    let base = buf.as_ptr() as usize;
     let count = parsed.headers.len();
-    let mut spans = [(0u32, 0u32, 0u32, 0u32); N];
-    for (span, h) in spans.iter_mut().zip(parsed.headers.iter()) {
-        let name = h.name.as_ptr() as usize - base;
-        let value = h.value.as_ptr() as usize - base;
-        *span = (name as u32, (name + h.name.len()) as u32, value as u32, (value + h.value.len()) as u32);
-    }
+    let mut spans = [crate::h1::NO_SPAN; N];
+    crate::h1::header_spans(buf, parsed.headers, &mut spans);
     let method = http::Method::from_bytes(parsed.method.unwrap_or_default().as_bytes()).map_err(|_| BadRequest(400))?;
     let version = if parsed.version == Some(0) { http::Version::HTTP_10 } else { http::Version::HTTP_11 };
     let target = parsed.path.unwrap_or_default().as_bytes();
@@ -427,10 +407,8 @@ fn parse_request_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Parse
     let mut chunked = false;
     let mut te = false;
     let mut expects_continue = false;
-    for &(ns, ne, vs, ve) in &spans[..count] {
-        let name = HeaderName::from_bytes(&raw[ns as usize..ne as usize]).map_err(|_| BadRequest(400))?;
-        // Values are slices of the header's bytes: no copy.
-        let value = HeaderValue::from_maybe_shared(raw.slice(vs as usize..ve as usize)).map_err(|_| BadRequest(400))?;
+    for &span in &spans[..count] {
+        let (name, value) = crate::h1::header_at(&raw, span).ok_or(BadRequest(400))?;
         if name == header::CONNECTION {
             if crate::h1::has_token(&value, "close") {
                 keep_alive = false;
@@ -464,6 +442,8 @@ fn parse_request_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Parse
 #[cfg(test)]
 mod tests {
     use super::*;
+    use http::header::HeaderName;
+    use tokio::io::AsyncReadExt;
     use tokio::io::DuplexStream;
 
     /// A server on one end of a pipe; the client's bytes are written first.
