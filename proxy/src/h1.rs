@@ -15,6 +15,15 @@ use http::header::{HeaderName, HeaderValue};
 
 /// How much room each read asks for.
 pub const READ_SIZE: usize = 8 * 1024;
+/// A body up to this size is copied into its header's write; a larger one
+/// is written on its own.
+pub const COALESCE_BODY: usize = 16 * 1024;
+/// Header slots the parsers try first: most messages carry a few headers,
+/// and clearing room for `MAX_HEADERS` on every message showed in profiles.
+pub const FEW_HEADERS: usize = 32;
+/// Headers per message beyond which it is refused (Pingora's limit, which
+/// we had before).
+pub const MAX_HEADERS: usize = 256;
 
 /// A chunk-size line or a trailer line longer than this is an attack.
 const MAX_LINE: usize = 4 * 1024;
@@ -296,6 +305,19 @@ pub fn content_length<'a>(values: impl Iterator<Item = &'a HeaderValue>) -> Resu
         length = Some(n);
     }
     Ok(length)
+}
+
+/// Whether the connection lives on after a message, given its version and
+/// one of its `connection` header values: `close` ends it; `keep-alive`
+/// keeps an HTTP/1.0 one (HTTP/1.1 keeps it by default).
+pub fn keep_alive_after(keep_alive: bool, version: http::Version, connection: &HeaderValue) -> bool {
+    if has_token(connection, "close") {
+        false
+    } else if version == http::Version::HTTP_10 && has_token(connection, "keep-alive") {
+        true
+    } else {
+        keep_alive
+    }
 }
 
 /// Whether a `connection` header value carries `token`.

@@ -94,14 +94,16 @@ impl HttpProxy {
             return;
         }
         let mut session = Downstream::H1(downstream::h1::Server::new(stream));
-        while self.process_request(&mut session, shutdown, &state).await {
+        loop {
+            let served = self.process_request(&mut session, shutdown, &state).await;
             let Downstream::H1(h1) = &mut session else { return };
+            if !served {
+                h1.close().await;
+                return;
+            }
             if !h1.finish().await {
                 return;
             }
-        }
-        if let Downstream::H1(h1) = &mut session {
-            h1.finish().await;
         }
     }
 }
@@ -154,13 +156,15 @@ impl HttpProxy {
         }
         let closing = *shutdown.borrow() || self.draining.load(Ordering::Relaxed);
         session.set_keepalive(if closing { None } else { Some(60) });
-        if header_bytes(session) > MAX_REQUEST_HEADERS {
+        // HTTP/1.1's codec refuses these while it reads the header (431 past
+        // Envoy's header size limit, 400 for both framings at once or
+        // conflicting lengths); Pingora's HTTP/2 session is checked here.
+        if session.is_http2() && h2_header_bytes(session.req_header()) > downstream::h1::MAX_HEADER_BYTES {
             session.set_keepalive(None);
             session.respond_error(431).await;
             return false;
         }
-        if is_smuggling_attempt(session) {
-            // Envoy refuses both framings at once (request smuggling).
+        if session.is_http2() && has_conflicting_lengths(session.req_header()) {
             session.set_keepalive(None);
             session.respond_error(400).await;
             return false;
@@ -450,42 +454,17 @@ fn absolute_to_origin_form(req: &mut RequestHeader) {
     let _ = req.set_raw_path(origin.as_bytes());
 }
 
-/// Envoy's default `max_request_headers_kb` (60 KiB).
-const MAX_REQUEST_HEADERS: usize = 60 * 1024;
-
-/// The size of the request's headers, as Envoy counts it against its limit.
-fn header_bytes(session: &Downstream) -> usize {
-    match session.raw_header() {
-        Some(raw) => raw.len(),
-        None => {
-            let req = session.req_header();
-            req.headers
-                .iter()
-                .map(|(k, v)| k.as_str().len() + v.len())
-                .sum::<usize>()
-                + req.raw_path().len()
-        }
-    }
+/// The size of an HTTP/2 request's headers, as Envoy counts it against
+/// its limit.
+fn h2_header_bytes(req: &RequestHeader) -> usize {
+    req.headers.iter().map(|(k, v)| k.as_str().len() + v.len()).sum::<usize>() + req.raw_path().len()
 }
 
-/// Both `content-length` and `transfer-encoding`, or conflicting lengths.
-/// The raw header bytes are checked (a codec may drop `content-length`
-/// when both are present, as RFC 9112 allows); only requests carrying
-/// `transfer-encoding` pay for the scan.
-fn is_smuggling_attempt(session: &Downstream) -> bool {
-    let req = session.req_header();
-    let lengths: Vec<_> = req.headers.get_all(header::CONTENT_LENGTH).iter().collect();
-    if lengths.windows(2).any(|w| w[0] != w[1]) {
-        return true;
-    }
-    if !req.headers.contains_key(header::TRANSFER_ENCODING) {
-        return false;
-    }
-    let Some(raw) = session.raw_header() else {
-        return false; // HTTP/2 has no transfer-encoding framing
-    };
-    raw.split(|b| *b == b'\n')
-        .any(|line| line.len() >= 15 && line[..15].eq_ignore_ascii_case(b"content-length:"))
+/// More than one `content-length`, not all the same.
+fn has_conflicting_lengths(req: &RequestHeader) -> bool {
+    let mut lengths = req.headers.get_all(header::CONTENT_LENGTH).iter();
+    let first = lengths.next();
+    lengths.any(|l| Some(l) != first)
 }
 
 /// The request's authority: `:authority` (HTTP/2) or `Host` (HTTP/1.1).

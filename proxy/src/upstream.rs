@@ -62,6 +62,12 @@ pub enum Session {
 /// A failed exchange, for the access log and debug logs.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// The upstream sent something that is not HTTP (Envoy's `protocol error`
+/// reset reason), as opposed to closing or failing.
+pub fn is_protocol_error(e: &Error) -> bool {
+    e.downcast_ref::<h1::Error>().is_some_and(h1::Error::is_protocol)
+}
+
 impl Session {
     /// The next piece of the response body; `None` at its end.
     pub async fn read_body(&mut self) -> Result<Option<bytes::Bytes>, Error> {

@@ -79,14 +79,6 @@ impl Downstream {
         }
     }
 
-    /// The request header's bytes as sent (HTTP/1.1 only).
-    pub fn raw_header(&self) -> Option<&[u8]> {
-        match self {
-            Downstream::H1(s) => Some(s.raw_header()),
-            Downstream::H2(_) => None,
-        }
-    }
-
     pub fn is_body_empty(&mut self) -> bool {
         match self {
             Downstream::H1(s) => s.is_body_empty(),

@@ -650,7 +650,7 @@ async fn try_once<'c>(
             }
             // Not HTTP: the upstream answered, so no second try on a new
             // connection.
-            Err(e) if e.downcast_ref::<upstream::h1::Error>().is_some_and(upstream::h1::Error::is_protocol) => {
+            Err(e) if upstream::is_protocol_error(&e) => {
                 cluster.record_outcome(host.host(), 502);
                 return Outcome::Failed(Failure::Protocol);
             }
@@ -730,7 +730,7 @@ async fn stream_response(
                 // too, after the header if it has not gone out yet (Envoy
                 // has sent it by then).
                 Err(e) => {
-                    let protocol = e.downcast_ref::<upstream::h1::Error>().is_some_and(upstream::h1::Error::is_protocol);
+                    let protocol = upstream::is_protocol_error(&e);
                     let (flag, reason) = if protocol { ("UPE", "protocol_error") } else { ("UC", "connection_termination") };
                     log.flag(flag);
                     log.reply_details = Some(format!("upstream_reset_after_response_started{{{reason}}}").into());

@@ -17,21 +17,16 @@
 //! default). HTTP/1 trailers are read and dropped, as Envoy does without
 //! `enable_trailers`.
 
-
 use bytes::{Bytes, BytesMut};
 use http::header;
 
-use crate::h1::BodyDecoder;
+use crate::h1::{BodyDecoder, COALESCE_BODY, FEW_HEADERS, MAX_HEADERS};
 use pingora_core::protocols::Stream;
 use pingora_http::{RequestHeader, ResponseHeader};
 use tokio::io::AsyncWriteExt;
 
 /// Envoy's default `max_response_headers_kb`.
 const MAX_HEADER_BYTES: usize = 60 * 1024;
-/// Headers per response (Pingora's limit, which we had before).
-const MAX_HEADERS: usize = 256;
-/// A request body up to this size goes out in the header's write.
-const COALESCE_BODY: usize = 16 * 1024;
 
 pub use crate::h1::Error;
 
@@ -126,7 +121,6 @@ impl Connection {
     pub async fn close(mut self) {
         let _ = self.stream.shutdown().await;
     }
-
 }
 
 /// The request line and headers as HTTP/1.1 puts them on the wire, header
@@ -158,17 +152,14 @@ struct Parsed {
 /// it is not complete yet. A plain function: httparse's header array lives
 /// on the stack, not in the connection's future.
 fn parse_response(buf: &mut BytesMut) -> Result<Option<Parsed>, Error> {
-    // Most responses carry a few headers: a small array first (clearing
-    // room for 256 on every response showed in profiles). A failure leaves
-    // the buffer as it was.
+    // A small header array first (`FEW_HEADERS`); a failure leaves the
+    // buffer as it was.
     match parse_response_with::<FEW_HEADERS>(buf) {
         Err(Error::Protocol(TOO_MANY)) => parse_response_with::<MAX_HEADERS>(buf),
         parsed => parsed,
     }
 }
 
-/// Headers tried first (see `parse_response`).
-const FEW_HEADERS: usize = 32;
 const TOO_MANY: &str = "too many response headers";
 
 fn parse_response_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Parsed>, Error> {
@@ -201,11 +192,7 @@ fn parse_response_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Pars
     for &span in &spans[..count] {
         let (name, value) = crate::h1::header_at(&head, span).ok_or(Error::Protocol("invalid response header"))?;
         if name == header::CONNECTION {
-            if crate::h1::has_token(&value, "close") {
-                keep_alive = false;
-            } else if crate::h1::has_token(&value, "keep-alive") && version == http::Version::HTTP_10 {
-                keep_alive = true;
-            }
+            keep_alive = crate::h1::keep_alive_after(keep_alive, version, &value);
         }
         parts.headers.append(name, value);
     }

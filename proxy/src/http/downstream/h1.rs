@@ -24,16 +24,12 @@ use pingora_core::protocols::Stream;
 use pingora_http::{RequestHeader, ResponseHeader};
 use tokio::io::AsyncWriteExt;
 
-use crate::h1::{BodyDecoder, Error};
+use crate::h1::{BodyDecoder, Error, COALESCE_BODY, FEW_HEADERS, MAX_HEADERS};
 use crate::http::header_map;
 
-/// Envoy's default `max_request_headers_kb` (60 KiB): a request header
-/// still incomplete past it is answered 431.
+/// Envoy's default `max_request_headers_kb` (60 KiB): a larger request
+/// header is answered 431 (HTTP/2's is checked by the connection manager).
 pub const MAX_HEADER_BYTES: usize = 60 * 1024;
-/// Headers per request beyond which the request is answered 431.
-const MAX_HEADERS: usize = 256;
-/// A response body up to this size is copied into the header's write.
-const COALESCE_BODY: usize = 16 * 1024;
 
 /// How the response body goes out.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -61,21 +57,19 @@ pub struct Server {
     peer: Option<SocketAddr>,
     local: Option<SocketAddr>,
     ssl: Option<Arc<SslDigest>>,
-    /// Requests served so far on this connection.
-    served: u64,
     /// The request's header, until the router takes it (`take_request`).
     req: RequestHeader,
     /// What the codec needs of the request for the response's framing.
     head: bool,
     http10: bool,
-    raw_header: Bytes,
     body: BodyDecoder,
     body_read: usize,
     /// The client lets the connection live on (HTTP/1.1 without `close`,
     /// HTTP/1.0 with `keep-alive`).
     client_keepalive: bool,
     /// Our side's keep-alive: the idle timeout for the next request, or
-    /// `None` to close after this response.
+    /// `None` to close after this response (and before the first request:
+    /// no idle timeout for it).
     keepalive: Option<Duration>,
     framing: Framing,
     response: Option<Box<ResponseHeader>>,
@@ -95,11 +89,9 @@ impl Server {
             peer,
             local,
             ssl,
-            served: 0,
             req: placeholder(),
             head: false,
             http10: false,
-            raw_header: Bytes::new(),
             body: BodyDecoder::empty(),
             body_read: 0,
             client_keepalive: false,
@@ -126,7 +118,7 @@ impl Server {
     /// (or stayed idle past the keep-alive timeout) between requests.
     pub async fn read_request(&mut self) -> Result<bool, BadRequest> {
         // Idle between requests: bounded by the keep-alive timeout.
-        let idle = if self.served > 0 { self.keepalive } else { None };
+        let idle = self.keepalive;
         self.body_read = 0;
         self.body_sent = 0;
         self.response = None;
@@ -138,10 +130,8 @@ impl Server {
                     self.head = parsed.req.method == http::Method::HEAD;
                     self.http10 = parsed.req.version == http::Version::HTTP_10;
                     self.req = parsed.req;
-                    self.raw_header = parsed.raw;
                     self.body = parsed.body;
                     self.client_keepalive = parsed.keep_alive;
-                    self.served += 1;
                     if parsed.expects_continue && !self.body.is_done() {
                         // Envoy answers `expect: 100-continue` itself (no
                         // `proxy_100_continue`), at once, and the header
@@ -181,11 +171,6 @@ impl Server {
         std::mem::replace(&mut self.req, placeholder())
     }
 
-    /// The request header's bytes as the client sent them.
-    pub fn raw_header(&self) -> &[u8] {
-        &self.raw_header
-    }
-
     pub fn is_body_empty(&self) -> bool {
         self.body_read == 0 && self.body.is_done()
     }
@@ -221,51 +206,33 @@ impl Server {
         if let Some(header) = header {
             self.start_response(header);
         }
-        let body = body.filter(|b| !b.is_empty() && self.framing != Framing::None);
-        let mut separate = None;
-        if let Some(data) = body {
+        let chunked = self.framing == Framing::Chunked;
+        if let Some(data) = body.filter(|b| !b.is_empty() && self.framing != Framing::None) {
             self.body_sent += data.len();
-            match self.framing {
-                Framing::Chunked => {
-                    crate::h1::write_chunk_header(&mut self.write, data.len());
-                    self.push_body(data, &mut separate);
-                    if separate.is_none() {
-                        self.write.extend_from_slice(b"\r\n");
-                    }
-                }
-                _ => self.push_body(data, &mut separate),
+            if chunked {
+                crate::h1::write_chunk_header(&mut self.write, data.len());
+            }
+            if data.len() <= COALESCE_BODY {
+                self.write.extend_from_slice(&data);
+            } else {
+                // Large: written on its own (no copy), after what precedes it.
+                self.stream.write_all(&self.write).await?;
+                self.write.clear();
+                self.stream.write_all(&data).await?;
+            }
+            if chunked {
+                self.write.extend_from_slice(b"\r\n");
             }
         }
-        if end && self.framing == Framing::Chunked && separate.is_none() {
+        if end && chunked {
             crate::h1::write_chunk(&mut self.write, b"");
         }
         self.stream.write_all(&self.write).await?;
-        if let Some(data) = separate {
-            self.stream.write_all(&data).await?;
-            self.write.clear();
-            if self.framing == Framing::Chunked {
-                self.write.extend_from_slice(b"\r\n");
-                if end {
-                    crate::h1::write_chunk(&mut self.write, b"");
-                }
-            }
-            self.stream.write_all(&self.write).await?;
-        }
         self.stream.flush().await?;
         if end {
             self.framing = Framing::Ended;
         }
         Ok(())
-    }
-
-    /// Small bodies join the header in the write buffer; large ones are
-    /// written on their own (no copy).
-    fn push_body(&mut self, data: Bytes, separate: &mut Option<Bytes>) {
-        if data.len() <= COALESCE_BODY {
-            self.write.extend_from_slice(&data);
-        } else {
-            *separate = Some(data);
-        }
     }
 
     /// A response for a request we could not read: no body, and the
@@ -278,12 +245,17 @@ impl Server {
         let _ = self.respond(Some(Box::new(resp)), None, true).await;
     }
 
+    /// Ends the connection (TLS close_notify, TCP FIN).
+    pub async fn close(&mut self) {
+        let _ = self.stream.shutdown().await;
+    }
+
     /// After a response: whether the connection serves another request.
     /// The request body must have been read to its end (what is buffered
     /// already is consumed here) and the response ended.
     pub async fn finish(&mut self) -> bool {
         if !self.will_keepalive() || self.framing != Framing::Ended {
-            let _ = self.stream.shutdown().await;
+            self.close().await;
             return false;
         }
         true
@@ -350,7 +322,6 @@ fn placeholder() -> RequestHeader {
 /// A request header parsed off the front of the read buffer.
 struct Parsed {
     req: RequestHeader,
-    raw: Bytes,
     body: BodyDecoder,
     keep_alive: bool,
     /// `expect: 100-continue` (removed from the request).
@@ -359,9 +330,8 @@ struct Parsed {
 
 /// Parses a request header out of `buf` (consuming it), or `None` when it
 /// is not complete yet. A plain function: httparse's header array lives on
-/// the stack, not in the connection's future. Most requests carry a few
-/// headers: a small array is tried first (clearing room for 256 on every
-/// request showed in profiles), the full one when it is too small.
+/// the stack, not in the connection's future. A small header array is
+/// tried first (`FEW_HEADERS`), the full one when it is too small.
 fn parse_request(buf: &mut BytesMut) -> Result<Option<Parsed>, BadRequest> {
     // A 431 leaves the buffer as it was.
     match parse_request_with::<FEW_HEADERS>(buf) {
@@ -369,9 +339,6 @@ fn parse_request(buf: &mut BytesMut) -> Result<Option<Parsed>, BadRequest> {
         parsed => parsed,
     }
 }
-
-/// Headers tried first (see `parse_request`).
-const FEW_HEADERS: usize = 32;
 
 fn parse_request_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Parsed>, BadRequest> {
     // Blank lines before a request are allowed (RFC 9112 §2.2).
@@ -410,11 +377,7 @@ fn parse_request_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Parse
     for &span in &spans[..count] {
         let (name, value) = crate::h1::header_at(&raw, span).ok_or(BadRequest(400))?;
         if name == header::CONNECTION {
-            if crate::h1::has_token(&value, "close") {
-                keep_alive = false;
-            } else if version == http::Version::HTTP_10 && crate::h1::has_token(&value, "keep-alive") {
-                keep_alive = true;
-            }
+            keep_alive = crate::h1::keep_alive_after(keep_alive, version, &value);
         } else if name == header::TRANSFER_ENCODING {
             te = true;
             chunked = value.as_bytes().rsplit(|b| *b == b',').next().is_some_and(|c| c.trim_ascii().eq_ignore_ascii_case(b"chunked"));
@@ -425,8 +388,10 @@ fn parse_request_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Parse
         header_map::append(&mut req, name, value);
     }
     let body = if te {
-        // A transfer coding that does not end in chunked cannot be delimited.
-        if !chunked {
+        // A transfer coding that does not end in chunked cannot be
+        // delimited; a length beside it is a smuggling attempt (Envoy
+        // refuses both framings at once).
+        if !chunked || req.headers.contains_key(header::CONTENT_LENGTH) {
             return Err(BadRequest(400));
         }
         BodyDecoder::chunked()
@@ -436,7 +401,7 @@ fn parse_request_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Parse
             Err(_) => return Err(BadRequest(400)),
         }
     };
-    Ok(Some(Parsed { req, raw, body, keep_alive, expects_continue }))
+    Ok(Some(Parsed { req, body, keep_alive, expects_continue }))
 }
 
 #[cfg(test)]
@@ -551,6 +516,7 @@ mod tests {
         for (bytes, status) in [
             (huge.into_bytes(), 431),
             (b"GET / HTTP/1.1\r\ntransfer-encoding: gzip\r\n\r\n".to_vec(), 400),
+            (b"POST / HTTP/1.1\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(), 400),
             (b"GET / HTTP/1.1\r\ncontent-length: 1\r\ncontent-length: 2\r\n\r\n".to_vec(), 400),
             (b"GET / HTTP/1.1\r\nbad header: x\r\n\r\n".to_vec(), 400),
         ] {
