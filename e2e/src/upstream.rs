@@ -10,8 +10,9 @@
 //!
 //! Request trailers are recorded among the headers as `trailer:NAME`.
 //!
-//! A gRPC request (`content-type: application/grpc`) is answered as a
-//! unary echo service: the request's message comes back with status 0,
+//! A gRPC request (`content-type: application/grpc`) to `/weft.Echo/Chat`
+//! or `/weft.Echo/Refuse` is a stream (see `grpc_chat`); any other is
+//! answered as a unary echo service: the request's message comes back with status 0,
 //! except that a message `fail:N:TEXT` gets a trailers-only response with
 //! grpc-status N and grpc-message TEXT, and `http:N` a plain HTTP status N.
 //!
@@ -200,13 +201,6 @@ async fn handle(
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<BoxBody<Bytes, Infallible>>, Infallible> {
     let (parts, body) = req.into_parts();
-    let (body, request_trailers) = match body.collect().await {
-        Ok(b) => {
-            let trailers = b.trailers().cloned().unwrap_or_default();
-            (b.to_bytes(), trailers)
-        }
-        Err(_) => Default::default(),
-    };
     let header = |n: &str| {
         parts
             .headers
@@ -235,25 +229,22 @@ async fn handle(
     if let Some(sni) = sni {
         headers.push((":sni".into(), sni));
     }
+    let path = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    if GRPC_STREAMING.contains(&path.as_str()) {
+        record(&seen, Seen { method: parts.method.to_string(), path: path.clone(), headers, body: Bytes::new() });
+        return Ok(grpc_chat(&path, header("x-md"), body));
+    }
+    let (body, request_trailers) = match body.collect().await {
+        Ok(b) => {
+            let trailers = b.trailers().cloned().unwrap_or_default();
+            (b.to_bytes(), trailers)
+        }
+        Err(_) => Default::default(),
+    };
     for (k, v) in &request_trailers {
         headers.push((format!("trailer:{k}"), String::from_utf8_lossy(v.as_bytes()).into_owned()));
     }
-    {
-        let mut log = seen.lock().expect("lock");
-        if log.len() >= 100_000 {
-            log.clear(); // long-running demo/bench processes: keep memory bounded
-        }
-        log.push(Seen {
-            method: parts.method.to_string(),
-            path: parts
-                .uri
-                .path_and_query()
-                .map(|p| p.to_string())
-                .unwrap_or_default(),
-            headers,
-            body: body.clone(),
-        });
-    }
+    record(&seen, Seen { method: parts.method.to_string(), path, headers, body: body.clone() });
     if header("content-type").as_deref() == Some("application/grpc") {
         return Ok(grpc_echo(&body));
     }
@@ -284,6 +275,76 @@ async fn handle(
         .body(response_body(Bytes::from(name), header("x-test-trailers")))
         .expect("valid response");
     Ok(resp)
+}
+
+fn record(seen: &Mutex<Vec<Seen>>, request: Seen) {
+    let mut log = seen.lock().expect("lock");
+    if log.len() >= 100_000 {
+        log.clear(); // long-running demo/bench processes: keep memory bounded
+    }
+    log.push(request);
+}
+
+/// The streaming gRPC methods (see [`grpc_chat`]).
+const GRPC_STREAMING: [&str; 2] = ["/weft.Echo/Chat", "/weft.Echo/Refuse"];
+
+/// A bidirectional gRPC stream, answered as the messages come:
+/// - `/weft.Echo/Chat`: response headers at once (with `x-md-echo`, the
+///   request's `x-md`), each message echoed back, and when the client ends
+///   its side, trailers with grpc-status 0 and grpc-message `bye`; a
+///   message `fail:N:TEXT` ends the stream at once with status N;
+/// - `/weft.Echo/Refuse`: a trailers-only response, grpc-status 16.
+///
+/// (Unary calls to other methods are [`grpc_echo`]'s.)
+fn grpc_chat(path: &str, md: Option<String>, mut body: hyper::body::Incoming) -> hyper::Response<BoxBody<Bytes, Infallible>> {
+    let builder = hyper::Response::builder().header("content-type", "application/grpc");
+    if path.ends_with("/Refuse") {
+        let response = builder.header("grpc-status", "16").header("grpc-message", "who are you").body(Full::new(Bytes::new()).boxed());
+        return response.expect("valid response");
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, Infallible>>(16);
+    tokio::spawn(async move {
+        let trailers = |code: &str, message: &str| {
+            let mut map = http::HeaderMap::new();
+            map.insert("grpc-status", http::HeaderValue::from_str(code).unwrap_or(http::HeaderValue::from_static("2")));
+            map.insert("grpc-message", http::HeaderValue::from_str(message).unwrap_or(http::HeaderValue::from_static("")));
+            Ok(Frame::trailers(map))
+        };
+        let mut buf = Vec::new();
+        loop {
+            let data = match body.frame().await {
+                Some(Ok(frame)) => frame.into_data().unwrap_or_default(),
+                Some(Err(_)) => return, // reset by the client
+                None => {
+                    let _ = tx.send(trailers("0", "bye")).await;
+                    return;
+                }
+            };
+            buf.extend_from_slice(&data);
+            while buf.len() >= 5 {
+                let len = u32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]) as usize;
+                if buf.len() < 5 + len {
+                    break;
+                }
+                let framed: Vec<u8> = buf.drain(..5 + len).collect();
+                let text = String::from_utf8_lossy(&framed[5..]).into_owned();
+                if let Some(rest) = text.strip_prefix("fail:") {
+                    let (code, why) = rest.split_once(':').unwrap_or((rest, ""));
+                    let _ = tx.send(trailers(code, why)).await;
+                    return;
+                }
+                if tx.send(Ok(Frame::data(Bytes::from(framed)))).await.is_err() {
+                    return;
+                }
+            }
+        }
+    });
+    let builder = match md {
+        Some(md) => builder.header("x-md-echo", md),
+        None => builder,
+    };
+    let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
+    builder.body(StreamBody::new(stream).boxed()).expect("valid response")
 }
 
 /// The body, then the trailers `k=v,k2=v2` when asked for.

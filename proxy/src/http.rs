@@ -12,7 +12,7 @@
 pub mod downstream;
 mod edge;
 mod forward;
-pub use forward::{call, Called};
+pub use forward::{call, open_stream, Called, Opened};
 mod header_map;
 mod local;
 mod xff;

@@ -18,6 +18,8 @@
 //! | `stream` | the HTTP filter: a plugin context per request |
 //! | `testkit` | a plugin in-process, for plugin authors' tests |
 //! | `callout` | HTTP and unary gRPC callouts and how their answers read |
+//! | `grpc_stream` | gRPC streams: the task carrying one, its events |
+//! | `grpc` | gRPC framing and statuses, as Envoy's async client reads them |
 //! | `properties`, `shared`, `metrics`, `remote` | what the host functions reach |
 
 pub mod abi;
@@ -25,6 +27,8 @@ mod callout;
 #[allow(unsafe_code)]
 mod code_cache;
 pub mod engine;
+mod grpc;
+pub mod grpc_stream;
 pub mod host;
 pub mod metrics;
 pub mod plugin;

@@ -411,16 +411,7 @@ pub async fn call(cluster: &Cluster, mut req: RequestHeader, body: Bytes, timeou
                 upstream::checkin(x.upstream, x.pool, x.budget).await;
                 Ok(Called { resp, body: body.freeze(), trailers, local: false })
             }
-            // What the router would have answered, as Envoy's async
-            // client hands it to the caller.
-            Outcome::Failed(f) => synthesized(match f {
-                Failure::NoHost => (503, "no healthy upstream"),
-                Failure::Overflow => (503, "upstream connect error or disconnect/reset before headers. reset reason: overflow"),
-                Failure::Connect => (503, "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"),
-                Failure::PerTryTimeout => (504, "upstream request timeout"),
-                Failure::Reset => (503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination"),
-                Failure::Protocol => (502, "upstream connect error or disconnect/reset before headers. reset reason: protocol error"),
-            }),
+            Outcome::Failed(f) => synthesized(f),
         }
     };
     if timeout.is_zero() {
@@ -428,16 +419,62 @@ pub async fn call(cluster: &Cluster, mut req: RequestHeader, body: Bytes, timeou
     } else {
         match tokio::time::timeout(timeout, attempt).await {
             Ok(r) => r,
-            Err(_) => synthesized((504, "upstream request timeout")),
+            Err(_) => synthesized(Failure::PerTryTimeout),
         }
     }
 }
 
-fn synthesized((status, body): (u16, &'static str)) -> Result<Called, String> {
+/// What the router would have answered a failed attempt, as Envoy's async
+/// client hands it to the caller.
+fn synthesized(f: Failure) -> Result<Called, String> {
+    let (status, body) = match f {
+        Failure::NoHost => (503, "no healthy upstream"),
+        Failure::Overflow => (503, "upstream connect error or disconnect/reset before headers. reset reason: overflow"),
+        Failure::Connect => (503, "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"),
+        Failure::PerTryTimeout => (504, "upstream request timeout"),
+        Failure::Reset => (503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination"),
+        Failure::Protocol => (502, "upstream connect error or disconnect/reset before headers. reset reason: protocol error"),
+    };
     let mut resp = ResponseHeader::build(status, Some(2)).map_err(|e| e.to_string())?;
     let _ = resp.insert_header(header::CONTENT_LENGTH, body.len().to_string());
     let _ = resp.insert_header(header::CONTENT_TYPE, "text/plain");
     Ok(Called { resp, body: Bytes::from_static(body.as_bytes()), trailers: None, local: true })
+}
+
+/// A streaming request the proxy makes itself (a plugin's gRPC stream):
+/// the header sent on one of the cluster's HTTP/2 connections; the body
+/// follows through `body` while the response is read from `session`.
+pub struct Opened {
+    pub session: Box<pingora_core::protocols::http::v2::client::Http2Session>,
+    pub body: h2::SendStream<Bytes>,
+    /// The host's in-flight count (least-request balancing), held while
+    /// the stream lives.
+    _host: InFlight,
+}
+
+/// Opens a streaming request on an HTTP/2 cluster (the caller checks the
+/// cluster speaks it). `Err`: the router's own answer, as from [`call`].
+pub async fn open_stream(cluster: &Cluster, mut req: RequestHeader) -> Result<Opened, Result<Called, String>> {
+    let _ = req.insert_header("x-envoy-internal", HeaderValue::from_static("true"));
+    cluster.stats.rq_total.inc();
+    let Some(host) = cluster.pick(None) else { return Err(synthesized(Failure::NoHost)) };
+    let target = upstream::Target { addr: host.addr(), connect_timeout: cluster.connect_timeout, tls: cluster.tls.as_deref(), budget: None };
+    let session = match upstream::checkout(&target, true).await {
+        Ok((upstream::Session::H2(session), _)) => session,
+        Ok(_) => return Err(synthesized(Failure::Protocol)),
+        Err(ConnectError::Overflow) => return Err(synthesized(Failure::Overflow)),
+        Err(_) => {
+            cluster.record_outcome(host.host(), 503);
+            return Err(synthesized(Failure::Connect));
+        }
+    };
+    let mut session = session;
+    let header = Box::new(to_http2_upstream(&req, target.tls.is_some()));
+    if session.write_request_header(header, false).is_err() {
+        return Err(synthesized(Failure::Reset));
+    }
+    let Some(body) = session.take_request_body_writer() else { return Err(synthesized(Failure::Reset)) };
+    Ok(Opened { session, body, _host: host })
 }
 
 /// A retry's wait: fully jittered exponential back-off, as Envoy computes it.

@@ -24,6 +24,8 @@ pub enum MapType {
     RequestTrailers,
     ResponseHeaders,
     ResponseTrailers,
+    GrpcInitialMetadata,
+    GrpcTrailingMetadata,
     CallResponseHeaders,
     CallResponseTrailers,
 }
@@ -35,7 +37,8 @@ impl MapType {
             1 => MapType::RequestTrailers,
             2 => MapType::ResponseHeaders,
             3 => MapType::ResponseTrailers,
-            // 4, 5: gRPC metadata, unsupported with gRPC callouts.
+            4 => MapType::GrpcInitialMetadata,
+            5 => MapType::GrpcTrailingMetadata,
             6 => MapType::CallResponseHeaders,
             7 => MapType::CallResponseTrailers,
             _ => return None,

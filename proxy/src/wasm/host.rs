@@ -16,6 +16,7 @@ use super::abi::{self, BufferType, MapType, MetricType, Status};
 use super::plugin::Plugin;
 use super::properties::{self, StreamInfo};
 use super::shared;
+use super::{grpc_stream, grpc};
 
 /// The store's data: everything host functions can see.
 pub struct Host {
@@ -39,6 +40,9 @@ pub struct Host {
     pub grpc_message: Option<Bytes>,
     /// The status `proxy_get_status` gives in `on_grpc_close`.
     pub grpc_status: Option<(u32, Bytes)>,
+    /// The metadata an `on_grpc_receive_{initial,trailing}_metadata`
+    /// callback reads, with its map type.
+    pub grpc_metadata: Option<(MapType, Vec<(String, Bytes)>)>,
     /// HTTP and gRPC callouts asked for during this callback.
     pub calls: Vec<Callout>,
     /// Unary gRPC calls not answered yet, with the task sending each once
@@ -46,7 +50,13 @@ pub struct Host {
     /// and stops it: not sent at all when cancelled in the callback that
     /// made it, reset on the wire otherwise.
     pub grpc_pending: std::collections::HashMap<u32, Option<tokio::task::AbortHandle>>,
-    next_token: u32,
+    /// Open gRPC streams, by token.
+    pub grpc_streams: std::collections::HashMap<u32, grpc_stream::Handle>,
+    /// gRPC streams opened during this callback, started after it.
+    pub opening: Vec<grpc_stream::Opening>,
+    next_http_token: u32,
+    /// Envoy's numbering: odd tokens for unary calls, even for streams.
+    next_grpc_token: u32,
     /// Resumes and local replies for streams other than the running one.
     pub signals: Vec<(u32, Signal)>,
     /// `proxy_define_metric` ids index this.
@@ -72,9 +82,13 @@ impl Host {
             call_response: None,
             grpc_message: None,
             grpc_status: None,
+            grpc_metadata: None,
             calls: Vec::new(),
             grpc_pending: std::collections::HashMap::new(),
-            next_token: 1,
+            grpc_streams: std::collections::HashMap::new(),
+            opening: Vec::new(),
+            next_http_token: 1,
+            next_grpc_token: 1,
             signals: Vec::new(),
             metrics: Vec::new(),
             ready_queues: Vec::new(),
@@ -101,8 +115,7 @@ impl Host {
     /// callback) and returns its token; a gRPC call is pending until its
     /// answer or its cancellation.
     fn send_call(&mut self, cluster: std::sync::Arc<crate::model::Cluster>, headers: Vec<(String, Bytes)>, body: Bytes, timeout: Duration, grpc: bool) -> u32 {
-        let token = self.next_token;
-        self.next_token = self.next_token.wrapping_add(1).max(1);
+        let token = if grpc { self.grpc_token(1) } else { next_token(&mut self.next_http_token, |t| t != 0) };
         self.calls.push(Callout { token, context: self.effective, cluster, headers, body, timeout, grpc });
         if grpc {
             self.grpc_pending.insert(token, None);
@@ -110,11 +123,39 @@ impl Host {
         token
     }
 
+    /// Opens a gRPC stream for the effective context (started after the
+    /// callback) and returns its token.
+    fn open_stream(&mut self, cluster: std::sync::Arc<crate::model::Cluster>, headers: Vec<(String, Bytes)>) -> u32 {
+        let token = self.grpc_token(0);
+        let (opening, handle) = grpc_stream::Opening::new(token, self.effective, cluster, headers);
+        self.opening.push(opening);
+        self.grpc_streams.insert(token, handle);
+        token
+    }
+
+    /// The next gRPC token of the parity (1: calls, 0: streams) not in use.
+    fn grpc_token(&mut self, parity: u32) -> u32 {
+        let (pending, streams) = (&self.grpc_pending, &self.grpc_streams);
+        next_token(&mut self.next_grpc_token, |t| t & 1 == parity && !pending.contains_key(&t) && !streams.contains_key(&t))
+    }
+
     /// `proxy_send_local_response` on the effective context, likewise.
     fn reply(&mut self, reply: LocalResponse) {
         match self.stream() {
             Some(s) => s.local_reply = Some(reply),
             None => self.signals.push((self.effective, Signal::LocalReply(reply))),
+        }
+    }
+}
+
+/// Takes tokens from `next` until one is `free` (skipping 0, which the
+/// ABI never hands out).
+fn next_token(next: &mut u32, free: impl Fn(u32) -> bool) -> u32 {
+    loop {
+        let token = *next;
+        *next = next.wrapping_add(1);
+        if token != 0 && free(token) {
+            return token;
         }
     }
 }
@@ -169,6 +210,8 @@ pub enum Signal {
     Resume,
     LocalReply(LocalResponse),
     CallDone(u32, Answer),
+    /// An event of a gRPC stream the waiting stream opened.
+    Grpc(u32, grpc_stream::Event),
 }
 
 /// How a callout ended.
@@ -225,6 +268,25 @@ fn grpc_target(service: &[u8]) -> (String, String) {
     let name = String::from_utf8_lossy(service).into_owned();
     (name.clone(), name)
 }
+
+/// A gRPC call's or stream's cluster and request headers. `None` (Envoy:
+/// a parse failure) when the service is neither a `GrpcService` nor a
+/// known cluster's name.
+fn grpc_request(caller: &C<'_>, service: &[u8], service_name: &str, method: &str) -> Option<(std::sync::Arc<crate::model::Cluster>, Headers)> {
+    let (cluster_name, authority) = grpc_target(service);
+    let cluster = caller.data().plugin.upgrade()?.clusters.load().get(&cluster_name).cloned()?;
+    let headers = vec![
+        (":method".to_string(), Bytes::from_static(b"POST")),
+        (":path".to_string(), Bytes::from(format!("/{service_name}/{method}"))),
+        (":authority".to_string(), Bytes::from(authority)),
+        ("content-type".to_string(), Bytes::from_static(b"application/grpc")),
+        ("te".to_string(), Bytes::from_static(b"trailers")),
+    ];
+    Some((cluster, headers))
+}
+
+/// Header pairs as a plugin reads and writes them.
+type Headers = Vec<(String, Bytes)>;
 
 /// A serialized header map as owned pairs, names lower-cased as Envoy
 /// keeps them.
@@ -594,7 +656,7 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             Ok(if put_u32(&mut caller, token_out, token) { Status::Ok } else { Status::InvalidMemoryAccess } as i32)
         },
     )?;
-    // Unary gRPC callouts; streams are not supported yet (Unimplemented).
+    // gRPC: unary calls (callout.rs) and streams (grpc_stream.rs).
     linker.func_wrap(
         "env",
         "proxy_grpc_call",
@@ -618,51 +680,83 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             let raw = status!(read(&caller, hptr, hlen));
             let message = status!(read(&caller, bptr, blen));
             let Some(metadata) = owned_pairs(&raw) else { return Ok(Status::BadArgument as i32) };
-            let (cluster_name, authority) = grpc_target(&service);
-            let Some(plugin) = caller.data().plugin.upgrade() else { return Ok(Status::InternalFailure as i32) };
-            // Envoy: a service that is neither a GrpcService nor a known
-            // cluster's name does not parse.
-            let Some(cluster) = plugin.clusters.load().get(&cluster_name).cloned() else {
+            let Some((cluster, mut headers)) = grpc_request(&caller, &service, &service_name, &method) else {
                 return Ok(Status::ParseFailure as i32);
             };
             let timeout = Duration::from_millis(timeout_ms as u32 as u64);
-            let mut headers = vec![
-                (":method".to_string(), Bytes::from_static(b"POST")),
-                (":path".to_string(), Bytes::from(format!("/{service_name}/{method}"))),
-                (":authority".to_string(), Bytes::from(authority)),
-                ("content-type".to_string(), Bytes::from_static(b"application/grpc")),
-                ("te".to_string(), Bytes::from_static(b"trailers")),
-            ];
             if !timeout.is_zero() {
                 headers.push(("grpc-timeout".to_string(), Bytes::from(format!("{}m", timeout.as_millis()))));
             }
             headers.extend(metadata);
-            let token = caller.data_mut().send_call(cluster, headers, super::callout::frame(&message), timeout, true);
+            let token = caller.data_mut().send_call(cluster, headers, grpc::frame(&message), timeout, true);
             Ok(if put_u32(&mut caller, token_out, token) { Status::Ok } else { Status::InvalidMemoryAccess } as i32)
         },
     )?;
     linker.func_wrap(
         "env",
         "proxy_grpc_stream",
-        |_c: C<'_>, _a: i32, _b: i32, _c2: i32, _d: i32, _e: i32, _f: i32, _g: i32, _h: i32, _i: i32| -> R { Ok(Status::Unimplemented as i32) },
+        |mut caller: C<'_>, sptr: i32, slen: i32, nptr: i32, nlen: i32, mptr: i32, mlen: i32, hptr: i32, hlen: i32, token_out: i32| -> R {
+            let service = status!(read(&caller, sptr, slen));
+            let service_name = status!(text(&caller, nptr, nlen));
+            let method = status!(text(&caller, mptr, mlen));
+            let raw = status!(read(&caller, hptr, hlen));
+            let Some(metadata) = owned_pairs(&raw) else { return Ok(Status::BadArgument as i32) };
+            let Some((cluster, mut headers)) = grpc_request(&caller, &service, &service_name, &method) else {
+                return Ok(Status::ParseFailure as i32);
+            };
+            if !cluster.http2 {
+                // Envoy would send it as HTTP/1.1; a stream of messages and
+                // its trailers need HTTP/2, so we refuse it and say why.
+                tracing::warn!(plugin = %caller.data().name, cluster = %cluster.name, "a gRPC stream needs an HTTP/2 cluster (http2_protocol_options)");
+                return Ok(Status::BadArgument as i32);
+            }
+            headers.extend(metadata);
+            let token = caller.data_mut().open_stream(cluster, headers);
+            Ok(if put_u32(&mut caller, token_out, token) { Status::Ok } else { Status::InvalidMemoryAccess } as i32)
+        },
     )?;
-    linker.func_wrap("env", "proxy_grpc_send", |_c: C<'_>, _t: i32, _p: i32, _l: i32, _e: i32| -> R { Ok(Status::Unimplemented as i32) })?;
-    // Cancelling or closing a unary call stops it and drops its answer:
-    // no callback. An unknown token is a bad argument, as in Envoy.
-    for name in ["proxy_grpc_cancel", "proxy_grpc_close"] {
-        linker.func_wrap("env", name, |mut caller: C<'_>, token: i32| -> R {
+    linker.func_wrap("env", "proxy_grpc_send", |mut caller: C<'_>, token: i32, ptr: i32, len: i32, end: i32| -> R {
+        let message = Bytes::from(status!(read(&caller, ptr, len)));
+        let token = token as u32;
+        if token & 1 == 1 {
+            return Ok(Status::BadArgument as i32); // a unary call's token
+        }
+        let Some(stream) = caller.data_mut().grpc_streams.get_mut(&token) else { return Ok(Status::NotFound as i32) };
+        // Sending on a side that is over does nothing, as in Envoy.
+        let _ = stream.outgoing.send(grpc_stream::Outgoing::Message(message, end != 0));
+        Ok(Status::Ok as i32)
+    })?;
+    // Cancelling a unary call, or closing it, stops it and drops its
+    // answer: no callback. Cancelling a stream resets it, with no more
+    // callbacks; closing it ends the plugin's side. An unknown token is,
+    // as in Envoy, a bad argument when odd (a call's) and not found when
+    // even (a stream's).
+    for (name, cancel) in [("proxy_grpc_cancel", true), ("proxy_grpc_close", false)] {
+        linker.func_wrap("env", name, move |mut caller: C<'_>, token: i32| -> R {
             let host = caller.data_mut();
             let token = token as u32;
-            match host.grpc_pending.remove(&token) {
-                Some(sending) => {
-                    host.calls.retain(|c| c.token != token);
-                    if let Some(task) = sending {
-                        task.abort();
-                    }
-                    Ok(Status::Ok as i32)
+            if let Some(sending) = host.grpc_pending.remove(&token) {
+                host.calls.retain(|c| c.token != token);
+                if let Some(task) = sending {
+                    task.abort();
                 }
-                None => Ok(Status::BadArgument as i32),
+                return Ok(Status::Ok as i32);
             }
+            let Some(stream) = host.grpc_streams.get_mut(&token) else {
+                return Ok(if token & 1 == 1 { Status::BadArgument } else { Status::NotFound } as i32);
+            };
+            if cancel || stream.remote_closed {
+                host.opening.retain(|o| o.token != token);
+                if let Some(stream) = host.grpc_streams.remove(&token) {
+                    if cancel {
+                        stream.cancel();
+                    }
+                }
+            } else if !stream.local_closed {
+                stream.local_closed = true;
+                let _ = stream.outgoing.send(grpc_stream::Outgoing::Close);
+            }
+            Ok(Status::Ok as i32)
         })?;
     }
     linker.func_wrap("env", "proxy_get_status", |mut caller: C<'_>, code_out: i32, ptr_out: i32, size_out: i32| -> R {
@@ -745,6 +839,9 @@ fn headers_of(host: &mut Host, map: MapType) -> Option<Vec<(String, Bytes)>> {
         MapType::ResponseTrailers => Some(pairs(host.stream()?.response_trailers.as_ref()?)),
         MapType::CallResponseHeaders => host.call_response.as_ref().map(|c| c.headers.clone()),
         MapType::CallResponseTrailers => host.call_response.as_ref().map(|c| c.trailers.clone()),
+        MapType::GrpcInitialMetadata | MapType::GrpcTrailingMetadata => {
+            host.grpc_metadata.as_ref().filter(|(m, _)| *m == map).map(|(_, pairs)| pairs.clone())
+        }
         // Request trailers never reach the proxy (Pingora does not read
         // them): an empty map.
         MapType::RequestTrailers => Some(Vec::new()),

@@ -166,6 +166,18 @@ impl Stream {
     /// A paused stream: answers its callouts until the plugin resumes it
     /// or replies.
     async fn wait(&self, data: &mut Option<StreamData>) -> Result<Outcome, ()> {
+        self.waiter.set_paused(true);
+        let outcome = self.wait_for_plugin(data).await;
+        self.waiter.set_paused(false);
+        // gRPC stream events that came with the one that resumed it reach
+        // the plugin now, the stream still within reach.
+        for (token, event) in self.waiter.take_grpc_events() {
+            with_existing_id(self.plugin.id, self.generation, |vm| vm.grpc_event(data, token, event));
+        }
+        outcome
+    }
+
+    async fn wait_for_plugin(&self, data: &mut Option<StreamData>) -> Result<Outcome, ()> {
         loop {
             if let Some(d) = data.as_mut() {
                 if d.close {
@@ -185,6 +197,15 @@ impl Stream {
                     with_existing_id(self.plugin.id, self.generation, |vm| vm.call_response(data, token, result))
                         .ok_or(())?
                         .map_err(drop)?;
+                }
+                Signal::Grpc(token, event) => {
+                    let vm_failed = with_existing_id(self.plugin.id, self.generation, |vm| {
+                        vm.grpc_event(data, token, event);
+                        vm.failed
+                    });
+                    if vm_failed.unwrap_or(true) {
+                        return Err(());
+                    }
                 }
             }
         }

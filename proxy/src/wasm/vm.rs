@@ -5,6 +5,8 @@
 //! ```text
 //!  worker thread ─ VMS[plugin] ─► Vm { store(Host), exports, generation }
 //!     request ─► with_vm ─► stream callback ─► after_callback ─┬─ callouts: spawned, answer to the stream's Waiter
+//!                                                              ├─ gRPC streams: spawned, events to the opener's
+//!                                                              │  Waiter while it is paused, else to the root
 //!                                                              ├─ signals to other streams (resume, local reply)
 //!                                                              └─ tick loop started when the plugin asks
 //!  a trap or an overrun: VM dropped, the next request (at most one a
@@ -14,15 +16,16 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::rc::Rc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use rustc_hash::FxHashMap;
 use wasmtime::{Store, StoreLimitsBuilder, TypedFunc, WasmParams, WasmResults};
 
-use super::abi::Action;
+use super::abi::{Action, MapType};
 use super::engine::{lock, EPOCH_TICK};
+use super::grpc_stream::{self, Event};
 use super::host::{Answer, GrpcAnswer, Host, Signal, StreamData};
 use super::plugin::Plugin;
 
@@ -84,6 +87,9 @@ struct Exports {
     grpc_receive: F<(i32, i32, i32), ()>,
     /// (context, token, status code)
     grpc_close: F<(i32, i32, i32), ()>,
+    /// (context, token, number of headers)
+    grpc_initial_metadata: F<(i32, i32, i32), ()>,
+    grpc_trailing_metadata: F<(i32, i32, i32), ()>,
     done: F<i32, i32>,
     log: F<i32, ()>,
     delete: F<i32, ()>,
@@ -110,12 +116,33 @@ pub struct Failed;
 pub struct Waiter {
     notify: tokio::sync::Notify,
     signals: Mutex<VecDeque<Signal>>,
+    /// The stream waits here now: events of the gRPC streams it opened
+    /// come here, so the plugin can act on it when it hears them.
+    paused: AtomicBool,
 }
 
 impl Waiter {
     pub fn push(&self, s: Signal) {
         lock(&self.signals).push_back(s);
         self.notify.notify_one();
+    }
+
+    pub fn set_paused(&self, paused: bool) {
+        self.paused.store(paused, Ordering::Relaxed);
+    }
+
+    /// The gRPC stream events that came while the stream waited and are
+    /// still queued (it resumed before reading them).
+    pub fn take_grpc_events(&self) -> Vec<(u32, Event)> {
+        let mut signals = lock(&self.signals);
+        let (grpc, rest): (VecDeque<Signal>, VecDeque<Signal>) = signals.drain(..).partition(|s| matches!(s, Signal::Grpc(..)));
+        *signals = rest;
+        grpc.into_iter()
+            .filter_map(|s| match s {
+                Signal::Grpc(token, event) => Some((token, event)),
+                _ => None,
+            })
+            .collect()
     }
 
     pub async fn next(&self) -> Signal {
@@ -187,6 +214,8 @@ impl Vm {
             http_call_response: export!("proxy_on_http_call_response"),
             grpc_receive: export!("proxy_on_grpc_receive"),
             grpc_close: export!("proxy_on_grpc_close"),
+            grpc_initial_metadata: export!("proxy_on_grpc_receive_initial_metadata"),
+            grpc_trailing_metadata: export!("proxy_on_grpc_receive_trailing_metadata"),
             done: export!("proxy_on_done"),
             log: export!("proxy_on_log"),
             delete: export!("proxy_on_delete"),
@@ -303,20 +332,62 @@ impl Vm {
                 self.store.data_mut().call_response = None;
                 r
             }
-            Answer::Grpc(GrpcAnswer::Message(message)) => {
-                let size = message.len() as i32;
-                self.store.data_mut().grpc_message = Some(message);
-                let r = self.with_stream(data, context, |vm| vm.call(|f| &f.grpc_receive, (c, t, size)));
-                self.store.data_mut().grpc_message = None;
-                r
-            }
-            Answer::Grpc(GrpcAnswer::Closed { code, message }) => {
-                // Kept for proxy_get_status until the next close, as Envoy.
-                self.store.data_mut().grpc_status = Some((code, message));
-                self.with_stream(data, context, |vm| vm.call(|f| &f.grpc_close, (c, t, code as i32)))
-            }
+            Answer::Grpc(GrpcAnswer::Message(message)) => self.grpc_receive(data, token, message),
+            Answer::Grpc(GrpcAnswer::Closed { code, message }) => self.grpc_close(data, token, (code, message)),
         };
         r.map(drop)
+    }
+
+    /// One event of a gRPC stream the plugin opened, for the root context
+    /// (the stream's opener within reach in `data`, when it waits).
+    /// `false`: the plugin no longer hears of this stream.
+    pub fn grpc_event(&mut self, data: &mut Option<StreamData>, token: u32, event: Event) -> bool {
+        if !self.store.data().grpc_streams.contains_key(&token) {
+            return false; // cancelled
+        }
+        let r = match event {
+            Event::InitialMetadata(pairs) => self.grpc_metadata(data, token, MapType::GrpcInitialMetadata, pairs),
+            Event::Message(message) => self.grpc_receive(data, token, message),
+            Event::TrailingMetadata(pairs) => self.grpc_metadata(data, token, MapType::GrpcTrailingMetadata, pairs),
+            Event::Close(status) => {
+                let _ = self.grpc_close(data, token, status);
+                // Forgotten once both sides are over, as Envoy's.
+                let streams = &mut self.store.data_mut().grpc_streams;
+                match streams.get_mut(&token) {
+                    Some(s) if s.local_closed => drop(streams.remove(&token)),
+                    Some(s) => s.remote_closed = true,
+                    None => {}
+                }
+                return false; // the last event
+            }
+        };
+        r.is_ok() && self.store.data().grpc_streams.contains_key(&token)
+    }
+
+    fn grpc_receive(&mut self, data: &mut Option<StreamData>, token: u32, message: bytes::Bytes) -> Result<Option<()>, Failed> {
+        let (c, t, size) = (self.store.data().root_context as i32, token as i32, message.len() as i32);
+        self.store.data_mut().grpc_message = Some(message);
+        let r = self.with_stream(data, c as u32, |vm| vm.call(|f| &f.grpc_receive, (c, t, size)));
+        self.store.data_mut().grpc_message = None;
+        r
+    }
+
+    fn grpc_close(&mut self, data: &mut Option<StreamData>, token: u32, status: super::grpc::Status) -> Result<Option<()>, Failed> {
+        let (c, t, code) = (self.store.data().root_context as i32, token as i32, status.0 as i32);
+        // Kept for proxy_get_status until the next close, as Envoy.
+        self.store.data_mut().grpc_status = Some(status);
+        self.with_stream(data, c as u32, |vm| vm.call(|f| &f.grpc_close, (c, t, code)))
+    }
+
+    fn grpc_metadata(&mut self, data: &mut Option<StreamData>, token: u32, map: MapType, pairs: Vec<(String, bytes::Bytes)>) -> Result<Option<()>, Failed> {
+        let (c, t, count) = (self.store.data().root_context as i32, token as i32, pairs.len() as i32);
+        self.store.data_mut().grpc_metadata = Some((map, pairs));
+        let r = match map {
+            MapType::GrpcInitialMetadata => self.with_stream(data, c as u32, |vm| vm.call(|f| &f.grpc_initial_metadata, (c, t, count))),
+            _ => self.with_stream(data, c as u32, |vm| vm.call(|f| &f.grpc_trailing_metadata, (c, t, count))),
+        };
+        self.store.data_mut().grpc_metadata = None;
+        r
     }
 
     fn with_stream<T>(&mut self, data: &mut Option<StreamData>, context: u32, f: impl FnOnce(&mut Vm) -> T) -> T {
@@ -358,10 +429,11 @@ impl Vm {
     fn after_callback(&mut self) {
         let host = self.store.data_mut();
         // The usual case, on every callback of every request: nothing to do.
-        if host.calls.is_empty() && host.signals.is_empty() && (host.tick.is_none() || self.ticking) {
+        if host.calls.is_empty() && host.signals.is_empty() && host.opening.is_empty() && (host.tick.is_none() || self.ticking) {
             return;
         }
         let calls = std::mem::take(&mut host.calls);
+        let opening = std::mem::take(&mut host.opening);
         let signals = std::mem::take(&mut host.signals);
         let tick = host.tick;
         let plugin = host.plugin.clone();
@@ -395,6 +467,13 @@ impl Vm {
                 *slot = Some(task.abort_handle());
             }
         }
+        for open in opening {
+            let (token, context, plugin) = (open.token, open.context, plugin.clone());
+            let task = tokio::spawn(grpc_stream::run(open, move |event| deliver_grpc(&plugin, generation, context, token, event)));
+            if let Some(stream) = self.store.data_mut().grpc_streams.get_mut(&token) {
+                stream.task = Some(task.abort_handle());
+            }
+        }
         if tick.is_some() && !self.ticking {
             self.ticking = true;
             tokio::spawn(async move {
@@ -407,6 +486,20 @@ impl Vm {
             });
         }
     }
+}
+
+/// Hands a gRPC stream's event to the VM that opened it: to the opening
+/// stream if it is paused (the plugin may act on it then, as the event
+/// comes), else straight to the root context. `false`: nobody listens.
+fn deliver_grpc(plugin: &Weak<Plugin>, generation: u64, context: u32, token: u32, event: Event) -> bool {
+    with_existing(plugin, generation, |vm| match vm.waiting.get(&context).filter(|w| w.paused.load(Ordering::Relaxed)) {
+        Some(waiter) => {
+            waiter.push(Signal::Grpc(token, event));
+            true
+        }
+        None => vm.grpc_event(&mut None, token, event),
+    })
+    .unwrap_or(false)
 }
 
 fn budget_ticks(limits: Limits) -> u64 {
