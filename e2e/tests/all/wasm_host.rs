@@ -314,6 +314,28 @@ async fn cancelled_grpc_calls_answer_nothing_like_envoy() {
     assert!(seen[1].1.contains("x-grpc-cancel: 02\n") && !seen[1].1.contains("x-grpc-reply"), "{}", seen[1].1);
 }
 
+/// A callout's answer reaches the plugin even when the request that made
+/// it did not wait for it (and may be gone): the plugin keeps the message
+/// and a later request reads it, as on Envoy. (Such answers used to wait
+/// for a pause that never came.)
+#[tokio::test]
+async fn callout_answers_reach_plugins_that_did_not_wait_like_envoy() {
+    let up = Upstream::start("up").await;
+    let template = over_http2(&bootstrap(&module("grpc"), CONFIGURED));
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
+        let asked = Request::get("/async").header("x-grpc-msg", "hello").header("x-grpc-async", "1");
+        assert_eq!(proxy.send(&asked).await.status, 200, "{kind:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        up.take();
+        assert_eq!(proxy.send(&Request::get("/last").header("x-grpc-last", "1")).await.status, 200, "{kind:?}");
+        seen.push(up.take().iter().find_map(|s| s.header("x-grpc-kept").map(str::to_string)));
+    }
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    assert_eq!(seen[1].as_deref(), Some("hello"));
+}
+
 /// The `x-grpc-log` header the stream plugin (tests/all/wasm/grpc_stream.wat)
 /// gave the request that reached the app, and what the gRPC service saw.
 fn stream_log(outcome: &crate::Outcome) -> (String, Option<String>) {

@@ -214,6 +214,13 @@ pub enum Signal {
     Grpc(u32, grpc_stream::Event),
 }
 
+impl Signal {
+    /// An answer to what a plugin asked for, rather than a command.
+    pub fn is_answer(&self) -> bool {
+        matches!(self, Signal::CallDone(..) | Signal::Grpc(..))
+    }
+}
+
 /// How a callout ended.
 #[derive(Debug)]
 pub enum Answer {

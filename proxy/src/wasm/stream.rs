@@ -169,10 +169,10 @@ impl Stream {
         self.waiter.set_paused(true);
         let outcome = self.wait_for_plugin(data).await;
         self.waiter.set_paused(false);
-        // gRPC stream events that came with the one that resumed it reach
-        // the plugin now, the stream still within reach.
-        for (token, event) in self.waiter.take_grpc_events() {
-            with_existing_id(self.plugin.id, self.generation, |vm| vm.grpc_event(data, token, event));
+        // Answers that came with the one that resumed it reach the plugin
+        // now, the stream still within reach.
+        for answer in self.waiter.take_answers() {
+            with_existing_id(self.plugin.id, self.generation, |vm| vm.answer(data, answer));
         }
         outcome
     }
@@ -193,14 +193,9 @@ impl Stream {
             match self.waiter.next().await {
                 Signal::Resume => return Ok(Outcome::Continue),
                 Signal::LocalReply(reply) => return Ok(Outcome::Reply(local_reply(reply))),
-                Signal::CallDone(token, result) => {
-                    with_existing_id(self.plugin.id, self.generation, |vm| vm.call_response(data, token, result))
-                        .ok_or(())?
-                        .map_err(drop)?;
-                }
-                Signal::Grpc(token, event) => {
+                answer @ (Signal::CallDone(..) | Signal::Grpc(..)) => {
                     let vm_failed = with_existing_id(self.plugin.id, self.generation, |vm| {
-                        vm.grpc_event(data, token, event);
+                        vm.answer(data, answer);
                         vm.failed
                     });
                     if vm_failed.unwrap_or(true) {

@@ -4,9 +4,9 @@
 //!
 //! ```text
 //!  worker thread ─ VMS[plugin] ─► Vm { store(Host), exports, generation }
-//!     request ─► with_vm ─► stream callback ─► after_callback ─┬─ callouts: spawned, answer to the stream's Waiter
-//!                                                              ├─ gRPC streams: spawned, events to the opener's
-//!                                                              │  Waiter while it is paused, else to the root
+//!     request ─► with_vm ─► stream callback ─► after_callback ─┬─ callouts and gRPC streams: spawned; answers to
+//!                                                              │  the asking stream's Waiter while it is paused,
+//!                                                              │  else to the root context
 //!                                                              ├─ signals to other streams (resume, local reply)
 //!                                                              └─ tick loop started when the plugin asks
 //!  a trap or an overrun: VM dropped, the next request (at most one a
@@ -116,8 +116,9 @@ pub struct Failed;
 pub struct Waiter {
     notify: tokio::sync::Notify,
     signals: Mutex<VecDeque<Signal>>,
-    /// The stream waits here now: events of the gRPC streams it opened
-    /// come here, so the plugin can act on it when it hears them.
+    /// The stream waits here now: answers to what it asked for (callouts,
+    /// gRPC stream events) come here, so the plugin can act on it when it
+    /// hears them.
     paused: AtomicBool,
 }
 
@@ -131,18 +132,13 @@ impl Waiter {
         self.paused.store(paused, Ordering::Relaxed);
     }
 
-    /// The gRPC stream events that came while the stream waited and are
-    /// still queued (it resumed before reading them).
-    pub fn take_grpc_events(&self) -> Vec<(u32, Event)> {
+    /// The answers that came while the stream waited and are still queued
+    /// (it resumed before reading them).
+    pub fn take_answers(&self) -> VecDeque<Signal> {
         let mut signals = lock(&self.signals);
-        let (grpc, rest): (VecDeque<Signal>, VecDeque<Signal>) = signals.drain(..).partition(|s| matches!(s, Signal::Grpc(..)));
+        let (answers, rest) = signals.drain(..).partition(Signal::is_answer);
         *signals = rest;
-        grpc.into_iter()
-            .filter_map(|s| match s {
-                Signal::Grpc(token, event) => Some((token, event)),
-                _ => None,
-            })
-            .collect()
+        answers
     }
 
     pub async fn next(&self) -> Signal {
@@ -338,6 +334,20 @@ impl Vm {
         r.map(drop)
     }
 
+    /// An answer to what the plugin asked for (a callout's, a gRPC stream
+    /// event), with the stream that asked within reach in `data` when it
+    /// waits. `false`: the plugin no longer hears of it.
+    pub fn answer(&mut self, data: &mut Option<StreamData>, answer: Signal) -> bool {
+        match answer {
+            Signal::CallDone(token, result) => {
+                let _ = self.call_response(data, token, result);
+                false // a callout has one answer
+            }
+            Signal::Grpc(token, event) => self.grpc_event(data, token, event),
+            Signal::Resume | Signal::LocalReply(_) => false,
+        }
+    }
+
     /// One event of a gRPC stream the plugin opened, for the root context
     /// (the stream's opener within reach in `data`, when it waits).
     /// `false`: the plugin no longer hears of this stream.
@@ -448,20 +458,12 @@ impl Vm {
         }
         let generation = self.generation;
         for call in calls {
-            let waiter = self.waiting.get(&call.context).cloned();
             let plugin = plugin.clone();
             let grpc = call.grpc.then_some(call.token);
             let task = tokio::spawn(async move {
-                let token = call.token;
+                let (token, context) = (call.token, call.context);
                 let result = super::callout::send(call).await;
-                match waiter {
-                    Some(w) => w.push(Signal::CallDone(token, result)),
-                    None => {
-                        with_existing(&plugin, generation, |vm| {
-                            let _ = vm.call_response(&mut None, token, result);
-                        });
-                    }
-                }
+                deliver(&plugin, generation, context, Signal::CallDone(token, result));
             });
             if let Some(slot) = grpc.and_then(|token| self.store.data_mut().grpc_pending.get_mut(&token)) {
                 *slot = Some(task.abort_handle());
@@ -469,7 +471,7 @@ impl Vm {
         }
         for open in opening {
             let (token, context, plugin) = (open.token, open.context, plugin.clone());
-            let task = tokio::spawn(grpc_stream::run(open, move |event| deliver_grpc(&plugin, generation, context, token, event)));
+            let task = tokio::spawn(grpc_stream::run(open, move |event| deliver(&plugin, generation, context, Signal::Grpc(token, event))));
             if let Some(stream) = self.store.data_mut().grpc_streams.get_mut(&token) {
                 stream.task = Some(task.abort_handle());
             }
@@ -488,16 +490,18 @@ impl Vm {
     }
 }
 
-/// Hands a gRPC stream's event to the VM that opened it: to the opening
-/// stream if it is paused (the plugin may act on it then, as the event
-/// comes), else straight to the root context. `false`: nobody listens.
-fn deliver_grpc(plugin: &Weak<Plugin>, generation: u64, context: u32, token: u32, event: Event) -> bool {
+/// Hands an answer (a callout's, a gRPC stream's event) to the VM that
+/// asked: to the stream that asked if it is paused (the plugin may act on
+/// it then, as the answer comes), else straight to the root context, as
+/// Envoy answers whether or not the stream waits (or still exists).
+/// `false`: nobody listens any more.
+fn deliver(plugin: &Weak<Plugin>, generation: u64, context: u32, answer: Signal) -> bool {
     with_existing(plugin, generation, |vm| match vm.waiting.get(&context).filter(|w| w.paused.load(Ordering::Relaxed)) {
         Some(waiter) => {
-            waiter.push(Signal::Grpc(token, event));
+            waiter.push(answer);
             true
         }
-        None => vm.grpc_event(&mut None, token, event),
+        None => vm.answer(&mut None, answer),
     })
     .unwrap_or(false)
 }

@@ -7,6 +7,9 @@
 ;; With `x-grpc-cancel` it cancels the call at once and goes on, telling
 ;; the app what proxy_grpc_cancel returned for the call and for an unknown
 ;; token: `x-grpc-cancel: <'0' + status><'0' + status>`.
+;; With `x-grpc-async` it goes on at once: the answer comes while the
+;; request is no longer paused (or gone), and is only kept. A request
+;; with `x-grpc-last` gets the last message received as `x-grpc-kept`.
 (module
   (import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_buffer_bytes" (func $buffer (param i32 i32 i32 i32 i32) (result i32)))
@@ -30,11 +33,16 @@
   (data (i32.const 144) "x-grpc-message")
   ;; 160: the code's letter; 164: the cancel statuses.
   (data (i32.const 176) "x-grpc-cancel")
-  ;; 200..220, 300: out-pointers; heap from 4096.
+  (data (i32.const 224) "x-grpc-async")
+  (data (i32.const 240) "x-grpc-last")
+  (data (i32.const 256) "x-grpc-kept")
+  ;; 200..220, 300: out-pointers; the last message from 2048; heap from 4096.
   (global $heap (mut i32) (i32.const 4096))
   ;; The stream waiting for the call: its answer comes to the root context
   ;; (callouts are the root's, in Envoy), which makes the stream effective.
   (global $waiting (mut i32) (i32.const 0))
+  (global $async (mut i32) (i32.const 0))
+  (global $last_len (mut i32) (i32.const 0))
   (func (export "proxy_abi_version_0_2_1"))
   (func (export "proxy_on_memory_allocate") (param $n i32) (result i32)
     (local $p i32)
@@ -43,7 +51,12 @@
     (local.get $p))
   (func (export "proxy_on_context_create") (param i32 i32))
   (func (export "proxy_on_request_headers") (param $context i32) (param i32 i32) (result i32)
+    (if (i32.eqz (call $get (i32.const 0) (i32.const 240) (i32.const 11) (i32.const 200) (i32.const 204)))
+      (then
+        (drop (call $add (i32.const 0) (i32.const 256) (i32.const 11) (i32.const 2048) (global.get $last_len)))
+        (return (i32.const 0))))
     (global.set $waiting (local.get $context))
+    (global.set $async (i32.eqz (call $get (i32.const 0) (i32.const 224) (i32.const 12) (i32.const 200) (i32.const 204))))
     (if (call $get (i32.const 0) (i32.const 16) (i32.const 10) (i32.const 200) (i32.const 204))
       (then (return (i32.const 0))))
     (if (call $grpc_call (i32.const 32) (i32.const 2) (i32.const 48) (i32.const 9) (i32.const 64) (i32.const 3)
@@ -55,10 +68,13 @@
         (i32.store8 (i32.const 165) (i32.add (i32.const 48) (call $cancel (i32.const 9999))))
         (drop (call $add (i32.const 0) (i32.const 176) (i32.const 13) (i32.const 164) (i32.const 2)))
         (return (i32.const 0))))
-    (i32.const 1))
+    (i32.eqz (global.get $async)))
   (func (export "proxy_on_grpc_receive") (param i32 i32) (param $size i32)
-    (drop (call $effective (global.get $waiting)))
     (drop (call $buffer (i32.const 5) (i32.const 0) (local.get $size) (i32.const 200) (i32.const 204)))
+    (memory.copy (i32.const 2048) (i32.load (i32.const 200)) (i32.load (i32.const 204)))
+    (global.set $last_len (i32.load (i32.const 204)))
+    (if (global.get $async) (then (return)))
+    (drop (call $effective (global.get $waiting)))
     (drop (call $add (i32.const 0) (i32.const 112) (i32.const 12) (i32.load (i32.const 200)) (i32.load (i32.const 204))))
     (drop (call $continue (i32.const 0))))
   (func (export "proxy_on_grpc_close") (param i32 i32) (param $code i32)
