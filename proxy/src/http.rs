@@ -60,6 +60,8 @@ impl HttpProxy {
         // Envoy's codec_type AUTO accepts HTTP/2 prior knowledge on cleartext.
         // Fixed per listener: a codec change replaces the listener.
         options.h2c = manager.h2c;
+        // HTTP/1.1 connections read it per connection (see `serve`).
+        options.h2_idle_timeout = manager.idle_timeout;
         HttpProxy {
             manager: ArcSwap::new(manager),
             options,
@@ -93,7 +95,8 @@ impl HttpProxy {
             let _ = connection.process_new(stream, shutdown).await;
             return;
         }
-        let mut session = Downstream::H1(downstream::h1::Server::new(stream));
+        let idle = self.manager.load().idle_timeout;
+        let mut session = Downstream::H1(downstream::h1::Server::new(stream).with_idle_timeout(idle));
         loop {
             let served = self.process_request(&mut session, shutdown, &state).await;
             let Downstream::H1(h1) = &mut session else { return };
@@ -155,17 +158,19 @@ impl HttpProxy {
             }
         }
         let closing = *shutdown.borrow() || self.draining.load(Ordering::Relaxed);
-        session.set_keepalive(if closing { None } else { Some(60) });
+        if closing {
+            session.disable_keepalive();
+        }
         // HTTP/1.1's codec refuses these while it reads the header (431 past
         // Envoy's header size limit, 400 for both framings at once or
         // conflicting lengths); Pingora's HTTP/2 session is checked here.
         if session.is_http2() && h2_header_bytes(session.req_header()) > downstream::h1::MAX_HEADER_BYTES {
-            session.set_keepalive(None);
+            session.disable_keepalive();
             session.respond_error(431).await;
             return false;
         }
         if session.is_http2() && has_conflicting_lengths(session.req_header()) {
-            session.set_keepalive(None);
+            session.disable_keepalive();
             session.respond_error(400).await;
             return false;
         }
@@ -208,7 +213,7 @@ impl HttpProxy {
         if session.req_header().version == http::Version::HTTP_10 {
             // Envoy refuses HTTP/1.0 unless `accept_http_10` (which we do
             // not take), before decoding the request: 426, then close.
-            session.set_keepalive(None);
+            session.disable_keepalive();
             log.flag("DPE");
             log.reply_details = Some("low_version".into());
             let conn = log.conn.clone();

@@ -131,3 +131,98 @@ async fn client_side_http1_matches_envoy() {
         assert_eq!(envoy, weft, "Envoy (left) and weft-proxy (right) differ");
     }
 }
+
+/// `common_http_protocol_options.idle_timeout`: a connection with no
+/// request in flight is closed once idle that long, as Envoy does. Envoy
+/// drains an HTTP/1.1 connection first (its 5 s `drain_timeout`, then its
+/// 1 s delayed close; requests meanwhile are served, each response saying
+/// `connection: close`), and sends an HTTP/2 GOAWAY, on which the client
+/// closes. weft-proxy closes an idle HTTP/2 connection itself: a client
+/// sees it closed either way. Unset (Envoy's default, an hour), the
+/// connection stays open.
+#[tokio::test]
+async fn idle_connections_close_after_the_idle_timeout_like_envoy() {
+    let up = Upstream::start("up").await;
+    let one_second = SIMPLE.replace("stat_prefix: main", "stat_prefix: main\n          common_http_protocol_options: { idle_timeout: 1s }");
+    let mut results = Vec::new();
+    for kind in Kind::BOTH {
+        let timed = Proxy::start(kind, &one_second, &[&up]).await.expect("start");
+        let unset = Proxy::start(kind, SIMPLE, &[&up]).await.expect("start");
+        let seen = tokio::join!(
+            idle_close(timed.port, false, 8500),
+            idle_close(timed.port, true, 8500),
+            request_while_draining(timed.port),
+            idle_close(unset.port, false, 2500),
+            idle_close(unset.port, true, 2500),
+        );
+        results.push(format!("{seen:?}"));
+    }
+    assert_eq!(results[0], results[1], "Envoy (left), weft-proxy (right)");
+    assert_eq!(
+        results[1],
+        r#"("closed after about 7s", "closed after about 1s", "200 connection=close chunked=false body=\"up\", then serves another", "open after 2.5s", "open after 2.5s")"#
+    );
+}
+
+/// Serves one request on a new connection, then says when the proxy
+/// closed it (or that it was still open `window_ms` later).
+async fn idle_close(port: u16, h2: bool, window_ms: u64) -> String {
+    let tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let window = Duration::from_millis(window_ms);
+    let (closed, served) = if h2 {
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.expect("h2 handshake");
+        let conn = tokio::spawn(conn);
+        let req = hyper::Request::get("http://x/a").body(http_body_util::Empty::<bytes::Bytes>::new()).expect("request");
+        let resp = sender.send_request(req).await.expect("response");
+        let _ = http_body_util::BodyExt::collect(resp.into_body()).await;
+        let served = std::time::Instant::now();
+        (tokio::time::timeout(window, conn).await.is_ok(), served)
+    } else {
+        let mut tcp = tcp;
+        tcp.write_all(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
+        if read_response(&mut tcp).await.is_none() {
+            return "closed before the response".into();
+        }
+        let served = std::time::Instant::now();
+        let mut chunk = [0u8; 64];
+        (matches!(tokio::time::timeout(window, tcp.read(&mut chunk)).await, Ok(Ok(0) | Err(_))), served)
+    };
+    let seconds = served.elapsed().as_secs_f64();
+    match closed {
+        false => format!("open after {}s", window.as_secs_f64()),
+        true if seconds < 0.7 => "closed at once".into(),
+        true => format!("closed after about {}s", seconds.round()),
+    }
+}
+
+/// A request 1.5 s into an idle connection (past a 1 s idle timeout):
+/// its response, and whether the connection serves another.
+async fn request_while_draining(port: u16) -> String {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    tcp.write_all(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
+    read_response(&mut tcp).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    tcp.write_all(b"GET /b HTTP/1.1\r\nhost: x\r\n\r\n").await.expect("write");
+    let Some(response) = read_response(&mut tcp).await else { return "closed".into() };
+    // As `exchange` probes: Envoy may keep the socket a while for the
+    // client to close first, but serves nothing more on it.
+    let mut chunk = [0u8; 64];
+    let serves = tcp.write_all(b"GET /probe HTTP/1.1\r\nhost: x\r\n\r\n").await.is_ok()
+        && matches!(tokio::time::timeout(Duration::from_millis(500), tcp.read(&mut chunk)).await, Ok(Ok(n)) if n > 0);
+    format!("{response}, then {}", if serves { "serves another" } else { "closed" })
+}
+
+/// One whole response's summary; `None` when the connection closed first.
+async fn read_response(tcp: &mut TcpStream) -> Option<String> {
+    let (mut buf, mut chunk) = (Vec::new(), [0u8; 4096]);
+    loop {
+        if let Some((summary, _)) = next_response(&buf, false) {
+            return Some(summary);
+        }
+        match tcp.read(&mut chunk).await {
+            Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return None,
+        }
+    }
+}

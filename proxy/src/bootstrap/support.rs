@@ -95,9 +95,11 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "forward_client_cert_details",
             "set_current_client_cert_details",
             "stream_idle_timeout",
+            "common_http_protocol_options",
             "rds",
         ],
     ),
+    ("envoy.config.core.v3.HttpProtocolOptions", &["idle_timeout"]),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.Rds",
         &["config_source", "route_config_name"],

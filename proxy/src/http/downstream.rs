@@ -126,11 +126,12 @@ impl Downstream {
         }
     }
 
-    /// `None`: the connection closes after this response (HTTP/1.1).
-    pub fn set_keepalive(&mut self, seconds: Option<u64>) {
+    /// The connection closes after this response (HTTP/1.1; an HTTP/2
+    /// connection's streams end on their own).
+    pub fn disable_keepalive(&mut self) {
         match self {
-            Downstream::H1(s) => s.set_keepalive(seconds),
-            Downstream::H2(s) => s.set_keepalive(seconds),
+            Downstream::H1(s) => s.disable_keepalive(),
+            Downstream::H2(s) => s.set_keepalive(None),
         }
     }
 

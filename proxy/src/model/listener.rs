@@ -57,6 +57,10 @@ pub struct HttpManager {
     pub use_remote_address: bool,
     /// `stream_idle_timeout` (Envoy: 5 minutes; `None` when disabled).
     pub stream_idle_timeout: Option<Duration>,
+    /// `common_http_protocol_options.idle_timeout`: a connection with no
+    /// request in flight for this long is closed (Envoy: 1 hour; `None`
+    /// when disabled).
+    pub idle_timeout: Option<Duration>,
 }
 
 impl Listener {
@@ -207,6 +211,10 @@ impl HttpManager {
             stream_idle_timeout: match &hcm.stream_idle_timeout {
                 Some(d) => Some(super::duration(d)).filter(|d| !d.is_zero()),
                 None => Some(Duration::from_secs(300)),
+            },
+            idle_timeout: match hcm.common_http_protocol_options.as_ref().and_then(|o| o.idle_timeout.as_ref()) {
+                Some(d) => Some(super::duration(d)).filter(|d| !d.is_zero()),
+                None => Some(Duration::from_secs(3600)),
             },
         })
     }

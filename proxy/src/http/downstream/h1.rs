@@ -31,6 +31,12 @@ use crate::http::header_map;
 /// header is answered 431 (HTTP/2's is checked by the connection manager).
 pub const MAX_HEADER_BYTES: usize = 60 * 1024;
 
+/// After the idle timeout, how long a connection drains before it closes:
+/// Envoy's `drain_timeout` and `delayed_close_timeout` defaults (5 s and
+/// 1 s). Requests that come meanwhile are served, their responses saying
+/// `connection: close`, as Envoy's.
+const IDLE_DRAIN: Duration = Duration::from_secs(6);
+
 /// How the response body goes out.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Framing {
@@ -67,10 +73,13 @@ pub struct Server {
     /// The client lets the connection live on (HTTP/1.1 without `close`,
     /// HTTP/1.0 with `keep-alive`).
     client_keepalive: bool,
-    /// Our side's keep-alive: the idle timeout for the next request, or
-    /// `None` to close after this response (and before the first request:
-    /// no idle timeout for it).
-    keepalive: Option<Duration>,
+    /// Our side lets the connection live on after this response.
+    keepalive: bool,
+    /// How long the connection may wait for a request with none in
+    /// flight (`None`: no bound).
+    idle_timeout: Option<Duration>,
+    /// The idle timeout passed: the connection closes at this instant.
+    drain_deadline: Option<tokio::time::Instant>,
     framing: Framing,
     response: Option<Box<ResponseHeader>>,
     body_sent: usize,
@@ -95,11 +104,20 @@ impl Server {
             body: BodyDecoder::empty(),
             body_read: 0,
             client_keepalive: false,
-            keepalive: None,
+            keepalive: true,
+            idle_timeout: None,
+            drain_deadline: None,
             framing: Framing::NotStarted,
             response: None,
             body_sent: 0,
         }
+    }
+
+    /// Bounds the wait for each request, the first included (Envoy's
+    /// connection `idle_timeout`).
+    pub fn with_idle_timeout(mut self, idle: Option<Duration>) -> Self {
+        self.idle_timeout = idle;
+        self
     }
 
     pub fn peer(&self) -> Option<SocketAddr> {
@@ -115,15 +133,16 @@ impl Server {
     }
 
     /// Reads the next request's header: `Ok(false)` when the client closed
-    /// (or stayed idle past the keep-alive timeout) between requests.
+    /// (or stayed idle past the idle timeout and the drain) between
+    /// requests.
     pub async fn read_request(&mut self) -> Result<bool, BadRequest> {
-        // Idle between requests: bounded by the keep-alive timeout.
-        let idle = self.keepalive;
+        // Idle between requests: bounded by the idle timeout, then by the
+        // drain.
         self.body_read = 0;
         self.body_sent = 0;
         self.response = None;
         self.framing = Framing::NotStarted;
-        self.keepalive = Some(Duration::from_secs(60));
+        self.keepalive = true;
         loop {
             match parse_request(&mut self.read)? {
                 Some(parsed) => {
@@ -145,11 +164,21 @@ impl Server {
                 None if self.read.len() > MAX_HEADER_BYTES => return Err(BadRequest(431)),
                 None => {}
             }
-            let idle = idle.filter(|_| self.read.is_empty());
+            let wait = match self.drain_deadline {
+                Some(deadline) => Some(deadline.saturating_duration_since(tokio::time::Instant::now())),
+                None => self.idle_timeout,
+            }
+            .filter(|_| self.read.is_empty());
             let read = crate::h1::fill(&mut self.stream, &mut self.read);
-            let n = match idle {
+            let n = match wait {
                 Some(t) => match tokio::time::timeout(t, read).await {
                     Ok(n) => n,
+                    // Idle too long: drain, then close (as Envoy's HTTP/1.1
+                    // connections do).
+                    Err(_) if self.drain_deadline.is_none() => {
+                        self.drain_deadline = Some(tokio::time::Instant::now() + IDLE_DRAIN);
+                        continue;
+                    }
                     Err(_) => return Ok(false),
                 },
                 None => read.await,
@@ -194,9 +223,9 @@ impl Server {
         self.response.as_deref()
     }
 
-    /// `None`: close the connection after this response.
-    pub fn set_keepalive(&mut self, seconds: Option<u64>) {
-        self.keepalive = seconds.map(Duration::from_secs);
+    /// The connection closes after this response.
+    pub fn disable_keepalive(&mut self) {
+        self.keepalive = false;
     }
 
     /// Writes what the response has ready: its header (first time), a piece
@@ -238,7 +267,7 @@ impl Server {
     /// A response for a request we could not read: no body, and the
     /// connection closes.
     pub async fn respond_error(&mut self, status: u16) {
-        self.keepalive = None;
+        self.keepalive = false;
         self.client_keepalive = false;
         let Ok(mut resp) = ResponseHeader::build_no_case(status, Some(2)) else { return };
         header_map::insert(&mut resp, header::CONTENT_LENGTH, HeaderValue::from_static("0"));
@@ -266,7 +295,7 @@ impl Server {
         while let Ok(Some(data)) = self.body.decode(&mut self.read) {
             self.body_read += data.len();
         }
-        self.keepalive.is_some() && self.client_keepalive && self.body.is_done()
+        self.keepalive && self.client_keepalive && self.body.is_done()
     }
 
     /// Decides the body's framing and serializes the header.
@@ -290,12 +319,14 @@ impl Server {
         };
         if self.framing == Framing::Close {
             // Only the close tells the client where the body ends.
-            self.keepalive = None;
+            self.keepalive = false;
         }
         if self.framing == Framing::None && resp.headers.contains_key(header::TRANSFER_ENCODING) {
             resp.remove_header(&header::TRANSFER_ENCODING);
         }
-        if !self.will_keepalive() {
+        // Draining: the client is asked to close, and served until it does
+        // or the drain ends.
+        if !self.will_keepalive() || self.drain_deadline.is_some() {
             header_map::insert(&mut *resp, header::CONNECTION, HeaderValue::from_static("close"));
         } else if http10 {
             header_map::insert(&mut *resp, header::CONNECTION, HeaderValue::from_static("keep-alive"));
@@ -448,7 +479,7 @@ mod tests {
         assert!(s.read_request().await.is_ok_and(|more| more));
         assert_eq!(s.req_header().raw_path(), b"/b?q");
         assert!(s.is_body_empty());
-        s.set_keepalive(None);
+        s.disable_keepalive();
         s.respond(Some(response(404, &[("content-length", "0")])), None, true).await.expect("write");
         assert!(!s.finish().await);
         drop(s);
