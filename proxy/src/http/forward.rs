@@ -459,7 +459,7 @@ pub async fn open_stream(cluster: &Cluster, mut req: RequestHeader) -> Result<Op
     cluster.stats.rq_total.inc();
     let Some(host) = cluster.pick(None) else { return Err(synthesized(Failure::NoHost)) };
     let target = upstream::Target { addr: host.addr(), connect_timeout: cluster.connect_timeout, tls: cluster.tls.as_deref(), budget: None };
-    let session = match upstream::checkout(&target, true).await {
+    let mut session = match upstream::checkout(&target, true).await {
         Ok((upstream::Session::H2(session), _)) => session,
         Ok(_) => return Err(synthesized(Failure::Protocol)),
         Err(ConnectError::Overflow) => return Err(synthesized(Failure::Overflow)),
@@ -468,7 +468,6 @@ pub async fn open_stream(cluster: &Cluster, mut req: RequestHeader) -> Result<Op
             return Err(synthesized(Failure::Connect));
         }
     };
-    let mut session = session;
     let header = Box::new(to_http2_upstream(&req, target.tls.is_some()));
     if session.write_request_header(header, false).is_err() {
         return Err(synthesized(Failure::Reset));

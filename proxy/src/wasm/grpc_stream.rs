@@ -22,6 +22,12 @@ use super::grpc::{self, code};
 use super::host::{pairs, response_pairs};
 use crate::model::Cluster;
 
+/// Envoy's numbering of gRPC tokens: even for streams, odd for unary
+/// calls (one counter serves both).
+pub fn is_stream_token(token: u32) -> bool {
+    token & 1 == 0
+}
+
 /// What the plugin sends on an open stream.
 #[derive(Debug)]
 pub enum Outgoing {
@@ -68,8 +74,8 @@ pub struct Opening {
     /// The context that opened it: its events wait for that stream when
     /// it is paused (so the plugin can act on it), else go to the root.
     pub context: u32,
-    pub cluster: Arc<Cluster>,
-    pub headers: Vec<(String, Bytes)>,
+    cluster: Arc<Cluster>,
+    headers: Vec<(String, Bytes)>,
     outgoing: mpsc::UnboundedReceiver<Outgoing>,
 }
 

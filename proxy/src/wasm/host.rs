@@ -115,7 +115,7 @@ impl Host {
     /// callback) and returns its token; a gRPC call is pending until its
     /// answer or its cancellation.
     fn send_call(&mut self, cluster: std::sync::Arc<crate::model::Cluster>, headers: Vec<(String, Bytes)>, body: Bytes, timeout: Duration, grpc: bool) -> u32 {
-        let token = if grpc { self.grpc_token(1) } else { next_token(&mut self.next_http_token, |t| t != 0) };
+        let token = if grpc { self.grpc_token(false) } else { next_token(&mut self.next_http_token, |t| t != 0) };
         self.calls.push(Callout { token, context: self.effective, cluster, headers, body, timeout, grpc });
         if grpc {
             self.grpc_pending.insert(token, None);
@@ -126,17 +126,19 @@ impl Host {
     /// Opens a gRPC stream for the effective context (started after the
     /// callback) and returns its token.
     fn open_stream(&mut self, cluster: std::sync::Arc<crate::model::Cluster>, headers: Vec<(String, Bytes)>) -> u32 {
-        let token = self.grpc_token(0);
+        let token = self.grpc_token(true);
         let (opening, handle) = grpc_stream::Opening::new(token, self.effective, cluster, headers);
         self.opening.push(opening);
         self.grpc_streams.insert(token, handle);
         token
     }
 
-    /// The next gRPC token of the parity (1: calls, 0: streams) not in use.
-    fn grpc_token(&mut self, parity: u32) -> u32 {
+    /// The next gRPC token for a stream or a unary call not in use.
+    fn grpc_token(&mut self, stream: bool) -> u32 {
         let (pending, streams) = (&self.grpc_pending, &self.grpc_streams);
-        next_token(&mut self.next_grpc_token, |t| t & 1 == parity && !pending.contains_key(&t) && !streams.contains_key(&t))
+        next_token(&mut self.next_grpc_token, |t| {
+            grpc_stream::is_stream_token(t) == stream && !pending.contains_key(&t) && !streams.contains_key(&t)
+        })
     }
 
     /// `proxy_send_local_response` on the effective context, likewise.
@@ -725,7 +727,7 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     linker.func_wrap("env", "proxy_grpc_send", |mut caller: C<'_>, token: i32, ptr: i32, len: i32, end: i32| -> R {
         let message = Bytes::from(status!(read(&caller, ptr, len)));
         let token = token as u32;
-        if token & 1 == 1 {
+        if !grpc_stream::is_stream_token(token) {
             return Ok(Status::BadArgument as i32); // a unary call's token
         }
         let Some(stream) = caller.data_mut().grpc_streams.get_mut(&token) else { return Ok(Status::NotFound as i32) };
@@ -750,7 +752,7 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
                 return Ok(Status::Ok as i32);
             }
             let Some(stream) = host.grpc_streams.get_mut(&token) else {
-                return Ok(if token & 1 == 1 { Status::BadArgument } else { Status::NotFound } as i32);
+                return Ok(if grpc_stream::is_stream_token(token) { Status::NotFound } else { Status::BadArgument } as i32);
             };
             if cancel || stream.remote_closed {
                 host.opening.retain(|o| o.token != token);

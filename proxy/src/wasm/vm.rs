@@ -68,6 +68,8 @@ pub static CREATED: AtomicU64 = AtomicU64::new(0);
 type F<P, R> = Option<TypedFunc<P, R>>;
 /// A stream callback: (context, size, end_of_stream) → action.
 type StreamFn = F<(i32, i32, i32), i32>;
+/// A gRPC callback: (context, token, message size, header count or status code).
+type GrpcFn = F<(i32, i32, i32), ()>;
 
 /// The callbacks the plugin exports (missing ones are skipped).
 struct Exports {
@@ -84,12 +86,12 @@ struct Exports {
     response_trailers: F<(i32, i32), i32>,
     http_call_response: F<(i32, i32, i32, i32, i32), ()>,
     /// (context, token, message size)
-    grpc_receive: F<(i32, i32, i32), ()>,
+    grpc_receive: GrpcFn,
     /// (context, token, status code)
-    grpc_close: F<(i32, i32, i32), ()>,
+    grpc_close: GrpcFn,
     /// (context, token, number of headers)
-    grpc_initial_metadata: F<(i32, i32, i32), ()>,
-    grpc_trailing_metadata: F<(i32, i32, i32), ()>,
+    grpc_initial_metadata: GrpcFn,
+    grpc_trailing_metadata: GrpcFn,
     done: F<i32, i32>,
     log: F<i32, ()>,
     delete: F<i32, ()>,
@@ -391,11 +393,12 @@ impl Vm {
 
     fn grpc_metadata(&mut self, data: &mut Option<StreamData>, token: u32, map: MapType, pairs: Vec<(String, bytes::Bytes)>) -> Result<Option<()>, Failed> {
         let (c, t, count) = (self.store.data().root_context as i32, token as i32, pairs.len() as i32);
-        self.store.data_mut().grpc_metadata = Some((map, pairs));
-        let r = match map {
-            MapType::GrpcInitialMetadata => self.with_stream(data, c as u32, |vm| vm.call(|f| &f.grpc_initial_metadata, (c, t, count))),
-            _ => self.with_stream(data, c as u32, |vm| vm.call(|f| &f.grpc_trailing_metadata, (c, t, count))),
+        let pick: fn(&Exports) -> &GrpcFn = match map {
+            MapType::GrpcInitialMetadata => |f| &f.grpc_initial_metadata,
+            _ => |f| &f.grpc_trailing_metadata,
         };
+        self.store.data_mut().grpc_metadata = Some((map, pairs));
+        let r = self.with_stream(data, c as u32, |vm| vm.call(pick, (c, t, count)));
         self.store.data_mut().grpc_metadata = None;
         r
     }

@@ -136,8 +136,6 @@ impl Server {
     /// (or stayed idle past the idle timeout and the drain) between
     /// requests.
     pub async fn read_request(&mut self) -> Result<bool, BadRequest> {
-        // Idle between requests: bounded by the idle timeout, then by the
-        // drain.
         self.body_read = 0;
         self.body_sent = 0;
         self.response = None;
@@ -164,6 +162,8 @@ impl Server {
                 None if self.read.len() > MAX_HEADER_BYTES => return Err(BadRequest(431)),
                 None => {}
             }
+            // Idle between requests: bounded by the idle timeout, then by
+            // the drain.
             let wait = match self.drain_deadline {
                 Some(deadline) => Some(deadline.saturating_duration_since(tokio::time::Instant::now())),
                 None => self.idle_timeout,
