@@ -295,17 +295,18 @@ async fn body_plugin_rewrites_like_envoy() {
     assert_eq!(out[1].response.body_str(), "DIRECT ANSWER");
 }
 
-/// The plugin's metrics on `/stats/prometheus`, once the histogram has
-/// `count` samples (Envoy publishes histograms at its stats flush, every
-/// 5 s by default).
-async fn plugin_metrics(proxy: &Proxy, count: u64) -> Vec<String> {
+/// The plugin's metrics on `/stats/prometheus`, once every line of `until`
+/// is there (Envoy publishes histograms at its stats flush, every 5 s by
+/// default; weft-proxy at once, so a scrape can land inside the last
+/// `on_log`, between the histogram and the counter it bumps after).
+async fn plugin_metrics(proxy: &Proxy, until: &[&str]) -> Vec<String> {
     let deadline = Instant::now() + Duration::from_secs(12);
     loop {
         let text = weft_e2e::client::send(proxy.admin, &Request::get("/stats/prometheus")).await.expect("stats").body_str();
         // Sorted: the order of metric families is the exporter's business.
         let mut lines: Vec<String> = text.lines().filter(|l| l.contains("weft_plugin_")).map(str::to_string).collect();
         lines.sort();
-        if lines.iter().any(|l| l == &format!("weft_plugin_response_bytes_count{{}} {count}")) || Instant::now() > deadline {
+        if until.iter().all(|u| lines.iter().any(|l| l == u)) || Instant::now() > deadline {
             return lines;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -326,7 +327,8 @@ async fn metrics_plugin_exports_like_envoy() {
             for req in requests {
                 proxy.send(req).await;
             }
-            let mut lines = plugin_metrics(&proxy, 4).await;
+            let until = ["weft_plugin_response_bytes_count{} 4", "weft_plugin_tagged_ok_total{} 2"];
+            let mut lines = plugin_metrics(&proxy, &until).await;
             // Envoy's histogram sum is approximate (samples are binned to two
             // significant digits): 19 reads 19.6. Compare it to 5%.
             for line in lines.iter_mut().filter(|l| l.starts_with("weft_plugin_response_bytes_sum")) {
