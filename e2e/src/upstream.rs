@@ -10,6 +10,9 @@
 //!
 //! Request trailers are recorded among the headers as `trailer:NAME`.
 //!
+//! `/upload` is recorded as soon as its header arrives (without the body)
+//! and answered `received N`, N the body's length, with `x-test-status`.
+//!
 //! A gRPC request (`content-type: application/grpc`) to `/weft.Echo/Chat`
 //! or `/weft.Echo/Refuse` is a stream (see `grpc_chat`); any other is
 //! answered as a unary echo service: the request's message comes back with status 0,
@@ -230,6 +233,22 @@ async fn handle(
         headers.push((":sni".into(), sni));
     }
     let path = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    if path == UPLOAD {
+        // Seen as soon as the header is: a test can tell a streamed body
+        // from one the proxy buffered whole.
+        record(&seen, Seen { method: parts.method.to_string(), path, headers, body: Bytes::new() });
+        let mut received = 0usize;
+        let mut body = body;
+        while let Some(frame) = body.frame().await {
+            match frame {
+                Ok(frame) => received += frame.data_ref().map_or(0, Bytes::len),
+                Err(_) => return Ok(hyper::Response::new(Full::new(Bytes::from("broken")).boxed())),
+            }
+        }
+        let status = header("x-test-status").and_then(|v| v.parse().ok()).unwrap_or(200);
+        let resp = hyper::Response::builder().status(status).body(Full::new(Bytes::from(format!("received {received}"))).boxed());
+        return Ok(resp.expect("valid response"));
+    }
     if GRPC_STREAMING.contains(&path.as_str()) {
         record(&seen, Seen { method: parts.method.to_string(), path: path.clone(), headers, body: Bytes::new() });
         return Ok(grpc_chat(&path, header("x-md"), body));
@@ -284,6 +303,10 @@ fn record(seen: &Mutex<Vec<Seen>>, request: Seen) {
     }
     log.push(request);
 }
+
+/// Uploads: recorded when their header arrives (the body left out), and
+/// answered `received N` with the body's length once it has all come.
+pub const UPLOAD: &str = "/upload";
 
 /// The streaming gRPC methods (see [`grpc_chat`]).
 const GRPC_STREAMING: [&str; 2] = ["/weft.Echo/Chat", "/weft.Echo/Refuse"];

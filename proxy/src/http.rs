@@ -14,7 +14,9 @@ mod edge;
 mod forward;
 pub use forward::{call, open_stream, Called, Opened};
 mod header_map;
+mod clock;
 mod local;
+mod request_body;
 mod xff;
 pub mod xfcc;
 

@@ -16,6 +16,7 @@ mod envoy_diff_http2;
 mod envoy_diff_ratelimit;
 mod envoy_diff_retries;
 mod envoy_diff_routing;
+mod envoy_diff_streaming;
 mod envoy_diff_tcp;
 mod envoy_diff_tls;
 mod envoy_diff_upstream_framing;

@@ -6,7 +6,9 @@
 //!     ▲   retriable failure or status, budget left: back off, next attempt
 //!     └──────────────────────────────────────────────┘
 //! ```
-//! The request body is buffered so that every attempt sends the same bytes.
+//! The request body streams to the upstream as the client sends it, a copy
+//! kept for retries while it is small (`request_body`); an HTTP/2
+//! upstream's goes on while the response comes back.
 
 use std::time::{Duration, Instant};
 
@@ -16,6 +18,8 @@ use super::downstream::Downstream;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::local::{edit_response_headers, frame_body, stamp_response_headers, Finish, LocalReply};
+use super::clock::{Progress, Timeouts};
+use super::request_body::{Broken, H2Pump, RequestBody};
 use super::{header_map, xff};
 use crate::model::header::Headers;
 use crate::model::header::HeaderMutations;
@@ -27,8 +31,8 @@ use crate::model::route::{Forward, Mirror, RetryPolicy, Target};
 use crate::model::Cluster;
 use crate::upstream::{self, ConnectError, PoolKey};
 
-/// Request bodies above this are refused with 413 (Envoy's default buffer
-/// limit for a retriable request is 1 MiB; we buffer every request for now).
+/// Request bodies read whole (for a filter that reads them, or a mirror)
+/// above this are refused with 413.
 const MAX_BUFFERED_BODY: usize = 16 * 1024 * 1024;
 
 /// Headers that describe one hop and are never forwarded.
@@ -65,6 +69,8 @@ enum Failure {
     Overflow,
     /// The upstream's response was not valid HTTP (Envoy: 502, `UPE`).
     Protocol,
+    /// The client's body broke off (it went away, or framed it wrongly).
+    Client,
 }
 
 // One value per attempt, moved once: boxing the session would cost an
@@ -81,6 +87,8 @@ enum Outcome<'c> {
 struct Exchange<'c> {
     upstream: upstream::Session,
     resp: Box<ResponseHeader>,
+    /// The request body still on its way (HTTP/2 upstreams).
+    pump: Option<H2Pump>,
     host: InFlight,
     pool: PoolKey,
     budget: &'c ConnectionBudget,
@@ -116,16 +124,21 @@ pub async fn forward(
         return LocalReply::new(503, "").send(manager, session, finish).await;
     }
     let start = Instant::now();
-    let read = match body {
-        Some(b) => Ok(b),
-        None => read_body(session).await,
-    };
-    let body = match read {
-        Ok(b) => b,
-        Err(status) => {
-            edits.request_done(req);
-            return LocalReply::new(status, "").send(manager, session, finish).await;
-        }
+    let mirrors: Vec<&Mirror> = fwd.mirrors.iter().filter(|m| m.sampled()).collect();
+    let streams = body.is_none() && mirrors.is_empty() && !session.is_body_empty();
+    let progress = Progress::new(start, !streams);
+    let mut body = match body {
+        Some(b) => RequestBody::whole(b),
+        None if session.is_body_empty() => RequestBody::whole(Bytes::new()),
+        // Mirrors get the same body: it is read whole first.
+        None if !mirrors.is_empty() => match read_body(session).await {
+            Ok(b) => RequestBody::whole(b),
+            Err(status) => {
+                edits.request_done(req);
+                return LocalReply::new(status, "").send(manager, session, finish).await;
+            }
+        },
+        None => RequestBody::streaming(&progress),
     };
     // Deliberately the route's policy only: Envoy 1.40 does not honour the
     // x-envoy-retry-on / x-envoy-max-retries / x-envoy-upstream-rq-*
@@ -149,22 +162,25 @@ pub async fn forward(
     // Envoy's HTTP/1 codec states `content-length: 0` on an empty request
     // unless its method has no body (GET, HEAD, DELETE, TRACE): a CORS
     // preflight (OPTIONS) forwarded upstream carries it.
+    // A streamed body keeps the client's content-length, if it gave one
+    // (its codec checks the length); without one an HTTP/1.1 upstream
+    // gets it chunked, as from Envoy.
     let bodiless = matches!(req.method, http::Method::GET | http::Method::HEAD | http::Method::DELETE | http::Method::TRACE);
-    if !body.is_empty() || req.headers.contains_key(header::CONTENT_LENGTH) || !bodiless {
-        let _ = req.insert_header(header::CONTENT_LENGTH, body.len().to_string());
+    if let Some(whole) = body.as_whole() {
+        if !whole.is_empty() || req.headers.contains_key(header::CONTENT_LENGTH) || !bodiless {
+            let _ = req.insert_header(header::CONTENT_LENGTH, whole.len().to_string());
+        }
+        for mirror in mirrors {
+            shadow(mirror, &req, &whole, fwd.timeout);
+        }
     }
     if req.headers.contains_key(header::TRANSFER_ENCODING) {
         req.remove_header(&header::TRANSFER_ENCODING);
     }
-    for mirror in fwd.mirrors.iter().filter(|m| m.sampled()) {
-        shadow(mirror, &req, &body, fwd.timeout);
-    }
 
-    let deadline = timeout.map(|t| start + t);
-    // Nothing moves on the stream while we wait for the upstream, so its
-    // idle timeout counts from the start (route value, else the manager's).
+    // The idle timeout is the route's, else the manager's.
     let idle = fwd.idle_timeout.unwrap_or(manager.stream_idle_timeout);
-    let idle_deadline = idle.map(|d| start + d).filter(|i| deadline.is_none_or(|d| *i < d));
+    let timeouts = Timeouts { route: timeout, per_try, idle };
     let cluster = &target.cluster;
     let source_ip = || session.client_addr().map(|a| a.ip());
     let hash = fwd.hash_policy.as_ref().and_then(|p| p.hash(&req, source_ip()));
@@ -184,10 +200,6 @@ pub async fn forward(
     let outcome = loop {
         cluster.stats.rq_total.inc();
         let attempt_start = Instant::now();
-        let mut attempt_deadline = per_try.map(|p| attempt_start + p);
-        for d in [deadline, idle_deadline].into_iter().flatten() {
-            attempt_deadline = Some(attempt_deadline.map_or(d, |a| a.min(d)));
-        }
         // What the upstream may expect to have, as Envoy tells it: the
         // attempt's own deadline, so it shrinks on every retry.
         let elapsed = if attempt == 0 {
@@ -203,28 +215,29 @@ pub async fn forward(
         if let Some(ms) = expected.map(|d| d.as_millis()) {
             header_map::insert(&mut req, EXPECTED_TIMEOUT, HeaderValue::from(ms as u64));
         }
-        let result = match attempt_deadline {
-            Some(d) => {
-                match tokio::time::timeout_at(d.into(), try_once(cluster, &req, &body, (hash, fwd.auto_host_rewrite), (&tried, avoid), log))
-                    .await
-                {
-                    Ok(r) => r,
-                    Err(_) => {
-                        if let Some(host) = log.upstream_host.and_then(|a| cluster.host(a)) {
-                            cluster.record_outcome(&host, 504);
-                        }
-                        Outcome::Failed(Failure::PerTryTimeout)
-                    }
-                }
-            }
-            None => try_once(cluster, &req, &body, (hash, fwd.auto_host_rewrite), (&tried, avoid), log).await,
+        let ended = body.ended();
+        let once = try_once(cluster, &req, (&mut body, Some(&mut *session)), (hash, fwd.auto_host_rewrite), (&tried, avoid), log);
+        // A body still coming moves the clocks while the attempt runs.
+        let timed_out = match timeouts.attempt_deadline(&progress, attempt_start) {
+            _ if !ended => tokio::select! {
+                result = once => Ok(result),
+                () = timeouts.attempt_expiry(&progress, attempt_start) => Err(()),
+            },
+            Some(d) => tokio::time::timeout_at(d.into(), once).await.map_err(drop),
+            None => Ok(once.await),
         };
+        let result = timed_out.unwrap_or_else(|()| {
+            if let Some(host) = log.upstream_host.and_then(|a| cluster.host(a)) {
+                cluster.record_outcome(&host, 504);
+            }
+            Outcome::Failed(Failure::PerTryTimeout)
+        });
         // Only a policy with the predicate pays for the list (this is the
         // request path; most requests make one attempt).
         if avoid.is_some() {
             tried.extend(log.upstream_host);
         }
-        let global_timeout = [deadline, idle_deadline].into_iter().flatten().any(|d| Instant::now() >= d);
+        let global_timeout = timeouts.request_expired(&progress);
         // Every attempt's outcome is counted once, retried or not.
         match &result {
             Outcome::Response(Exchange { resp, .. }) => {
@@ -233,13 +246,17 @@ pub async fn forward(
             Outcome::Failed(Failure::Connect) => cluster.stats.cx_connect_fail.inc(),
             Outcome::Failed(Failure::PerTryTimeout) => cluster.stats.rq_timeout.inc(),
             Outcome::Failed(Failure::Overflow) => cluster.stats.rq_pending_overflow.inc(),
-            Outcome::Failed(Failure::Reset | Failure::NoHost | Failure::Protocol) => {}
+            Outcome::Failed(Failure::Reset | Failure::NoHost | Failure::Protocol | Failure::Client) => {}
         }
-        let retriable = match (&result, &retry) {
-            (_, None) => false,
-            (Outcome::Response(Exchange { resp, .. }), Some(p)) => p.retries_status(resp.status.as_u16()),
-            (Outcome::Failed(f), Some(p)) => retries_failure(p, *f),
-        };
+        // A body past the retry buffer cannot be sent again; nor is a
+        // response retried before the client's body has ended (Envoy:
+        // `retry_or_shadow_abandoned`, `rq_retry_skipped_request_not_complete`).
+        let retriable = body.replayable()
+            && match (&result, &retry) {
+                (_, None) => false,
+                (Outcome::Response(Exchange { resp, .. }), Some(p)) => body.ended() && p.retries_status(resp.status.as_u16()),
+                (Outcome::Failed(f), Some(p)) => retries_failure(p, *f),
+            };
         if retriable && attempt >= max_retries && !global_timeout {
             log.flag("URX");
         }
@@ -256,7 +273,7 @@ pub async fn forward(
         cluster.stats.rq_retry.inc();
         if let Some(p) = &retry {
             let wait = backoff(p, attempt);
-            if deadline.is_some_and(|d| Instant::now() + wait >= d) {
+            if timeouts.route_deadline(&progress).is_some_and(|d| Instant::now() + wait >= d) {
                 break result;
             }
             tokio::time::sleep(wait).await;
@@ -267,22 +284,27 @@ pub async fn forward(
     edits.request_done(req);
 
     match outcome {
+        Outcome::Failed(Failure::Client) => {
+            // Envoy answers a body its codec cannot read with 400; a client
+            // that went away hears nothing.
+            log.flag("DC");
+            LocalReply::new(400, "").send(manager, session, finish).await
+        }
         Outcome::Failed(f) => {
-            // Envoy's stream idle timeout, the request read and the response
-            // not started: 504 "stream timeout" (408 is for a request still
-            // arriving, which the router never sees here).
-            if idle_deadline.is_some_and(|d| Instant::now() >= d) {
+            // Envoy's stream idle timeout before the response started: 504
+            // "stream timeout", or 408 while the request was still arriving.
+            if timeouts.idle_deadline(&progress).is_some_and(|d| Instant::now() >= d) {
                 log.flag("SI");
-                return LocalReply::new(504, "stream timeout").send(manager, session, finish).await;
+                let status = if body.ended() { 504 } else { 408 };
+                return LocalReply::new(status, "stream timeout").send(manager, session, finish).await;
             }
-            let timed_out =
-                f == Failure::PerTryTimeout || deadline.is_some_and(|d| Instant::now() >= d);
+            let timed_out = f == Failure::PerTryTimeout || timeouts.route_deadline(&progress).is_some_and(|d| Instant::now() >= d);
             log.flag(match f {
                 _ if timed_out => "UT",
                 Failure::NoHost => "UH",
                 Failure::Connect => "UF",
                 Failure::Overflow => "UO",
-                Failure::Reset | Failure::PerTryTimeout => "UC",
+                Failure::Reset | Failure::PerTryTimeout | Failure::Client => "UC",
                 Failure::Protocol => "UPE",
             });
             if timed_out {
@@ -316,7 +338,7 @@ pub async fn forward(
         }
         Outcome::Response(exchange) => {
             log.upstream_service_time = Some(start.elapsed().as_millis().to_string());
-            stream_response(manager, session, exchange, _request_slot, (start, deadline, idle), finish, log).await
+            stream_response(manager, (session, &mut body), exchange, _request_slot, (&progress, timeouts), finish, log).await
         }
     }
 }
@@ -353,7 +375,8 @@ fn shadow(mirror: &Mirror, req: &RequestHeader, body: &Bytes, timeout: Option<Du
         cluster.stats.rq_total.inc();
         let attempt = async {
             let start = Instant::now();
-            if let Outcome::Response(mut x) = try_once(&cluster, &req, &body, (None, false), (&[], None), &mut Entry::default()).await {
+            let mut body = RequestBody::whole(body);
+            if let Outcome::Response(mut x) = try_once(&cluster, &req, (&mut body, None), (None, false), (&[], None), &mut Entry::default()).await {
                 cluster.stats.response(x.resp.status.as_u16(), start.elapsed().as_secs_f64() * 1000.0);
                 while let Ok(Some(_)) = x.upstream.read_body().await {}
                 upstream::checkin(x.upstream, x.pool, x.budget).await;
@@ -392,7 +415,8 @@ pub async fn call(cluster: &Cluster, mut req: RequestHeader, body: Bytes, timeou
     let attempt = async {
         cluster.stats.rq_total.inc();
         let start = Instant::now();
-        match try_once(cluster, &req, &body, (None, false), (&[], None), &mut Entry::default()).await {
+        let mut body = RequestBody::whole(body);
+        match try_once(cluster, &req, (&mut body, None), (None, false), (&[], None), &mut Entry::default()).await {
             Outcome::Response(mut x) => {
                 cluster.stats.response(x.resp.status.as_u16(), start.elapsed().as_secs_f64() * 1000.0);
                 let mut body = BytesMut::new();
@@ -432,7 +456,7 @@ fn synthesized(f: Failure) -> Result<Called, String> {
         Failure::Overflow => (503, "upstream connect error or disconnect/reset before headers. reset reason: overflow"),
         Failure::Connect => (503, "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"),
         Failure::PerTryTimeout => (504, "upstream request timeout"),
-        Failure::Reset => (503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination"),
+        Failure::Reset | Failure::Client => (503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination"),
         Failure::Protocol => (502, "upstream connect error or disconnect/reset before headers. reset reason: protocol error"),
     };
     let mut resp = ResponseHeader::build(status, Some(2)).map_err(|e| e.to_string())?;
@@ -494,7 +518,7 @@ fn retries_failure(p: &RetryPolicy, f: Failure) -> bool {
     let on = p.on;
     match f {
         // Nothing to retry against: Envoy answers at once.
-        Failure::NoHost | Failure::Overflow => false,
+        Failure::NoHost | Failure::Overflow | Failure::Client => false,
         Failure::Connect => on.connect_failure || on.five_xx || on.gateway_error || on.reset,
         Failure::Reset | Failure::Protocol => on.reset || on.five_xx || on.gateway_error,
         Failure::PerTryTimeout => on.five_xx || on.gateway_error,
@@ -605,7 +629,7 @@ pub(super) async fn read_body(session: &mut Downstream) -> Result<Bytes, u16> {
 async fn try_once<'c>(
     cluster: &'c Cluster,
     req: &RequestHeader,
-    body: &Bytes,
+    (body, mut session): (&mut RequestBody<'_>, Option<&mut Downstream>),
     (hash, auto_host_rewrite): (Option<u64>, bool),
     (tried, avoid): (&[std::net::SocketAddr], Option<u32>),
     log: &mut Entry,
@@ -657,40 +681,20 @@ async fn try_once<'c>(
             Some(header)
         });
         let header = rewritten.as_ref().unwrap_or(req);
-        let sent: Result<ResponseHeader, upstream::Error> = match &mut upstream {
-            upstream::Session::H1(h1) => async {
-                h1.send(header, body).await?;
-                Ok(h1.read_response().await?)
-            }
-            .await,
-            upstream::Session::H2(h2) => async {
-                // A request without a body ends with its HEADERS frame, as
-                // Envoy sends it (an empty DATA frame after it would make
-                // the next hop see a body of unknown length).
-                h2.write_request_header(Box::new(to_http2_upstream(header, target.tls.is_some())), body.is_empty())?;
-                if !body.is_empty() {
-                    h2.write_request_body(body.clone(), true).await?;
-                }
-                h2.finish_request_body()?;
-                h2.read_response_header().await?;
-                // Without the header-case map, as HTTP/1.1 responses (Envoy
-                // sends response header names lowercased).
-                h2.response_header().map(|r| ResponseHeader::from(r.as_owned_parts())).ok_or_else(|| "no response header".into())
-            }
-            .await,
-        };
+        let sent = send(&mut upstream, header, (&mut *body, session.as_deref_mut()), target.tls.is_some()).await;
         match sent {
-            Ok(resp) => {
+            Ok((resp, pump)) => {
                 cluster.record_outcome(host.host(), resp.status.as_u16());
-                return Outcome::Response(Exchange { upstream, resp: Box::new(resp), host, pool: target.key(), budget });
+                return Outcome::Response(Exchange { upstream, resp: Box::new(resp), pump, host, pool: target.key(), budget });
             }
+            Err(Broken::Client) => return Outcome::Failed(Failure::Client),
             // Not HTTP: the upstream answered, so no second try on a new
             // connection.
-            Err(e) if upstream::is_protocol_error(&e) => {
+            Err(Broken::Upstream(e)) if upstream::is_protocol_error(&e) => {
                 cluster.record_outcome(host.host(), 502);
                 return Outcome::Failed(Failure::Protocol);
             }
-            Err(_) if reused => {
+            Err(_) if reused && body.replayable() => {
                 // The upstream closed its idle connections (restart, idle
                 // timeout): the others pooled with this one are likely gone
                 // too, so the retry gets a new connection.
@@ -704,18 +708,86 @@ async fn try_once<'c>(
     Outcome::Failed(Failure::Reset)
 }
 
+/// Sends the request on an upstream session and reads the response header.
+/// A body that is whole goes out with the header; one still arriving is
+/// streamed: to an HTTP/1.1 upstream to its end first, to an HTTP/2 one
+/// beside the response (the pump, if it has not ended, goes on after it).
+async fn send(
+    upstream: &mut upstream::Session,
+    header: &RequestHeader,
+    (body, mut session): (&mut RequestBody<'_>, Option<&mut Downstream>),
+    tls: bool,
+) -> Result<(ResponseHeader, Option<H2Pump>), Broken> {
+    fn up(e: impl Into<upstream::Error>) -> Broken {
+        Broken::Upstream(e.into())
+    }
+    let whole = body.as_whole();
+    match upstream {
+        upstream::Session::H1(h1) => {
+            match (whole, session) {
+                (Some(whole), _) => h1.send(header, &whole).await.map_err(up)?,
+                (None, Some(session)) => {
+                    let chunked = !header.headers.contains_key(header::CONTENT_LENGTH);
+                    h1.start(header, chunked).map_err(up)?;
+                    body.send_h1(h1, session, chunked).await?;
+                }
+                // Only the router streams bodies, and it has the client.
+                (None, None) => return Err(Broken::Client),
+            }
+            Ok((h1.read_response().await.map_err(up)?, None))
+        }
+        upstream::Session::H2(h2) => {
+            // A request without a body ends with its HEADERS frame, as
+            // Envoy sends it (an empty DATA frame after it would make the
+            // next hop see a body of unknown length).
+            let header = Box::new(to_http2_upstream(header, tls));
+            let mut pump = None;
+            match whole {
+                Some(whole) => {
+                    h2.write_request_header(header, whole.is_empty()).map_err(up)?;
+                    if !whole.is_empty() {
+                        h2.write_request_body(whole, true).await.map_err(up)?;
+                    }
+                    h2.finish_request_body().map_err(up)?;
+                }
+                None => {
+                    h2.write_request_header(header, false).map_err(up)?;
+                    let writer = h2.take_request_body_writer().ok_or_else(|| up("no request body writer"))?;
+                    pump = H2Pump::start(writer, body)?;
+                }
+            }
+            // The body moves while the response header is awaited: a gRPC
+            // server may answer only after the first message.
+            loop {
+                match (pump.as_mut(), session.as_deref_mut()) {
+                    (Some(p), Some(session)) => tokio::select! {
+                        read = h2.read_response_header() => break read.map_err(up)?,
+                        step = p.step(body, session) => if step? { pump = None },
+                    },
+                    _ => break h2.read_response_header().await.map_err(up)?,
+                }
+            }
+            // Without the header-case map, as HTTP/1.1 responses (Envoy
+            // sends response header names lowercased).
+            let resp = h2.response_header().map(|r| ResponseHeader::from(r.as_owned_parts())).ok_or_else(|| up("no response header"))?;
+            Ok((resp, pump))
+        }
+    }
+}
+
 /// Sends the response downstream. The header goes out together with the
 /// first body chunk (one write for small responses, as Envoy does).
 async fn stream_response(
     manager: &HttpManager,
-    session: &mut Downstream,
+    (session, body): (&mut Downstream, &mut RequestBody<'_>),
     exchange: Exchange<'_>,
     request_slot: Slot<'_>,
-    (start, deadline, idle): (Instant, Option<Instant>, Option<Duration>),
+    (progress, timeouts): (&Progress, Timeouts),
     finish: Finish<'_>,
     log: &mut Entry,
 ) -> Option<u16> {
-    let Exchange { upstream, mut resp, host, pool, budget } = exchange;
+    let Exchange { upstream, mut resp, mut pump, host, pool, budget } = exchange;
+    let start = progress.start();
     // Held until the upstream response is complete, then released before
     // the last bytes go downstream: a client's next request must find the
     // connection back in the pool and the circuit breakers free, as Envoy.
@@ -752,12 +824,26 @@ async fn stream_response(
         let (data, done) = if upstream.done() {
             (None, true)
         } else {
-            let read = upstream.read_body();
-            // The body must keep moving: each chunk restarts the idle clock.
-            let idle_deadline = idle.map(|d| Instant::now() + d);
-            let chunk = match [deadline, idle_deadline].into_iter().flatten().min() {
+            // While the client's body still flows, the route timeout has not
+            // started (Envoy starts it when the request has ended).
+            let deadline = timeouts.route_deadline(progress);
+            let read = next_piece(upstream, &mut pump, body, session);
+            // The streams must keep moving: each piece restarts the idle clock.
+            let idle_deadline = timeouts.idle.map(|d| Instant::now() + d);
+            let next = match [deadline, idle_deadline].into_iter().flatten().min() {
                 Some(d) => tokio::time::timeout_at(d.into(), read).await.ok()?,
                 None => read.await,
+            };
+            let chunk = match next {
+                Next::Response(chunk) => chunk,
+                Next::Request { ended } => {
+                    if ended {
+                        pump = None;
+                    }
+                    continue;
+                }
+                // The client broke off its body: its stream is reset.
+                Next::ClientBroken => return None,
             };
             match chunk {
                 Ok(Some(data)) => (Some(data), upstream.done()),
@@ -784,9 +870,12 @@ async fn stream_response(
         // HTTP/1.1 client does not (Envoy's default, no `enable_trailers`).
         let mut trailers = None;
         if done {
+            // A response that ends before the request does ends it: the
+            // rest of the client's body is not sent (nor read).
+            pump = None;
             if let Some((mut upstream, host, slot)) = held.take() {
                 trailers = match &mut upstream {
-                    upstream::Session::H2(h2) => match deadline {
+                    upstream::Session::H2(h2) => match timeouts.route_deadline(progress) {
                         Some(d) => tokio::time::timeout_at(d.into(), h2.read_trailers()).await.ok()?,
                         None => h2.read_trailers().await,
                     }
@@ -830,4 +919,29 @@ async fn stream_response(
         }
     }
     Some(status)
+}
+
+/// What moved while the router waited on both streams.
+enum Next {
+    /// A piece of response body (`None` at its end), or a failed read.
+    Response(Result<Option<Bytes>, upstream::Error>),
+    /// The request body moved; `ended`: all of it has been sent.
+    Request { ended: bool },
+    ClientBroken,
+}
+
+/// Waits for the next piece of response body, moving the request body
+/// along meanwhile (an HTTP/2 upstream's, while it lasts).
+async fn next_piece(upstream: &mut upstream::Session, pump: &mut Option<H2Pump>, body: &mut RequestBody<'_>, session: &mut Downstream) -> Next {
+    let Some(p) = pump.as_mut() else { return Next::Response(upstream.read_body().await) };
+    tokio::select! {
+        read = upstream.read_body() => Next::Response(read),
+        step = p.step(body, session) => match step {
+            Ok(ended) => Next::Request { ended },
+            Err(Broken::Client) => Next::ClientBroken,
+            // The upstream reset its stream: its reader hears of it. The
+            // rest of the body has nowhere to go.
+            Err(Broken::Upstream(_)) => Next::Request { ended: true },
+        },
+    }
 }

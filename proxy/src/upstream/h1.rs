@@ -17,6 +17,8 @@
 //! default). HTTP/1 trailers are read and dropped, as Envoy does without
 //! `enable_trailers`.
 
+use std::io::Write as _;
+
 use bytes::{Bytes, BytesMut};
 use http::header;
 
@@ -69,6 +71,53 @@ impl Connection {
             self.stream.write_all(&self.write).await?;
             self.stream.write_all(body).await?;
         }
+        self.stream.flush().await?;
+        Ok(())
+    }
+
+    /// Starts a request whose body follows in pieces ([`Connection::send_body`]):
+    /// the header waits to go out with the first one. `chunked`: the body's
+    /// length is unknown (no `content-length`), so it is chunk-encoded.
+    pub fn start(&mut self, req: &RequestHeader, chunked: bool) -> Result<(), Error> {
+        self.write.clear();
+        serialize(req, &mut self.write)?;
+        if chunked {
+            // Before the blank line that ends the header.
+            self.write.truncate(self.write.len() - 2);
+            self.write.extend_from_slice(b"transfer-encoding: chunked\r\n\r\n");
+        }
+        self.body = None;
+        self.keep_alive = false;
+        self.head = req.method == http::Method::HEAD;
+        Ok(())
+    }
+
+    /// Writes a piece of a started request's body (with `end`, its last),
+    /// after the header if that has not gone out yet.
+    pub async fn send_body(&mut self, data: &[u8], chunked: bool, end: bool) -> Result<(), Error> {
+        if chunked && !data.is_empty() {
+            // Writing to a Vec cannot fail.
+            let _ = write!(self.write, "{:x}\r\n", data.len());
+        }
+        let alone = data.len() > COALESCE_BODY;
+        if !alone {
+            self.write.extend_from_slice(data);
+        }
+        if !self.write.is_empty() && alone {
+            self.stream.write_all(&self.write).await?;
+            self.write.clear();
+        }
+        if alone {
+            self.stream.write_all(data).await?;
+        }
+        if chunked && !data.is_empty() {
+            self.write.extend_from_slice(b"\r\n");
+        }
+        if chunked && end {
+            self.write.extend_from_slice(b"0\r\n\r\n");
+        }
+        self.stream.write_all(&self.write).await?;
+        self.write.clear();
         self.stream.flush().await?;
         Ok(())
     }

@@ -1,0 +1,273 @@
+//! Request bodies that stream, against Envoy: the upstream sees a request
+//! while its body is still coming, a bidirectional gRPC stream echoes each
+//! message before the next is sent, large uploads pass whole, and a body
+//! past the retry buffer (1 MiB) is not retried.
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::{Frame, Incoming};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::sync::mpsc;
+use weft_e2e::bootstrap::{cluster, locality, single_route, upstream};
+use weft_e2e::{Kind, Proxy, Upstream};
+
+const EXPLICIT_H2: &str = r#"typed_extension_protocol_options:
+  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+    explicit_http_config: { http2_protocol_options: {} }"#;
+
+/// How long a piece may take to show up on the other side before the test
+/// says it was held back.
+const PATIENCE: Duration = Duration::from_secs(3);
+
+fn bootstrap(route: &str, cluster_fields: &str) -> String {
+    single_route(route, &[cluster("up", cluster_fields, &[locality(0, &[upstream("up")])])])
+}
+
+type Pieces = mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
+type Answer = tokio::task::JoinHandle<anyhow::Result<hyper::Response<Incoming>>>;
+
+/// Opens a request to the proxy whose body the test sends piece by piece
+/// (no content-length: chunked over HTTP/1.1); dropping the sender ends it.
+async fn open(port: u16, http2: bool, path: &str, headers: &[(&str, &str)]) -> (Pieces, Answer) {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let (tx, rx) = mpsc::channel(8);
+    let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
+    let mut req = hyper::Request::builder().method("POST").uri(format!("http://example.com{path}"));
+    if !http2 {
+        req = req.header("host", "example.com");
+    }
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let req = req.body(body).expect("request");
+    let answer = if http2 {
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.expect("h2 handshake");
+        tokio::spawn(conn);
+        tokio::spawn(async move { Ok(sender.send_request(req).await?) })
+    } else {
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("h1 handshake");
+        tokio::spawn(conn);
+        tokio::spawn(async move { Ok(sender.send_request(req).await?) })
+    };
+    (tx, answer)
+}
+
+async fn send(tx: &Pieces, piece: &[u8]) {
+    tx.send(Ok(Frame::data(Bytes::copy_from_slice(piece)))).await.expect("body still open");
+}
+
+/// Whether the upstream has seen `count` requests within [`PATIENCE`].
+async fn upstream_sees(up: &Upstream, count: usize) -> bool {
+    let deadline = Instant::now() + PATIENCE;
+    while Instant::now() < deadline {
+        if up.count() >= count {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+/// An upload sent in two pieces: does the upstream see the request before
+/// the second is sent, and what arrives in the end (with the framing the
+/// upstream saw). HTTP/1.1 and HTTP/2 clients, an HTTP/1.1 upstream.
+#[tokio::test]
+async fn uploads_reach_the_upstream_as_they_are_sent_like_envoy() {
+    let up = Upstream::start("up").await;
+    let template = bootstrap("cluster: up", "");
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut outcome = Vec::new();
+        for http2 in [false, true] {
+            up.take();
+            let (tx, answer) = open(proxy.port, http2, "/upload", &[]).await;
+            send(&tx, b"first piece,").await;
+            let early = upstream_sees(&up, 1).await;
+            send(&tx, b" second piece").await;
+            drop(tx);
+            let resp = tokio::time::timeout(PATIENCE, answer).await.expect("answer in time").expect("join").expect("response");
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            let request = up.take().pop().expect("upstream saw the upload");
+            let framing: Vec<String> = ["content-length", "transfer-encoding"]
+                .iter()
+                .filter_map(|h| request.header(h).map(|v| format!("{h}: {v}")))
+                .collect();
+            outcome.push(format!(
+                "http2={http2}: seen before the body ended: {early}; {status} {:?}; upstream framing {framing:?}",
+                String::from_utf8_lossy(&body)
+            ));
+        }
+        seen.push(outcome);
+    }
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    assert!(seen[1][0].contains("seen before the body ended: true; 200 \"received 25\""), "{:?}", seen[1]);
+}
+
+/// A 20 MiB upload passes whole (it used to be refused past 16 MiB, the
+/// buffer the router kept every body in).
+#[tokio::test]
+async fn large_uploads_pass_whole_like_envoy() {
+    let up = Upstream::start("up").await;
+    let template = bootstrap("cluster: up", "");
+    let size = 20 << 20;
+    let payload = Bytes::from(vec![b'x'; size]);
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("handshake");
+        tokio::spawn(conn);
+        let req = hyper::Request::post("/upload").header("host", "example.com").body(Full::new(payload.clone())).expect("request");
+        let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req)).await.expect("in time").expect("response");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        seen.push(format!("{status} {}", String::from_utf8_lossy(&body)));
+    }
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    assert_eq!(seen[1], format!("200 received {size}"));
+}
+
+/// A gRPC message: the 5-byte prefix (uncompressed, length), then `text`.
+fn message(text: &str) -> Vec<u8> {
+    let mut out = BytesMut::with_capacity(5 + text.len());
+    out.put_u8(0);
+    out.put_u32(text.len() as u32);
+    out.put_slice(text.as_bytes());
+    out.to_vec()
+}
+
+/// The next DATA frame of the response within [`PATIENCE`], or why not.
+async fn next_data(body: &mut Incoming) -> String {
+    loop {
+        match tokio::time::timeout(PATIENCE, body.frame()).await {
+            Err(_) => return "nothing within 3s".into(),
+            Ok(None) => return "end".into(),
+            Ok(Some(Err(e))) => return format!("error {e}"),
+            Ok(Some(Ok(frame))) => match frame.into_data() {
+                Ok(data) if data.len() >= 5 => return format!("message {:?}", String::from_utf8_lossy(&data[5..])),
+                Ok(data) if data.is_empty() => continue,
+                Ok(data) => return format!("partial {data:?}"),
+                Err(frame) => match frame.into_trailers() {
+                    Ok(t) => return format!("trailers {:?} {:?}", t.get("grpc-status"), t.get("grpc-message")),
+                    Err(_) => continue,
+                },
+            },
+        }
+    }
+}
+
+/// A bidirectional gRPC stream through the router (HTTP/2 both sides):
+/// each message comes back before the next is sent, and the stream ends
+/// with the service's status when the client ends its side.
+#[tokio::test]
+async fn bidirectional_grpc_streams_pass_through_like_envoy() {
+    let up = Upstream::start("up").await;
+    let template = bootstrap("cluster: up", EXPLICIT_H2);
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
+        let headers = [("content-type", "application/grpc"), ("te", "trailers"), ("x-md", "hello")];
+        let (tx, answer) = open(proxy.port, true, "/weft.Echo/Chat", &headers).await;
+        let mut outcome = Vec::new();
+        send(&tx, &message("one")).await;
+        let resp = tokio::time::timeout(PATIENCE, answer).await.expect("headers in time").expect("join").expect("response");
+        outcome.push(format!("{} x-md-echo {:?}", resp.status(), resp.headers().get("x-md-echo")));
+        let mut body = resp.into_body();
+        outcome.push(next_data(&mut body).await);
+        send(&tx, &message("two")).await;
+        outcome.push(next_data(&mut body).await);
+        drop(tx);
+        outcome.push(next_data(&mut body).await);
+        seen.push(outcome);
+    }
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    assert_eq!(seen[1][1..], ["message \"one\"", "message \"two\"", "trailers Some(\"0\") Some(\"bye\")"]);
+}
+
+/// A retriable answer (503) to an upload is retried while the body fits
+/// the retry buffer (1 MiB), and not past it: the proxy no longer has the
+/// whole body to send again.
+#[tokio::test]
+async fn bodies_past_the_retry_buffer_are_not_retried_like_envoy() {
+    let up = Upstream::start("up").await;
+    let route = "cluster: up, retry_policy: { retry_on: 5xx, num_retries: 1, retry_back_off: { base_interval: 0.001s, max_interval: 0.002s } }";
+    let template = bootstrap(route, "");
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut outcome = Vec::new();
+        for size in [10, 2 << 20] {
+            up.take();
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
+            let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("handshake");
+            tokio::spawn(conn);
+            let req = hyper::Request::post("/upload")
+                .header("host", "example.com")
+                .header("x-test-status", "503")
+                .body(Full::new(Bytes::from(vec![b'x'; size])))
+                .expect("request");
+            let resp = tokio::time::timeout(Duration::from_secs(10), sender.send_request(req)).await.expect("in time").expect("response");
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.expect("body").to_bytes();
+            outcome.push(format!("{size} bytes: {status} {:?} after {} attempts", String::from_utf8_lossy(&body), up.count()));
+        }
+        seen.push(outcome);
+    }
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    assert_eq!(seen[1], ["10 bytes: 503 \"received 10\" after 2 attempts", "2097152 bytes: 503 \"received 2097152\" after 1 attempts"]);
+}
+
+/// An upload that takes `pause` between its two pieces, through a route
+/// with `route_fields`: what the client gets, and whether the upstream saw
+/// the request.
+async fn slow_upload(route_fields: &str, pause: Duration) -> Vec<String> {
+    let up = Upstream::start("up").await;
+    let template = bootstrap(&format!("cluster: up, {route_fields}"), "");
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
+        up.take();
+        let (tx, answer) = open(proxy.port, false, "/upload", &[]).await;
+        send(&tx, b"first,").await;
+        tokio::time::sleep(pause).await;
+        // The proxy may have answered and closed meanwhile.
+        let _ = tx.send(Ok(Frame::data(Bytes::from_static(b" second")))).await;
+        drop(tx);
+        let outcome = match tokio::time::timeout(Duration::from_secs(10), answer).await.expect("answer in time").expect("join") {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                format!("{status} {:?}", String::from_utf8_lossy(&body))
+            }
+            Err(e) => format!("no response: {e}"),
+        };
+        seen.push(format!("{outcome}; upstream saw {} requests", up.count()));
+    }
+    assert_eq!(seen[0], seen[1], "{route_fields}: left Envoy, right weft-proxy");
+    seen
+}
+
+/// The route timeout and the per-try timeout start when the request has
+/// ended: an upload slower than either still gets its answer.
+#[tokio::test]
+async fn route_and_per_try_timeouts_start_when_the_request_ends_like_envoy() {
+    let pause = Duration::from_millis(1500);
+    let seen = slow_upload("timeout: 1s", pause).await;
+    assert_eq!(seen[1], "200 \"received 13\"; upstream saw 1 requests");
+    let seen = slow_upload("timeout: 5s, retry_policy: { retry_on: 5xx, num_retries: 1, per_try_timeout: 1s }", pause).await;
+    assert_eq!(seen[1], "200 \"received 13\"; upstream saw 1 requests");
+}
+
+/// The stream idle timeout runs while the body is coming: a client that
+/// stalls past it gets 408.
+#[tokio::test]
+async fn a_stalled_upload_hits_the_idle_timeout_like_envoy() {
+    let seen = slow_upload("idle_timeout: 0.5s", Duration::from_millis(1500)).await;
+    assert!(seen[1].starts_with("408"), "{seen:?}");
+}
