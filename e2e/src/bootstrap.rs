@@ -6,6 +6,12 @@
 /// Admin, a listener on `${LISTEN}` routing `/` with `route` (the fields of
 /// a RouteAction, e.g. `cluster: up, timeout: 1s`), and `clusters`.
 pub fn single_route(route: &str, clusters: &[String]) -> String {
+    single_route_with("", route, clusters)
+}
+
+/// [`single_route`] with connection manager fields added (`manager`, one
+/// line of YAML such as `upgrade_configs: [...]`).
+pub fn single_route_with(manager: &str, route: &str, clusters: &[String]) -> String {
     format!(
         r#"
 admin:
@@ -20,6 +26,7 @@ static_resources:
         typed_config:
           "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
           stat_prefix: main
+          {manager}
           route_config:
             virtual_hosts:
             - {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, route: {{ {route} }} }} ] }}

@@ -143,12 +143,12 @@ impl Upstream {
                     let server = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
                     match tls {
                         None => {
-                            let _ = server.serve_connection(TokioIo::new(tcp), svc(None)).await;
+                            let _ = server.serve_connection_with_upgrades(TokioIo::new(tcp), svc(None)).await;
                         }
                         Some(acceptor) => {
                             let Some(stream) = accept_tls(&acceptor, tcp).await else { return };
                             let sni = stream.ssl().servername(pingora_core::tls::ssl::NameType::HOST_NAME).map(str::to_string);
-                            let _ = server.serve_connection(TokioIo::new(stream), svc(sni)).await;
+                            let _ = server.serve_connection_with_upgrades(TokioIo::new(stream), svc(sni)).await;
                         }
                     }
                 });
@@ -203,6 +203,9 @@ async fn handle(
     sni: Option<String>,
     req: hyper::Request<hyper::body::Incoming>,
 ) -> Result<hyper::Response<BoxBody<Bytes, Infallible>>, Infallible> {
+    if req.headers().contains_key(http::header::UPGRADE) && req.uri().path().ends_with(UPGRADE) {
+        return Ok(upgrade(name, &seen, req));
+    }
     let (parts, body) = req.into_parts();
     let header = |n: &str| {
         parts
@@ -302,6 +305,52 @@ fn record(seen: &Mutex<Vec<Seen>>, request: Seen) {
         log.clear(); // long-running demo/bench processes: keep memory bounded
     }
     log.push(request);
+}
+
+/// Upgrades (`upgrade: websocket` to a path ending in `/ws`): answered 101, then every
+/// read on the tunnel is echoed back as `NAME:` and the bytes.
+pub const UPGRADE: &str = "/ws";
+
+/// Switches protocols (see [`UPGRADE`]); `x-test-status` refuses instead.
+fn upgrade(name: String, seen: &Mutex<Vec<Seen>>, req: hyper::Request<hyper::body::Incoming>) -> hyper::Response<BoxBody<Bytes, Infallible>> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let headers: Vec<(String, String)> =
+        req.headers().iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect();
+    let path = req.uri().path_and_query().map(|p| p.to_string()).unwrap_or_default();
+    record(seen, Seen { method: req.method().to_string(), path, headers, body: Bytes::new() });
+    if let Some(status) = req.headers().get("x-test-status").and_then(|v| v.to_str().ok()?.parse::<u16>().ok()) {
+        let resp = hyper::Response::builder().status(status).header("x-upstream", &name).body(Full::new(Bytes::from(name)).boxed());
+        return resp.expect("valid response");
+    }
+    let protocol = req.headers().get(http::header::UPGRADE).cloned().unwrap_or(http::HeaderValue::from_static("websocket"));
+    let upgraded = hyper::upgrade::on(req);
+    let tag = name.clone();
+    tokio::spawn(async move {
+        let Ok(upgraded) = upgraded.await else { return };
+        let mut io = TokioIo::new(upgraded);
+        let mut buf = vec![0u8; 16 * 1024];
+        loop {
+            match io.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    let mut out = format!("{tag}:").into_bytes();
+                    out.extend_from_slice(&buf[..n]);
+                    if io.write_all(&out).await.is_err() {
+                        break;
+                    }
+                }
+            }
+        }
+        let _ = io.shutdown().await;
+    });
+    hyper::Response::builder()
+        .status(101)
+        .header(http::header::UPGRADE, protocol)
+        .header(http::header::CONNECTION, "upgrade")
+        .header("sec-websocket-accept", "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=")
+        .header("x-upstream", &name)
+        .body(Full::new(Bytes::new()).boxed())
+        .expect("valid response")
 }
 
 /// Uploads: recorded when their header arrives (the body left out), and

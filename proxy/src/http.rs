@@ -241,6 +241,22 @@ impl HttpProxy {
         let mut edits = ResponseEdits::default();
         // A copy: filters get the connection beside the log they write to.
         let conn = log.conn.clone();
+        // An HTTP/1.1 upgrade goes through only where `upgrade_configs`
+        // allows it; Envoy refuses it before any filter runs, and closes.
+        let upgrade = !session.is_http2() && upgrade_type(&req).is_some();
+        if let Some(kind) = upgrade_type(&req).filter(|_| upgrade) {
+            let route_upgrades = route.and_then(|r| match &r.action {
+                Action::Forward(fwd) => Some(&fwd.upgrades),
+                _ => None,
+            });
+            if !crate::model::upgrade::allowed(kind, route_upgrades, &manager.upgrades) {
+                tracing::debug!(upgrade = kind, "upgrade not allowed");
+                session.disable_keepalive();
+                log.reply_details = Some("upgrade_failed".into());
+                edits.request_done(req);
+                return LocalReply::new(403, "").send(manager, session, Finish::new(&[], &edits, &conn)).await;
+            }
+        }
         // The body, when a filter reads it (the router reads it otherwise).
         let mut body = None;
         let info = if manager.filters.iter().any(|(_, f)| f.reads_body()) {
@@ -375,7 +391,7 @@ impl HttpProxy {
                     &vhost.response_headers,
                     &table.response_headers,
                 ];
-                let plan = forward::Plan { fwd, target, levels, edits: &edits, conn: &conn };
+                let plan = forward::Plan { fwd, target, levels, edits: &edits, conn: &conn, upgrade };
                 // Boxed: the router's state is most of a request's future,
                 // and a future is copied whole each time it is moved into
                 // its caller's (up to the connection task); in a box it is
@@ -384,6 +400,13 @@ impl HttpProxy {
             }
         }
     }
+}
+
+/// The protocol an HTTP/1.1 request asks to switch to: its `upgrade`
+/// header, when `connection` carries the `upgrade` token (Envoy's test).
+fn upgrade_type(req: &RequestHeader) -> Option<&str> {
+    let asked = req.headers.get_all(header::CONNECTION).iter().any(|v| crate::h1::has_token(v, "upgrade"));
+    asked.then(|| req.headers.get(header::UPGRADE)?.to_str().ok().filter(|v| !v.is_empty())).flatten()
 }
 
 /// The stream info of requests no plugin looks at: shared, not built.

@@ -21,7 +21,7 @@ use pingora_core::protocols::{
 };
 
 use crate::model::cluster::ConnectionSlot;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, BufWriter, ReadBuf};
 
 /// Pingora's default L4 write buffer: one TCP segment on loopback/Ethernet.
 const WRITE_BUFFER: usize = 1460;
@@ -211,5 +211,51 @@ impl GetSocketDigest for Counted {
     }
     fn set_socket_digest(&mut self, digest: SocketDigest) {
         self.inner.set_socket_digest(digest)
+    }
+}
+
+/// Copies bytes both ways (a TCP proxy, an upgraded HTTP connection) until both sides are done (a side that ends is
+/// half-closed on the other, as Envoy does), an error, or `idle` passes
+/// without a byte either way.
+pub async fn splice<A, B>(a: &mut A, b: &mut B, idle: Option<Duration>)
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    let (mut from_a, mut from_b) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
+    let (mut a_open, mut b_open) = (true, true);
+    while a_open || b_open {
+        let quiet = async {
+            match idle {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
+            }
+        };
+        // Reads are cancel-safe: the branch that loses the race loses no bytes.
+        tokio::select! {
+            r = a.read(&mut from_a), if a_open => match r {
+                Ok(n) if n > 0 => {
+                    if b.write_all(&from_a[..n]).await.is_err() || b.flush().await.is_err() {
+                        return;
+                    }
+                }
+                _ => {
+                    a_open = false;
+                    let _ = b.shutdown().await;
+                }
+            },
+            r = b.read(&mut from_b), if b_open => match r {
+                Ok(n) if n > 0 => {
+                    if a.write_all(&from_b[..n]).await.is_err() || a.flush().await.is_err() {
+                        return;
+                    }
+                }
+                _ => {
+                    b_open = false;
+                    let _ = a.shutdown().await;
+                }
+            },
+            _ = quiet => return,
+        }
     }
 }

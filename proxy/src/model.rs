@@ -14,6 +14,7 @@ pub mod header;
 pub mod listener;
 pub mod matcher;
 pub mod route;
+pub mod upgrade;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncWrite};
 use weft_envoy_api::pb::envoy::extensions::filters::network::tcp_proxy::v3 as xds_tcp;
 
 use crate::model::cluster::Cluster;
@@ -85,52 +85,7 @@ impl TcpProxy {
             cluster.stats.cx_connect_fail.inc();
             return;
         };
-        splice(&mut downstream, &mut upstream, self.idle_timeout).await;
+        crate::io::splice(&mut downstream, &mut upstream, self.idle_timeout).await;
     }
 }
 
-/// Copies bytes both ways until both sides are done (a side that ends is
-/// half-closed on the other, as Envoy does), an error, or `idle` passes
-/// without a byte either way.
-async fn splice<A, B>(a: &mut A, b: &mut B, idle: Option<Duration>)
-where
-    A: AsyncRead + AsyncWrite + Unpin,
-    B: AsyncRead + AsyncWrite + Unpin,
-{
-    let (mut from_a, mut from_b) = (vec![0u8; 16 * 1024], vec![0u8; 16 * 1024]);
-    let (mut a_open, mut b_open) = (true, true);
-    while a_open || b_open {
-        let quiet = async {
-            match idle {
-                Some(d) => tokio::time::sleep(d).await,
-                None => std::future::pending().await,
-            }
-        };
-        // Reads are cancel-safe: the branch that loses the race loses no bytes.
-        tokio::select! {
-            r = a.read(&mut from_a), if a_open => match r {
-                Ok(n) if n > 0 => {
-                    if b.write_all(&from_a[..n]).await.is_err() || b.flush().await.is_err() {
-                        return;
-                    }
-                }
-                _ => {
-                    a_open = false;
-                    let _ = b.shutdown().await;
-                }
-            },
-            r = b.read(&mut from_b), if b_open => match r {
-                Ok(n) if n > 0 => {
-                    if a.write_all(&from_b[..n]).await.is_err() || a.flush().await.is_err() {
-                        return;
-                    }
-                }
-                _ => {
-                    b_open = false;
-                    let _ = a.shutdown().await;
-                }
-            },
-            _ = quiet => return,
-        }
-    }
-}

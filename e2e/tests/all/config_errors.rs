@@ -261,3 +261,25 @@ fn filter_chains_with_the_same_match_are_rejected() {
     let text = weft_e2e::proxy::render(&bootstrap(&[a, b], &cluster("1001", "")), 10000, 9901, &[]);
     rejected(&text, &["filter_chains[1].filter_chain_match", "multiple filter chains with the same matching rules"]);
 }
+
+#[test]
+fn upgrade_configs_weft_does_not_take_are_named() {
+    // Valid for Envoy; weft-proxy tunnels upgrades but not CONNECT, and
+    // runs no per-upgrade filter chains.
+    let with = |upgrade: &str| good().replace("stat_prefix: main", &format!("stat_prefix: main\n          upgrade_configs: [ {upgrade} ]"));
+    for (upgrade, expect) in [
+        ("{ upgrade_type: CONNECT }", "typed_config.upgrade_configs[0].upgrade_type: CONNECT is not supported by weft-proxy"),
+        (
+            r#"{ upgrade_type: websocket, filters: [ { name: envoy.filters.http.router, typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router } } ] }"#,
+            "typed_config.upgrade_configs[0].filters",
+        ),
+    ] {
+        let text = with(upgrade);
+        let (ok, out) = validate(Kind::Envoy, &text);
+        assert!(ok, "Envoy should accept {upgrade}: {out}");
+        let (ok, out) = validate(Kind::Weft, &text);
+        assert!(!ok && out.contains(expect), "{upgrade}: {out}");
+    }
+    // Twice the same type: both refuse.
+    rejected(&with("{ upgrade_type: websocket }, { upgrade_type: WebSocket }"), &["typed_config.upgrade_configs[1].upgrade_type: duplicate upgrade type websocket"]);
+}

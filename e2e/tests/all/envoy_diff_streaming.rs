@@ -177,7 +177,9 @@ async fn bidirectional_grpc_streams_pass_through_like_envoy() {
         let mut outcome = Vec::new();
         send(&tx, &message("one")).await;
         let resp = tokio::time::timeout(PATIENCE, answer).await.expect("headers in time").expect("join").expect("response");
-        outcome.push(format!("{} x-md-echo {:?}", resp.status(), resp.headers().get("x-md-echo")));
+        // No service time: Envoy measures it from the request's end.
+        let service_time = resp.headers().get("x-envoy-upstream-service-time");
+        outcome.push(format!("{} x-md-echo {:?}, service time {service_time:?}", resp.status(), resp.headers().get("x-md-echo")));
         let mut body = resp.into_body();
         outcome.push(next_data(&mut body).await);
         send(&tx, &message("two")).await;
@@ -187,6 +189,7 @@ async fn bidirectional_grpc_streams_pass_through_like_envoy() {
         seen.push(outcome);
     }
     assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    assert_eq!(seen[1][0], "200 OK x-md-echo Some(\"hello\"), service time None");
     assert_eq!(seen[1][1..], ["message \"one\"", "message \"two\"", "trailers Some(\"0\") Some(\"bye\")"]);
 }
 

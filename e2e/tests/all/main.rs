@@ -19,6 +19,7 @@ mod envoy_diff_routing;
 mod envoy_diff_streaming;
 mod envoy_diff_tcp;
 mod envoy_diff_tls;
+mod envoy_diff_upgrade;
 mod envoy_diff_upstream_framing;
 mod malformed_http;
 mod traffic_bookinfo;

@@ -97,8 +97,10 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "stream_idle_timeout",
             "common_http_protocol_options",
             "rds",
+            "upgrade_configs",
         ],
     ),
+    ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig", &["upgrade_type", "enabled"]),
     ("envoy.config.core.v3.HttpProtocolOptions", &["idle_timeout"]),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.Rds",
@@ -267,8 +269,10 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "hash_policy",
             "auto_host_rewrite",
             "idle_timeout",
+            "upgrade_configs",
         ],
     ),
+    ("envoy.config.route.v3.RouteAction.UpgradeConfig", &["upgrade_type", "enabled"]),
     (
         "envoy.config.route.v3.RouteAction.HashPolicy",
         &["header", "query_parameter", "connection_properties", "terminal"],

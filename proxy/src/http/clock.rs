@@ -32,11 +32,6 @@ impl Progress {
         Progress { start, moved: AtomicU64::new(0), ended: AtomicU64::new(if ended { 0 } else { NOT_YET }), changed: Notify::new() }
     }
 
-    /// When the request reached the router.
-    pub fn start(&self) -> Instant {
-        self.start
-    }
-
     fn at(&self, offset: u64) -> Option<Instant> {
         (offset != NOT_YET).then(|| self.start + Duration::from_micros(offset))
     }

@@ -126,6 +126,15 @@ impl Downstream {
         }
     }
 
+    /// After a 101 (HTTP/1.1 only): the client's connection and what it
+    /// sent after its request, for a tunnel.
+    pub fn tunnel(&mut self) -> Option<(&mut pingora_core::protocols::Stream, bytes::BytesMut)> {
+        match self {
+            Downstream::H1(s) => Some(s.tunnel()),
+            Downstream::H2(_) => None,
+        }
+    }
+
     /// The connection closes after this response (HTTP/1.1; an HTTP/2
     /// connection's streams end on their own).
     pub fn disable_keepalive(&mut self) {

@@ -45,6 +45,11 @@ const HOP_BY_HOP: &[&str] = &[
     "trailer",
 ];
 
+/// The hop-by-hop headers an upgrade keeps: they ask the upstream for it.
+fn is_upgrade_header(name: &str) -> bool {
+    name == "connection" || name == "upgrade"
+}
+
 /// Request headers that steer the router; consumed, never forwarded.
 const ROUTER_CONTROL: &[&str] = &[
     "x-envoy-retry-on",
@@ -103,6 +108,10 @@ pub struct Plan<'a> {
     pub levels: [&'a HeaderMutations; 4],
     pub edits: &'a ResponseEdits,
     pub conn: &'a crate::access_log::format::Conn,
+    /// An HTTP/1.1 upgrade the connection manager let through: its
+    /// `connection` and `upgrade` headers go upstream, and a 101 turns the
+    /// connection into a tunnel.
+    pub upgrade: bool,
 }
 
 /// Forwards a routed request and streams the response back; returns the
@@ -114,7 +123,7 @@ pub async fn forward(
     plan: Plan<'_>,
     log: &mut Entry,
 ) -> Option<u16> {
-    let Plan { fwd, target, levels, edits, conn } = plan;
+    let Plan { fwd, target, levels, edits, conn, upgrade } = plan;
     let finish = Finish::new(&levels[..], edits, conn);
     if target.cluster.not_found {
         // Envoy's cluster_not_found_response_code: 503, no body, flag NC.
@@ -126,7 +135,13 @@ pub async fn forward(
     let start = Instant::now();
     let mirrors: Vec<&Mirror> = fwd.mirrors.iter().filter(|m| m.sampled()).collect();
     let streams = body.is_none() && mirrors.is_empty() && !session.is_body_empty();
-    let progress = Progress::new(start, !streams);
+    // An upgrade's request never ends (it goes on as the tunnel), so its
+    // route timeout never starts, as in Envoy; and its connection closes
+    // whatever the answer.
+    let progress = Progress::new(start, !streams && !upgrade);
+    if upgrade {
+        session.disable_keepalive();
+    }
     let mut body = match body {
         Some(b) => RequestBody::whole(b),
         None if session.is_body_empty() => RequestBody::whole(Bytes::new()),
@@ -150,7 +165,7 @@ pub async fn forward(
     let te_trailers = req.headers.get_all(header::TE).iter().any(|v| {
         v.to_str().is_ok_and(|v| v.split(',').any(|t| t.split(';').next().is_some_and(|t| t.trim().eq_ignore_ascii_case("trailers"))))
     });
-    req.remove_matching(|name| ROUTER_CONTROL.contains(&name) || HOP_BY_HOP.contains(&name));
+    req.remove_matching(|name| ROUTER_CONTROL.contains(&name) || (HOP_BY_HOP.contains(&name) && !(upgrade && is_upgrade_header(name))));
     if te_trailers {
         let _ = req.insert_header(header::TE, "trailers");
     }
@@ -182,6 +197,14 @@ pub async fn forward(
     let idle = fwd.idle_timeout.unwrap_or(manager.stream_idle_timeout);
     let timeouts = Timeouts { route: timeout, per_try, idle };
     let cluster = &target.cluster;
+    if upgrade && cluster.http2 {
+        // Envoy would carry it as an HTTP/2 extended CONNECT; we do not.
+        tracing::debug!(cluster = %cluster.name, "upgrade to an HTTP/2 cluster");
+        log.reply_details = Some("upgrade_failed".into());
+        edits.request_done(req);
+        session.disable_keepalive();
+        return LocalReply::new(403, "").send(manager, session, finish).await;
+    }
     let source_ip = || session.client_addr().map(|a| a.ip());
     let hash = fwd.hash_policy.as_ref().and_then(|p| p.hash(&req, source_ip()));
     let breakers = &cluster.breakers;
@@ -335,6 +358,10 @@ pub async fn forward(
                 "upstream connect error or disconnect/reset before headers. {retried}: {reason}"
             ));
             reply.send(manager, session, finish).await
+        }
+        Outcome::Response(exchange) if upgrade && exchange.resp.status == http::StatusCode::SWITCHING_PROTOCOLS => {
+            log.upstream_service_time = Some(start.elapsed().as_millis().to_string());
+            tunnel(manager, session, exchange, timeouts.idle, finish, log).await
         }
         Outcome::Response(exchange) => {
             log.upstream_service_time = Some(start.elapsed().as_millis().to_string());
@@ -787,7 +814,6 @@ async fn stream_response(
     log: &mut Entry,
 ) -> Option<u16> {
     let Exchange { upstream, mut resp, mut pump, host, pool, budget } = exchange;
-    let start = progress.start();
     // Held until the upstream response is complete, then released before
     // the last bytes go downstream: a client's next request must find the
     // connection back in the pool and the circuit breakers free, as Envoy.
@@ -797,21 +823,17 @@ async fn stream_response(
     resp.set_version(http::Version::HTTP_11);
     let status = resp.status.as_u16();
     resp.remove_matching(|name| HOP_BY_HOP.contains(&name));
-    let service_ms = HeaderValue::from(start.elapsed().as_millis() as u64);
-    header_map::insert(&mut *resp, UPSTREAM_SERVICE_TIME, service_ms);
+    // Envoy measures it from the request's end, so only a request that has
+    // ended gets it.
+    if let Some(ended) = progress.ended_at() {
+        header_map::insert(&mut *resp, UPSTREAM_SERVICE_TIME, HeaderValue::from(ended.elapsed().as_millis() as u64));
+    }
     edit_response_headers(&mut resp, finish);
     // Plugins see the response after the route's and the filters' edits.
     let mut plugins = crate::wasm::Encoder::new(&finish.edits.wasm);
-    if !plugins.is_empty() {
-        let end = held.as_mut().is_some_and(|(u, ..)| u.done());
-        match plugins.headers(&mut resp, end).await {
-            Ok(()) => {}
-            Err(crate::wasm::stream::Stop::Reply(mut reply)) => {
-                log.reply_details = reply.details.take();
-                return reply.send(manager, session, Finish { levels: &[], ..finish }).await;
-            }
-            Err(crate::wasm::stream::Stop::Reset) => return None,
-        }
+    let end = held.as_mut().is_some_and(|(u, ..)| u.done());
+    if let Err(answered) = plugin_headers(&mut plugins, &mut resp, end, (manager, session), finish, log).await {
+        return answered;
     }
     // A body of unknown length (an HTTP/2 upstream's, or a plugin's that
     // dropped content-length) is chunked for an HTTP/1.1 client, as Envoy.
@@ -919,6 +941,69 @@ async fn stream_response(
         }
     }
     Some(status)
+}
+
+/// Runs the plugins' response header callbacks. `Err`: a plugin answered
+/// instead (the status sent) or reset the stream (`None`).
+async fn plugin_headers(
+    plugins: &mut crate::wasm::Encoder<'_>,
+    resp: &mut ResponseHeader,
+    end: bool,
+    (manager, session): (&HttpManager, &mut Downstream),
+    finish: Finish<'_>,
+    log: &mut Entry,
+) -> Result<(), Option<u16>> {
+    if plugins.is_empty() {
+        return Ok(());
+    }
+    match plugins.headers(resp, end).await {
+        Ok(()) => Ok(()),
+        Err(crate::wasm::stream::Stop::Reply(mut reply)) => {
+            log.reply_details = reply.details.take();
+            Err(reply.send(manager, session, Finish { levels: &[], ..finish }).await)
+        }
+        Err(crate::wasm::stream::Stop::Reset) => Err(None),
+    }
+}
+
+/// An upgrade the upstream accepted (101): the response goes to the client
+/// with its `connection` and `upgrade` headers, then bytes pass both ways
+/// until both sides have closed (a side that ends is half-closed on the
+/// other) or nothing moves for the stream idle timeout. Neither connection
+/// serves HTTP again.
+async fn tunnel(
+    manager: &HttpManager,
+    session: &mut Downstream,
+    exchange: Exchange<'_>,
+    idle: Option<Duration>,
+    finish: Finish<'_>,
+    log: &mut Entry,
+) -> Option<u16> {
+    use tokio::io::AsyncWriteExt;
+    let Exchange { mut upstream, mut resp, host: _in_flight, .. } = exchange;
+    resp.set_version(http::Version::HTTP_11);
+    resp.remove_matching(|name| HOP_BY_HOP.contains(&name) && !is_upgrade_header(name));
+    edit_response_headers(&mut resp, finish);
+    let mut plugins = crate::wasm::Encoder::new(&finish.edits.wasm);
+    if let Err(answered) = plugin_headers(&mut plugins, &mut resp, false, (manager, session), finish, log).await {
+        return answered;
+    }
+    stamp_response_headers(manager, &mut resp);
+    plugins.response_sent(&resp);
+    session.respond(Some(resp), None, false, None).await.ok()?;
+    // Only HTTP/1.1 reaches here on both sides (the router refuses
+    // upgrades to HTTP/2 clusters; HTTP/2 requests carry none).
+    let (Some((client, from_client)), upstream::Session::H1(conn)) = (session.tunnel(), &mut upstream) else { return None };
+    let (server, from_server) = conn.tunnel();
+    // Bytes that came right behind either header go first.
+    if !from_client.is_empty() && server.write_all(&from_client).await.and(server.flush().await).is_err() {
+        return None;
+    }
+    if !from_server.is_empty() && client.write_all(&from_server).await.and(client.flush().await).is_err() {
+        return None;
+    }
+    crate::io::splice(client, server, idle).await;
+    Some(101)
 }
 
 /// What moved while the router waited on both streams.

@@ -61,6 +61,9 @@ pub struct HttpManager {
     /// request in flight for this long is closed (Envoy: 1 hour; `None`
     /// when disabled).
     pub idle_timeout: Option<Duration>,
+    /// `upgrade_configs`: the HTTP/1.1 upgrades let through (a route may
+    /// override them).
+    pub upgrades: super::upgrade::Upgrades,
 }
 
 impl Listener {
@@ -216,6 +219,7 @@ impl HttpManager {
                 Some(d) => Some(super::duration(d)).filter(|d| !d.is_zero()),
                 None => Some(Duration::from_secs(3600)),
             },
+            upgrades: super::upgrade::Upgrades::compile_manager(&hcm.upgrade_configs, &format!("{path}.upgrade_configs"))?,
         })
     }
 }

@@ -120,6 +120,8 @@ pub struct Forward {
     pub hash_policy: Option<HashPolicy>,
     /// Host becomes the chosen host's name (DNS name or endpoint hostname).
     pub auto_host_rewrite: bool,
+    /// `upgrade_configs`: overrides the connection manager's.
+    pub upgrades: super::upgrade::Upgrades,
 }
 
 /// `request_mirror_policies[]`: a fire-and-forget copy of the request.
@@ -828,6 +830,7 @@ impl Forward {
             hash_policy: HashPolicy::compile(&ra.hash_policy, &format!("{path}.hash_policy"))?,
             idle_timeout,
             auto_host_rewrite,
+            upgrades: super::upgrade::Upgrades::compile_route(&ra.upgrade_configs, &format!("{path}.upgrade_configs"))?,
         })
     }
 

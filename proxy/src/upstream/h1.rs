@@ -166,6 +166,13 @@ impl Connection {
         self.keep_alive && self.done() && self.read.is_empty()
     }
 
+    /// After a 101: the connection and what the upstream sent after the
+    /// header, for the tunnel that replaces HTTP on it. It is not reused.
+    pub fn tunnel(&mut self) -> (&mut Stream, BytesMut) {
+        self.keep_alive = false;
+        (&mut self.stream, std::mem::take(&mut self.read))
+    }
+
     /// Ends a connection that is not reused (TLS close_notify, TCP FIN).
     pub async fn close(mut self) {
         let _ = self.stream.shutdown().await;
@@ -254,8 +261,8 @@ fn framing(parsed: &mut Parsed, head_request: bool) -> Result<BodyDecoder, Error
     let resp = &mut parsed.header;
     let status = resp.status;
     if status == http::StatusCode::SWITCHING_PROTOCOLS {
-        // We never ask for an upgrade (hop-by-hop headers are removed);
-        // whatever follows is not HTTP.
+        // An upgrade the router asked for: whatever follows is the
+        // tunnel's (see `tunnel`), not HTTP.
         parsed.keep_alive = false;
         return Ok(BodyDecoder::empty());
     }

@@ -298,11 +298,26 @@ impl Server {
         self.keepalive && self.client_keepalive && self.body.is_done()
     }
 
+    /// After a 101 has been sent: the connection and what the client sent
+    /// after its request, for the tunnel that replaces HTTP on it.
+    pub fn tunnel(&mut self) -> (&mut Stream, BytesMut) {
+        self.keepalive = false;
+        (&mut self.stream, std::mem::take(&mut self.read))
+    }
+
     /// Decides the body's framing and serializes the header.
     fn start_response(&mut self, mut resp: Box<ResponseHeader>) {
         let status = resp.status;
         let http10 = self.http10;
-        self.framing = if self.head || status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED {
+        // Switching protocols: the header goes as it is (its `connection:
+        // upgrade` included) and what follows is no longer HTTP.
+        let switching = status == http::StatusCode::SWITCHING_PROTOCOLS;
+        if switching {
+            self.keepalive = false;
+        }
+        self.framing = if switching {
+            Framing::Ended
+        } else if self.head || status == http::StatusCode::NO_CONTENT || status == http::StatusCode::NOT_MODIFIED {
             Framing::None
         } else if resp.headers.get(header::TRANSFER_ENCODING).is_some_and(|v| crate::h1::has_token(v, "chunked")) {
             if http10 {
@@ -326,7 +341,9 @@ impl Server {
         }
         // Draining: the client is asked to close, and served until it does
         // or the drain ends.
-        if !self.will_keepalive() || self.drain_deadline.is_some() {
+        if switching {
+            // Its `connection: upgrade` stands.
+        } else if !self.will_keepalive() || self.drain_deadline.is_some() {
             header_map::insert(&mut *resp, header::CONNECTION, HeaderValue::from_static("close"));
         } else if http10 {
             header_map::insert(&mut *resp, header::CONNECTION, HeaderValue::from_static("keep-alive"));
