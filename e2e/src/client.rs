@@ -250,3 +250,37 @@ where
 fn pairs(map: &http::HeaderMap) -> Vec<(String, String)> {
     map.iter().map(|(k, v)| (k.as_str().to_string(), String::from_utf8_lossy(v.as_bytes()).into_owned())).collect()
 }
+
+/// Asks `addr` for a WebSocket upgrade of `path` (raw HTTP/1.1) and, if it
+/// answers 101, sends `message` through the tunnel: the status line, and
+/// what came back within 3 s.
+pub async fn websocket_echo(addr: std::net::SocketAddr, host: &str, path: &str, message: &str) -> std::io::Result<(String, String)> {
+    let mut tcp = TcpStream::connect(addr).await?;
+    let head = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
+    tcp.write_all(head.as_bytes()).await?;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let end = loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break end + 4;
+        }
+        match tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            _ => return Ok((format!("no response header: {:?}", String::from_utf8_lossy(&buf)), String::new())),
+        }
+    };
+    let status = String::from_utf8_lossy(&buf[..end]).lines().next().unwrap_or_default().to_string();
+    if !status.starts_with("HTTP/1.1 101") {
+        return Ok((status, String::new()));
+    }
+    let mut echoed = buf.split_off(end);
+    tcp.write_all(message.as_bytes()).await?;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while !echoed.ends_with(message.as_bytes()) {
+        match tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => echoed.extend_from_slice(&chunk[..n]),
+            _ => break,
+        }
+    }
+    Ok((status, String::from_utf8_lossy(&echoed).into_owned()))
+}

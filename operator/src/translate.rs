@@ -376,6 +376,8 @@ fn listener(name: &str, ip: &str, port: u32, stat_prefix: &str, routes: Routes, 
         stat_prefix: stat_prefix.to_string(),
         route_specifier: Some(route_specifier),
         http_filters,
+        // WebSocket upgrades pass, as through Istio's sidecars and gateways.
+        upgrade_configs: vec![hcm::http_connection_manager::UpgradeConfig { upgrade_type: "websocket".into(), ..Default::default() }],
         ..Default::default()
     };
     xds_listener::Listener {

@@ -101,6 +101,11 @@ async fn scenario(kind: Kind, net: u8) -> Vec<String> {
     steps.push(format!("v1 saw {:?} host {:?}", seen.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(), seen.first().and_then(|s| s.header("host"))));
     let r = send_to(gw, &Request::get("/elsewhere")).await.expect("gateway answers");
     steps.push(format!("no route: {}", r.status));
+    // A WebSocket through the gateway and v1's sidecar: the operator lets
+    // upgrades through, as Istio does.
+    let (status, echoed) = weft_e2e::client::websocket_echo(gw, "shop.example", "/web/ws", "hello").await.expect("gateway answers");
+    steps.push(format!("websocket: {status} {echoed:?}"));
+    v1.take();
 
     // An app on v1 calls the service through its sidecar, as HTTP_PROXY
     // clients do (absolute form); no VirtualService for the mesh, so both
@@ -162,7 +167,8 @@ async fn istio_resources_route_the_same_on_envoy_and_weft() {
     assert_eq!(envoy[0], "gateway: 200 v1");
     assert_eq!(envoy[1], r#"v1 saw ["/web/page"] host Some("shop.example")"#);
     assert_eq!(envoy[2], "no route: 404");
-    assert_eq!(envoy[3], r#"mesh call reaches {"v1", "v2"}"#);
+    assert_eq!(envoy[3], r#"websocket: HTTP/1.1 101 Switching Protocols "v1:hello""#);
+    assert_eq!(envoy[4], r#"mesh call reaches {"v1", "v2"}"#);
 }
 
 /// The operator reads the directory when something in it changes, not
