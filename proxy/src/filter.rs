@@ -19,7 +19,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwapOption;
-use bytes::Bytes;
 use pingora_http::{RequestHeader, ResponseHeader};
 use weft_envoy_api::pb::google::protobuf::Any;
 
@@ -72,9 +71,9 @@ pub struct Context<'a> {
     /// Response flags for the access log (FI, DI, RL).
     pub log: &'a mut Entry,
     pub response: &'a mut ResponseEdits,
-    /// The request body, read before the filters when one of them
-    /// (wasm) looks at it; the router sends what is left here.
-    pub body: &'a mut Option<Bytes>,
+    /// A body follows the request headers (the router reads it, through
+    /// the plugins' body callbacks).
+    pub body_follows: bool,
     /// Addresses and TLS of the stream, for plugins' properties.
     pub info: &'a Arc<crate::wasm::properties::StreamInfo>,
 }
@@ -174,7 +173,7 @@ impl HttpFilter {
                 };
                 l.on_request(req, cx)
             }
-            HttpFilter::Wasm(w) => match w.on_request(req, cx.body, cx.info, &mut cx.response.wasm).await {
+            HttpFilter::Wasm(w) => match w.on_request(req, cx.body_follows, cx.info, &mut cx.response.wasm).await {
                 Ok(()) => Verdict::Continue,
                 Err(crate::wasm::stream::Stop::Reply(reply)) => Verdict::Respond(reply),
                 Err(crate::wasm::stream::Stop::Reset) => Verdict::Reset,
@@ -182,8 +181,8 @@ impl HttpFilter {
         }
     }
 
-    /// The filter reads the request body (before the router would).
-    pub fn reads_body(&self) -> bool {
+    /// A wasm filter: plugins read the stream's facts (addresses, TLS).
+    pub fn is_wasm(&self) -> bool {
         matches!(self, HttpFilter::Wasm(_))
     }
 }

@@ -257,17 +257,8 @@ impl HttpProxy {
                 return LocalReply::new(403, "").send(manager, session, Finish::new(&[], &edits, &conn)).await;
             }
         }
-        // The body, when a filter reads it (the router reads it otherwise).
-        let mut body = None;
-        let info = if manager.filters.iter().any(|(_, f)| f.reads_body()) {
-            if session.is_body_empty() {
-                body = Some(bytes::Bytes::new());
-            } else {
-                match forward::read_body(session).await {
-                    Ok(b) => body = Some(b),
-                    Err(status) => return LocalReply::new(status, "").send(manager, session, Finish::new(&[], &edits, &conn)).await,
-                }
-            }
+        let body_follows = !session.is_body_empty();
+        let info = if manager.filters.iter().any(|(_, f)| f.is_wasm()) {
             Arc::new(StreamInfo {
                 source: log.conn.remote,
                 destination: log.conn.local,
@@ -297,7 +288,7 @@ impl HttpProxy {
                 connection,
                 log: &mut *log,
                 response: &mut edits,
-                body: &mut body,
+                body_follows,
                 info: &info,
             };
             match filter.on_request(&mut req, &mut cx).await {
@@ -396,7 +387,7 @@ impl HttpProxy {
                 // and a future is copied whole each time it is moved into
                 // its caller's (up to the connection task); in a box it is
                 // placed once and the callers above stay small.
-                Box::pin(forward::forward(manager, session, (req, body), plan, log)).await
+                Box::pin(forward::forward(manager, session, req, plan, log)).await
             }
         }
     }

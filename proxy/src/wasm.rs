@@ -4,6 +4,7 @@
 //! ```text
 //!  config ─► plugin::Plugin::compile ─► engine::compile (once per sha256) ─► vm::Vm::start (checked)
 //!  request ─► stream::Filter::on_request ─► vm::with_vm (this worker's VM) ─► host.rs (the ABI) ─► plugin
+//!  request body (read by the router) ─► stream::Decoder (chunks, buffering) ─► upstream
 //!  response ─► stream::Encoder (headers, body buffering, trailers) ─► client; Stream drop ─► on_done/on_log/on_delete
 //! ```
 //! | module | what |
@@ -47,7 +48,7 @@ use weft_envoy_api::pb::envoy::extensions::filters::http::wasm::v3 as xds_wasm_f
 
 use crate::model::{Cluster, ConfigError, Result};
 
-pub use stream::{Encoder, Filter, Stream, TYPE};
+pub use stream::{Decoder, Encoder, Filter, Stream, TYPE};
 
 impl Filter {
     /// Compiles the filter's `Wasm` message at `path`.

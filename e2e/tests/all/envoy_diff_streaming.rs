@@ -27,12 +27,12 @@ fn bootstrap(route: &str, cluster_fields: &str) -> String {
     single_route(route, &[cluster("up", cluster_fields, &[locality(0, &[upstream("up")])])])
 }
 
-type Pieces = mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
-type Answer = tokio::task::JoinHandle<anyhow::Result<hyper::Response<Incoming>>>;
+pub(crate) type Pieces = mpsc::Sender<Result<Frame<Bytes>, Infallible>>;
+pub(crate) type Answer = tokio::task::JoinHandle<anyhow::Result<hyper::Response<Incoming>>>;
 
 /// Opens a request to the proxy whose body the test sends piece by piece
 /// (no content-length: chunked over HTTP/1.1); dropping the sender ends it.
-async fn open(port: u16, http2: bool, path: &str, headers: &[(&str, &str)]) -> (Pieces, Answer) {
+pub(crate) async fn open(port: u16, http2: bool, path: &str, headers: &[(&str, &str)]) -> (Pieces, Answer) {
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
     let (tx, rx) = mpsc::channel(8);
     let body = StreamBody::new(tokio_stream::wrappers::ReceiverStream::new(rx));
@@ -56,12 +56,12 @@ async fn open(port: u16, http2: bool, path: &str, headers: &[(&str, &str)]) -> (
     (tx, answer)
 }
 
-async fn send(tx: &Pieces, piece: &[u8]) {
+pub(crate) async fn send(tx: &Pieces, piece: &[u8]) {
     tx.send(Ok(Frame::data(Bytes::copy_from_slice(piece)))).await.expect("body still open");
 }
 
 /// Whether the upstream has seen `count` requests within [`PATIENCE`].
-async fn upstream_sees(up: &Upstream, count: usize) -> bool {
+pub(crate) async fn upstream_sees(up: &Upstream, count: usize) -> bool {
     let deadline = Instant::now() + PATIENCE;
     while Instant::now() < deadline {
         if up.count() >= count {
@@ -134,7 +134,7 @@ async fn large_uploads_pass_whole_like_envoy() {
 }
 
 /// A gRPC message: the 5-byte prefix (uncompressed, length), then `text`.
-fn message(text: &str) -> Vec<u8> {
+pub(crate) fn message(text: &str) -> Vec<u8> {
     let mut out = BytesMut::with_capacity(5 + text.len());
     out.put_u8(0);
     out.put_u32(text.len() as u32);
@@ -143,7 +143,7 @@ fn message(text: &str) -> Vec<u8> {
 }
 
 /// The next DATA frame of the response within [`PATIENCE`], or why not.
-async fn next_data(body: &mut Incoming) -> String {
+pub(crate) async fn next_data(body: &mut Incoming) -> String {
     loop {
         match tokio::time::timeout(PATIENCE, body.frame()).await {
             Err(_) => return "nothing within 3s".into(),
@@ -162,6 +162,28 @@ async fn next_data(body: &mut Incoming) -> String {
     }
 }
 
+/// A bidirectional gRPC exchange with `/weft.Echo/Chat` through the proxy
+/// at `port` (h2c): the response header (status, the echoed metadata, the
+/// service time), then what comes back for each message sent and for the
+/// end of the client's side.
+pub(crate) async fn chat(port: u16) -> Vec<String> {
+    let headers = [("content-type", "application/grpc"), ("te", "trailers"), ("x-md", "hello")];
+    let (tx, answer) = open(port, true, "/weft.Echo/Chat", &headers).await;
+    let mut outcome = Vec::new();
+    send(&tx, &message("one")).await;
+    let resp = tokio::time::timeout(PATIENCE, answer).await.expect("headers in time").expect("join").expect("response");
+    // No service time: Envoy measures it from the request's end.
+    let service_time = resp.headers().get("x-envoy-upstream-service-time");
+    outcome.push(format!("{} x-md-echo {:?}, service time {service_time:?}", resp.status(), resp.headers().get("x-md-echo")));
+    let mut body = resp.into_body();
+    outcome.push(next_data(&mut body).await);
+    send(&tx, &message("two")).await;
+    outcome.push(next_data(&mut body).await);
+    drop(tx);
+    outcome.push(next_data(&mut body).await);
+    outcome
+}
+
 /// A bidirectional gRPC stream through the router (HTTP/2 both sides):
 /// each message comes back before the next is sent, and the stream ends
 /// with the service's status when the client ends its side.
@@ -172,21 +194,7 @@ async fn bidirectional_grpc_streams_pass_through_like_envoy() {
     let mut seen = Vec::new();
     for kind in Kind::BOTH {
         let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
-        let headers = [("content-type", "application/grpc"), ("te", "trailers"), ("x-md", "hello")];
-        let (tx, answer) = open(proxy.port, true, "/weft.Echo/Chat", &headers).await;
-        let mut outcome = Vec::new();
-        send(&tx, &message("one")).await;
-        let resp = tokio::time::timeout(PATIENCE, answer).await.expect("headers in time").expect("join").expect("response");
-        // No service time: Envoy measures it from the request's end.
-        let service_time = resp.headers().get("x-envoy-upstream-service-time");
-        outcome.push(format!("{} x-md-echo {:?}, service time {service_time:?}", resp.status(), resp.headers().get("x-md-echo")));
-        let mut body = resp.into_body();
-        outcome.push(next_data(&mut body).await);
-        send(&tx, &message("two")).await;
-        outcome.push(next_data(&mut body).await);
-        drop(tx);
-        outcome.push(next_data(&mut body).await);
-        seen.push(outcome);
+        seen.push(chat(proxy.port).await);
     }
     assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
     assert_eq!(seen[1][0], "200 OK x-md-echo Some(\"hello\"), service time None");

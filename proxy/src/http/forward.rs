@@ -20,6 +20,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use super::local::{edit_response_headers, frame_body, stamp_response_headers, Finish, LocalReply};
 use super::clock::{Progress, Timeouts};
 use super::request_body::{Broken, H2Pump, RequestBody};
+use crate::wasm::stream::Stop;
 use super::{header_map, xff};
 use crate::model::header::Headers;
 use crate::model::header::HeaderMutations;
@@ -76,6 +77,8 @@ enum Failure {
     Protocol,
     /// The client's body broke off (it went away, or framed it wrongly).
     Client,
+    /// A plugin ended the request from a body callback.
+    Plugin,
 }
 
 // One value per attempt, moved once: boxing the session would cost an
@@ -119,7 +122,7 @@ pub struct Plan<'a> {
 pub async fn forward(
     manager: &HttpManager,
     session: &mut Downstream,
-    (mut req, body): (RequestHeader, Option<Bytes>),
+    mut req: RequestHeader,
     plan: Plan<'_>,
     log: &mut Entry,
 ) -> Option<u16> {
@@ -134,26 +137,31 @@ pub async fn forward(
     }
     let start = Instant::now();
     let mirrors: Vec<&Mirror> = fwd.mirrors.iter().filter(|m| m.sampled()).collect();
-    let streams = body.is_none() && mirrors.is_empty() && !session.is_body_empty();
+    let streamed = mirrors.is_empty() && !session.is_body_empty();
     // An upgrade's request never ends (it goes on as the tunnel), so its
     // route timeout never starts, as in Envoy; and its connection closes
     // whatever the answer.
-    let progress = Progress::new(start, !streams && !upgrade);
+    let progress = Progress::new(start, !streamed && !upgrade);
     if upgrade {
         session.disable_keepalive();
     }
-    let mut body = match body {
-        Some(b) => RequestBody::whole(b),
-        None if session.is_body_empty() => RequestBody::whole(Bytes::new()),
+    let plugins = crate::wasm::Decoder::new(&edits.wasm);
+    let mut body = if session.is_body_empty() {
+        RequestBody::whole(Bytes::new())
+    } else if mirrors.is_empty() {
+        RequestBody::streaming(&progress, plugins)
+    } else {
         // Mirrors get the same body: it is read whole first.
-        None if !mirrors.is_empty() => match read_body(session).await {
+        match read_whole(session, plugins).await {
             Ok(b) => RequestBody::whole(b),
-            Err(status) => {
+            Err(stop) => {
                 edits.request_done(req);
-                return LocalReply::new(status, "").send(manager, session, finish).await;
+                return match stop {
+                    Err(status) => LocalReply::new(status, "").send(manager, session, finish).await,
+                    Ok(stop) => stopped(stop, manager, session, finish, log).await,
+                };
             }
-        },
-        None => RequestBody::streaming(&progress),
+        }
     };
     // Deliberately the route's policy only: Envoy 1.40 does not honour the
     // x-envoy-retry-on / x-envoy-max-retries / x-envoy-upstream-rq-*
@@ -191,6 +199,10 @@ pub async fn forward(
     }
     if req.headers.contains_key(header::TRANSFER_ENCODING) {
         req.remove_header(&header::TRANSFER_ENCODING);
+    }
+    // Plugins' body callbacks read the request headers as they go upstream.
+    if streamed && !edits.wasm.is_empty() {
+        edits.request_done(req.clone());
     }
 
     // The idle timeout is the route's, else the manager's.
@@ -269,7 +281,7 @@ pub async fn forward(
             Outcome::Failed(Failure::Connect) => cluster.stats.cx_connect_fail.inc(),
             Outcome::Failed(Failure::PerTryTimeout) => cluster.stats.rq_timeout.inc(),
             Outcome::Failed(Failure::Overflow) => cluster.stats.rq_pending_overflow.inc(),
-            Outcome::Failed(Failure::Reset | Failure::NoHost | Failure::Protocol | Failure::Client) => {}
+            Outcome::Failed(Failure::Reset | Failure::NoHost | Failure::Protocol | Failure::Client | Failure::Plugin) => {}
         }
         // A body past the retry buffer cannot be sent again; nor is a
         // response retried before the client's body has ended (Envoy:
@@ -307,6 +319,10 @@ pub async fn forward(
     edits.request_done(req);
 
     match outcome {
+        Outcome::Failed(Failure::Plugin) => match body.take_stop() {
+            Some(stop) => stopped(stop, manager, session, finish, log).await,
+            None => None,
+        },
         Outcome::Failed(Failure::Client) => {
             // Envoy answers a body its codec cannot read with 400; a client
             // that went away hears nothing.
@@ -327,7 +343,7 @@ pub async fn forward(
                 Failure::NoHost => "UH",
                 Failure::Connect => "UF",
                 Failure::Overflow => "UO",
-                Failure::Reset | Failure::PerTryTimeout | Failure::Client => "UC",
+                Failure::Reset | Failure::PerTryTimeout | Failure::Client | Failure::Plugin => "UC",
                 Failure::Protocol => "UPE",
             });
             if timed_out {
@@ -483,7 +499,7 @@ fn synthesized(f: Failure) -> Result<Called, String> {
         Failure::Overflow => (503, "upstream connect error or disconnect/reset before headers. reset reason: overflow"),
         Failure::Connect => (503, "upstream connect error or disconnect/reset before headers. reset reason: remote connection failure"),
         Failure::PerTryTimeout => (504, "upstream request timeout"),
-        Failure::Reset | Failure::Client => (503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination"),
+        Failure::Reset | Failure::Client | Failure::Plugin => (503, "upstream connect error or disconnect/reset before headers. reset reason: connection termination"),
         Failure::Protocol => (502, "upstream connect error or disconnect/reset before headers. reset reason: protocol error"),
     };
     let mut resp = ResponseHeader::build(status, Some(2)).map_err(|e| e.to_string())?;
@@ -545,7 +561,7 @@ fn retries_failure(p: &RetryPolicy, f: Failure) -> bool {
     let on = p.on;
     match f {
         // Nothing to retry against: Envoy answers at once.
-        Failure::NoHost | Failure::Overflow | Failure::Client => false,
+        Failure::NoHost | Failure::Overflow | Failure::Client | Failure::Plugin => false,
         Failure::Connect => on.connect_failure || on.five_xx || on.gateway_error || on.reset,
         Failure::Reset | Failure::Protocol => on.reset || on.five_xx || on.gateway_error,
         Failure::PerTryTimeout => on.five_xx || on.gateway_error,
@@ -635,7 +651,28 @@ pub fn set_path(req: &mut RequestHeader, original: &str, new: &str) {
     let _ = req.set_raw_path(new.as_bytes());
 }
 
-pub(super) async fn read_body(session: &mut Downstream) -> Result<Bytes, u16> {
+/// The request body read whole, through the plugins. `Err`: how a plugin
+/// ended the request, or the status that refuses the body.
+async fn read_whole(session: &mut Downstream, mut plugins: crate::wasm::Decoder<'_>) -> Result<Bytes, Result<Stop, u16>> {
+    let raw = read_body(session).await.map_err(Err)?;
+    if plugins.is_empty() {
+        return Ok(raw);
+    }
+    Ok(plugins.body(Some(raw), true).await.map_err(Ok)?.unwrap_or_default())
+}
+
+/// Answers a request a plugin ended: its reply, or a reset (`None`).
+async fn stopped(stop: Stop, manager: &HttpManager, session: &mut Downstream, finish: Finish<'_>, log: &mut Entry) -> Option<u16> {
+    match stop {
+        Stop::Reply(mut reply) => {
+            log.reply_details = reply.details.take();
+            reply.send(manager, session, Finish { levels: &[], ..finish }).await
+        }
+        Stop::Reset => None,
+    }
+}
+
+async fn read_body(session: &mut Downstream) -> Result<Bytes, u16> {
     let mut buf = BytesMut::new();
     loop {
         match session.read_request_body().await {
@@ -715,6 +752,7 @@ async fn try_once<'c>(
                 return Outcome::Response(Exchange { upstream, resp: Box::new(resp), pump, host, pool: target.key(), budget });
             }
             Err(Broken::Client) => return Outcome::Failed(Failure::Client),
+            Err(Broken::Plugin) => return Outcome::Failed(Failure::Plugin),
             // Not HTTP: the upstream answered, so no second try on a new
             // connection.
             Err(Broken::Upstream(e)) if upstream::is_protocol_error(&e) => {
@@ -789,7 +827,8 @@ async fn send(
                 match (pump.as_mut(), session.as_deref_mut()) {
                     (Some(p), Some(session)) => tokio::select! {
                         read = h2.read_response_header() => break read.map_err(up)?,
-                        step = p.step(body, session) => if step? { pump = None },
+                        // Handled outside the race: plugins may be called.
+                        ready = p.ready(body, session) => if p.advance(ready?, body).await? { pump = None },
                     },
                     _ => break h2.read_response_header().await.map_err(up)?,
                 }
@@ -1019,14 +1058,22 @@ enum Next {
 /// along meanwhile (an HTTP/2 upstream's, while it lasts).
 async fn next_piece(upstream: &mut upstream::Session, pump: &mut Option<H2Pump>, body: &mut RequestBody<'_>, session: &mut Downstream) -> Next {
     let Some(p) = pump.as_mut() else { return Next::Response(upstream.read_body().await) };
-    tokio::select! {
-        read = upstream.read_body() => Next::Response(read),
-        step = p.step(body, session) => match step {
-            Ok(ended) => Next::Request { ended },
-            Err(Broken::Client) => Next::ClientBroken,
-            // The upstream reset its stream: its reader hears of it. The
-            // rest of the body has nowhere to go.
-            Err(Broken::Upstream(_)) => Next::Request { ended: true },
-        },
+    let step = tokio::select! {
+        read = upstream.read_body() => return Next::Response(read),
+        ready = p.ready(body, session) => ready,
+    };
+    // Outside the race: plugins may be called.
+    let step = match step {
+        Ok(ready) => p.advance(ready, body).await,
+        Err(e) => Err(e),
+    };
+    match step {
+        Ok(ended) => Next::Request { ended },
+        // The client broke off, or a plugin ended the request: the
+        // response has started, so the stream is reset.
+        Err(Broken::Client | Broken::Plugin) => Next::ClientBroken,
+        // The upstream reset its stream: its reader hears of it. The rest
+        // of the body has nowhere to go.
+        Err(Broken::Upstream(_)) => Next::Request { ended: true },
     }
 }

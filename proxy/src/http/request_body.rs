@@ -3,12 +3,16 @@
 //! small enough.
 //!
 //! ```text
-//!  client ─► read ─► keep (≤ 1 MiB) ─► upstream attempt
-//!                        └──── replayed by the next attempt
+//!  client ─► read ─► plugins' body callbacks ─► keep (≤ 1 MiB) ─► upstream attempt
+//!                                                   └──── replayed by the next attempt
 //! ```
 //! An HTTP/1.1 upstream gets the whole body before its response is read.
 //! An HTTP/2 upstream's body goes on beside the response ([`H2Pump`]), so
 //! a bidirectional gRPC stream works through the router.
+//!
+//! Reading is two steps: taking a piece off the client's connection
+//! (cancel-safe: the router races it against the upstream) and handing it
+//! through the plugins (not raced: a plugin's callback runs to its end).
 
 use std::future::poll_fn;
 
@@ -17,6 +21,7 @@ use bytes::Bytes;
 use super::clock::Progress;
 use super::downstream::Downstream;
 use crate::upstream;
+use crate::wasm::stream::{Decoder, Stop};
 
 /// How much of a request body is kept so that a retry can send it again:
 /// Envoy's default buffer limit (`per_connection_buffer_limit_bytes`,
@@ -29,6 +34,9 @@ pub enum Broken {
     /// The client went away or framed its body wrongly.
     Client,
     Upstream(upstream::Error),
+    /// A plugin ended the request from a body callback (its reply or
+    /// reset is [`RequestBody::take_stop`]).
+    Plugin,
 }
 
 /// What the router has of the request body.
@@ -37,12 +45,19 @@ pub struct RequestBody<'p> {
     /// kept (pieces are reference-counted: keeping costs no copy).
     kept: Vec<Bytes>,
     kept_len: usize,
-    /// The client's body has ended.
+    /// The body has ended: the client's, and what the plugins held of it
+    /// has gone through them.
     ended: bool,
+    /// The client has sent its last piece.
+    client_ended: bool,
     /// More than [`RETRY_BUFFER_LIMIT`] came: `kept` was let go.
     overflowed: bool,
     /// Told of each piece, for the router's clocks.
     progress: Option<&'p Progress>,
+    /// The request's plugins' body callbacks (none without plugins).
+    plugins: Option<Decoder<'p>>,
+    /// How a plugin ended the request.
+    stop: Option<Stop>,
 }
 
 impl RequestBody<'static> {
@@ -50,14 +65,20 @@ impl RequestBody<'static> {
     pub fn whole(body: Bytes) -> Self {
         let kept_len = body.len();
         let kept = if body.is_empty() { Vec::new() } else { vec![body] };
-        RequestBody { kept, kept_len, ended: true, overflowed: false, progress: None }
+        RequestBody { kept, kept_len, ended: true, client_ended: true, overflowed: false, progress: None, plugins: None, stop: None }
     }
 }
 
 impl<'p> RequestBody<'p> {
-    /// A body still to be read from the client.
-    pub fn streaming(progress: &'p Progress) -> Self {
-        RequestBody { kept: Vec::new(), kept_len: 0, ended: false, overflowed: false, progress: Some(progress) }
+    /// A body still to be read from the client, through `plugins`.
+    pub fn streaming(progress: &'p Progress, plugins: Decoder<'p>) -> Self {
+        let plugins = Some(plugins).filter(|p| !p.is_empty());
+        RequestBody { kept: Vec::new(), kept_len: 0, ended: false, client_ended: false, overflowed: false, progress: Some(progress), plugins, stop: None }
+    }
+
+    /// How a plugin ended the request, after [`Broken::Plugin`].
+    pub fn take_stop(&mut self) -> Option<Stop> {
+        self.stop.take()
     }
 
     /// The client's body has been read to its end.
@@ -84,41 +105,46 @@ impl<'p> RequestBody<'p> {
         &self.kept
     }
 
-    /// The client's next piece, kept for replay while within the limit;
-    /// `None` at the end. Cancel-safe: a piece is only taken off the
-    /// connection when it is returned.
-    pub async fn read(&mut self, session: &mut Downstream) -> Result<Option<Bytes>, Broken> {
-        if self.ended {
+    /// Takes the client's next piece off the connection (`None`: its end).
+    /// Cancel-safe.
+    pub async fn read_raw(&mut self, session: &mut Downstream) -> Result<Option<Bytes>, Broken> {
+        if self.client_ended {
             return Ok(None);
         }
-        match session.read_request_body().await {
-            Ok(Some(data)) => {
-                if let Some(p) = self.progress {
-                    p.record(false);
-                }
-                if !self.overflowed {
-                    self.kept_len += data.len();
-                    if self.kept_len > RETRY_BUFFER_LIMIT {
-                        self.overflowed = true;
-                        self.kept = Vec::new();
-                    } else {
-                        self.kept.push(data.clone());
-                    }
-                }
-                Ok(Some(data))
-            }
-            Ok(None) => {
-                self.ended = true;
-                if let Some(p) = self.progress {
-                    p.record(true);
-                }
-                Ok(None)
-            }
-            Err(e) => {
-                tracing::debug!(error = %e, "request body read failed");
-                Err(Broken::Client)
+        let raw = session.read_request_body().await.map_err(|e| {
+            tracing::debug!(error = %e, "request body read failed");
+            Broken::Client
+        })?;
+        self.client_ended = raw.is_none();
+        if let Some(p) = self.progress {
+            p.record(self.client_ended);
+        }
+        Ok(raw)
+    }
+
+    /// Hands a piece from [`read_raw`](Self::read_raw) through the plugins:
+    /// what goes upstream now (`None` while they hold it, or at the end).
+    pub async fn accept(&mut self, raw: Option<Bytes>) -> Result<Option<Bytes>, Broken> {
+        let end = raw.is_none();
+        let out = match self.plugins.as_mut() {
+            Some(plugins) => plugins.body(raw, end).await.map_err(|stop| {
+                self.stop = Some(stop);
+                Broken::Plugin
+            })?,
+            None => raw,
+        };
+        self.ended = end;
+        let Some(piece) = out.filter(|p| !p.is_empty()) else { return Ok(None) };
+        if !self.overflowed {
+            self.kept_len += piece.len();
+            if self.kept_len > RETRY_BUFFER_LIMIT {
+                self.overflowed = true;
+                self.kept = Vec::new();
+            } else {
+                self.kept.push(piece.clone());
             }
         }
+        Ok(Some(piece))
     }
 
     /// Sends the body to an HTTP/1.1 upstream after its header
@@ -129,8 +155,19 @@ impl<'p> RequestBody<'p> {
         for piece in self.kept.clone() {
             conn.send_body(&piece, chunked, false).await.map_err(up)?;
         }
-        while let Some(piece) = self.read(session).await? {
-            conn.send_body(&piece, chunked, false).await.map_err(up)?;
+        while !self.ended {
+            let raw = tokio::select! {
+                biased;
+                raw = self.read_raw(session) => raw?,
+                () = std::future::ready(()) => {
+                    // Nothing from the client yet: the header goes now.
+                    conn.send_head().await.map_err(up)?;
+                    self.read_raw(session).await?
+                }
+            };
+            if let Some(piece) = self.accept(raw).await? {
+                conn.send_body(&piece, chunked, false).await.map_err(up)?;
+            }
         }
         conn.send_body(&[], chunked, true).await.map_err(up)
     }
@@ -144,6 +181,8 @@ pub struct H2Pump {
     /// A piece read from the client that the upstream's window has not
     /// taken all of yet.
     pending: Option<Bytes>,
+    /// The pending piece is the body's last: it ends the stream.
+    ending: bool,
 }
 
 impl H2Pump {
@@ -158,39 +197,68 @@ impl H2Pump {
             writer.send_data(Bytes::new(), true).map_err(up)?;
             return Ok(None);
         }
-        Ok(Some(H2Pump { writer, pending: None }))
+        Ok(Some(H2Pump { writer, pending: None, ending: false }))
     }
 
-    /// One step: a piece read from the client, or some of it sent as the
-    /// upstream's window allows. `Ok(true)`: the body has all been sent.
-    pub async fn step(&mut self, body: &mut RequestBody<'_>, session: &mut Downstream) -> Result<bool, Broken> {
-        let up = |e: h2::Error| Broken::Upstream(e.into());
-        let Some(data) = self.pending.as_mut() else {
-            match body.read(session).await? {
-                Some(data) if data.is_empty() => {}
-                Some(data) => self.pending = Some(data),
-                None => {
-                    self.writer.send_data(Bytes::new(), true).map_err(up)?;
-                    return Ok(true);
-                }
-            }
-            return Ok(false);
+    /// Waits, cancel-safely, for what moves the body next: a piece from
+    /// the client, or room in the upstream's window for the one pending.
+    /// Hand it to [`advance`](Self::advance).
+    pub async fn ready(&mut self, body: &mut RequestBody<'_>, session: &mut Downstream) -> Result<Ready, Broken> {
+        let Some(data) = self.pending.as_ref() else {
+            return Ok(Ready::Piece(body.read_raw(session).await?));
         };
         // The client is not read further until the upstream takes this
         // piece: its window is the back-pressure.
         self.writer.reserve_capacity(data.len());
-        let window = match self.writer.capacity() {
+        match self.writer.capacity() {
             0 => match poll_fn(|cx| self.writer.poll_capacity(cx)).await {
-                Some(window) => window.map_err(up)?,
-                None => return Err(Broken::Upstream("upstream stream closed".into())),
+                Some(window) => Ok(Ready::Window(window.map_err(|e| Broken::Upstream(e.into()))?)),
+                None => Err(Broken::Upstream("upstream stream closed".into())),
             },
-            window => window,
-        };
-        let piece = data.split_to(window.min(data.len()));
-        if data.is_empty() {
-            self.pending = None;
+            window => Ok(Ready::Window(window)),
         }
-        self.writer.send_data(piece, false).map_err(up)?;
+    }
+
+    /// Moves the body on by what [`ready`](Self::ready) found (a piece goes
+    /// through the plugins). `Ok(true)`: the body has all been sent.
+    pub async fn advance(&mut self, ready: Ready, body: &mut RequestBody<'_>) -> Result<bool, Broken> {
+        let up = |e: h2::Error| Broken::Upstream(e.into());
+        match ready {
+            Ready::Piece(raw) => {
+                let end = raw.is_none();
+                match body.accept(raw).await? {
+                    Some(piece) => self.pending = Some(piece),
+                    None if end => {
+                        self.writer.send_data(Bytes::new(), true).map_err(up)?;
+                        return Ok(true);
+                    }
+                    None => {}
+                }
+                // The last piece ends the stream once it is all sent.
+                if end {
+                    self.ending = true;
+                }
+            }
+            Ready::Window(window) => {
+                let Some(data) = self.pending.as_mut().filter(|_| window > 0) else { return Ok(false) };
+                let piece = data.split_to(window.min(data.len()));
+                let last = data.is_empty();
+                if last {
+                    self.pending = None;
+                }
+                let end = last && self.ending;
+                self.writer.send_data(piece, end).map_err(up)?;
+                return Ok(end);
+            }
+        }
         Ok(false)
     }
+}
+
+/// What [`H2Pump::ready`] found.
+pub enum Ready {
+    /// A piece from the client (`None`: its end).
+    Piece(Option<Bytes>),
+    /// Room in the upstream's window for this many bytes.
+    Window(usize),
 }

@@ -92,6 +92,18 @@ impl Connection {
         Ok(())
     }
 
+    /// Sends a started request's header now, if it has not gone yet (the
+    /// client is slow with its body: the upstream learns of the request
+    /// without waiting for it, as from Envoy).
+    pub async fn send_head(&mut self) -> Result<(), Error> {
+        if !self.write.is_empty() {
+            self.stream.write_all(&self.write).await?;
+            self.write.clear();
+            self.stream.flush().await?;
+        }
+        Ok(())
+    }
+
     /// Writes a piece of a started request's body (with `end`, its last),
     /// after the header if that has not gone out yet.
     pub async fn send_body(&mut self, data: &[u8], chunked: bool, end: bool) -> Result<(), Error> {

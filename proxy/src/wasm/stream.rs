@@ -3,15 +3,16 @@
 //! response as Envoy drives it.
 //!
 //! ```text
-//!  request headers ─► body (whole, end_of_stream) ─► router ─► response headers ─► body chunks ─► client
+//!  request headers ─► router ─► body chunks (Decoder) ─► upstream
 //!        └─ Pause: wait for the callout answer / proxy_continue_stream / a local reply
-//!  response body Pause (StopIterationAndBuffer): chunks are held and the
-//!  plugin sees the whole buffer again with the next one; a header Pause
-//!  waits for proxy_continue_stream, as Envoy's StopAllIteration does.
+//!  response headers ─► body chunks (Encoder) ─► client
+//!  body Pause (StopIterationAndBuffer): chunks are held and the plugin
+//!  sees the whole buffer again with the next one; a header Pause waits
+//!  for proxy_continue_stream, as Envoy's StopAllIteration does.
 //! ```
-//! The request body reaches the plugin in one piece: the router buffers
-//! every request body anyway (for retries), so it is read before the
-//! filters run when a wasm filter is in the chain.
+//! The request body reaches the plugins piece by piece as the router reads
+//! it from the client ([`Decoder`]), so a streamed request (gRPC) keeps
+//! streaming through them.
 
 use std::cell::RefCell;
 use std::sync::{Arc, Mutex};
@@ -77,13 +78,14 @@ pub enum Stop {
 }
 
 impl Filter {
-    /// The request side: headers, then the body if there is one. `Err`
-    /// ends the request: a reply (the plugin's, or 503 when the VM failed
-    /// and the plugin does not fail open) or a reset.
+    /// The request headers (`body_follows`: they do not end the request;
+    /// its body goes through [`Decoder`]). `Err` ends the request: a reply
+    /// (the plugin's, or 503 when the VM failed and the plugin does not
+    /// fail open) or a reset.
     pub async fn on_request(
         &self,
         req: &mut RequestHeader,
-        body: &mut Option<Bytes>,
+        body_follows: bool,
         info: &Arc<StreamInfo>,
         streams: &mut Vec<Stream>,
     ) -> Result<(), Stop> {
@@ -107,20 +109,11 @@ impl Filter {
         let mut data = Some(StreamData::new(context, info.clone()));
         if let Some(d) = data.as_mut() {
             d.request = Some(Arc::new(lent));
-            d.request_body = body.take().filter(|b| !b.is_empty()).map(BytesMut::from);
         }
-        let has_body = data.as_ref().is_some_and(|d| d.request_body.is_some());
         let headers = data.as_ref().and_then(|d| d.request.as_ref()).map_or(0, |r| r.headers.len() + 4);
-        let mut outcome = stream.phase(&mut data, Phase::RequestHeaders, headers, !has_body).await;
-        if has_body && matches!(outcome, Ok(Outcome::Continue)) {
-            let size = data.as_ref().and_then(|d| d.request_body.as_ref()).map_or(0, |b| b.len());
-            outcome = stream.phase(&mut data, Phase::RequestBody, size, true).await;
-        }
-        if let Some(d) = data {
-            if let Some(r) = d.request {
-                REQUESTS.give_back(req, unshare(r));
-            }
-            *body = d.request_body.map(BytesMut::freeze);
+        let outcome = stream.phase(&mut data, Phase::RequestHeaders, headers, !body_follows).await;
+        if let Some(r) = data.and_then(|d| d.request) {
+            REQUESTS.give_back(req, unshare(r));
         }
         streams.push(stream);
         match outcome {
@@ -203,6 +196,25 @@ impl Stream {
                     }
                 }
             }
+        }
+    }
+
+    /// A request body chunk, appended to what the plugin buffered so far
+    /// (`body` is all of it, changed in place). The request headers have
+    /// gone upstream: the plugin reads them as they went.
+    pub async fn request_body(&self, body: &mut BytesMut, end_of_stream: bool) -> Outcome {
+        let mut data = Some(self.data_with(None, None));
+        if let Some(d) = data.as_mut() {
+            d.request_body = Some(std::mem::take(body));
+        }
+        let size = data.as_ref().and_then(|d| d.request_body.as_ref()).map_or(0, |b| b.len());
+        let outcome = self.phase(&mut data, Phase::RequestBody, size, end_of_stream).await;
+        *body = self.keep_request(data).request_body.unwrap_or_default();
+        match outcome {
+            Ok(Outcome::Buffer) if end_of_stream => Outcome::Continue,
+            Ok(outcome) => outcome,
+            Err(()) if self.plugin.failure.failing_request_passes => Outcome::Continue,
+            Err(()) => Outcome::Reply(LocalReply::new(503, "")),
         }
     }
 
@@ -376,6 +388,43 @@ fn local_reply(r: LocalResponse) -> LocalReply {
         }
     }
     reply
+}
+
+/// Request body callbacks over the wasm streams of a request, in filter
+/// order (Envoy's decoder order). `buffered` is the body a plugin holds
+/// (StopIterationAndBuffer).
+pub struct Decoder<'a> {
+    streams: &'a [Stream],
+    buffered: BytesMut,
+}
+
+impl<'a> Decoder<'a> {
+    pub fn new(streams: &'a [Stream]) -> Self {
+        Decoder { streams, buffered: BytesMut::new() }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.streams.is_empty()
+    }
+
+    /// A body chunk (`None` with `end_of_stream` for the end). Returns
+    /// what may go upstream now: nothing while a plugin buffers.
+    pub async fn body(&mut self, chunk: Option<Bytes>, end_of_stream: bool) -> Result<Option<Bytes>, Stop> {
+        match chunk {
+            Some(c) if self.buffered.is_empty() => self.buffered = BytesMut::from(c),
+            Some(c) => self.buffered.extend_from_slice(&c),
+            None => {}
+        }
+        for s in self.streams {
+            match s.request_body(&mut self.buffered, end_of_stream).await {
+                Outcome::Continue => {}
+                Outcome::Buffer => return Ok(None),
+                Outcome::Reply(r) => return Err(Stop::Reply(r)),
+                Outcome::Reset => return Err(Stop::Reset),
+            }
+        }
+        Ok(Some(std::mem::take(&mut self.buffered).freeze()))
+    }
 }
 
 /// Response callbacks over the wasm streams a request went through, in

@@ -141,12 +141,21 @@ impl Plugin {
             for (k, v) in headers {
                 req.append_header(k.to_ascii_lowercase(), *v).map_err(|e| e.to_string())?;
             }
-            let mut body = Some(Bytes::copy_from_slice(body));
             let info = Arc::new(StreamInfo { protocol: "HTTP/1.1", ..Default::default() });
             let mut streams = Vec::new();
-            let verdict = self.filter.on_request(&mut req, &mut body, &info, &mut streams).await;
+            let mut verdict = self.filter.on_request(&mut req, !body.is_empty(), &info, &mut streams).await;
+            // The body in one piece, through the body callbacks as the
+            // router sends it (the headers as they went, readable).
+            let mut sent = Bytes::new();
+            if verdict.is_ok() && !body.is_empty() {
+                super::stream::share_request(&streams, req.clone());
+                match super::stream::Decoder::new(&streams).body(Some(Bytes::copy_from_slice(body)), true).await {
+                    Ok(out) => sent = out.unwrap_or_default(),
+                    Err(stop) => verdict = Err(stop),
+                }
+            }
             // What went upstream, or what a reply ended: later callbacks read it.
-            let upstream = verdict.is_ok().then(|| seen(&req, body.unwrap_or_default().to_vec()));
+            let upstream = verdict.is_ok().then(|| seen(&req, sent.to_vec()));
             super::stream::share_request(&streams, req);
             Ok::<_, String>((upstream, streams, verdict))
         });
