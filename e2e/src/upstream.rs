@@ -11,7 +11,8 @@
 //! Request trailers are recorded among the headers as `trailer:NAME`.
 //!
 //! `/upload` is recorded as soon as its header arrives (without the body)
-//! and answered `received N`, N the body's length, with `x-test-status`.
+//! and answered `received N`, N the body's length, with `x-test-status`;
+//! `x-test-early-status: N` answers N at once, the body unread.
 //!
 //! A gRPC request (`content-type: application/grpc`) to `/weft.Echo/Chat`
 //! or `/weft.Echo/Refuse` is a stream (see `grpc_chat`); any other is
@@ -240,6 +241,11 @@ async fn handle(
         // Seen as soon as the header is: a test can tell a streamed body
         // from one the proxy buffered whole.
         record(&seen, Seen { method: parts.method.to_string(), path, headers, body: Bytes::new() });
+        if let Some(status) = header("x-test-early-status").and_then(|v| v.parse::<u16>().ok()) {
+            // Refused before the body is read.
+            let resp = hyper::Response::builder().status(status).body(Full::new(Bytes::from("refused early")).boxed());
+            return Ok(resp.expect("valid response"));
+        }
         let mut received = 0usize;
         let mut body = body;
         while let Some(frame) = body.frame().await {

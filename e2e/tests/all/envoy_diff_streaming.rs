@@ -282,3 +282,30 @@ async fn a_stalled_upload_hits_the_idle_timeout_like_envoy() {
     let seen = slow_upload("idle_timeout: 0.5s", Duration::from_millis(1500)).await;
     assert!(seen[1].starts_with("408"), "{seen:?}");
 }
+
+/// An HTTP/1.1 upstream that refuses an upload before reading it: the
+/// client gets the refusal while it is still sending, as from Envoy.
+#[tokio::test]
+async fn an_upload_refused_early_is_answered_at_once_like_envoy() {
+    let up = Upstream::start("up").await;
+    let template = bootstrap("cluster: up", "");
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
+        let (tx, answer) = open(proxy.port, false, "/upload", &[("x-test-early-status", "413")]).await;
+        send(&tx, b"first piece,").await;
+        let outcome = match tokio::time::timeout(PATIENCE, answer).await {
+            Ok(resp) => {
+                let resp = resp.expect("join").expect("response");
+                let status = resp.status().as_u16();
+                let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                format!("answered while the body was coming: {status} {:?}", String::from_utf8_lossy(&body))
+            }
+            Err(_) => "no answer before the body ended".into(),
+        };
+        drop(tx);
+        seen.push(outcome);
+    }
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    assert_eq!(seen[1], "answered while the body was coming: 413 \"refused early\"");
+}

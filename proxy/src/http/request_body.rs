@@ -6,7 +6,8 @@
 //!  client ─► read ─► plugins' body callbacks ─► keep (≤ 1 MiB) ─► upstream attempt
 //!                                                   └──── replayed by the next attempt
 //! ```
-//! An HTTP/1.1 upstream gets the whole body before its response is read.
+//! An HTTP/1.1 upstream gets the body to its end before its response is
+//! read, unless it answers first.
 //! An HTTP/2 upstream's body goes on beside the response ([`H2Pump`]), so
 //! a bidirectional gRPC stream works through the router.
 //!
@@ -156,13 +157,21 @@ impl<'p> RequestBody<'p> {
             conn.send_body(&piece, chunked, false).await.map_err(up)?;
         }
         while !self.ended {
+            let pending = conn.head_pending();
             let raw = tokio::select! {
                 biased;
                 raw = self.read_raw(session) => raw?,
-                () = std::future::ready(()) => {
-                    // Nothing from the client yet: the header goes now.
+                // Nothing from the client yet: the header goes now.
+                () = std::future::ready(()), if pending => {
                     conn.send_head().await.map_err(up)?;
-                    self.read_raw(session).await?
+                    continue;
+                }
+                // The upstream answers before the body is all there (it
+                // refuses the upload): the answer goes to the client, the
+                // rest of the body nowhere, as from Envoy.
+                early = conn.answered_early(), if !pending => {
+                    early.map_err(up)?;
+                    return Ok(());
                 }
             };
             if let Some(piece) = self.accept(raw).await? {

@@ -45,11 +45,14 @@ pub struct Connection {
     keep_alive: bool,
     /// The request was HEAD: its response has no body, whatever it says.
     head: bool,
+    /// The upstream answered before the request's body was all sent: the
+    /// connection is out of step and is not reused.
+    unfinished: bool,
 }
 
 impl Connection {
     pub fn new(stream: Stream) -> Self {
-        Connection { stream, read: BytesMut::new(), write: Vec::new(), body: None, keep_alive: false, head: false }
+        Connection { stream, read: BytesMut::new(), write: Vec::new(), body: None, keep_alive: false, head: false, unfinished: false }
     }
 
     pub fn stream(&self) -> &Stream {
@@ -63,6 +66,7 @@ impl Connection {
         serialize(req, &mut self.write)?;
         self.body = None;
         self.keep_alive = false;
+        self.unfinished = false;
         self.head = req.method == http::Method::HEAD;
         if body.len() <= COALESCE_BODY {
             self.write.extend_from_slice(body);
@@ -88,8 +92,14 @@ impl Connection {
         }
         self.body = None;
         self.keep_alive = false;
+        self.unfinished = false;
         self.head = req.method == http::Method::HEAD;
         Ok(())
+    }
+
+    /// A started request's header has not gone out yet.
+    pub fn head_pending(&self) -> bool {
+        !self.write.is_empty()
     }
 
     /// Sends a started request's header now, if it has not gone yet (the
@@ -134,6 +144,31 @@ impl Connection {
         Ok(())
     }
 
+    /// Waits, cancel-safely, for the upstream to start its final response
+    /// while the request body is still going out (an upload it refuses
+    /// early): [`read_response`](Self::read_response) reads it after, and
+    /// the body is not sent further. Interim 1xx responses are skipped.
+    pub async fn answered_early(&mut self) -> Result<(), Error> {
+        loop {
+            if !self.read.is_empty() {
+                let mut slots = [httparse::EMPTY_HEADER; FEW_HEADERS];
+                let mut resp = httparse::Response::new(&mut slots);
+                match resp.parse(&self.read) {
+                    Ok(httparse::Status::Complete(len)) if resp.code.is_some_and(|c| (100..200).contains(&c) && c != 101) => {
+                        let _ = self.read.split_to(len);
+                        continue;
+                    }
+                    _ => break,
+                }
+            }
+            if crate::h1::fill(&mut self.stream, &mut self.read).await? == 0 {
+                break;
+            }
+        }
+        self.unfinished = true;
+        Ok(())
+    }
+
     /// Reads the final response header (interim 1xx responses skipped).
     pub async fn read_response(&mut self) -> Result<ResponseHeader, Error> {
         loop {
@@ -175,7 +210,7 @@ impl Connection {
     /// Whether the connection can carry another request: the response was
     /// read to its end, nothing followed it, and neither side asked to close.
     pub fn reusable(&self) -> bool {
-        self.keep_alive && self.done() && self.read.is_empty()
+        self.keep_alive && !self.unfinished && self.done() && self.read.is_empty()
     }
 
     /// After a 101: the connection and what the upstream sent after the
