@@ -309,3 +309,29 @@ async fn an_upload_refused_early_is_answered_at_once_like_envoy() {
     assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
     assert_eq!(seen[1], "answered while the body was coming: 413 \"refused early\"");
 }
+
+/// A gRPC service that ends the call while the client's side is still
+/// open: its status reaches the client at once, as from Envoy.
+#[tokio::test]
+async fn a_service_ending_a_stream_early_is_heard_like_envoy() {
+    let up = Upstream::start("up").await;
+    let template = bootstrap("cluster: up", EXPLICIT_H2);
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
+        let headers = [("content-type", "application/grpc"), ("te", "trailers")];
+        let (tx, answer) = open(proxy.port, true, "/weft.Echo/Chat", &headers).await;
+        send(&tx, &message("one")).await;
+        let resp = tokio::time::timeout(PATIENCE, answer).await.expect("headers in time").expect("join").expect("response");
+        let mut body = resp.into_body();
+        let mut outcome = vec![next_data(&mut body).await];
+        send(&tx, &message("fail:7:enough")).await;
+        outcome.push(next_data(&mut body).await);
+        // The client's side is still open; the proxy keeps nothing waiting.
+        outcome.push(next_data(&mut body).await);
+        drop(tx);
+        seen.push(outcome);
+    }
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    assert_eq!(seen[1][..2], ["message \"one\"", "trailers Some(\"7\") Some(\"enough\")"]);
+}
