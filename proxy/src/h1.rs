@@ -212,6 +212,34 @@ pub async fn fill(stream: &mut pingora_core::protocols::Stream, buf: &mut BytesM
     stream.read_buf(buf).await
 }
 
+/// Writes what `out` holds (a header, the end of the last chunk) with a
+/// piece of body after it, chunk-framed when `chunked` (with `end`, the
+/// last chunk follows), then flushes. A small piece is copied into `out`
+/// for one write; a large one is written on its own, not copied. `out` is
+/// left empty (its capacity kept).
+pub async fn write_body(stream: &mut pingora_core::protocols::Stream, out: &mut Vec<u8>, data: &[u8], chunked: bool, end: bool) -> std::io::Result<()> {
+    use tokio::io::AsyncWriteExt;
+    if chunked && !data.is_empty() {
+        write_chunk_header(out, data.len());
+    }
+    if data.len() <= COALESCE_BODY {
+        out.extend_from_slice(data);
+    } else {
+        stream.write_all(out).await?;
+        out.clear();
+        stream.write_all(data).await?;
+    }
+    if chunked && !data.is_empty() {
+        out.extend_from_slice(b"\r\n");
+    }
+    if chunked && end {
+        write_chunk(out, b"");
+    }
+    stream.write_all(out).await?;
+    out.clear();
+    stream.flush().await
+}
+
 /// The next piece of a message body, reading as needed; `None` at its end.
 pub async fn read_body(
     stream: &mut pingora_core::protocols::Stream,

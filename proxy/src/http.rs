@@ -243,8 +243,9 @@ impl HttpProxy {
         let conn = log.conn.clone();
         // An HTTP/1.1 upgrade goes through only where `upgrade_configs`
         // allows it; Envoy refuses it before any filter runs, and closes.
-        let upgrade = !session.is_http2() && upgrade_type(&req).is_some();
-        if let Some(kind) = upgrade_type(&req).filter(|_| upgrade) {
+        let upgrade_kind = upgrade_type(&req).filter(|_| !session.is_http2());
+        let upgrade = upgrade_kind.is_some();
+        if let Some(kind) = upgrade_kind {
             let route_upgrades = route.and_then(|r| match &r.action {
                 Action::Forward(fwd) => Some(&fwd.upgrades),
                 _ => None,

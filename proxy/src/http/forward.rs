@@ -137,7 +137,8 @@ pub async fn forward(
     }
     let start = Instant::now();
     let mirrors: Vec<&Mirror> = fwd.mirrors.iter().filter(|m| m.sampled()).collect();
-    let streamed = mirrors.is_empty() && !session.is_body_empty();
+    let no_body = session.is_body_empty();
+    let streamed = mirrors.is_empty() && !no_body;
     // An upgrade's request never ends (it goes on as the tunnel), so its
     // route timeout never starts, as in Envoy; and its connection closes
     // whatever the answer.
@@ -146,10 +147,10 @@ pub async fn forward(
         session.disable_keepalive();
     }
     let plugins = crate::wasm::Decoder::new(&edits.wasm);
-    let mut body = if session.is_body_empty() {
-        RequestBody::whole(Bytes::new())
-    } else if mirrors.is_empty() {
+    let mut body = if streamed {
         RequestBody::streaming(&progress, plugins)
+    } else if no_body {
+        RequestBody::whole(Bytes::new())
     } else {
         // Mirrors get the same body: it is read whole first.
         match read_whole(session, plugins).await {
@@ -252,14 +253,17 @@ pub async fn forward(
         }
         let ended = body.ended();
         let once = try_once(cluster, &req, (&mut body, Some(&mut *session)), (hash, fwd.auto_host_rewrite), (&tried, avoid), log);
-        // A body still coming moves the clocks while the attempt runs.
-        let timed_out = match timeouts.attempt_deadline(&progress, attempt_start) {
-            _ if !ended => tokio::select! {
+        let timed_out = if !ended {
+            // A body still coming moves the clocks while the attempt runs.
+            tokio::select! {
                 result = once => Ok(result),
                 () = timeouts.attempt_expiry(&progress, attempt_start) => Err(()),
-            },
-            Some(d) => tokio::time::timeout_at(d.into(), once).await.map_err(drop),
-            None => Ok(once.await),
+            }
+        } else {
+            match timeouts.attempt_deadline(&progress, attempt_start) {
+                Some(d) => tokio::time::timeout_at(d.into(), once).await.map_err(drop),
+                None => Ok(once.await),
+            }
         };
         let result = timed_out.unwrap_or_else(|()| {
             if let Some(host) = log.upstream_host.and_then(|a| cluster.host(a)) {
@@ -828,7 +832,7 @@ async fn send(
                     (Some(p), Some(session)) => tokio::select! {
                         read = h2.read_response_header() => break read.map_err(up)?,
                         // Handled outside the race: plugins may be called.
-                        ready = p.ready(body, session) => if p.advance(ready?, body).await? { pump = None },
+                        ready = p.ready(body, session) => if p.advance(ready, body).await? { pump = None },
                     },
                     _ => break h2.read_response_header().await.map_err(up)?,
                 }
@@ -997,11 +1001,7 @@ async fn plugin_headers(
     }
     match plugins.headers(resp, end).await {
         Ok(()) => Ok(()),
-        Err(crate::wasm::stream::Stop::Reply(mut reply)) => {
-            log.reply_details = reply.details.take();
-            Err(reply.send(manager, session, Finish { levels: &[], ..finish }).await)
-        }
-        Err(crate::wasm::stream::Stop::Reset) => Err(None),
+        Err(stop) => Err(stopped(stop, manager, session, finish, log).await),
     }
 }
 
@@ -1058,16 +1058,12 @@ enum Next {
 /// along meanwhile (an HTTP/2 upstream's, while it lasts).
 async fn next_piece(upstream: &mut upstream::Session, pump: &mut Option<H2Pump>, body: &mut RequestBody<'_>, session: &mut Downstream) -> Next {
     let Some(p) = pump.as_mut() else { return Next::Response(upstream.read_body().await) };
-    let step = tokio::select! {
+    let ready = tokio::select! {
         read = upstream.read_body() => return Next::Response(read),
         ready = p.ready(body, session) => ready,
     };
     // Outside the race: plugins may be called.
-    let step = match step {
-        Ok(ready) => p.advance(ready, body).await,
-        Err(e) => Err(e),
-    };
-    match step {
+    match p.advance(ready, body).await {
         Ok(ended) => Next::Request { ended },
         // The client broke off, or a plugin ended the request: the
         // response has started, so the stream is reset.

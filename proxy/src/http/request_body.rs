@@ -62,7 +62,7 @@ pub struct RequestBody<'p> {
 }
 
 impl RequestBody<'static> {
-    /// A body read already (a filter needed it), or none.
+    /// A body read already (for a mirror, or a callout's), or none.
     pub fn whole(body: Bytes) -> Self {
         let kept_len = body.len();
         let kept = if body.is_empty() { Vec::new() } else { vec![body] };
@@ -82,7 +82,8 @@ impl<'p> RequestBody<'p> {
         self.stop.take()
     }
 
-    /// The client's body has been read to its end.
+    /// The body has ended: the client's has been read to its end and what
+    /// the plugins held of it has gone through them.
     pub fn ended(&self) -> bool {
         self.ended
     }
@@ -230,9 +231,9 @@ impl H2Pump {
 
     /// Moves the body on by what [`ready`](Self::ready) found (a piece goes
     /// through the plugins). `Ok(true)`: the body has all been sent.
-    pub async fn advance(&mut self, ready: Ready, body: &mut RequestBody<'_>) -> Result<bool, Broken> {
+    pub async fn advance(&mut self, ready: Result<Ready, Broken>, body: &mut RequestBody<'_>) -> Result<bool, Broken> {
         let up = |e: h2::Error| Broken::Upstream(e.into());
-        match ready {
+        match ready? {
             Ready::Piece(raw) => {
                 let end = raw.is_none();
                 match body.accept(raw).await? {

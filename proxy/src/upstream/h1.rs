@@ -17,12 +17,10 @@
 //! default). HTTP/1 trailers are read and dropped, as Envoy does without
 //! `enable_trailers`.
 
-use std::io::Write as _;
-
 use bytes::{Bytes, BytesMut};
 use http::header;
 
-use crate::h1::{BodyDecoder, COALESCE_BODY, FEW_HEADERS, MAX_HEADERS};
+use crate::h1::{BodyDecoder, FEW_HEADERS, MAX_HEADERS};
 use pingora_core::protocols::Stream;
 use pingora_http::{RequestHeader, ResponseHeader};
 use tokio::io::AsyncWriteExt;
@@ -62,21 +60,8 @@ impl Connection {
     /// Writes the request: its header and its whole body, which the router
     /// has framed with `content-length`.
     pub async fn send(&mut self, req: &RequestHeader, body: &Bytes) -> Result<(), Error> {
-        self.write.clear();
-        serialize(req, &mut self.write)?;
-        self.body = None;
-        self.keep_alive = false;
-        self.unfinished = false;
-        self.head = req.method == http::Method::HEAD;
-        if body.len() <= COALESCE_BODY {
-            self.write.extend_from_slice(body);
-            self.stream.write_all(&self.write).await?;
-        } else {
-            self.stream.write_all(&self.write).await?;
-            self.stream.write_all(body).await?;
-        }
-        self.stream.flush().await?;
-        Ok(())
+        self.start(req, false)?;
+        self.send_body(body, false, true).await
     }
 
     /// Starts a request whose body follows in pieces ([`Connection::send_body`]):
@@ -117,31 +102,7 @@ impl Connection {
     /// Writes a piece of a started request's body (with `end`, its last),
     /// after the header if that has not gone out yet.
     pub async fn send_body(&mut self, data: &[u8], chunked: bool, end: bool) -> Result<(), Error> {
-        if chunked && !data.is_empty() {
-            // Writing to a Vec cannot fail.
-            let _ = write!(self.write, "{:x}\r\n", data.len());
-        }
-        let alone = data.len() > COALESCE_BODY;
-        if !alone {
-            self.write.extend_from_slice(data);
-        }
-        if !self.write.is_empty() && alone {
-            self.stream.write_all(&self.write).await?;
-            self.write.clear();
-        }
-        if alone {
-            self.stream.write_all(data).await?;
-        }
-        if chunked && !data.is_empty() {
-            self.write.extend_from_slice(b"\r\n");
-        }
-        if chunked && end {
-            self.write.extend_from_slice(b"0\r\n\r\n");
-        }
-        self.stream.write_all(&self.write).await?;
-        self.write.clear();
-        self.stream.flush().await?;
-        Ok(())
+        Ok(crate::h1::write_body(&mut self.stream, &mut self.write, data, chunked, end).await?)
     }
 
     /// Waits, cancel-safely, for the upstream to start its final response
@@ -154,7 +115,7 @@ impl Connection {
                 let mut slots = [httparse::EMPTY_HEADER; FEW_HEADERS];
                 let mut resp = httparse::Response::new(&mut slots);
                 match resp.parse(&self.read) {
-                    Ok(httparse::Status::Complete(len)) if resp.code.is_some_and(|c| (100..200).contains(&c) && c != 101) => {
+                    Ok(httparse::Status::Complete(len)) if resp.code.is_some_and(is_interim) => {
                         let _ = self.read.split_to(len);
                         continue;
                     }
@@ -244,6 +205,12 @@ fn serialize(req: &RequestHeader, out: &mut Vec<u8>) -> Result<(), Error> {
     Ok(())
 }
 
+/// An interim response, skipped on the way to the final one: 1xx but 101,
+/// which ends HTTP on the connection.
+fn is_interim(code: u16) -> bool {
+    (100..200).contains(&code) && code != 101
+}
+
 /// A response header parsed from the front of the read buffer.
 struct Parsed {
     header: ResponseHeader,
@@ -299,7 +266,7 @@ fn parse_response_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Pars
         }
         parts.headers.append(name, value);
     }
-    let interim = status.is_informational() && status != http::StatusCode::SWITCHING_PROTOCOLS;
+    let interim = is_interim(code);
     Ok(Some(Parsed { header: ResponseHeader::from(parts), interim, keep_alive }))
 }
 

@@ -410,11 +410,7 @@ impl<'a> Decoder<'a> {
     /// A body chunk (`None` with `end_of_stream` for the end). Returns
     /// what may go upstream now: nothing while a plugin buffers.
     pub async fn body(&mut self, chunk: Option<Bytes>, end_of_stream: bool) -> Result<Option<Bytes>, Stop> {
-        match chunk {
-            Some(c) if self.buffered.is_empty() => self.buffered = BytesMut::from(c),
-            Some(c) => self.buffered.extend_from_slice(&c),
-            None => {}
-        }
+        append(&mut self.buffered, chunk);
         for s in self.streams {
             match s.request_body(&mut self.buffered, end_of_stream).await {
                 Outcome::Continue => {}
@@ -424,6 +420,16 @@ impl<'a> Decoder<'a> {
             }
         }
         Ok(Some(std::mem::take(&mut self.buffered).freeze()))
+    }
+}
+
+/// Adds a body chunk to what plugins hold: not copied unless a plugin is
+/// buffering (the usual chunk is unshared, and becomes the buffer).
+fn append(buffered: &mut BytesMut, chunk: Option<Bytes>) {
+    match chunk {
+        Some(c) if buffered.is_empty() => *buffered = BytesMut::from(c),
+        Some(c) => buffered.extend_from_slice(&c),
+        None => {}
     }
 }
 
@@ -468,12 +474,7 @@ impl<'a> Encoder<'a> {
     /// A body chunk (`None` with `end_of_stream` for the end). Returns
     /// what may go out now: nothing while a plugin buffers.
     pub async fn body(&mut self, mut resp: Option<&mut ResponseHeader>, chunk: Option<Bytes>, end_of_stream: bool) -> Result<Option<Bytes>, Stop> {
-        match chunk {
-            // Not copied unless a plugin buffers (the usual chunk is unshared).
-            Some(c) if self.buffered.is_empty() => self.buffered = BytesMut::from(c),
-            Some(c) => self.buffered.extend_from_slice(&c),
-            None => {}
-        }
+        append(&mut self.buffered, chunk);
         for s in self.streams.iter().rev() {
             match s.response_body(resp.as_deref_mut(), &mut self.buffered, end_of_stream).await {
                 Outcome::Continue => {}

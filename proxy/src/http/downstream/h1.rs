@@ -24,7 +24,7 @@ use pingora_core::protocols::Stream;
 use pingora_http::{RequestHeader, ResponseHeader};
 use tokio::io::AsyncWriteExt;
 
-use crate::h1::{BodyDecoder, Error, COALESCE_BODY, FEW_HEADERS, MAX_HEADERS};
+use crate::h1::{BodyDecoder, Error, FEW_HEADERS, MAX_HEADERS};
 use crate::http::header_map;
 
 /// Envoy's default `max_request_headers_kb` (60 KiB): a larger request
@@ -236,28 +236,9 @@ impl Server {
             self.start_response(header);
         }
         let chunked = self.framing == Framing::Chunked;
-        if let Some(data) = body.filter(|b| !b.is_empty() && self.framing != Framing::None) {
-            self.body_sent += data.len();
-            if chunked {
-                crate::h1::write_chunk_header(&mut self.write, data.len());
-            }
-            if data.len() <= COALESCE_BODY {
-                self.write.extend_from_slice(&data);
-            } else {
-                // Large: written on its own (no copy), after what precedes it.
-                self.stream.write_all(&self.write).await?;
-                self.write.clear();
-                self.stream.write_all(&data).await?;
-            }
-            if chunked {
-                self.write.extend_from_slice(b"\r\n");
-            }
-        }
-        if end && chunked {
-            crate::h1::write_chunk(&mut self.write, b"");
-        }
-        self.stream.write_all(&self.write).await?;
-        self.stream.flush().await?;
+        let data = body.filter(|b| !b.is_empty() && self.framing != Framing::None).unwrap_or_default();
+        self.body_sent += data.len();
+        crate::h1::write_body(&mut self.stream, &mut self.write, &data, chunked, end).await?;
         if end {
             self.framing = Framing::Ended;
         }
@@ -510,7 +491,7 @@ mod tests {
     async fn chunked_responses_and_http10_clients() {
         let (mut s, theirs) = server(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n").await;
         s.read_request().await.ok();
-        let big = Bytes::from(vec![b'x'; COALESCE_BODY + 1]);
+        let big = Bytes::from(vec![b'x'; crate::h1::COALESCE_BODY + 1]);
         s.respond(Some(response(200, &[("transfer-encoding", "chunked")])), Some(Bytes::from_static(b"hi")), false).await.expect("write");
         s.respond(None, Some(big.clone()), true).await.expect("write");
         assert!(s.finish().await);
