@@ -258,22 +258,12 @@ pub async fn websocket_echo(addr: std::net::SocketAddr, host: &str, path: &str, 
     let mut tcp = TcpStream::connect(addr).await?;
     let head = format!("GET {path} HTTP/1.1\r\nhost: {host}\r\nconnection: upgrade\r\nupgrade: websocket\r\nsec-websocket-version: 13\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n");
     tcp.write_all(head.as_bytes()).await?;
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let end = loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break end + 4;
-        }
-        match tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut chunk)).await {
-            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-            _ => return Ok((format!("no response header: {:?}", String::from_utf8_lossy(&buf)), String::new())),
-        }
-    };
-    let status = String::from_utf8_lossy(&buf[..end]).lines().next().unwrap_or_default().to_string();
+    let (head, mut echoed) = read_head(&mut tcp).await;
+    let status = head.lines().next().unwrap_or_default().to_string();
     if !status.starts_with("HTTP/1.1 101") {
         return Ok((status, String::new()));
     }
-    let mut echoed = buf.split_off(end);
+    let mut chunk = [0u8; 4096];
     tcp.write_all(message.as_bytes()).await?;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
     while !echoed.ends_with(message.as_bytes()) {
@@ -283,4 +273,24 @@ pub async fn websocket_echo(addr: std::net::SocketAddr, host: &str, path: &str, 
         }
     }
     Ok((status, String::from_utf8_lossy(&echoed).into_owned()))
+}
+
+/// Reads a response header off a raw connection, within 3 s: its text, and
+/// the bytes that came after it. On failure, what went wrong (and what
+/// came) stands for the header.
+pub async fn read_head(tcp: &mut TcpStream) -> (String, Vec<u8>) {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = buf.split_off(end + 4);
+            return (String::from_utf8_lossy(&buf).into_owned(), rest);
+        }
+        match tokio::time::timeout(Duration::from_secs(3), tcp.read(&mut chunk)).await {
+            Ok(Ok(0)) => return (format!("closed after {:?}", String::from_utf8_lossy(&buf)), Vec::new()),
+            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+            Ok(Err(e)) => return (format!("error {e}"), Vec::new()),
+            Err(_) => return (format!("no header within 3s after {:?}", String::from_utf8_lossy(&buf)), Vec::new()),
+        }
+    }
 }

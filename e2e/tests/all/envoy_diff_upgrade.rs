@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use weft_e2e::bootstrap::{cluster, locality, single_route_with, upstream};
+use weft_e2e::client::read_head;
 use weft_e2e::{Kind, Proxy, Upstream};
 
 const PATIENCE: Duration = Duration::from_secs(3);
@@ -18,24 +19,6 @@ fn bootstrap(hcm: &str, route: &str) -> String {
 }
 
 const WEBSOCKET: &str = "upgrade_configs: [ { upgrade_type: websocket } ]";
-
-/// Reads until the end of a response header; what came after it too.
-async fn read_head(tcp: &mut TcpStream) -> (String, Vec<u8>) {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    loop {
-        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            let rest = buf.split_off(end + 4);
-            return (String::from_utf8_lossy(&buf).into_owned(), rest);
-        }
-        match tokio::time::timeout(PATIENCE, tcp.read(&mut chunk)).await {
-            Ok(Ok(0)) => return (format!("closed after {:?}", String::from_utf8_lossy(&buf)), Vec::new()),
-            Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
-            Ok(Err(e)) => return (format!("error {e}"), Vec::new()),
-            Err(_) => return (format!("no header within 3s after {:?}", String::from_utf8_lossy(&buf)), Vec::new()),
-        }
-    }
-}
 
 /// The status line and the headers a client can compare (sorted; `date`
 /// and the service time left out).
