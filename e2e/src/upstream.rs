@@ -12,7 +12,9 @@
 //!
 //! `/upload` is recorded as soon as its header arrives (without the body)
 //! and answered `received N`, N the body's length, with `x-test-status`;
-//! `x-test-early-status: N` answers N at once, the body unread.
+//! once the body has all come, the pseudo-header `:received` (N, or
+//! `broken`) is added to what was recorded. `x-test-early-status: N`
+//! answers N at once, the body unread.
 //!
 //! A gRPC request (`content-type: application/grpc`) to `/weft.Echo/Chat`
 //! or `/weft.Echo/Refuse` is a stream (see `grpc_chat`); any other is
@@ -240,7 +242,7 @@ async fn handle(
     if path == UPLOAD {
         // Seen as soon as the header is: a test can tell a streamed body
         // from one the proxy buffered whole.
-        record(&seen, Seen { method: parts.method.to_string(), path, headers, body: Bytes::new() });
+        let at = record(&seen, Seen { method: parts.method.to_string(), path, headers, body: Bytes::new() });
         if let Some(status) = header("x-test-early-status").and_then(|v| v.parse::<u16>().ok()) {
             // Refused before the body is read.
             let resp = hyper::Response::builder().status(status).body(Full::new(Bytes::from("refused early")).boxed());
@@ -251,9 +253,13 @@ async fn handle(
         while let Some(frame) = body.frame().await {
             match frame {
                 Ok(frame) => received += frame.data_ref().map_or(0, Bytes::len),
-                Err(_) => return Ok(hyper::Response::new(Full::new(Bytes::from("broken")).boxed())),
+                Err(_) => {
+                    record_received(&seen, at, "broken");
+                    return Ok(hyper::Response::new(Full::new(Bytes::from("broken")).boxed()));
+                }
             }
         }
+        record_received(&seen, at, &received.to_string());
         let status = header("x-test-status").and_then(|v| v.parse().ok()).unwrap_or(200);
         let resp = hyper::Response::builder().status(status).body(Full::new(Bytes::from(format!("received {received}"))).boxed());
         return Ok(resp.expect("valid response"));
@@ -305,12 +311,23 @@ async fn handle(
     Ok(resp)
 }
 
-fn record(seen: &Mutex<Vec<Seen>>, request: Seen) {
+/// Keeps `request`; returns where it is kept.
+fn record(seen: &Mutex<Vec<Seen>>, request: Seen) -> usize {
     let mut log = seen.lock().expect("lock");
     if log.len() >= 100_000 {
         log.clear(); // long-running demo/bench processes: keep memory bounded
     }
     log.push(request);
+    log.len() - 1
+}
+
+/// Adds `:received N` to the upload kept at `at` once its body has all
+/// come (unless the test has taken it meanwhile).
+fn record_received(seen: &Mutex<Vec<Seen>>, at: usize, received: &str) {
+    let mut log = seen.lock().expect("lock");
+    if let Some(upload) = log.get_mut(at).filter(|s| s.path == UPLOAD) {
+        upload.headers.push((":received".into(), received.into()));
+    }
 }
 
 /// Upgrades (`upgrade: websocket` to a path ending in `/ws`): answered 101, then every

@@ -335,3 +335,141 @@ async fn a_service_ending_a_stream_early_is_heard_like_envoy() {
     assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
     assert_eq!(seen[1][..2], ["message \"one\"", "trailers Some(\"7\") Some(\"enough\")"]);
 }
+
+/// A route with a mirror: the primary `up` and the mirror `shadow`, both
+/// over `protocol` (cluster fields).
+fn mirrored(protocol: &str) -> String {
+    let clusters = [
+        cluster("up", protocol, &[locality(0, &[upstream("up")])]),
+        cluster("shadow", protocol, &[locality(0, &[upstream("shadow")])]),
+    ];
+    single_route("cluster: up, request_mirror_policies: [{ cluster: shadow }]", &clusters)
+}
+
+/// What the mirror received of its upload (`:received`), once it has all
+/// come, within [`PATIENCE`].
+async fn mirror_received(mirror: &Upstream) -> String {
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let seen = mirror.seen.lock().expect("lock").last().cloned();
+        let received = seen.as_ref().and_then(|s| s.header(":received").map(str::to_string));
+        if let Some(received) = received {
+            let host = seen.as_ref().and_then(|s| s.header("host")).unwrap_or_default().to_string();
+            return format!("mirror received {received} for host {host}");
+        }
+        if Instant::now() >= deadline {
+            return format!("mirror has not received it all: {seen:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The body of a mirrored request streams to the mirror as it streams to
+/// the primary (Envoy's shadows stream): both see the upload before it
+/// ends, and both get all of it, a large one included.
+#[tokio::test]
+async fn mirrored_uploads_stream_to_the_mirror_like_envoy() {
+    let (up, shadow) = (Upstream::start("up").await, Upstream::start("shadow").await);
+    let template = mirrored("");
+    let large = 20 << 20;
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &template, &[&up, &shadow]).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut outcome = Vec::new();
+        up.take();
+        shadow.take();
+        let (tx, answer) = open(proxy.port, false, "/upload", &[]).await;
+        send(&tx, b"first piece,").await;
+        let (early, mirrored_early) = (upstream_sees(&up, 1).await, upstream_sees(&shadow, 1).await);
+        send(&tx, b" second piece").await;
+        drop(tx);
+        let resp = tokio::time::timeout(PATIENCE, answer).await.expect("answer in time").expect("join").expect("response");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        outcome.push(format!(
+            "seen before the body ended: primary {early}, mirror {mirrored_early}; {status} {:?}",
+            String::from_utf8_lossy(&body)
+        ));
+        outcome.push(mirror_received(&shadow).await);
+
+        shadow.take();
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("handshake");
+        tokio::spawn(conn);
+        let req = hyper::Request::post("/upload").header("host", "example.com").body(Full::new(Bytes::from(vec![b'x'; large]))).expect("request");
+        let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req)).await.expect("in time").expect("response");
+        let status = resp.status().as_u16();
+        let body = resp.into_body().collect().await.expect("body").to_bytes();
+        outcome.push(format!("{status} {}", String::from_utf8_lossy(&body)));
+        outcome.push(mirror_received(&shadow).await);
+        seen.push(outcome);
+    }
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    assert_eq!(seen[1][0], "seen before the body ended: primary true, mirror true; 200 \"received 25\"");
+    assert_eq!(seen[1][1], "mirror received 25 for host example.com-shadow");
+    assert_eq!(seen[1][3], format!("mirror received {large} for host example.com-shadow"));
+}
+
+/// A bidirectional gRPC stream on a mirrored route: the client's stream
+/// works as without the mirror (it used to hang: the router read the
+/// whole body for the mirror first), and the mirror gets the call.
+#[tokio::test]
+async fn bidirectional_grpc_streams_pass_a_mirrored_route_like_envoy() {
+    let (up, shadow) = (Upstream::start("up").await, Upstream::start("shadow").await);
+    let template = mirrored(EXPLICIT_H2);
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &template, &[&up, &shadow]).await.unwrap_or_else(|e| panic!("{e}"));
+        shadow.take();
+        let mut outcome = chat(proxy.port).await;
+        let mirrored = upstream_sees(&shadow, 1).await;
+        let authority = shadow.take().pop().and_then(|s| s.header(":authority").map(str::to_string));
+        outcome.push(format!("mirror saw the call: {mirrored}, for {authority:?}"));
+        seen.push(outcome);
+    }
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    assert_eq!(seen[1][1..], ["message \"one\"", "message \"two\"", "trailers Some(\"0\") Some(\"bye\")", "mirror saw the call: true, for Some(\"example.com-shadow\")"]);
+}
+
+/// A mirror that takes the request but never reads its body (its socket
+/// fills): a 20 MiB upload through the mirrored route waits for it. Envoy's
+/// shadow streams hold up their request through its watermarks; so do
+/// ours, past 1 MiB (the mirror's idle timeout ends the wait).
+#[tokio::test]
+async fn a_stuck_mirror_holds_up_the_request_like_envoy() {
+    let up = Upstream::start("up").await;
+    let stuck = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let port = stuck.local_addr().expect("addr").port();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((conn, _)) = stuck.accept().await {
+            conns.push(conn);
+        }
+    });
+    let clusters = [
+        cluster("up", "", &[locality(0, &[upstream("up")])]),
+        cluster("shadow", "", &[locality(0, &[weft_e2e::bootstrap::endpoint("127.0.0.1", &port.to_string(), "")])]),
+    ];
+    let template = single_route("cluster: up, request_mirror_policies: [{ cluster: shadow }]", &clusters);
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
+        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("handshake");
+        tokio::spawn(conn);
+        let req = hyper::Request::post("/upload").header("host", "example.com").body(Full::new(Bytes::from(vec![b'x'; 20 << 20]))).expect("request");
+        let outcome = match tokio::time::timeout(PATIENCE, sender.send_request(req)).await {
+            Ok(Ok(resp)) => {
+                let status = resp.status().as_u16();
+                let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+                format!("{status} {}", String::from_utf8_lossy(&body))
+            }
+            Ok(Err(e)) => format!("error {e}"),
+            Err(_) => "no answer within 3s".into(),
+        };
+        seen.push(outcome);
+    }
+    held.abort();
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    assert_eq!(seen[1], "no answer within 3s");
+}

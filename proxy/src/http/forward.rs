@@ -8,7 +8,8 @@
 //! ```
 //! The request body streams to the upstream as the client sends it, a copy
 //! kept for retries while it is small (`request_body`); an HTTP/2
-//! upstream's goes on while the response comes back.
+//! upstream's goes on while the response comes back. A mirror gets the
+//! same body as it streams (`shadow`).
 
 use std::time::{Duration, Instant};
 
@@ -19,7 +20,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::local::{edit_response_headers, frame_body, stamp_response_headers, Finish, LocalReply};
 use super::clock::{Progress, Timeouts};
-use super::request_body::{Broken, H2Pump, RequestBody};
+use super::request_body::{self, Broken, H2Pump, RequestBody, Source};
 use crate::wasm::stream::Stop;
 use super::{header_map, xff};
 use crate::model::header::Headers;
@@ -31,10 +32,6 @@ use crate::model::cluster::{Breakers, ConnectionBudget, InFlight, Slot};
 use crate::model::route::{Forward, Mirror, RetryPolicy, Target};
 use crate::model::Cluster;
 use crate::upstream::{self, ConnectError, PoolKey};
-
-/// Request bodies read whole (for a filter that reads them, or a mirror)
-/// above this are refused with 413.
-const MAX_BUFFERED_BODY: usize = 16 * 1024 * 1024;
 
 /// Headers that describe one hop and are never forwarded.
 const HOP_BY_HOP: &[&str] = &[
@@ -136,33 +133,18 @@ pub async fn forward(
         return LocalReply::new(503, "").send(manager, session, finish).await;
     }
     let start = Instant::now();
-    let mirrors: Vec<&Mirror> = fwd.mirrors.iter().filter(|m| m.sampled()).collect();
     let no_body = session.is_body_empty();
-    let streamed = mirrors.is_empty() && !no_body;
     // An upgrade's request never ends (it goes on as the tunnel), so its
     // route timeout never starts, as in Envoy; and its connection closes
     // whatever the answer.
-    let progress = Progress::new(start, !streamed && !upgrade);
+    let progress = Progress::new(start, no_body && !upgrade);
     if upgrade {
         session.disable_keepalive();
     }
-    let plugins = crate::wasm::Decoder::new(&edits.wasm);
-    let mut body = if streamed {
-        RequestBody::streaming(&progress, plugins)
-    } else if no_body {
+    let mut body = if no_body {
         RequestBody::whole(Bytes::new())
     } else {
-        // Mirrors get the same body: it is read whole first.
-        match read_whole(session, plugins).await {
-            Ok(b) => RequestBody::whole(b),
-            Err(stop) => {
-                edits.request_done(req);
-                return match stop {
-                    Err(status) => LocalReply::new(status, "").send(manager, session, finish).await,
-                    Ok(stop) => stopped(stop, manager, session, finish, log).await,
-                };
-            }
-        }
+        RequestBody::streaming(&progress, Some(crate::wasm::Decoder::new(&edits.wasm)))
     };
     // Deliberately the route's policy only: Envoy 1.40 does not honour the
     // x-envoy-retry-on / x-envoy-max-retries / x-envoy-upstream-rq-*
@@ -190,25 +172,30 @@ pub async fn forward(
     // (its codec checks the length); without one an HTTP/1.1 upstream
     // gets it chunked, as from Envoy.
     let bodiless = matches!(req.method, http::Method::GET | http::Method::HEAD | http::Method::DELETE | http::Method::TRACE);
-    if let Some(whole) = body.as_whole() {
-        if !whole.is_empty() || req.headers.contains_key(header::CONTENT_LENGTH) || !bodiless {
-            let _ = req.insert_header(header::CONTENT_LENGTH, whole.len().to_string());
-        }
-        for mirror in mirrors {
-            shadow(mirror, &req, &whole, fwd.timeout);
-        }
+    if no_body && (req.headers.contains_key(header::CONTENT_LENGTH) || !bodiless) {
+        let _ = req.insert_header(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     }
     if req.headers.contains_key(header::TRANSFER_ENCODING) {
         req.remove_header(&header::TRANSFER_ENCODING);
     }
     // Plugins' body callbacks read the request headers as they go upstream.
-    if streamed && !edits.wasm.is_empty() {
+    if !no_body && !edits.wasm.is_empty() {
         edits.request_done(req.clone());
     }
 
     // The idle timeout is the route's, else the manager's.
     let idle = fwd.idle_timeout.unwrap_or(manager.stream_idle_timeout);
     let timeouts = Timeouts { route: timeout, per_try, idle };
+    for mirror in fwd.mirrors.iter().filter(|m| m.sampled()) {
+        let copy = if no_body {
+            None
+        } else {
+            let (tee, feed) = request_body::tee();
+            body.mirror_to(tee);
+            Some(feed)
+        };
+        shadow(mirror, &req, copy, Timeouts { per_try: None, ..timeouts });
+    }
     let cluster = &target.cluster;
     if upgrade && cluster.http2 {
         // Envoy would carry it as an HTTP/2 extended CONNECT; we do not.
@@ -252,7 +239,7 @@ pub async fn forward(
             header_map::insert(&mut req, EXPECTED_TIMEOUT, HeaderValue::from(ms as u64));
         }
         let ended = body.ended();
-        let once = try_once(cluster, &req, (&mut body, Some(&mut *session)), (hash, fwd.auto_host_rewrite), (&tried, avoid), log);
+        let once = try_once(cluster, &req, (&mut body, Source::Client(&mut *session)), (hash, fwd.auto_host_rewrite), (&tried, avoid), log);
         let timed_out = if !ended {
             // A body still coming moves the clocks while the attempt runs.
             tokio::select! {
@@ -399,8 +386,10 @@ fn overflow() -> LocalReply {
 
 /// Sends a copy of the request to a mirror cluster and forgets it: the
 /// response is read and dropped, failures only show in the mirror
-/// cluster's stats. The host gets Envoy's `-shadow` suffix.
-fn shadow(mirror: &Mirror, req: &RequestHeader, body: &Bytes, timeout: Option<Duration>) {
+/// cluster's stats. The host gets Envoy's `-shadow` suffix. The body
+/// streams from `copy` as the router's request sends it (none: the request
+/// has no body); the shadow's clocks start as the request's do.
+fn shadow(mirror: &Mirror, req: &RequestHeader, copy: Option<request_body::Feed>, timeouts: Timeouts) {
     let mut req = req.clone();
     if mirror.shadow_suffix {
         if let Some(host) = req.headers.get(header::HOST).and_then(|h| h.to_str().ok()) {
@@ -409,7 +398,7 @@ fn shadow(mirror: &Mirror, req: &RequestHeader, body: &Bytes, timeout: Option<Du
             }
         }
     }
-    if let Some(ms) = timeout.map(|t| t.as_millis()) {
+    if let Some(ms) = timeouts.route.map(|t| t.as_millis()) {
         let _ = req.insert_header("x-envoy-expected-rq-timeout-ms", ms.to_string());
     }
     // Envoy sends the shadow as an internal request from this host.
@@ -417,23 +406,43 @@ fn shadow(mirror: &Mirror, req: &RequestHeader, body: &Bytes, timeout: Option<Du
     if let Some(local) = xff::local_address() {
         xff::append(&mut req, local);
     }
-    let (cluster, body) = (mirror.cluster.clone(), body.clone());
+    let cluster = mirror.cluster.clone();
     tokio::spawn(async move {
         cluster.stats.rq_total.inc();
-        let attempt = async {
-            let start = Instant::now();
-            let mut body = RequestBody::whole(body);
-            if let Outcome::Response(mut x) = try_once(&cluster, &req, (&mut body, None), (None, false), (&[], None), &mut Entry::default()).await {
-                cluster.stats.response(x.resp.status.as_u16(), start.elapsed().as_secs_f64() * 1000.0);
-                while let Ok(Some(_)) = x.upstream.read_body().await {}
-                upstream::checkin(x.upstream, x.pool, x.budget).await;
-            }
+        let start = Instant::now();
+        let progress = Progress::new(start, copy.is_none());
+        let (mut body, mut copy) = match copy {
+            Some(feed) => (RequestBody::streaming(&progress, None), Some(feed)),
+            None => (RequestBody::whole(Bytes::new()), None),
         };
-        match timeout {
-            Some(t) => {
-                let _ = tokio::time::timeout(t, attempt).await;
+        let mut source = match copy.as_mut() {
+            Some(feed) => Source::Mirror(feed),
+            None => Source::Whole,
+        };
+        let attempt = async {
+            let once = try_once(&cluster, &req, (&mut body, source.reborrow()), (None, false), (&[], None), &mut Entry::default()).await;
+            let Outcome::Response(mut x) = once else { return };
+            cluster.stats.response(x.resp.status.as_u16(), start.elapsed().as_secs_f64() * 1000.0);
+            // The response is read to its end (the rest of the body going
+            // on beside it) so that the connection can be pooled again.
+            loop {
+                match next_piece(&mut x.upstream, &mut x.pump, &mut body, &mut source).await {
+                    Next::Response(Ok(Some(_))) => {}
+                    Next::Response(Ok(None)) => break,
+                    Next::Response(Err(_)) | Next::ClientBroken => return,
+                    Next::Request { ended } => {
+                        if ended {
+                            x.pump = None;
+                        }
+                    }
+                }
             }
-            None => attempt.await,
+            x.pump = None;
+            upstream::checkin(x.upstream, x.pool, x.budget).await;
+        };
+        tokio::select! {
+            () = attempt => {}
+            () = timeouts.attempt_expiry(&progress, start) => {}
         }
     });
 }
@@ -463,7 +472,7 @@ pub async fn call(cluster: &Cluster, mut req: RequestHeader, body: Bytes, timeou
         cluster.stats.rq_total.inc();
         let start = Instant::now();
         let mut body = RequestBody::whole(body);
-        match try_once(cluster, &req, (&mut body, None), (None, false), (&[], None), &mut Entry::default()).await {
+        match try_once(cluster, &req, (&mut body, Source::Whole), (None, false), (&[], None), &mut Entry::default()).await {
             Outcome::Response(mut x) => {
                 cluster.stats.response(x.resp.status.as_u16(), start.elapsed().as_secs_f64() * 1000.0);
                 let mut body = BytesMut::new();
@@ -655,16 +664,6 @@ pub fn set_path(req: &mut RequestHeader, original: &str, new: &str) {
     let _ = req.set_raw_path(new.as_bytes());
 }
 
-/// The request body read whole, through the plugins. `Err`: how a plugin
-/// ended the request, or the status that refuses the body.
-async fn read_whole(session: &mut Downstream, mut plugins: crate::wasm::Decoder<'_>) -> Result<Bytes, Result<Stop, u16>> {
-    let raw = read_body(session).await.map_err(Err)?;
-    if plugins.is_empty() {
-        return Ok(raw);
-    }
-    Ok(plugins.body(Some(raw), true).await.map_err(Ok)?.unwrap_or_default())
-}
-
 /// Answers a request a plugin ended: its reply, or a reset (`None`).
 async fn stopped(stop: Stop, manager: &HttpManager, session: &mut Downstream, finish: Finish<'_>, log: &mut Entry) -> Option<u16> {
     match stop {
@@ -676,28 +675,12 @@ async fn stopped(stop: Stop, manager: &HttpManager, session: &mut Downstream, fi
     }
 }
 
-async fn read_body(session: &mut Downstream) -> Result<Bytes, u16> {
-    let mut buf = BytesMut::new();
-    loop {
-        match session.read_request_body().await {
-            Ok(Some(chunk)) => {
-                if buf.len() + chunk.len() > MAX_BUFFERED_BODY {
-                    return Err(413);
-                }
-                buf.extend_from_slice(&chunk);
-            }
-            Ok(None) => return Ok(buf.freeze()),
-            Err(_) => return Err(400),
-        }
-    }
-}
-
 /// One attempt: connect (or reuse), send the request, read response headers.
 /// The log records the host tried.
 async fn try_once<'c>(
     cluster: &'c Cluster,
     req: &RequestHeader,
-    (body, mut session): (&mut RequestBody<'_>, Option<&mut Downstream>),
+    (body, mut source): (&mut RequestBody<'_>, Source<'_>),
     (hash, auto_host_rewrite): (Option<u64>, bool),
     (tried, avoid): (&[std::net::SocketAddr], Option<u32>),
     log: &mut Entry,
@@ -749,7 +732,7 @@ async fn try_once<'c>(
             Some(header)
         });
         let header = rewritten.as_ref().unwrap_or(req);
-        let sent = send(&mut upstream, header, (&mut *body, session.as_deref_mut()), target.tls.is_some()).await;
+        let sent = send(&mut upstream, header, (&mut *body, source.reborrow()), target.tls.is_some()).await;
         match sent {
             Ok((resp, pump)) => {
                 cluster.record_outcome(host.host(), resp.status.as_u16());
@@ -784,7 +767,7 @@ async fn try_once<'c>(
 async fn send(
     upstream: &mut upstream::Session,
     header: &RequestHeader,
-    (body, mut session): (&mut RequestBody<'_>, Option<&mut Downstream>),
+    (body, mut source): (&mut RequestBody<'_>, Source<'_>),
     tls: bool,
 ) -> Result<(ResponseHeader, Option<H2Pump>), Broken> {
     fn up(e: impl Into<upstream::Error>) -> Broken {
@@ -793,15 +776,13 @@ async fn send(
     let whole = body.as_whole();
     match upstream {
         upstream::Session::H1(h1) => {
-            match (whole, session) {
-                (Some(whole), _) => h1.send(header, &whole).await.map_err(up)?,
-                (None, Some(session)) => {
+            match whole {
+                Some(whole) => h1.send(header, &whole).await.map_err(up)?,
+                None => {
                     let chunked = !header.headers.contains_key(header::CONTENT_LENGTH);
                     h1.start(header, chunked).map_err(up)?;
-                    body.send_h1(h1, session, chunked).await?;
+                    body.send_h1(h1, &mut source, chunked).await?;
                 }
-                // Only the router streams bodies, and it has the client.
-                (None, None) => return Err(Broken::Client),
             }
             Ok((h1.read_response().await.map_err(up)?, None))
         }
@@ -828,13 +809,13 @@ async fn send(
             // The body moves while the response header is awaited: a gRPC
             // server may answer only after the first message.
             loop {
-                match (pump.as_mut(), session.as_deref_mut()) {
-                    (Some(p), Some(session)) => tokio::select! {
+                match pump.as_mut() {
+                    Some(p) => tokio::select! {
                         read = h2.read_response_header() => break read.map_err(up)?,
                         // Handled outside the race: plugins may be called.
-                        ready = p.ready(body, session) => if p.advance(ready, body).await? { pump = None },
+                        ready = p.ready(body, &mut source) => if p.advance(ready, body).await? { pump = None },
                     },
-                    _ => break h2.read_response_header().await.map_err(up)?,
+                    None => break h2.read_response_header().await.map_err(up)?,
                 }
             }
             // Without the header-case map, as HTTP/1.1 responses (Envoy
@@ -892,7 +873,8 @@ async fn stream_response(
             // While the client's body still flows, the route timeout has not
             // started (Envoy starts it when the request has ended).
             let deadline = timeouts.route_deadline(progress);
-            let read = next_piece(upstream, &mut pump, body, session);
+            let mut source = Source::Client(&mut *session);
+            let read = next_piece(upstream, &mut pump, body, &mut source);
             // The streams must keep moving: each piece restarts the idle clock.
             let idle_deadline = timeouts.idle.map(|d| Instant::now() + d);
             let next = match [deadline, idle_deadline].into_iter().flatten().min() {
@@ -1056,11 +1038,11 @@ enum Next {
 
 /// Waits for the next piece of response body, moving the request body
 /// along meanwhile (an HTTP/2 upstream's, while it lasts).
-async fn next_piece(upstream: &mut upstream::Session, pump: &mut Option<H2Pump>, body: &mut RequestBody<'_>, session: &mut Downstream) -> Next {
+async fn next_piece(upstream: &mut upstream::Session, pump: &mut Option<H2Pump>, body: &mut RequestBody<'_>, source: &mut Source<'_>) -> Next {
     let Some(p) = pump.as_mut() else { return Next::Response(upstream.read_body().await) };
     let ready = tokio::select! {
         read = upstream.read_body() => return Next::Response(read),
-        ready = p.ready(body, session) => ready,
+        ready = p.ready(body, source) => ready,
     };
     // Outside the race: plugins may be called.
     match p.advance(ready, body).await {

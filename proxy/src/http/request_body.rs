@@ -14,10 +14,16 @@
 //! Reading is two steps: taking a piece off the client's connection
 //! (cancel-safe: the router races it against the upstream) and handing it
 //! through the plugins (not raced: a plugin's callback runs to its end).
+//!
+//! A mirrored request's body streams to each mirror too, as Envoy's shadows
+//! do: every piece that goes upstream is also handed to the mirror's
+//! [`Tee`], and the mirror's own `RequestBody` reads it from its [`Feed`].
 
 use std::future::poll_fn;
+use std::sync::Arc;
 
 use bytes::Bytes;
+use tokio::sync::{mpsc, Semaphore};
 
 use super::clock::Progress;
 use super::downstream::Downstream;
@@ -28,6 +34,105 @@ use crate::wasm::stream::{Decoder, Stop};
 /// Envoy's default buffer limit (`per_connection_buffer_limit_bytes`,
 /// 1 MiB). A longer body is not replayed, so not retried, as in Envoy.
 pub const RETRY_BUFFER_LIMIT: usize = 1024 * 1024;
+
+/// How far a mirror may fall behind the request it copies (Envoy's
+/// default buffer limit). Past it the request waits for the mirror, as
+/// Envoy's shadows hold up theirs through its watermarks: a mirror gets
+/// the whole body or, if it fails, none of the request's time.
+pub const MIRROR_BUFFER_LIMIT: usize = 1024 * 1024;
+
+/// Where a streamed body's pieces come from.
+pub enum Source<'s> {
+    /// The client's connection: the router's own request.
+    Client(&'s mut Downstream),
+    /// The router's copy of the client's body: a mirror's request.
+    Mirror(&'s mut Feed),
+    /// Nowhere: the body is whole already (a callout's).
+    Whole,
+}
+
+impl Source<'_> {
+    /// The same source, borrowed for a shorter while.
+    pub fn reborrow(&mut self) -> Source<'_> {
+        match self {
+            Source::Client(session) => Source::Client(session),
+            Source::Mirror(feed) => Source::Mirror(feed),
+            Source::Whole => Source::Whole,
+        }
+    }
+
+    /// The next piece (`None`: the end). Cancel-safe.
+    async fn next(&mut self) -> Result<Option<Bytes>, Broken> {
+        match self {
+            Source::Client(session) => session.read_request_body().await.map_err(|e| {
+                tracing::debug!(error = %e, "request body read failed");
+                Broken::Client
+            }),
+            Source::Mirror(feed) => feed.next().await,
+            Source::Whole => Ok(None),
+        }
+    }
+}
+
+/// The router's end of a mirror's copy of the body.
+pub struct Tee {
+    pieces: mpsc::UnboundedSender<Bytes>,
+    /// Bytes the mirror may still fall behind by; closed when it is gone.
+    room: Arc<Semaphore>,
+}
+
+/// The mirror's end: the pieces, then an empty one for the end. A feed
+/// whose tee went away without the end was abandoned (the client broke
+/// off, or a plugin ended the request).
+pub struct Feed {
+    pieces: mpsc::UnboundedReceiver<Bytes>,
+    room: Arc<Semaphore>,
+}
+
+/// A copy of a body on its way to a mirror.
+pub fn tee() -> (Tee, Feed) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let room = Arc::new(Semaphore::new(MIRROR_BUFFER_LIMIT));
+    (Tee { pieces: tx, room: room.clone() }, Feed { pieces: rx, room })
+}
+
+/// The room a piece takes (one larger than the limit takes it all).
+fn room_for(piece: &Bytes) -> u32 {
+    piece.len().min(MIRROR_BUFFER_LIMIT) as u32
+}
+
+impl Tee {
+    /// Hands a piece (empty: the end) to the mirror once it has room for
+    /// it; `false` when the mirror has gone.
+    async fn send(&self, piece: &Bytes) -> bool {
+        match self.room.acquire_many(room_for(piece)).await {
+            // Given back by the feed when the mirror takes the piece.
+            Ok(taken) => taken.forget(),
+            Err(_closed) => return false,
+        }
+        self.pieces.send(piece.clone()).is_ok()
+    }
+}
+
+impl Feed {
+    async fn next(&mut self) -> Result<Option<Bytes>, Broken> {
+        match self.pieces.recv().await {
+            Some(end) if end.is_empty() => Ok(None),
+            Some(piece) => {
+                self.room.add_permits(room_for(&piece) as usize);
+                Ok(Some(piece))
+            }
+            None => Err(Broken::Client),
+        }
+    }
+}
+
+impl Drop for Feed {
+    /// A request waiting for room hears that the mirror has gone.
+    fn drop(&mut self) {
+        self.room.close();
+    }
+}
 
 /// Which side a body transfer failed on.
 #[derive(Debug)]
@@ -59,6 +164,8 @@ pub struct RequestBody<'p> {
     plugins: Option<Decoder<'p>>,
     /// How a plugin ended the request.
     stop: Option<Stop>,
+    /// The mirrors' copies, handed each piece that goes upstream.
+    tees: Vec<Tee>,
 }
 
 impl RequestBody<'static> {
@@ -66,15 +173,32 @@ impl RequestBody<'static> {
     pub fn whole(body: Bytes) -> Self {
         let kept_len = body.len();
         let kept = if body.is_empty() { Vec::new() } else { vec![body] };
-        RequestBody { kept, kept_len, ended: true, client_ended: true, overflowed: false, progress: None, plugins: None, stop: None }
+        RequestBody { kept, kept_len, ended: true, client_ended: true, overflowed: false, progress: None, plugins: None, stop: None, tees: Vec::new() }
     }
 }
 
 impl<'p> RequestBody<'p> {
-    /// A body still to be read from the client, through `plugins`.
-    pub fn streaming(progress: &'p Progress, plugins: Decoder<'p>) -> Self {
-        let plugins = Some(plugins).filter(|p| !p.is_empty());
-        RequestBody { kept: Vec::new(), kept_len: 0, ended: false, client_ended: false, overflowed: false, progress: Some(progress), plugins, stop: None }
+    /// A body still to be read from its source, through `plugins` (a
+    /// mirror's has none: it gets what went through them).
+    pub fn streaming(progress: &'p Progress, plugins: Option<Decoder<'p>>) -> Self {
+        let plugins = plugins.filter(|p| !p.is_empty());
+        RequestBody {
+            kept: Vec::new(),
+            kept_len: 0,
+            ended: false,
+            client_ended: false,
+            overflowed: false,
+            progress: Some(progress),
+            plugins,
+            stop: None,
+            tees: Vec::new(),
+        }
+    }
+
+    /// Copies the body to a mirror from here on (before any of it has
+    /// gone upstream).
+    pub fn mirror_to(&mut self, tee: Tee) {
+        self.tees.push(tee);
     }
 
     /// How a plugin ended the request, after [`Broken::Plugin`].
@@ -107,16 +231,13 @@ impl<'p> RequestBody<'p> {
         &self.kept
     }
 
-    /// Takes the client's next piece off the connection (`None`: its end).
+    /// Takes the next piece off the source (`None`: its end).
     /// Cancel-safe.
-    pub async fn read_raw(&mut self, session: &mut Downstream) -> Result<Option<Bytes>, Broken> {
+    pub async fn read_raw(&mut self, source: &mut Source<'_>) -> Result<Option<Bytes>, Broken> {
         if self.client_ended {
             return Ok(None);
         }
-        let raw = session.read_request_body().await.map_err(|e| {
-            tracing::debug!(error = %e, "request body read failed");
-            Broken::Client
-        })?;
+        let raw = source.next().await?;
         self.client_ended = raw.is_none();
         if let Some(p) = self.progress {
             p.record(self.client_ended);
@@ -136,7 +257,23 @@ impl<'p> RequestBody<'p> {
             None => raw,
         };
         self.ended = end;
-        let Some(piece) = out.filter(|p| !p.is_empty()) else { return Ok(None) };
+        let piece = out.filter(|p| !p.is_empty());
+        if let Some(piece) = piece.as_ref().filter(|_| !self.tees.is_empty()) {
+            let mut i = 0;
+            while i < self.tees.len() {
+                if self.tees[i].send(piece).await {
+                    i += 1;
+                } else {
+                    self.tees.swap_remove(i);
+                }
+            }
+        }
+        if end {
+            for tee in self.tees.drain(..) {
+                tee.send(&Bytes::new()).await;
+            }
+        }
+        let Some(piece) = piece else { return Ok(None) };
         if !self.overflowed {
             self.kept_len += piece.len();
             if self.kept_len > RETRY_BUFFER_LIMIT {
@@ -152,7 +289,7 @@ impl<'p> RequestBody<'p> {
     /// Sends the body to an HTTP/1.1 upstream after its header
     /// ([`upstream::h1::Connection::start`]): what is kept, then the rest
     /// as the client sends it, to the end.
-    pub async fn send_h1(&mut self, conn: &mut upstream::h1::Connection, session: &mut Downstream, chunked: bool) -> Result<(), Broken> {
+    pub async fn send_h1(&mut self, conn: &mut upstream::h1::Connection, source: &mut Source<'_>, chunked: bool) -> Result<(), Broken> {
         let up = |e: upstream::h1::Error| Broken::Upstream(e.into());
         for piece in self.kept.clone() {
             conn.send_body(&piece, chunked, false).await.map_err(up)?;
@@ -161,7 +298,7 @@ impl<'p> RequestBody<'p> {
             let pending = conn.head_pending();
             let raw = tokio::select! {
                 biased;
-                raw = self.read_raw(session) => raw?,
+                raw = self.read_raw(source) => raw?,
                 // Nothing from the client yet: the header goes now.
                 () = std::future::ready(()), if pending => {
                     conn.send_head().await.map_err(up)?;
@@ -213,9 +350,9 @@ impl H2Pump {
     /// Waits, cancel-safely, for what moves the body next: a piece from
     /// the client, or room in the upstream's window for the one pending.
     /// Hand it to [`advance`](Self::advance).
-    pub async fn ready(&mut self, body: &mut RequestBody<'_>, session: &mut Downstream) -> Result<Ready, Broken> {
+    pub async fn ready(&mut self, body: &mut RequestBody<'_>, source: &mut Source<'_>) -> Result<Ready, Broken> {
         let Some(data) = self.pending.as_ref() else {
-            return Ok(Ready::Piece(body.read_raw(session).await?));
+            return Ok(Ready::Piece(body.read_raw(source).await?));
         };
         // The client is not read further until the upstream takes this
         // piece: its window is the back-pressure.
@@ -271,4 +408,49 @@ pub enum Ready {
     Piece(Option<Bytes>),
     /// Room in the upstream's window for this many bytes.
     Window(usize),
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn piece(len: usize) -> Bytes {
+        Bytes::from(vec![b'x'; len])
+    }
+
+    #[tokio::test]
+    async fn a_mirror_gets_every_piece_then_the_end() {
+        let (tee, mut feed) = tee();
+        assert!(tee.send(&piece(3)).await);
+        assert!(tee.send(&Bytes::new()).await);
+        assert_eq!(feed.next().await.ok(), Some(Some(piece(3))));
+        assert_eq!(feed.next().await.ok(), Some(None));
+    }
+
+    #[tokio::test]
+    async fn a_copy_abandoned_without_its_end_fails_the_mirror() {
+        let (tee, mut feed) = tee();
+        assert!(tee.send(&piece(3)).await);
+        drop(tee);
+        assert!(feed.next().await.is_ok());
+        assert!(matches!(feed.next().await, Err(Broken::Client)));
+    }
+
+    #[tokio::test]
+    async fn a_mirror_too_far_behind_holds_up_the_request_until_it_takes_or_goes() {
+        let (tee, mut feed) = tee();
+        assert!(tee.send(&piece(MIRROR_BUFFER_LIMIT)).await);
+        // No room left: the next piece waits for the mirror.
+        let waits = tokio::time::timeout(Duration::from_millis(50), tee.send(&piece(1))).await;
+        assert!(waits.is_err(), "sent past the limit");
+        assert!(feed.next().await.is_ok());
+        assert!(tee.send(&piece(1)).await, "room once the mirror took a piece");
+        // Full, then the mirror goes: the wait ends, the copy is let go.
+        let last = piece(MIRROR_BUFFER_LIMIT);
+        let sending = tee.send(&last);
+        drop(feed);
+        assert!(!sending.await);
+    }
 }
