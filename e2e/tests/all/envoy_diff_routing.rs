@@ -201,6 +201,76 @@ async fn mirroring_matches_envoy() {
     assert!(seen[1].2[0].contains("host: api.example.com-shadow"), "{:?}", seen[1].2);
 }
 
+/// Mirror policies at the route configuration and virtual host levels:
+/// each route gets the most specific non-empty list (its own, else its
+/// virtual host's, else the route configuration's), as in Envoy.
+#[tokio::test]
+async fn mirror_policies_inherit_like_envoy() {
+    use weft_e2e::bootstrap::{cluster, locality, upstream};
+    let names = ["up", "own", "host", "table"];
+    let mut ups = Vec::new();
+    for name in names {
+        ups.push(Upstream::start(name).await);
+    }
+    let clusters: String = names.iter().map(|n| cluster(n, "", &[locality(0, &[upstream(n)])])).collect();
+    let template = format!(
+        r#"
+admin:
+  address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{ADMIN}} }} }}
+static_resources:
+  listeners:
+  - name: main
+    address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{LISTEN}} }} }}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: main
+          route_config:
+            request_mirror_policies: [{{ cluster: table }}]
+            virtual_hosts:
+            - name: mirrored
+              domains: ["a.example.com"]
+              request_mirror_policies: [{{ cluster: host }}]
+              routes:
+              - {{ match: {{ prefix: "/own" }}, route: {{ cluster: up, request_mirror_policies: [{{ cluster: own }}] }} }}
+              - {{ match: {{ prefix: "/" }}, route: {{ cluster: up }} }}
+            - name: plain
+              domains: ["*"]
+              routes: [{{ match: {{ prefix: "/" }}, route: {{ cluster: up }} }}]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+  clusters:
+{clusters}"#
+    );
+    let refs: Vec<&Upstream> = ups.iter().collect();
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = weft_e2e::Proxy::start(kind, &template, &refs).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut outcome = Vec::new();
+        for (host, path) in [("a.example.com", "/own"), ("a.example.com", "/other"), ("b.example.com", "/")] {
+            for up in &ups {
+                up.take();
+            }
+            let status = proxy.send(&Request::get(path).header("host", host)).await.status;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+            while ups[1..].iter().all(|u| u.count() == 0) && std::time::Instant::now() < deadline {
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+            // Any second copy would have come by now too.
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let mirrored: Vec<&str> = ups[1..].iter().filter(|u| u.count() > 0).map(|u| u.name.as_str()).collect();
+            outcome.push(format!("{host}{path}: {status}, mirrored to {mirrored:?}"));
+        }
+        seen.push(outcome);
+    }
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    assert_eq!(seen[1], ["a.example.com/own: 200, mirrored to [\"own\"]", "a.example.com/other: 200, mirrored to [\"host\"]", "b.example.com/: 200, mirrored to [\"table\"]"]);
+}
+
 /// An edge proxy (`use_remote_address: true`): what it appends to
 /// x-forwarded-for, which client-sent x-envoy-* headers it drops, and the
 /// headers it sets for an external request.

@@ -175,6 +175,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "response_headers_to_add",
             "response_headers_to_remove",
             "validate_clusters",
+            "request_mirror_policies",
         ],
     ),
     (
@@ -189,6 +190,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "response_headers_to_remove",
             "retry_policy",
             "typed_per_filter_config",
+            "request_mirror_policies",
         ],
     ),
     (

@@ -115,7 +115,9 @@ pub struct Forward {
     pub prefix_rewrite: Option<String>,
     pub regex_rewrite: Option<(Regex, String)>,
     pub host_rewrite: Option<http::HeaderValue>,
-    pub mirrors: Vec<Mirror>,
+    /// The route's mirrors, else its virtual host's, else its route
+    /// configuration's (the most specific non-empty list, as Envoy).
+    pub mirrors: Arc<[Mirror]>,
     /// Hashes the request for RING_HASH / MAGLEV clusters.
     pub hash_policy: Option<HashPolicy>,
     /// Host becomes the chosen host's name (DNS name or endpoint hostname).
@@ -135,6 +137,19 @@ pub struct Mirror {
 }
 
 impl Mirror {
+    /// A `request_mirror_policies` list at `path`.
+    fn compile_all(
+        policies: &[xds_route::route_action::RequestMirrorPolicy],
+        path: &str,
+        clusters: &ClusterLookup<'_>,
+    ) -> Result<Arc<[Mirror]>> {
+        policies
+            .iter()
+            .enumerate()
+            .map(|(i, m)| Mirror::compile(m, &format!("{path}.request_mirror_policies[{i}]"), clusters))
+            .collect()
+    }
+
     fn compile(
         m: &xds_route::route_action::RequestMirrorPolicy,
         path: &str,
@@ -321,6 +336,15 @@ impl ClusterLookup<'_> {
     }
 }
 
+/// What the levels above a route give it when it sets none of its own:
+/// its virtual host's retry policy, and the most specific non-empty list
+/// of mirrors (virtual host, else route configuration).
+#[derive(Clone, Copy)]
+struct Defaults<'a> {
+    retry: Option<&'a Arc<RetryPolicy>>,
+    mirrors: &'a Arc<[Mirror]>,
+}
+
 impl RouteTable {
     /// `validate_clusters` is Envoy's default for where the config comes
     /// from (inline: true, RDS: false); the config's own field wins.
@@ -334,6 +358,7 @@ impl RouteTable {
             known: clusters,
             validate: rc.validate_clusters.as_ref().map_or(validate_clusters, |b| b.value),
         };
+        let mirrors = Mirror::compile_all(&rc.request_mirror_policies, path, clusters)?;
         let mut table = RouteTable {
             name: rc.name.clone(),
             exact: HashMap::new(),
@@ -393,7 +418,7 @@ impl RouteTable {
             }
             table
                 .vhosts
-                .push(VirtualHost::compile(vh, &vpath, clusters)?);
+                .push(VirtualHost::compile(vh, &vpath, clusters, &mirrors)?);
         }
         table.suffixes.sort_by_key(|(s, _)| std::cmp::Reverse(s.len()));
         table.prefixes.sort_by_key(|(p, _)| std::cmp::Reverse(p.len()));
@@ -442,6 +467,7 @@ impl VirtualHost {
         vh: &xds_route::VirtualHost,
         path: &str,
         clusters: &ClusterLookup<'_>,
+        table_mirrors: &Arc<[Mirror]>,
     ) -> Result<Self> {
         let retry = match &vh.retry_policy {
             Some(p) => Some(Arc::new(RetryPolicy::compile(
@@ -450,13 +476,18 @@ impl VirtualHost {
             )?)),
             None => None,
         };
+        let mut mirrors = Mirror::compile_all(&vh.request_mirror_policies, path, clusters)?;
+        if mirrors.is_empty() {
+            mirrors = table_mirrors.clone();
+        }
+        let defaults = Defaults { retry: retry.as_ref(), mirrors: &mirrors };
         let mut routes = Vec::new();
         for (i, r) in vh.routes.iter().enumerate() {
             routes.push(Route::compile(
                 r,
                 &format!("{path}.routes[{i}]"),
                 clusters,
-                retry.as_ref(),
+                defaults,
             )?);
         }
         Ok(VirtualHost {
@@ -491,7 +522,7 @@ impl Route {
         r: &xds_route::Route,
         path: &str,
         clusters: &ClusterLookup<'_>,
-        vhost_retry: Option<&Arc<RetryPolicy>>,
+        defaults: Defaults<'_>,
     ) -> Result<Self> {
         use xds_route::route::Action as A;
         let Some(m) = &r.r#match else {
@@ -514,7 +545,7 @@ impl Route {
                 ra,
                 &format!("{path}.route"),
                 clusters,
-                vhost_retry,
+                defaults,
             )?),
             Some(A::Redirect(rd)) => {
                 Action::Redirect(Redirect::compile(rd, &format!("{path}.redirect"))?)
@@ -680,7 +711,7 @@ impl Forward {
         ra: &xds_route::RouteAction,
         path: &str,
         clusters: &ClusterLookup<'_>,
-        vhost_retry: Option<&Arc<RetryPolicy>>,
+        defaults: Defaults<'_>,
     ) -> Result<Self> {
         use xds_route::route_action::{ClusterSpecifier as C, HostRewriteSpecifier as H};
         let lookup = |name: &str, p: String| clusters.get(name, p);
@@ -764,7 +795,7 @@ impl Forward {
                 p,
                 &format!("{path}.retry_policy"),
             )?)),
-            None => vhost_retry.cloned(),
+            None => defaults.retry.cloned(),
         };
         let prefix_rewrite = (!ra.prefix_rewrite.is_empty()).then(|| ra.prefix_rewrite.clone());
         let regex_rewrite = match &ra.regex_rewrite {
@@ -812,12 +843,10 @@ impl Forward {
             }
             None => None,
         };
-        let mirrors = ra
-            .request_mirror_policies
-            .iter()
-            .enumerate()
-            .map(|(i, m)| Mirror::compile(m, &format!("{path}.request_mirror_policies[{i}]"), clusters))
-            .collect::<Result<_>>()?;
+        let mut mirrors = Mirror::compile_all(&ra.request_mirror_policies, path, clusters)?;
+        if mirrors.is_empty() {
+            mirrors = defaults.mirrors.clone();
+        }
         Ok(Forward {
             targets,
             total_weight,
