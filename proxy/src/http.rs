@@ -54,6 +54,9 @@ pub struct HttpProxy {
     /// Set when the listener was replaced: connections close after their
     /// current request.
     draining: AtomicBool,
+    /// Told the same: HTTP/2 connections send GOAWAY, finish their
+    /// streams and close, so that clients reconnect to the new listener.
+    drained: tokio::sync::watch::Sender<bool>,
 }
 
 impl HttpProxy {
@@ -68,11 +71,13 @@ impl HttpProxy {
             manager: ArcSwap::new(manager),
             options,
             draining: AtomicBool::new(false),
+            drained: tokio::sync::watch::Sender::new(false),
         }
     }
 
     pub fn drain(&self) {
         self.draining.store(true, Ordering::Relaxed);
+        self.drained.send_replace(true);
     }
 
     /// Serves one downstream connection (HTTP/1.1 or HTTP/2) until it closes.
@@ -94,7 +99,19 @@ impl HttpProxy {
         };
         if http2 {
             let connection = Arc::new(Connection { proxy: self.clone(), state });
-            let _ = connection.process_new(stream, shutdown).await;
+            // Pingora sends GOAWAY when its watch fires: on shutdown, or
+            // when this listener is drained.
+            let (closing, watch) = tokio::sync::watch::channel(false);
+            let serve = connection.process_new(stream, &watch);
+            tokio::pin!(serve);
+            let (mut shutdown, mut drained) = (shutdown.clone(), self.drained.subscribe());
+            tokio::select! {
+                _ = &mut serve => return,
+                Ok(_) = shutdown.wait_for(|closing| *closing) => {}
+                Ok(_) = drained.wait_for(|drained| *drained) => {}
+            }
+            closing.send_replace(true);
+            let _ = serve.await;
             return;
         }
         let idle = self.manager.load().idle_timeout;

@@ -179,3 +179,55 @@ async fn listener_and_cluster_updates_from_files_match_envoy() {
         assert!(step.contains(x) && step.contains(y), "step {i}: {step}");
     }
 }
+
+/// An HTTP/2 connection open on a listener that an update replaces: what a
+/// request on it finds right after, and whether the proxy closes it.
+async fn h2_across_a_replace(kind: Kind, a: &Upstream, b: &Upstream) -> String {
+    use http_body_util::BodyExt;
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let dir: PathBuf = std::env::temp_dir().join(format!("weft-e2e-h2-drain-{}-{kind:?}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let port = free_port();
+    let to = |c: &str| format!("route: {{ cluster: {c} }}");
+    replace_file(&dir, "cds.yaml", &resources(&[cluster("ca", a.port()), cluster("cb", b.port())]));
+    replace_file(&dir, "lds.yaml", &resources(&[listener("one", port, "/.*", &to("ca"))]));
+    let template = BOOTSTRAP.replace("${DIR}", &dir.display().to_string());
+    let proxy = Proxy::start(kind, &template, &[]).await.unwrap_or_else(|e| panic!("{e}"));
+    let get = |p: &str| Request::get(p).header("host", "svc.local");
+    until(port, &get("/warm"), |r| from(r, "a"), &format!("{kind:?} /warm")).await;
+
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.expect("h2 handshake");
+    let mut conn = tokio::spawn(conn);
+    let mut ask = async |path: &str| -> String {
+        let req = hyper::Request::get(format!("http://svc.local{path}")).body(http_body_util::Empty::<bytes::Bytes>::new()).expect("request");
+        match sender.send_request(req).await {
+            Ok(resp) => String::from_utf8_lossy(&resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default()).into_owned(),
+            Err(_) => "refused".into(),
+        }
+    };
+    let before = ask("/before").await;
+    replace_file(&dir, "lds.yaml", &resources(&[listener("one", port, "/.*", &to("cb"))]));
+    until(port, &get("/probe"), |r| from(r, "b"), &format!("{kind:?} /probe")).await;
+    let closed = tokio::time::timeout(Duration::from_secs(3), &mut conn).await.is_ok();
+    let after = ask("/after").await;
+    drop(proxy);
+    let _ = std::fs::remove_dir_all(&dir);
+    format!("before the update: {before}; closed by the proxy within 3s: {closed}; after: {after}")
+}
+
+/// A replaced listener drains its HTTP/2 connections with GOAWAY, as it
+/// closes HTTP/1.1 ones after their request: a long-lived gRPC connection
+/// would otherwise keep the old routes and filters (a new policy never
+/// reaching it). Envoy drains too, but gradually over its drain time
+/// (600 s by default): right after the update its connection still serves
+/// the old routes. weft-proxy's drain of a replaced listener is at once,
+/// on purpose, for both protocols.
+#[tokio::test]
+async fn a_replaced_listener_drains_its_http2_connections() {
+    let (a, b) = (Upstream::start("a").await, Upstream::start("b").await);
+    let envoy = h2_across_a_replace(Kind::Envoy, &a, &b).await;
+    let weft = h2_across_a_replace(Kind::Weft, &a, &b).await;
+    assert_eq!(envoy, "before the update: a; closed by the proxy within 3s: false; after: a");
+    assert_eq!(weft, "before the update: a; closed by the proxy within 3s: true; after: refused");
+}
