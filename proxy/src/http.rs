@@ -114,8 +114,11 @@ impl HttpProxy {
             let _ = serve.await;
             return;
         }
-        let idle = self.manager.load().idle_timeout;
-        let mut session = Downstream::H1(downstream::h1::Server::new(stream).with_idle_timeout(idle));
+        let (idle, drain) = {
+            let manager = self.manager.load();
+            (manager.idle_timeout, manager.idle_drain())
+        };
+        let mut session = Downstream::H1(downstream::h1::Server::new(stream).with_idle_timeout(idle, drain));
         loop {
             let served = self.process_request(&mut session, shutdown, &state).await;
             let Downstream::H1(h1) = &mut session else { return };

@@ -164,6 +164,23 @@ async fn idle_connections_close_after_the_idle_timeout_like_envoy() {
     );
 }
 
+/// `drain_timeout` and `delayed_close_timeout` shorten the HTTP/1.1 drain
+/// after the idle timeout (1 s + 1 s + 0 s here, instead of 1 s + 5 s +
+/// 1 s), as on Envoy.
+#[tokio::test]
+async fn the_drain_after_the_idle_timeout_follows_the_manager_like_envoy() {
+    let up = Upstream::start("up").await;
+    let fields = "stat_prefix: main\n          common_http_protocol_options: { idle_timeout: 1s }\n          drain_timeout: 1s\n          delayed_close_timeout: 0s";
+    let short = SIMPLE.replace("stat_prefix: main", fields);
+    let mut results = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &short, &[&up]).await.expect("start");
+        results.push(idle_close(proxy.port, false, 5000).await);
+    }
+    assert_eq!(results[0], results[1], "Envoy (left), weft-proxy (right)");
+    assert_eq!(results[1], "closed after about 2s");
+}
+
 /// Serves one request on a new connection, then says when the proxy
 /// closed it (or that it was still open `window_ms` later).
 async fn idle_close(port: u16, h2: bool, window_ms: u64) -> String {

@@ -96,6 +96,8 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "set_current_client_cert_details",
             "stream_idle_timeout",
             "common_http_protocol_options",
+            "drain_timeout",
+            "delayed_close_timeout",
             "rds",
             "upgrade_configs",
         ],

@@ -61,6 +61,12 @@ pub struct HttpManager {
     /// request in flight for this long is closed (Envoy: 1 hour; `None`
     /// when disabled).
     pub idle_timeout: Option<Duration>,
+    /// `drain_timeout`: how long a connection drains before it closes
+    /// (Envoy: 5 s).
+    pub drain_timeout: Duration,
+    /// `delayed_close_timeout`: how long a closing connection waits for the
+    /// client to close first (Envoy: 1 s; 0 disables it).
+    pub delayed_close_timeout: Duration,
     /// `upgrade_configs`: the HTTP/1.1 upgrades let through (a route may
     /// override them).
     pub upgrades: super::upgrade::Upgrades,
@@ -219,8 +225,17 @@ impl HttpManager {
                 Some(d) => Some(super::duration(d)).filter(|d| !d.is_zero()),
                 None => Some(Duration::from_secs(3600)),
             },
+            drain_timeout: hcm.drain_timeout.as_ref().map_or(Duration::from_secs(5), super::duration),
+            delayed_close_timeout: hcm.delayed_close_timeout.as_ref().map_or(Duration::from_secs(1), super::duration),
             upgrades: super::upgrade::Upgrades::compile_manager(&hcm.upgrade_configs, &format!("{path}.upgrade_configs"))?,
         })
+    }
+
+    /// How long an HTTP/1.1 connection past its idle timeout lives on:
+    /// its drain, then the delayed close (Envoy closes the socket then if
+    /// the client has not).
+    pub fn idle_drain(&self) -> Duration {
+        self.drain_timeout + self.delayed_close_timeout
     }
 }
 

@@ -31,12 +31,6 @@ use crate::http::header_map;
 /// header is answered 431 (HTTP/2's is checked by the connection manager).
 pub const MAX_HEADER_BYTES: usize = 60 * 1024;
 
-/// After the idle timeout, how long a connection drains before it closes:
-/// Envoy's `drain_timeout` and `delayed_close_timeout` defaults (5 s and
-/// 1 s). Requests that come meanwhile are served, their responses saying
-/// `connection: close`, as Envoy's.
-const IDLE_DRAIN: Duration = Duration::from_secs(6);
-
 /// How the response body goes out.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Framing {
@@ -78,6 +72,8 @@ pub struct Server {
     /// How long the connection may wait for a request with none in
     /// flight (`None`: no bound).
     idle_timeout: Option<Duration>,
+    /// After the idle timeout, how long it drains before it closes.
+    idle_drain: Duration,
     /// The idle timeout passed: the connection closes at this instant.
     drain_deadline: Option<tokio::time::Instant>,
     framing: Framing,
@@ -106,6 +102,7 @@ impl Server {
             client_keepalive: false,
             keepalive: true,
             idle_timeout: None,
+            idle_drain: Duration::ZERO,
             drain_deadline: None,
             framing: Framing::NotStarted,
             response: None,
@@ -114,9 +111,12 @@ impl Server {
     }
 
     /// Bounds the wait for each request, the first included (Envoy's
-    /// connection `idle_timeout`).
-    pub fn with_idle_timeout(mut self, idle: Option<Duration>) -> Self {
+    /// connection `idle_timeout`); past it the connection drains for
+    /// `drain` before it closes (requests that come meanwhile are served,
+    /// their responses saying `connection: close`, as Envoy's).
+    pub fn with_idle_timeout(mut self, idle: Option<Duration>, drain: Duration) -> Self {
         self.idle_timeout = idle;
+        self.idle_drain = drain;
         self
     }
 
@@ -176,7 +176,7 @@ impl Server {
                     // Idle too long: drain, then close (as Envoy's HTTP/1.1
                     // connections do).
                     Err(_) if self.drain_deadline.is_none() => {
-                        self.drain_deadline = Some(tokio::time::Instant::now() + IDLE_DRAIN);
+                        self.drain_deadline = Some(tokio::time::Instant::now() + self.idle_drain);
                         continue;
                     }
                     Err(_) => return Ok(false),
