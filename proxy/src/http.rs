@@ -65,8 +65,8 @@ impl HttpProxy {
         // Envoy's codec_type AUTO accepts HTTP/2 prior knowledge on cleartext.
         // Fixed per listener: a codec change replaces the listener.
         options.h2c = manager.h2c;
-        // HTTP/1.1 connections read it per connection (see `serve`).
-        options.h2_idle_timeout = manager.idle_timeout;
+        // The idle timeout: HTTP/1.1 connections read it per connection,
+        // HTTP/2 ones count their streams (see `serve`).
         HttpProxy {
             manager: ArcSwap::new(manager),
             options,
@@ -98,17 +98,22 @@ impl HttpProxy {
             false
         };
         if http2 {
-            let connection = Arc::new(Connection { proxy: self.clone(), state });
-            // Pingora sends GOAWAY when its watch fires: on shutdown, or
-            // when this listener is drained.
+            let streams = tokio::sync::watch::Sender::new(0);
+            let connection = Arc::new(Connection { proxy: self.clone(), state, streams: streams.clone() });
+            // Pingora sends GOAWAY when its watch fires: on shutdown, when
+            // this listener is drained, or when the connection has been
+            // idle for the idle timeout (Envoy's GOAWAY, so that a client
+            // does not start a request on a connection being closed).
             let (closing, watch) = tokio::sync::watch::channel(false);
             let serve = connection.process_new(stream, &watch);
             tokio::pin!(serve);
             let (mut shutdown, mut drained) = (shutdown.clone(), self.drained.subscribe());
+            let idle = self.manager.load().idle_timeout;
             tokio::select! {
                 _ = &mut serve => return,
                 Ok(_) = shutdown.wait_for(|closing| *closing) => {}
                 Ok(_) = drained.wait_for(|drained| *drained) => {}
+                () = idle_for(streams.subscribe(), idle.unwrap_or_default()), if idle.is_some() => {}
             }
             closing.send_replace(true);
             let _ = serve.await;
@@ -136,12 +141,45 @@ impl HttpProxy {
 /// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
-/// One downstream connection: Pingora calls it for each of its requests
-/// (in turn on HTTP/1.1, concurrently on HTTP/2), so the requests share
-/// the connection's filter state.
+/// Returns once an HTTP/2 connection has had no stream open for `idle`
+/// (`streams` counts them).
+async fn idle_for(mut streams: tokio::sync::watch::Receiver<usize>, idle: std::time::Duration) {
+    loop {
+        if streams.wait_for(|open| *open == 0).await.is_err() {
+            return std::future::pending().await;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(idle) => return,
+            // A stream opened: the idle clock starts again when it is over.
+            _ = streams.wait_for(|open| *open > 0) => {}
+        }
+    }
+}
+
+/// One HTTP/2 downstream connection: Pingora calls it for each of its
+/// streams (concurrently), so the requests share the connection's filter
+/// state.
 struct Connection {
     proxy: Arc<HttpProxy>,
     state: ConnectionState,
+    /// Streams being served, for the idle timeout.
+    streams: tokio::sync::watch::Sender<usize>,
+}
+
+/// Counts a stream as open for as long as it lives.
+struct OpenStream<'a>(&'a tokio::sync::watch::Sender<usize>);
+
+impl<'a> OpenStream<'a> {
+    fn new(streams: &'a tokio::sync::watch::Sender<usize>) -> Self {
+        streams.send_modify(|open| *open += 1);
+        OpenStream(streams)
+    }
+}
+
+impl Drop for OpenStream<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|open| *open -= 1);
+    }
 }
 
 #[async_trait]
@@ -151,6 +189,7 @@ impl HttpServerApp for Connection {
         session: ServerSession,
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
+        let _open = OpenStream::new(&self.streams);
         let mut session = Downstream::H2(session);
         let served = self.proxy.process_request(&mut session, shutdown, &self.state).await;
         let Downstream::H2(session) = session else { return None };

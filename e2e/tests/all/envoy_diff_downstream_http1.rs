@@ -137,9 +137,8 @@ async fn client_side_http1_matches_envoy() {
 /// drains an HTTP/1.1 connection first (its 5 s `drain_timeout`, then its
 /// 1 s delayed close; requests meanwhile are served, each response saying
 /// `connection: close`), and sends an HTTP/2 GOAWAY, on which the client
-/// closes. weft-proxy closes an idle HTTP/2 connection itself: a client
-/// sees it closed either way. Unset (Envoy's default, an hour), the
-/// connection stays open.
+/// closes (both proxies: `idle_http2_connections_get_a_goaway_like_envoy`).
+/// Unset (Envoy's default, an hour), the connection stays open.
 #[tokio::test]
 async fn idle_connections_close_after_the_idle_timeout_like_envoy() {
     let up = Upstream::start("up").await;
@@ -179,6 +178,62 @@ async fn the_drain_after_the_idle_timeout_follows_the_manager_like_envoy() {
     }
     assert_eq!(results[0], results[1], "Envoy (left), weft-proxy (right)");
     assert_eq!(results[1], "closed after about 2s");
+}
+
+/// An idle HTTP/2 connection gets a GOAWAY when its idle timeout passes,
+/// before the proxy closes it, on both proxies: a client learns not to
+/// start a request on it (instead of racing the close).
+#[tokio::test]
+async fn idle_http2_connections_get_a_goaway_like_envoy() {
+    let up = Upstream::start("up").await;
+    let one_second = SIMPLE.replace("stat_prefix: main", "stat_prefix: main\n          common_http_protocol_options: { idle_timeout: 1s }");
+    let mut results = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &one_second, &[&up]).await.expect("start");
+        results.push(h2_frames_until_goaway(proxy.port).await);
+    }
+    assert_eq!(results[0], results[1], "Envoy (left), weft-proxy (right)");
+    assert_eq!(results[1], "GOAWAY after about 1s");
+}
+
+/// Opens an HTTP/2 connection (prior knowledge) that sends nothing but
+/// the acknowledgements a client owes; says when a GOAWAY came, or that
+/// the connection closed (or stayed open 5 s) without one.
+async fn h2_frames_until_goaway(port: u16) -> String {
+    let mut tcp = TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0").await.expect("preface");
+    let start = std::time::Instant::now();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        // Whole frames: 9-byte header (length, type, flags, stream), payload.
+        while buf.len() >= 9 {
+            let len = u32::from_be_bytes([0, buf[0], buf[1], buf[2]]) as usize;
+            if buf.len() < 9 + len {
+                break;
+            }
+            let (kind, flags) = (buf[3], buf[4]);
+            let payload = buf[9..9 + len].to_vec();
+            buf.drain(..9 + len);
+            match (kind, flags & 1) {
+                (7, _) => return format!("GOAWAY after about {}s", start.elapsed().as_secs_f64().round()),
+                // SETTINGS and PING get their ACKs, as from any client.
+                (4, 0) => tcp.write_all(b"\0\0\0\x04\x01\0\0\0\0").await.expect("settings ack"),
+                (6, 0) => {
+                    let mut ack = b"\0\0\x08\x06\x01\0\0\0\0".to_vec();
+                    ack.extend_from_slice(&payload);
+                    tcp.write_all(&ack).await.expect("ping ack");
+                }
+                _ => {}
+            }
+        }
+        match tokio::time::timeout_at(deadline, tcp.read(&mut chunk)).await {
+            Ok(Ok(n)) if n > 0 => buf.extend_from_slice(&chunk[..n]),
+            Ok(_) => return format!("closed without a GOAWAY after about {}s", start.elapsed().as_secs_f64().round()),
+            Err(_) => return "open after 5s, no GOAWAY".into(),
+        }
+    }
 }
 
 /// Serves one request on a new connection, then says when the proxy
