@@ -99,12 +99,19 @@ impl HttpProxy {
         };
         if http2 {
             let streams = tokio::sync::watch::Sender::new(0);
-            let connection = Arc::new(Connection { proxy: self.clone(), state, streams: streams.clone() });
             // Pingora sends GOAWAY when its watch fires: on shutdown, when
-            // this listener is drained, or when the connection has been
-            // idle for the idle timeout (Envoy's GOAWAY, so that a client
-            // does not start a request on a connection being closed).
+            // this listener is drained, when the connection has been idle
+            // for the idle timeout (Envoy's GOAWAY, so that a client does
+            // not start a request on a connection being closed), or has
+            // carried max_requests_per_connection streams.
             let (closing, watch) = tokio::sync::watch::channel(false);
+            let connection = Arc::new(Connection {
+                proxy: self.clone(),
+                state,
+                streams: streams.clone(),
+                opened: std::sync::atomic::AtomicU32::new(0),
+                closing: closing.clone(),
+            });
             let serve = connection.process_new(stream, &watch);
             tokio::pin!(serve);
             let (mut shutdown, mut drained) = (shutdown.clone(), self.drained.subscribe());
@@ -119,13 +126,16 @@ impl HttpProxy {
             let _ = serve.await;
             return;
         }
-        let (idle, drain) = {
+        let (idle, drain, max_requests) = {
             let manager = self.manager.load();
-            (manager.idle_timeout, manager.idle_drain())
+            (manager.idle_timeout, manager.idle_drain(), manager.max_requests_per_connection)
         };
         let mut session = Downstream::H1(downstream::h1::Server::new(stream).with_idle_timeout(idle, drain));
+        let mut requests = 0u32;
         loop {
-            let served = self.process_request(&mut session, shutdown, &state).await;
+            requests = requests.saturating_add(1);
+            let last = max_requests.is_some_and(|max| requests >= max);
+            let served = self.process_request(&mut session, shutdown, &state, last).await;
             let Downstream::H1(h1) = &mut session else { return };
             if !served {
                 h1.close().await;
@@ -164,6 +174,10 @@ struct Connection {
     state: ConnectionState,
     /// Streams being served, for the idle timeout.
     streams: tokio::sync::watch::Sender<usize>,
+    /// Streams opened so far, for max_requests_per_connection.
+    opened: std::sync::atomic::AtomicU32,
+    /// Makes Pingora drain the connection (GOAWAY).
+    closing: tokio::sync::watch::Sender<bool>,
 }
 
 /// Counts a stream as open for as long as it lives.
@@ -190,8 +204,12 @@ impl HttpServerApp for Connection {
         shutdown: &ShutdownWatch,
     ) -> Option<ReusedHttpStream> {
         let _open = OpenStream::new(&self.streams);
+        let opened = self.opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if self.proxy.manager.load().max_requests_per_connection.is_some_and(|max| opened >= max) {
+            self.closing.send_replace(true);
+        }
         let mut session = Downstream::H2(session);
-        let served = self.proxy.process_request(&mut session, shutdown, &self.state).await;
+        let served = self.proxy.process_request(&mut session, shutdown, &self.state, false).await;
         let Downstream::H2(session) = session else { return None };
         let settings = pingora_core::apps::HttpPersistentSettings::for_session(&session);
         match served {
@@ -207,8 +225,9 @@ impl HttpServerApp for Connection {
 
 impl HttpProxy {
     /// Serves one request; `false` when the connection must not be reused
-    /// (the client went away, the request was refused or aborted).
-    async fn process_request(&self, session: &mut Downstream, shutdown: &ShutdownWatch, connection: &ConnectionState) -> bool {
+    /// (the client went away, the request was refused or aborted). `last`:
+    /// the connection closes after it (max_requests_per_connection).
+    async fn process_request(&self, session: &mut Downstream, shutdown: &ShutdownWatch, connection: &ConnectionState, last: bool) -> bool {
         match session.read_request().await {
             Ok(true) => {}
             Ok(false) => return false,
@@ -218,7 +237,7 @@ impl HttpProxy {
                 return false;
             }
         }
-        let closing = *shutdown.borrow() || self.draining.load(Ordering::Relaxed);
+        let closing = last || *shutdown.borrow() || self.draining.load(Ordering::Relaxed);
         if closing {
             session.disable_keepalive();
         }

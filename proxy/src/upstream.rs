@@ -29,9 +29,24 @@ use crate::tls::ClientTls;
 
 /// Idle connections kept per upstream address and worker.
 const MAX_IDLE_PER_HOST: usize = 256;
-/// Idle connections older than this are closed instead of reused (Envoy's
-/// default upstream idle timeout is 1 h; servers usually close sooner).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(55);
+/// How a cluster reuses its connections: its `HttpProtocolOptions`'
+/// `common_http_protocol_options`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Reuse {
+    /// Idle connections older than this are closed instead of reused
+    /// (`None`: no limit).
+    pub idle_timeout: Option<Duration>,
+    /// Requests (HTTP/2: streams) a connection carries before it is let go
+    /// (`None`: no limit).
+    pub max_requests: Option<u32>,
+}
+
+impl Reuse {
+    /// Unset: Envoy's default idle timeout is 1 h, but servers usually
+    /// close idle connections sooner (60 s is common), so an unset one is
+    /// just under that: a reused connection is rarely one being closed.
+    pub const DEFAULT: Reuse = Reuse { idle_timeout: Some(Duration::from_secs(55)), max_requests: None };
+}
 
 /// Pooled connections are told apart by address and by the TLS identity
 /// they were made with (0: plaintext).
@@ -41,10 +56,20 @@ pub mod h1;
 
 thread_local! {
     static IDLE: RefCell<HashMap<PoolKey, Vec<(h1::Connection, Instant)>>> = RefCell::new(HashMap::new());
-    /// HTTP/2: one multiplexed connection per upstream and worker. The cell
-    /// is shared while the connection is being made, so concurrent requests
-    /// wait for one handshake instead of each opening a connection.
-    static H2: RefCell<HashMap<PoolKey, Arc<OnceCell<ConnectionRef>>>> = RefCell::new(HashMap::new());
+    /// HTTP/2: one multiplexed connection per upstream and worker.
+    static H2: RefCell<HashMap<PoolKey, Arc<H2Pooled>>> = RefCell::new(HashMap::new());
+}
+
+/// This worker's HTTP/2 connection to an upstream. The cell is shared while
+/// the connection is being made, so concurrent requests wait for one
+/// handshake instead of each opening a connection.
+#[derive(Default)]
+struct H2Pooled {
+    conn: OnceCell<ConnectionRef>,
+    /// Streams opened on it so far (for `max_requests`).
+    opened: std::sync::atomic::AtomicU32,
+    /// When its last stream was opened (for `idle_timeout`).
+    last_used: std::sync::Mutex<Option<Instant>>,
 }
 
 /// Concurrent streams we open on one HTTP/2 connection before opening
@@ -103,6 +128,7 @@ pub struct Target<'a> {
     /// The cluster's max_connections / max_pending_requests (requests);
     /// `None` for connections outside it (health checks, tcp_proxy).
     pub budget: Option<&'a Arc<ConnectionBudget>>,
+    pub reuse: Reuse,
 }
 
 impl Target<'_> {
@@ -130,16 +156,17 @@ pub async fn checkout(target: &Target<'_>, http2: bool) -> Result<(Session, bool
     if http2 {
         return checkout_h2(target).await;
     }
+    let max_requests = target.reuse.max_requests;
     loop {
-        if let Some(conn) = take_idle(target.key()) {
+        if let Some(conn) = take_idle(target.key(), target.reuse.idle_timeout) {
             return Ok((Session::H1(conn), true));
         }
         let Some(budget) = target.budget else {
-            return Ok((Session::H1(h1::Connection::new(connect(target).await?)), false));
+            return Ok((Session::H1(h1::Connection::new(connect(target).await?, max_requests)), false));
         };
         if let Some(slot) = budget.try_open() {
             let stream: Stream = Box::new(Counted::new(connect(target).await?, slot));
-            return Ok((Session::H1(h1::Connection::new(stream)), false));
+            return Ok((Session::H1(h1::Connection::new(stream, max_requests)), false));
         }
         // At max_connections: wait (as a pending request) for one to
         // close or come back idle.
@@ -154,7 +181,8 @@ pub async fn checkout(target: &Target<'_>, http2: bool) -> Result<(Session, bool
 pub async fn checkin(session: Session, pool: PoolKey, budget: &ConnectionBudget) {
     let Session::H1(conn) = session else { return };
     // Keep-alive as the response allows (HTTP/1.1 default, `connection:
-    // close`, HTTP/1.0, a body we could not delimit).
+    // close`, HTTP/1.0, a body we could not delimit) and the cluster's
+    // max_requests_per_connection.
     if !conn.reusable() {
         conn.close().await;
         return;
@@ -205,9 +233,10 @@ pub async fn connect(target: &Target<'_>) -> Result<Stream, ConnectError> {
 async fn checkout_h2(target: &Target<'_>) -> Result<(Session, bool), ConnectError> {
     let key = target.key();
     for _ in 0..2 {
-        let cell = H2.with(|h2| h2.borrow_mut().entry(key).or_default().clone());
+        let pooled = H2.with(|h2| h2.borrow_mut().entry(key).or_default().clone());
         let mut made = false;
-        let conn = cell
+        let conn = pooled
+            .conn
             .get_or_try_init(|| async {
                 made = true;
                 let stream = connect(target).await?;
@@ -216,20 +245,39 @@ async fn checkout_h2(target: &Target<'_>) -> Result<(Session, bool), ConnectErro
                 v2::handshake(stream, settings).await.map_err(|_| ConnectError::Tcp(String::new()))
             })
             .await?;
-        if !conn.is_closed() && !conn.is_shutting_down() {
+        let now = Instant::now();
+        let idle_too_long = {
+            let mut last_used = pooled.last_used.lock().unwrap_or_else(|p| p.into_inner());
+            let stale = conn.is_idle() && target.reuse.idle_timeout.zip(*last_used).is_some_and(|(idle, at)| now.duration_since(at) >= idle);
+            *last_used = Some(now);
+            stale
+        };
+        if !idle_too_long && !conn.is_closed() && !conn.is_shutting_down() {
             if let Ok(Some(stream)) = conn.spawn_stream().await {
+                let opened = pooled.opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+                // At max_requests_per_connection: its streams finish, the
+                // next request opens another.
+                if target.reuse.max_requests.is_some_and(|max| opened >= max) {
+                    forget_h2(key, &pooled);
+                }
                 return Ok((Session::H2(Box::new(stream)), !made));
             }
         }
-        // Closed, draining (GOAWAY) or full: the next request gets a new one.
-        H2.with(|h2| {
-            let mut h2 = h2.borrow_mut();
-            if h2.get(&key).is_some_and(|c| Arc::ptr_eq(c, &cell)) {
-                h2.remove(&key);
-            }
-        });
+        // Closed, draining (GOAWAY), idle too long or full: the next
+        // request gets a new one.
+        forget_h2(key, &pooled);
     }
     Err(ConnectError::Tcp(String::new()))
+}
+
+/// Takes an HTTP/2 connection out of the pool (if it is still the pooled one).
+fn forget_h2(key: PoolKey, pooled: &Arc<H2Pooled>) {
+    H2.with(|h2| {
+        let mut h2 = h2.borrow_mut();
+        if h2.get(&key).is_some_and(|c| Arc::ptr_eq(c, pooled)) {
+            h2.remove(&key);
+        }
+    });
 }
 
 /// BoringSSL's error queue the way Envoy prints a transport failure:
@@ -257,14 +305,15 @@ pub fn forget_idle(key: PoolKey) {
     IDLE.with(|idle| idle.borrow_mut().remove(&key));
 }
 
-fn take_idle(key: PoolKey) -> Option<h1::Connection> {
+/// An idle connection to `key`, idle for less than `timeout`.
+fn take_idle(key: PoolKey, timeout: Option<Duration>) -> Option<h1::Connection> {
     IDLE.with(|idle| {
         let mut idle = idle.borrow_mut();
         let list = idle.get_mut(&key)?;
         // Most recently used first: the warmest connection is the least
         // likely to have been closed by the upstream.
         while let Some((conn, since)) = list.pop() {
-            if since.elapsed() < IDLE_TIMEOUT {
+            if timeout.is_none_or(|t| since.elapsed() < t) {
                 return Some(conn);
             }
         }

@@ -236,6 +236,44 @@ async fn h2_frames_until_goaway(port: u16) -> String {
     }
 }
 
+/// The connection manager's `max_requests_per_connection`: the last
+/// request's response says `connection: close` and the connection ends;
+/// an HTTP/2 client gets a GOAWAY after that many streams.
+#[tokio::test]
+async fn max_requests_per_connection_closes_downstream_connections_like_envoy() {
+    let up = Upstream::start("up").await;
+    let two = SIMPLE.replace("stat_prefix: main", "stat_prefix: main\n          common_http_protocol_options: { max_requests_per_connection: 2 }");
+    let mut results = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &two, &[&up]).await.expect("start");
+        let mut tcp = TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
+        let mut outcome = Vec::new();
+        for path in ["/one", "/two", "/three"] {
+            let sent = tcp.write_all(format!("GET {path} HTTP/1.1\r\nhost: x\r\n\r\n").as_bytes()).await.is_ok();
+            outcome.push(match read_response(&mut tcp).await {
+                Some(response) if sent => response,
+                _ => "closed".into(),
+            });
+        }
+        // HTTP/2: the client learns to open a new connection.
+        use hyper_util::rt::{TokioExecutor, TokioIo};
+        let tcp = TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
+        let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await.expect("h2 handshake");
+        let conn = tokio::spawn(conn);
+        for path in ["/a", "/b"] {
+            let req = hyper::Request::get(format!("http://x{path}")).body(http_body_util::Empty::<bytes::Bytes>::new()).expect("request");
+            let status = sender.send_request(req).await.map(|r| r.status().as_u16());
+            outcome.push(format!("h2 {path}: {status:?}"));
+        }
+        let closed = tokio::time::timeout(Duration::from_secs(3), conn).await.is_ok();
+        outcome.push(format!("h2 connection closed by the proxy: {closed}"));
+        results.push(outcome);
+    }
+    assert_eq!(results[0], results[1], "Envoy (left), weft-proxy (right)");
+    assert!(results[1][1].contains("connection=close") && results[1][2] == "closed", "{:?}", results[1]);
+    assert_eq!(results[1][5], "h2 connection closed by the proxy: true");
+}
+
 /// Serves one request on a new connection, then says when the proxy
 /// closed it (or that it was still open `window_ms` later).
 async fn idle_close(port: u16, h2: bool, window_ms: u64) -> String {

@@ -94,3 +94,48 @@ async fn trailers_pass_from_http2_upstreams_like_envoy() {
     assert!(h1.trailers.is_empty() && h1.body_str() == "up", "{h1:?}");
     assert!(upstream[0].contains("te: trailers"), "{upstream:?}");
 }
+
+/// A cluster's `common_http_protocol_options`: `max_requests_per_connection`
+/// lets a connection go after that many requests (HTTP/1.1 and HTTP/2
+/// upstreams), and `idle_timeout` lets one go that was idle that long —
+/// counted in new upstream connections, as from Envoy.
+#[tokio::test]
+async fn upstream_connection_reuse_limits_match_envoy() {
+    let up = Upstream::start("up").await;
+    let options = |protocol: &str, common: &str| {
+        format!(
+            r#"typed_extension_protocol_options:
+  envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+    "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+    common_http_protocol_options: {{ {common} }}
+    explicit_http_config: {{ {protocol}: {{}} }}"#
+        )
+    };
+    let cases = [
+        ("http_protocol_options", "max_requests_per_connection: 2", 0),
+        ("http2_protocol_options", "max_requests_per_connection: 2", 0),
+        ("http_protocol_options", "idle_timeout: 0.5s", 800),
+        ("http2_protocol_options", "idle_timeout: 0.5s", 800),
+        ("http_protocol_options", "idle_timeout: 30s", 800),
+    ];
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let mut counts = Vec::new();
+        for (protocol, common, pause_ms) in cases {
+            let proxy = Proxy::start(kind, &bootstrap(&options(protocol, common)), &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
+            let before = up.connections.load(std::sync::atomic::Ordering::Relaxed);
+            for i in 0..4 {
+                if i == 2 {
+                    tokio::time::sleep(std::time::Duration::from_millis(pause_ms)).await;
+                }
+                assert_eq!(proxy.send(&Request::get(&format!("/r{i}"))).await.status, 200);
+            }
+            let used = up.connections.load(std::sync::atomic::Ordering::Relaxed) - before;
+            counts.push(format!("{protocol} {common}: 4 requests on {used} upstream connections"));
+        }
+        seen.push(counts);
+    }
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    let used: Vec<&str> = seen[1].iter().map(|c| c.rsplit(" on ").next().unwrap_or_default()).collect();
+    assert_eq!(used, ["2 upstream connections", "2 upstream connections", "2 upstream connections", "2 upstream connections", "1 upstream connections"]);
+}

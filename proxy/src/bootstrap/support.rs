@@ -103,7 +103,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
         ],
     ),
     ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig", &["upgrade_type", "enabled"]),
-    ("envoy.config.core.v3.HttpProtocolOptions", &["idle_timeout"]),
+    ("envoy.config.core.v3.HttpProtocolOptions", &["idle_timeout", "max_requests_per_connection"]),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.Rds",
         &["config_source", "route_config_name"],
@@ -380,7 +380,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.cluster.v3.Cluster.EdsClusterConfig", &["eds_config", "service_name"]),
     ("envoy.config.core.v3.Http2ProtocolOptions", &[]),
     ("envoy.config.core.v3.Http1ProtocolOptions", &[]),
-    ("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", &["explicit_http_config"]),
+    ("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", &["explicit_http_config", "common_http_protocol_options"]),
     (
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions.ExplicitHttpConfig",
         &["http_protocol_options", "http2_protocol_options"],

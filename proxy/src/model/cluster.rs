@@ -245,6 +245,8 @@ pub struct Cluster {
     /// Speak HTTP/2 to the hosts (`http2_protocol_options`, or
     /// `HttpProtocolOptions.explicit_http_config`): h2c, or ALPN h2 on TLS.
     pub http2: bool,
+    /// How connections are reused (`HttpProtocolOptions.common_http_protocol_options`).
+    pub reuse: crate::upstream::Reuse,
     pub stats: ClusterStats,
     /// A name routes use that no cluster has (RDS routes are not checked
     /// against the clusters, as in Envoy): requests get 503, flag NC.
@@ -435,7 +437,7 @@ impl Cluster {
             return Err(ConfigError::new(format!("{path}.connect_timeout"), "Invalid duration: Expected positive duration"));
         }
         let connect_timeout = c.connect_timeout.as_ref().map(duration).unwrap_or(Duration::from_secs(5));
-        let http2 = http2(c, path)?;
+        let (http2, reuse) = protocol(c, path)?;
         Ok(Cluster {
             breakers: Breakers::compile(c.circuit_breakers.as_ref(), path)?,
             name: c.name.clone(),
@@ -450,6 +452,7 @@ impl Cluster {
             connect_timeout,
             tls: upstream_tls(c.transport_socket.as_ref(), &format!("{path}.transport_socket"), http2)?,
             http2,
+            reuse,
             stats: stats(&c.name),
             not_found: false,
             rr_next: AtomicUsize::new(rand::random::<u32>() as usize),
@@ -676,16 +679,25 @@ fn host_port(addr: &xds_core::Address, path: &str) -> Result<(String, u16)> {
 
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
 
-/// Whether the cluster speaks HTTP/2 upstream.
-fn http2(c: &xds_cluster::Cluster, path: &str) -> Result<bool> {
+/// Whether the cluster speaks HTTP/2 upstream, and how it reuses its
+/// connections.
+fn protocol(c: &xds_cluster::Cluster, path: &str) -> Result<(bool, crate::upstream::Reuse)> {
     #[allow(deprecated)] // Envoy still honours the cluster-level field
     let mut http2 = c.http2_protocol_options.is_some();
+    let mut reuse = crate::upstream::Reuse::DEFAULT;
     for (name, any) in &c.typed_extension_protocol_options {
         let opath = format!("{path}.typed_extension_protocol_options[\"{name}\"]");
         if name != "envoy.extensions.upstreams.http.v3.HttpProtocolOptions" {
             return Err(ConfigError::new(opath, "only envoy.extensions.upstreams.http.v3.HttpProtocolOptions is supported by weft-proxy"));
         }
         let options: xds_http::HttpProtocolOptions = unpack(any, HTTP_PROTOCOL_OPTIONS, &opath)?;
+        if let Some(common) = &options.common_http_protocol_options {
+            if let Some(idle) = &common.idle_timeout {
+                // 0 disables it, as in Envoy.
+                reuse.idle_timeout = Some(duration(idle)).filter(|d| !d.is_zero());
+            }
+            reuse.max_requests = common.max_requests_per_connection.as_ref().map(|m| m.value).filter(|m| *m > 0);
+        }
         use xds_http::http_protocol_options::explicit_http_config::ProtocolConfig;
         use xds_http::http_protocol_options::UpstreamProtocolOptions;
         match options.upstream_protocol_options {
@@ -702,7 +714,7 @@ fn http2(c: &xds_cluster::Cluster, path: &str) -> Result<bool> {
             }
         }
     }
-    Ok(http2)
+    Ok((http2, reuse))
 }
 
 /// A cluster's `transport_socket`: TLS, or plaintext (`raw_buffer`).

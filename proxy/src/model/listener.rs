@@ -61,6 +61,10 @@ pub struct HttpManager {
     /// request in flight for this long is closed (Envoy: 1 hour; `None`
     /// when disabled).
     pub idle_timeout: Option<Duration>,
+    /// `common_http_protocol_options.max_requests_per_connection`: an
+    /// HTTP/1.1 connection closes after that many requests, an HTTP/2 one
+    /// gets GOAWAY once it has opened that many streams (`None`: no limit).
+    pub max_requests_per_connection: Option<u32>,
     /// `drain_timeout`: how long a connection drains before it closes
     /// (Envoy: 5 s).
     pub drain_timeout: Duration,
@@ -225,6 +229,12 @@ impl HttpManager {
                 Some(d) => Some(super::duration(d)).filter(|d| !d.is_zero()),
                 None => Some(Duration::from_secs(3600)),
             },
+            max_requests_per_connection: hcm
+                .common_http_protocol_options
+                .as_ref()
+                .and_then(|o| o.max_requests_per_connection.as_ref())
+                .map(|m| m.value)
+                .filter(|m| *m > 0),
             drain_timeout: hcm.drain_timeout.as_ref().map_or(Duration::from_secs(5), super::duration),
             delayed_close_timeout: hcm.delayed_close_timeout.as_ref().map_or(Duration::from_secs(1), super::duration),
             upgrades: super::upgrade::Upgrades::compile_manager(&hcm.upgrade_configs, &format!("{path}.upgrade_configs"))?,

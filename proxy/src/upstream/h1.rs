@@ -46,11 +46,23 @@ pub struct Connection {
     /// The upstream answered before the request's body was all sent: the
     /// connection is out of step and is not reused.
     unfinished: bool,
+    /// Requests it may carry before it is let go (its cluster's
+    /// max_requests_per_connection), counting down.
+    requests_left: Option<u32>,
 }
 
 impl Connection {
-    pub fn new(stream: Stream) -> Self {
-        Connection { stream, read: BytesMut::new(), write: Vec::new(), body: None, keep_alive: false, head: false, unfinished: false }
+    pub fn new(stream: Stream, max_requests: Option<u32>) -> Self {
+        Connection {
+            stream,
+            read: BytesMut::new(),
+            write: Vec::new(),
+            body: None,
+            keep_alive: false,
+            head: false,
+            unfinished: false,
+            requests_left: max_requests,
+        }
     }
 
     pub fn stream(&self) -> &Stream {
@@ -68,6 +80,9 @@ impl Connection {
     /// the header waits to go out with the first one. `chunked`: the body's
     /// length is unknown (no `content-length`), so it is chunk-encoded.
     pub fn start(&mut self, req: &RequestHeader, chunked: bool) -> Result<(), Error> {
+        if let Some(left) = self.requests_left.as_mut() {
+            *left = left.saturating_sub(1);
+        }
         self.write.clear();
         serialize(req, &mut self.write)?;
         if chunked {
@@ -169,9 +184,10 @@ impl Connection {
     }
 
     /// Whether the connection can carry another request: the response was
-    /// read to its end, nothing followed it, and neither side asked to close.
+    /// read to its end, nothing followed it, neither side asked to close,
+    /// and it has requests left.
     pub fn reusable(&self) -> bool {
-        self.keep_alive && !self.unfinished && self.done() && self.read.is_empty()
+        self.keep_alive && !self.unfinished && self.done() && self.read.is_empty() && self.requests_left != Some(0)
     }
 
     /// After a 101: the connection and what the upstream sent after the
@@ -323,7 +339,7 @@ mod tests {
                 tokio::task::yield_now().await;
             }
         });
-        let mut conn = Connection::new(Box::new(client));
+        let mut conn = Connection::new(Box::new(client), None);
         conn.head = head;
         let resp = conn.read_response().await;
         (resp, conn)
