@@ -306,7 +306,9 @@ fn sidecar_listeners(index: &Index, proxy: &Proxy, plugins: &Plugins<'_>, s: &mu
             }
             let name = format!("inbound|{}||", port.number);
             let app = port.target_port.unwrap_or(port.number);
-            let c = static_cluster(&name, &proxy.ip, app);
+            let mut c = static_cluster(&name, &proxy.ip, app);
+            // The app speaks the port's protocol: gRPC gets HTTP/2.
+            cluster::set_protocol(&mut c, port, None);
             s.insert(Kind::Cluster, Resource::new(name.clone(), &c));
             inbound_vhosts.push(xds_route::VirtualHost {
                 name: format!("inbound|http|{}", port.number),

@@ -29,6 +29,16 @@ spec:
   workloadSelector: { labels: { app: web } }
 ---
 apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: chat }
+spec:
+  hosts: [chat.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [ { number: 9090, name: grpc, protocol: GRPC } ]
+  endpoints: [ { address: ${IP3} } ]
+---
+apiVersion: networking.istio.io/v1
 kind: WorkloadEntry
 metadata: { name: web-v1 }
 spec:
@@ -75,17 +85,20 @@ spec:
 
 async fn scenario(kind: Kind, net: u8) -> Vec<String> {
     let (ip1, ip2) = (format!("127.200.{net}.1"), format!("127.200.{net}.2"));
+    // A gRPC service without a sidecar: the callers' clusters reach it.
+    let ip3 = format!("127.200.{net}.3");
     let gw_port = free_port();
     let dir: PathBuf = std::env::temp_dir().join(format!("weft-e2e-standalone-{}-{kind:?}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("dir");
-    let registry = REGISTRY.replace("${IP1}", &ip1).replace("${IP2}", &ip2).replace("${GW}", &gw_port.to_string());
+    let registry = REGISTRY.replace("${IP1}", &ip1).replace("${IP2}", &ip2).replace("${IP3}", &ip3).replace("${GW}", &gw_port.to_string());
     replace_file(&dir, "registry.yaml", &registry);
     replace_file(&dir, "web.yaml", &route_to("v1"));
     let operator = Operator::start(&dir).await.unwrap_or_else(|e| panic!("{e}"));
 
     let v1 = Upstream::start_on("v1", format!("{ip1}:9080").parse().expect("addr")).await.expect("bind v1");
     let v2 = Upstream::start_on("v2", format!("{ip2}:9080").parse().expect("addr")).await.expect("bind v2");
+    let chat = Upstream::start_on("chat", format!("{ip3}:9090").parse().expect("addr")).await.expect("bind chat");
     let _gateway = operator.proxy(kind, &Identity::INGRESS_GATEWAY).await;
     let _s1 = operator.proxy(kind, &Identity { role: "sidecar", workload: "web-v1", namespace: "default", ip: &ip1, labels: &[("app", "web"), ("version", "v1")] }).await;
     let _s2 = operator.proxy(kind, &Identity { role: "sidecar", workload: "web-v2", namespace: "default", ip: &ip2, labels: &[("app", "web"), ("version", "v2")] }).await;
@@ -131,6 +144,20 @@ async fn scenario(kind: Kind, net: u8) -> Vec<String> {
     v1.take();
     v2.take();
 
+    // gRPC through the mesh: a GRPC port's clusters speak HTTP/2, so the
+    // call reaches the app as HTTP/2 and its status comes back.
+    let call = Request::get("/weft.Echo/Say")
+        .method("POST")
+        .header("host", "chat:9090")
+        .header("content-type", "application/grpc")
+        .header("te", "trailers")
+        .body("\0\0\0\0\x02hi");
+    let tcp = tokio::net::TcpStream::connect(outbound).await.expect("connect");
+    let r = weft_e2e::client::exchange_h2(tcp, &call, "http").await.expect("sidecar answers");
+    let apps: Vec<String> = chat.take().iter().map(|s| format!("{} {}", s.path, s.header(":version").unwrap_or_default())).collect();
+    let status: Vec<&(String, String)> = r.trailers.iter().filter(|(k, _)| k == "grpc-status").collect();
+    steps.push(format!("grpc: {} {:?} {status:?}; the app saw {apps:?}", r.status, String::from_utf8_lossy(r.body.get(5..).unwrap_or_default())));
+
     // Editing the rule moves the traffic, within a second.
     replace_file(&dir, "web.yaml", &route_to("v2"));
     let took = until_body(gw, &page, "v2", &what).await;
@@ -169,6 +196,7 @@ async fn istio_resources_route_the_same_on_envoy_and_weft() {
     assert_eq!(envoy[2], "no route: 404");
     assert_eq!(envoy[3], r#"websocket: HTTP/1.1 101 Switching Protocols "v1:hello""#);
     assert_eq!(envoy[4], r#"mesh call reaches {"v1", "v2"}"#);
+    assert_eq!(envoy[6], r#"grpc: 200 "hi" [("grpc-status", "0")]; the app saw ["/weft.Echo/Say HTTP/2.0"]"#);
 }
 
 /// The operator reads the directory when something in it changes, not
@@ -180,7 +208,7 @@ async fn an_idle_directory_is_not_read_again_and_again() {
     let dir = std::env::temp_dir().join(format!("weft-idle-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("{e}"));
-    let registry = REGISTRY.replace("${IP1}", "127.0.0.1").replace("${IP2}", "127.0.0.2").replace("${GW}", "8080");
+    let registry = REGISTRY.replace("${IP1}", "127.0.0.1").replace("${IP2}", "127.0.0.2").replace("${IP3}", "127.0.0.3").replace("${GW}", "8080");
     std::fs::write(dir.join("registry.yaml"), registry).unwrap_or_else(|e| panic!("{e}"));
     let operator = Operator::start_with_env(&dir, &[("RUST_LOG", "weft_operator::standalone=debug")]).await.unwrap_or_else(|e| panic!("{e}"));
     let reads = |log: &str| log.matches("reading the directory").count();

@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use weft_crds::common::Labels;
-use weft_crds::networking::destination_rule::connection_pool::{ConnectionPoolSettings, OutlierDetection};
+use weft_crds::networking::destination_rule::connection_pool::{ConnectionPoolSettings, H2UpgradePolicy, HttpSettings, OutlierDetection};
 use weft_crds::networking::destination_rule::load_balancer::SimpleLb;
 use weft_crds::networking::destination_rule::TrafficPolicy;
 use weft_crds::networking::service_entry::{Resolution, ServicePort};
@@ -178,6 +178,8 @@ fn build(service: &Service, port: &ServicePort, subset: &str, labels: &Labels, p
     if let Some(pool) = policy.and_then(|p| p.connection_pool.as_ref()) {
         apply_pool(&mut cluster, pool);
     }
+    let http = policy.and_then(|p| p.connection_pool.as_ref()).and_then(|p| p.http.as_ref());
+    set_protocol(&mut cluster, port, http);
     if let Some(od) = policy.and_then(|p| p.outlier_detection.as_ref()) {
         cluster.outlier_detection = Some(outlier(od));
     }
@@ -220,6 +222,48 @@ fn apply_pool(cluster: &mut xds_cluster::Cluster, pool: &ConnectionPoolSettings)
     if let Some(timeout) = tcp.and_then(|t| t.connect_timeout.as_ref()) {
         cluster.connect_timeout = Some(duration(timeout.0));
     }
+}
+
+/// The ports whose clusters speak HTTP/2 upstream, as istiod's
+/// `IsHTTP2`: gRPC needs it end to end.
+fn is_http2(port: &ServicePort) -> bool {
+    let protocol = port.protocol.as_deref().unwrap_or_default().to_ascii_uppercase();
+    matches!(protocol.as_str(), "HTTP2" | "GRPC" | "GRPC-WEB")
+}
+
+/// An HTTP port's cluster protocol options, as istiod sets them: HTTP/2
+/// for HTTP/2 and gRPC ports (and HTTP ones a DestinationRule upgrades),
+/// and the connection pool's idle timeout and requests per connection.
+/// Nothing for other ports, or an HTTP/1.1 port without such settings.
+pub fn set_protocol(cluster: &mut xds_cluster::Cluster, port: &ServicePort, http: Option<&HttpSettings>) {
+    use weft_envoy_api::pb::envoy::config::core::v3::{Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as Common};
+    use weft_envoy_api::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
+        explicit_http_config::ProtocolConfig, ExplicitHttpConfig, UpstreamProtocolOptions,
+    };
+    use weft_envoy_api::pb::envoy::extensions::upstreams::http::v3::HttpProtocolOptions;
+    if !Service::is_http(port) {
+        return;
+    }
+    let upgrade = http.and_then(|h| h.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade);
+    let http2 = is_http2(port) || upgrade;
+    let idle_timeout = http.and_then(|h| h.idle_timeout.as_ref()).map(|d| duration(d.0));
+    let max_requests = http.and_then(|h| h.max_requests_per_connection).filter(|m| *m > 0).map(|m| UInt32Value { value: m as u32 });
+    if !http2 && idle_timeout.is_none() && max_requests.is_none() {
+        return;
+    }
+    let common = (idle_timeout.is_some() || max_requests.is_some())
+        .then(|| Common { idle_timeout, max_requests_per_connection: max_requests, ..Default::default() });
+    let protocol = if http2 {
+        ProtocolConfig::Http2ProtocolOptions(Http2ProtocolOptions::default())
+    } else {
+        ProtocolConfig::HttpProtocolOptions(Http1ProtocolOptions::default())
+    };
+    let options = HttpProtocolOptions {
+        common_http_protocol_options: common,
+        upstream_protocol_options: Some(UpstreamProtocolOptions::ExplicitHttpConfig(ExplicitHttpConfig { protocol_config: Some(protocol) })),
+        ..Default::default()
+    };
+    cluster.typed_extension_protocol_options.insert("envoy.extensions.upstreams.http.v3.HttpProtocolOptions".into(), super::envoy::any(&options));
 }
 
 fn outlier(od: &OutlierDetection) -> xds_cluster::OutlierDetection {

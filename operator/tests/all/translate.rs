@@ -104,6 +104,59 @@ spec:
     assert_eq!(hash("web.default.svc.cluster.local:81"), Some(serde_json::Value::Null), "no hashing where the port balances round robin");
 }
 
+/// As istiod: gRPC and HTTP/2 ports get HTTP/2 clusters (outbound, and
+/// inbound to the app), an HTTP port whose DestinationRule upgrades it
+/// too, and the connection pool's idle timeout and requests per
+/// connection become the cluster's common HTTP protocol options.
+#[test]
+fn grpc_ports_and_http_connection_pools() {
+    let yaml = r#"
+apiVersion: networking.istio.io/v1
+kind: ServiceEntry
+metadata: { name: echo }
+spec:
+  hosts: [echo.default.svc.cluster.local]
+  location: MESH_INTERNAL
+  resolution: STATIC
+  ports: [ { number: 90, name: grpc, protocol: GRPC }, { number: 80, name: http, protocol: HTTP }, { number: 81, name: tcp, protocol: TCP } ]
+  endpoints: [ { address: 10.0.0.9, labels: { version: v1 } } ]
+---
+apiVersion: networking.istio.io/v1
+kind: DestinationRule
+metadata: { name: echo }
+spec:
+  host: echo
+  trafficPolicy:
+    connectionPool: { http: { maxRequestsPerConnection: 1, idleTimeout: 30s } }
+  subsets:
+  - name: v1
+    labels: { version: v1 }
+    trafficPolicy: { connectionPool: { http: { h2UpgradePolicy: UPGRADE } } }
+"#;
+    let resources = weft_crds::from_yaml(yaml).expect("reads");
+    let validated = validate(&resources);
+    assert!(validated.findings.is_empty(), "{:?}", validated.findings);
+    let index = std::sync::Arc::new(Index::build(&validated.accepted));
+    let json = snapshot(&index, &proxy(Role::Sidecar, "10.0.0.9", "default", &[("version", "v1")])).to_json();
+    let options = |name: &str| json["Cluster"][name]["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].clone();
+    let protocol = |name: &str| {
+        let o = options(name);
+        match (o["explicit_http_config"]["http2_protocol_options"].is_object(), o["explicit_http_config"]["http_protocol_options"].is_object()) {
+            (true, _) => "h2",
+            (_, true) => "http/1.1",
+            _ => "unset",
+        }
+    };
+    assert_eq!(protocol("outbound|90||echo.default.svc.cluster.local"), "h2");
+    assert_eq!(protocol("outbound|80||echo.default.svc.cluster.local"), "http/1.1");
+    assert_eq!(protocol("outbound|80|v1|echo.default.svc.cluster.local"), "h2", "the subset upgrades");
+    assert_eq!(protocol("outbound|81||echo.default.svc.cluster.local"), "unset", "TCP");
+    assert_eq!(protocol("inbound|90||"), "h2", "to the gRPC app");
+    assert_eq!(protocol("inbound|80||"), "unset");
+    let common = options("outbound|80||echo.default.svc.cluster.local")["common_http_protocol_options"].clone();
+    assert_eq!(common, serde_json::json!({ "idle_timeout": "30s", "max_requests_per_connection": 1 }));
+}
+
 #[test]
 fn delegated_routes_merge_under_their_root() {
     let extra = r#"
