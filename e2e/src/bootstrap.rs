@@ -12,6 +12,16 @@ pub fn single_route(route: &str, clusters: &[String]) -> String {
 /// [`single_route`] with connection manager fields added (`manager`, one
 /// line of YAML such as `upgrade_configs: [...]`).
 pub fn single_route_with(manager: &str, route: &str, clusters: &[String]) -> String {
+    let vhost = format!(r#"virtual_hosts:
+- {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, route: {{ {route} }} }} ] }}"#);
+    with_route_config(manager, &vhost, clusters)
+}
+
+/// Admin, a listener on `${LISTEN}` whose connection manager (with the
+/// `manager` fields) has the route configuration `route_config` (its
+/// fields as unindented YAML lines), and `clusters`.
+pub fn with_route_config(manager: &str, route_config: &str, clusters: &[String]) -> String {
+    let route_config: String = route_config.lines().map(|l| format!("            {l}\n")).collect();
     format!(
         r#"
 admin:
@@ -28,9 +38,7 @@ static_resources:
           stat_prefix: main
           {manager}
           route_config:
-            virtual_hosts:
-            - {{ name: all, domains: ["*"], routes: [ {{ match: {{ prefix: "/" }}, route: {{ {route} }} }} ] }}
-          http_filters:
+{route_config}          http_filters:
           - name: envoy.filters.http.router
             typed_config: {{ "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }}
   clusters:

@@ -212,40 +212,19 @@ async fn mirror_policies_inherit_like_envoy() {
     for name in names {
         ups.push(Upstream::start(name).await);
     }
-    let clusters: String = names.iter().map(|n| cluster(n, "", &[locality(0, &[upstream(n)])])).collect();
-    let template = format!(
-        r#"
-admin:
-  address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{ADMIN}} }} }}
-static_resources:
-  listeners:
-  - name: main
-    address: {{ socket_address: {{ address: 127.0.0.1, port_value: ${{LISTEN}} }} }}
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: main
-          route_config:
-            request_mirror_policies: [{{ cluster: table }}]
-            virtual_hosts:
-            - name: mirrored
-              domains: ["a.example.com"]
-              request_mirror_policies: [{{ cluster: host }}]
-              routes:
-              - {{ match: {{ prefix: "/own" }}, route: {{ cluster: up, request_mirror_policies: [{{ cluster: own }}] }} }}
-              - {{ match: {{ prefix: "/" }}, route: {{ cluster: up }} }}
-            - name: plain
-              domains: ["*"]
-              routes: [{{ match: {{ prefix: "/" }}, route: {{ cluster: up }} }}]
-          http_filters:
-          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
-{clusters}"#
-    );
+    let clusters: Vec<String> = names.iter().map(|n| cluster(n, "", &[locality(0, &[upstream(n)])])).collect();
+    let route_config = r#"request_mirror_policies: [{ cluster: table }]
+virtual_hosts:
+- name: mirrored
+  domains: ["a.example.com"]
+  request_mirror_policies: [{ cluster: host }]
+  routes:
+  - { match: { prefix: "/own" }, route: { cluster: up, request_mirror_policies: [{ cluster: own }] } }
+  - { match: { prefix: "/" }, route: { cluster: up } }
+- name: plain
+  domains: ["*"]
+  routes: [{ match: { prefix: "/" }, route: { cluster: up } }]"#;
+    let template = weft_e2e::bootstrap::with_route_config("", route_config, &clusters);
     let refs: Vec<&Upstream> = ups.iter().collect();
     let mut seen = Vec::new();
     for kind in Kind::BOTH {

@@ -109,6 +109,25 @@ async fn uploads_reach_the_upstream_as_they_are_sent_like_envoy() {
     assert!(seen[1][0].contains("seen before the body ended: true; 200 \"received 25\""), "{:?}", seen[1]);
 }
 
+/// POSTs a body of `size` bytes to `/upload` in one piece (HTTP/1.1, with
+/// its length): the answer's status and body, or why there is none within
+/// `patience`.
+async fn upload_whole(port: u16, size: usize, patience: Duration) -> String {
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.expect("connect");
+    let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("handshake");
+    tokio::spawn(conn);
+    let req = hyper::Request::post("/upload").header("host", "example.com").body(Full::new(Bytes::from(vec![b'x'; size]))).expect("request");
+    match tokio::time::timeout(patience, sender.send_request(req)).await {
+        Ok(Ok(resp)) => {
+            let status = resp.status().as_u16();
+            let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+            format!("{status} {}", String::from_utf8_lossy(&body))
+        }
+        Ok(Err(e)) => format!("error {e}"),
+        Err(_) => format!("no answer within {}s", patience.as_secs()),
+    }
+}
+
 /// A 20 MiB upload passes whole (it used to be refused past 16 MiB, the
 /// buffer the router kept every body in).
 #[tokio::test]
@@ -116,18 +135,10 @@ async fn large_uploads_pass_whole_like_envoy() {
     let up = Upstream::start("up").await;
     let template = bootstrap("cluster: up", "");
     let size = 20 << 20;
-    let payload = Bytes::from(vec![b'x'; size]);
     let mut seen = Vec::new();
     for kind in Kind::BOTH {
         let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("handshake");
-        tokio::spawn(conn);
-        let req = hyper::Request::post("/upload").header("host", "example.com").body(Full::new(payload.clone())).expect("request");
-        let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req)).await.expect("in time").expect("response");
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.expect("body").to_bytes();
-        seen.push(format!("{status} {}", String::from_utf8_lossy(&body)));
+        seen.push(upload_whole(proxy.port, size, Duration::from_secs(30)).await);
     }
     assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
     assert_eq!(seen[1], format!("200 received {size}"));
@@ -393,14 +404,7 @@ async fn mirrored_uploads_stream_to_the_mirror_like_envoy() {
         outcome.push(mirror_received(&shadow).await);
 
         shadow.take();
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("handshake");
-        tokio::spawn(conn);
-        let req = hyper::Request::post("/upload").header("host", "example.com").body(Full::new(Bytes::from(vec![b'x'; large]))).expect("request");
-        let resp = tokio::time::timeout(Duration::from_secs(30), sender.send_request(req)).await.expect("in time").expect("response");
-        let status = resp.status().as_u16();
-        let body = resp.into_body().collect().await.expect("body").to_bytes();
-        outcome.push(format!("{status} {}", String::from_utf8_lossy(&body)));
+        outcome.push(upload_whole(proxy.port, large, Duration::from_secs(30)).await);
         outcome.push(mirror_received(&shadow).await);
         seen.push(outcome);
     }
@@ -454,20 +458,7 @@ async fn a_stuck_mirror_holds_up_the_request_like_envoy() {
     let mut seen = Vec::new();
     for kind in Kind::BOTH {
         let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
-        let tcp = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
-        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(tcp)).await.expect("handshake");
-        tokio::spawn(conn);
-        let req = hyper::Request::post("/upload").header("host", "example.com").body(Full::new(Bytes::from(vec![b'x'; 20 << 20]))).expect("request");
-        let outcome = match tokio::time::timeout(PATIENCE, sender.send_request(req)).await {
-            Ok(Ok(resp)) => {
-                let status = resp.status().as_u16();
-                let body = resp.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
-                format!("{status} {}", String::from_utf8_lossy(&body))
-            }
-            Ok(Err(e)) => format!("error {e}"),
-            Err(_) => "no answer within 3s".into(),
-        };
-        seen.push(outcome);
+        seen.push(upload_whole(proxy.port, 20 << 20, PATIENCE).await);
     }
     held.abort();
     assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");

@@ -60,6 +60,16 @@ fn bookinfo_productpage_sidecar() {
     golden("bookinfo-productpage-sidecar", &proxy(Role::Sidecar, "127.0.1.1", "default", &[("app", "productpage"), ("version", "v1")]));
 }
 
+/// What `proxy` is sent for the resources in `yaml` (which must all be
+/// accepted).
+fn translated(yaml: &str, proxy: &Proxy) -> serde_json::Value {
+    let resources = weft_crds::from_yaml(yaml).expect("reads");
+    let validated = validate(&resources);
+    assert!(validated.findings.is_empty(), "{:?}", validated.findings);
+    let index = std::sync::Arc::new(Index::build(&validated.accepted));
+    snapshot(&index, proxy).to_json()
+}
+
 #[test]
 fn consistent_hash_and_port_level_settings() {
     let yaml = r#"
@@ -88,11 +98,7 @@ spec:
     labels: { version: v1 }
     trafficPolicy: { loadBalancer: { consistentHash: { maglev: { tableSize: 65537 }, useSourceIp: true } } }
 "#;
-    let resources = weft_crds::from_yaml(yaml).expect("reads");
-    let validated = validate(&resources);
-    assert!(validated.findings.is_empty(), "{:?}", validated.findings);
-    let index = std::sync::Arc::new(Index::build(&validated.accepted));
-    let json = snapshot(&index, &proxy(Role::Sidecar, "10.0.0.9", "default", &[])).to_json();
+    let json = translated(yaml, &proxy(Role::Sidecar, "10.0.0.9", "default", &[]));
     // Proto3 JSON leaves out defaults: no lb_policy is ROUND_ROBIN.
     let lb = |name: &str| json["Cluster"][name]["lb_policy"].as_str().unwrap_or("ROUND_ROBIN").to_string();
     assert_eq!(lb("outbound|80||web.default.svc.cluster.local"), "RING_HASH");
@@ -133,11 +139,7 @@ spec:
     labels: { version: v1 }
     trafficPolicy: { connectionPool: { http: { h2UpgradePolicy: UPGRADE } } }
 "#;
-    let resources = weft_crds::from_yaml(yaml).expect("reads");
-    let validated = validate(&resources);
-    assert!(validated.findings.is_empty(), "{:?}", validated.findings);
-    let index = std::sync::Arc::new(Index::build(&validated.accepted));
-    let json = snapshot(&index, &proxy(Role::Sidecar, "10.0.0.9", "default", &[("version", "v1")])).to_json();
+    let json = translated(yaml, &proxy(Role::Sidecar, "10.0.0.9", "default", &[("version", "v1")]));
     let options = |name: &str| json["Cluster"][name]["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"].clone();
     let protocol = |name: &str| {
         let o = options(name);
