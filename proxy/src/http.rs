@@ -7,11 +7,13 @@
 //! ```
 //! HTTP/1.1 is read and written by our own codec (`downstream::h1`);
 //! HTTP/2 (h2c and ALPN) by Pingora, which hands us one `ServerSession` per
-//! stream. Both reach the code here as a `downstream::Downstream`.
+//! stream (`h2_connection` decides when the connection drains). Both reach
+//! the code here as a `downstream::Downstream`.
 
 pub mod downstream;
 mod edge;
 mod forward;
+mod h2_connection;
 pub use forward::{call, open_stream, Called, Opened};
 mod header_map;
 mod clock;
@@ -25,11 +27,9 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use async_trait::async_trait;
 use http::header::{self, HeaderValue};
-use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream};
+use pingora_core::apps::HttpServerOptions;
 use downstream::Downstream;
-use pingora_core::protocols::http::ServerSession;
 use pingora_core::server::ShutdownWatch;
 use pingora_http::RequestHeader;
 
@@ -82,7 +82,6 @@ impl HttpProxy {
 
     /// Serves one downstream connection (HTTP/1.1 or HTTP/2) until it closes.
     pub async fn serve(self: &Arc<Self>, mut stream: Stream, shutdown: &ShutdownWatch) {
-        use pingora_core::apps::ServerApp;
         use pingora_core::protocols::ALPN;
         let state = ConnectionState::default();
         let http2 = if stream.get_ssl_digest().is_some() {
@@ -98,33 +97,7 @@ impl HttpProxy {
             false
         };
         if http2 {
-            let streams = tokio::sync::watch::Sender::new(0);
-            // Pingora sends GOAWAY when its watch fires: on shutdown, when
-            // this listener is drained, when the connection has been idle
-            // for the idle timeout (Envoy's GOAWAY, so that a client does
-            // not start a request on a connection being closed), or has
-            // carried max_requests_per_connection streams.
-            let (closing, watch) = tokio::sync::watch::channel(false);
-            let connection = Arc::new(Connection {
-                proxy: self.clone(),
-                state,
-                streams: streams.clone(),
-                opened: std::sync::atomic::AtomicU32::new(0),
-                closing: closing.clone(),
-            });
-            let serve = connection.process_new(stream, &watch);
-            tokio::pin!(serve);
-            let (mut shutdown, mut drained) = (shutdown.clone(), self.drained.subscribe());
-            let idle = self.manager.load().idle_timeout;
-            tokio::select! {
-                _ = &mut serve => return,
-                Ok(_) = shutdown.wait_for(|closing| *closing) => {}
-                Ok(_) = drained.wait_for(|drained| *drained) => {}
-                () = idle_for(streams.subscribe(), idle.unwrap_or_default()), if idle.is_some() => {}
-            }
-            closing.send_replace(true);
-            let _ = serve.await;
-            return;
+            return h2_connection::serve(self.clone(), stream, state, shutdown).await;
         }
         let (idle, drain, max_requests) = {
             let manager = self.manager.load();
@@ -150,78 +123,6 @@ impl HttpProxy {
 
 /// What an HTTP/2 client with prior knowledge sends first (RFC 9113 §3.4).
 const H2_PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
-
-/// Returns once an HTTP/2 connection has had no stream open for `idle`
-/// (`streams` counts them).
-async fn idle_for(mut streams: tokio::sync::watch::Receiver<usize>, idle: std::time::Duration) {
-    loop {
-        if streams.wait_for(|open| *open == 0).await.is_err() {
-            return std::future::pending().await;
-        }
-        tokio::select! {
-            () = tokio::time::sleep(idle) => return,
-            // A stream opened: the idle clock starts again when it is over.
-            _ = streams.wait_for(|open| *open > 0) => {}
-        }
-    }
-}
-
-/// One HTTP/2 downstream connection: Pingora calls it for each of its
-/// streams (concurrently), so the requests share the connection's filter
-/// state.
-struct Connection {
-    proxy: Arc<HttpProxy>,
-    state: ConnectionState,
-    /// Streams being served, for the idle timeout.
-    streams: tokio::sync::watch::Sender<usize>,
-    /// Streams opened so far, for max_requests_per_connection.
-    opened: std::sync::atomic::AtomicU32,
-    /// Makes Pingora drain the connection (GOAWAY).
-    closing: tokio::sync::watch::Sender<bool>,
-}
-
-/// Counts a stream as open for as long as it lives.
-struct OpenStream<'a>(&'a tokio::sync::watch::Sender<usize>);
-
-impl<'a> OpenStream<'a> {
-    fn new(streams: &'a tokio::sync::watch::Sender<usize>) -> Self {
-        streams.send_modify(|open| *open += 1);
-        OpenStream(streams)
-    }
-}
-
-impl Drop for OpenStream<'_> {
-    fn drop(&mut self) {
-        self.0.send_modify(|open| *open -= 1);
-    }
-}
-
-#[async_trait]
-impl HttpServerApp for Connection {
-    async fn process_new_http(
-        self: &Arc<Self>,
-        session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
-        let _open = OpenStream::new(&self.streams);
-        let opened = self.opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-        if self.proxy.manager.load().max_requests_per_connection.is_some_and(|max| opened >= max) {
-            self.closing.send_replace(true);
-        }
-        let mut session = Downstream::H2(session);
-        let served = self.proxy.process_request(&mut session, shutdown, &self.state, false).await;
-        let Downstream::H2(session) = session else { return None };
-        let settings = pingora_core::apps::HttpPersistentSettings::for_session(&session);
-        match served {
-            true => session.finish().await.ok()?.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
-            false => None,
-        }
-    }
-
-    fn server_options(&self) -> Option<&HttpServerOptions> {
-        Some(&self.proxy.options)
-    }
-}
 
 impl HttpProxy {
     /// Serves one request; `false` when the connection must not be reused

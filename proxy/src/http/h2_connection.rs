@@ -1,0 +1,120 @@
+//! An HTTP/2 downstream connection. Pingora's HTTP/2 server accepts its
+//! streams and hands each to `Connection`, which serves it like an
+//! HTTP/1.1 request; we decide when the connection drains (Pingora then
+//! sends GOAWAY, lets the open streams finish and closes):
+//!
+//! ```text
+//!  shutdown ─────────────┐
+//!  listener replaced ────┤
+//!  idle timeout, no stream open ─┼─► closing ─► Pingora: GOAWAY, streams finish, close
+//!  max_requests_per_connection ──┘
+//! ```
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::Stream;
+use pingora_core::server::ShutdownWatch;
+use tokio::sync::watch;
+
+use super::downstream::Downstream;
+use super::HttpProxy;
+use crate::filter::ConnectionState;
+
+/// Serves one HTTP/2 connection until it closes.
+pub async fn serve(proxy: Arc<HttpProxy>, stream: Stream, state: ConnectionState, shutdown: &ShutdownWatch) {
+    let streams = watch::Sender::new(0);
+    let (closing, watch) = watch::channel(false);
+    let (mut shutdown, mut drained) = (shutdown.clone(), proxy.drained.subscribe());
+    let idle = proxy.manager.load().idle_timeout;
+    let connection = Arc::new(Connection { proxy, state, streams: streams.clone(), opened: AtomicU32::new(0), closing: closing.clone() });
+    let served = connection.process_new(stream, &watch);
+    tokio::pin!(served);
+    tokio::select! {
+        _ = &mut served => return,
+        Ok(_) = shutdown.wait_for(|closing| *closing) => {}
+        Ok(_) = drained.wait_for(|drained| *drained) => {}
+        // Envoy's GOAWAY at the idle timeout: a client does not start a
+        // request on a connection being closed.
+        () = idle_for(streams.subscribe(), idle.unwrap_or_default()), if idle.is_some() => {}
+    }
+    closing.send_replace(true);
+    let _ = served.await;
+}
+
+/// Returns once an HTTP/2 connection has had no stream open for `idle`
+/// (`streams` counts them).
+async fn idle_for(mut streams: watch::Receiver<usize>, idle: Duration) {
+    loop {
+        if streams.wait_for(|open| *open == 0).await.is_err() {
+            return std::future::pending().await;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(idle) => return,
+            // A stream opened: the idle clock starts again when it is over.
+            _ = streams.wait_for(|open| *open > 0) => {}
+        }
+    }
+}
+
+/// One HTTP/2 downstream connection: Pingora calls it for each of its
+/// streams (concurrently), so the requests share the connection's filter
+/// state.
+struct Connection {
+    proxy: Arc<HttpProxy>,
+    state: ConnectionState,
+    /// Streams being served, for the idle timeout.
+    streams: watch::Sender<usize>,
+    /// Streams opened so far, for max_requests_per_connection.
+    opened: AtomicU32,
+    /// Makes Pingora drain the connection (GOAWAY).
+    closing: watch::Sender<bool>,
+}
+
+/// Counts a stream as open for as long as it lives.
+struct OpenStream<'a>(&'a watch::Sender<usize>);
+
+impl<'a> OpenStream<'a> {
+    fn new(streams: &'a watch::Sender<usize>) -> Self {
+        streams.send_modify(|open| *open += 1);
+        OpenStream(streams)
+    }
+}
+
+impl Drop for OpenStream<'_> {
+    fn drop(&mut self) {
+        self.0.send_modify(|open| *open -= 1);
+    }
+}
+
+#[async_trait]
+impl HttpServerApp for Connection {
+    async fn process_new_http(
+        self: &Arc<Self>,
+        session: ServerSession,
+        shutdown: &ShutdownWatch,
+    ) -> Option<ReusedHttpStream> {
+        let _open = OpenStream::new(&self.streams);
+        let opened = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
+        if self.proxy.manager.load().max_requests_per_connection.is_some_and(|max| opened >= max) {
+            self.closing.send_replace(true);
+        }
+        let mut session = Downstream::H2(session);
+        let served = self.proxy.process_request(&mut session, shutdown, &self.state, false).await;
+        let Downstream::H2(session) = session else { return None };
+        let settings = pingora_core::apps::HttpPersistentSettings::for_session(&session);
+        match served {
+            true => session.finish().await.ok()?.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
+            false => None,
+        }
+    }
+
+    fn server_options(&self) -> Option<&HttpServerOptions> {
+        Some(&self.proxy.options)
+    }
+}
+
