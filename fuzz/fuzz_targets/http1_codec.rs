@@ -41,7 +41,7 @@ fuzz_target!(|data: &[u8]| {
                 }
             }
         } else {
-            let mut client = Connection::new(Box::new(ours), None);
+            let mut client = Connection::new(Box::new(ours), None, None);
             let method = if side & 2 == 0 { "GET" } else { "HEAD" };
             let Ok(req) = RequestHeader::build(method, b"/", None) else { return };
             if client.send(&req, &Bytes::new()).await.is_ok() && client.read_response().await.is_ok() {

@@ -99,11 +99,12 @@ impl HttpProxy {
         if http2 {
             return h2_connection::serve(self.clone(), stream, state, shutdown).await;
         }
-        let (idle, drain, max_requests) = {
+        let (idle, drain, max_requests, max_duration) = {
             let manager = self.manager.load();
-            (manager.idle_timeout, manager.idle_drain(), manager.max_requests_per_connection)
+            (manager.idle_timeout, manager.idle_drain(), manager.max_requests_per_connection, manager.max_connection_duration)
         };
-        let mut session = Downstream::H1(downstream::h1::Server::new(stream).with_idle_timeout(idle, drain));
+        let server = downstream::h1::Server::new(stream).with_idle_timeout(idle, drain).with_max_duration(max_duration);
+        let mut session = Downstream::H1(server);
         let mut requests = 0u32;
         loop {
             requests = requests.saturating_add(1);

@@ -39,13 +39,16 @@ pub struct Reuse {
     /// Requests (HTTP/2: streams) a connection carries before it is let go
     /// (`None`: no limit).
     pub max_requests: Option<u32>,
+    /// How long a connection is used for new requests after it was made
+    /// (`None`: no limit).
+    pub max_duration: Option<Duration>,
 }
 
 impl Reuse {
     /// Unset: Envoy's default idle timeout is 1 h, but servers usually
     /// close idle connections sooner (60 s is common), so an unset one is
     /// just under that: a reused connection is rarely one being closed.
-    pub const DEFAULT: Reuse = Reuse { idle_timeout: Some(Duration::from_secs(55)), max_requests: None };
+    pub const DEFAULT: Reuse = Reuse { idle_timeout: Some(Duration::from_secs(55)), max_requests: None, max_duration: None };
 }
 
 /// Pooled connections are told apart by address and by the TLS identity
@@ -70,6 +73,8 @@ struct H2Pooled {
     opened: std::sync::atomic::AtomicU32,
     /// When its last stream was opened (for `idle_timeout`).
     last_used: std::sync::Mutex<Option<Instant>>,
+    /// When it was made (for `max_duration`).
+    made: std::sync::OnceLock<Instant>,
 }
 
 /// Concurrent streams we open on one HTTP/2 connection before opening
@@ -156,17 +161,17 @@ pub async fn checkout(target: &Target<'_>, http2: bool) -> Result<(Session, bool
     if http2 {
         return checkout_h2(target).await;
     }
-    let max_requests = target.reuse.max_requests;
+    let Reuse { idle_timeout, max_requests, max_duration } = target.reuse;
     loop {
-        if let Some(conn) = take_idle(target.key(), target.reuse.idle_timeout) {
+        if let Some(conn) = take_idle(target.key(), idle_timeout) {
             return Ok((Session::H1(conn), true));
         }
         let Some(budget) = target.budget else {
-            return Ok((Session::H1(h1::Connection::new(connect(target).await?, max_requests)), false));
+            return Ok((Session::H1(h1::Connection::new(connect(target).await?, max_requests, max_duration)), false));
         };
         if let Some(slot) = budget.try_open() {
             let stream: Stream = Box::new(Counted::new(connect(target).await?, slot));
-            return Ok((Session::H1(h1::Connection::new(stream, max_requests)), false));
+            return Ok((Session::H1(h1::Connection::new(stream, max_requests, max_duration)), false));
         }
         // At max_connections: wait (as a pending request) for one to
         // close or come back idle.
@@ -242,17 +247,19 @@ async fn checkout_h2(target: &Target<'_>) -> Result<(Session, bool), ConnectErro
                 let stream = connect(target).await?;
                 let mut settings = H2HandshakeSettings::new();
                 settings.max_streams = H2_MAX_STREAMS;
+                let _ = pooled.made.set(Instant::now());
                 v2::handshake(stream, settings).await.map_err(|_| ConnectError::Tcp(String::new()))
             })
             .await?;
         let now = Instant::now();
+        let lived_long_enough = target.reuse.max_duration.zip(pooled.made.get()).is_some_and(|(max, made)| now.duration_since(*made) >= max);
         let idle_too_long = {
             let mut last_used = pooled.last_used.lock().unwrap_or_else(|p| p.into_inner());
             let stale = conn.is_idle() && target.reuse.idle_timeout.zip(*last_used).is_some_and(|(idle, at)| now.duration_since(at) >= idle);
             *last_used = Some(now);
             stale
         };
-        if !idle_too_long && !conn.is_closed() && !conn.is_shutting_down() {
+        if !idle_too_long && !lived_long_enough && !conn.is_closed() && !conn.is_shutting_down() {
             if let Ok(Some(stream)) = conn.spawn_stream().await {
                 let opened = pooled.opened.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
                 // At max_requests_per_connection: its streams finish, the
@@ -263,8 +270,8 @@ async fn checkout_h2(target: &Target<'_>) -> Result<(Session, bool), ConnectErro
                 return Ok((Session::H2(Box::new(stream)), !made));
             }
         }
-        // Closed, draining (GOAWAY), idle too long or full: the next
-        // request gets a new one.
+        // Closed, draining (GOAWAY), idle too long, old enough or full: the
+        // next request gets a new one.
         forget_h2(key, &pooled);
     }
     Err(ConnectError::Tcp(String::new()))
@@ -313,7 +320,7 @@ fn take_idle(key: PoolKey, timeout: Option<Duration>) -> Option<h1::Connection> 
         // Most recently used first: the warmest connection is the least
         // likely to have been closed by the upstream.
         while let Some((conn, since)) = list.pop() {
-            if timeout.is_none_or(|t| since.elapsed() < t) {
+            if timeout.is_none_or(|t| since.elapsed() < t) && !conn.past_its_time() {
                 return Some(conn);
             }
         }

@@ -196,6 +196,24 @@ async fn idle_http2_connections_get_a_goaway_like_envoy() {
     assert_eq!(results[1], "GOAWAY after about 1s");
 }
 
+/// The connection manager's `max_connection_duration`: a connection that
+/// has lived that long drains (HTTP/1.1: `drain_timeout`, then closed;
+/// HTTP/2: GOAWAY), as on Envoy.
+#[tokio::test]
+async fn connections_drain_at_their_max_duration_like_envoy() {
+    let up = Upstream::start("up").await;
+    let fields = "stat_prefix: main\n          common_http_protocol_options: { max_connection_duration: 1s }\n          drain_timeout: 1s\n          delayed_close_timeout: 0s";
+    let short = SIMPLE.replace("stat_prefix: main", fields);
+    let mut results = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &short, &[&up]).await.expect("start");
+        let (h1, h2) = tokio::join!(idle_close(proxy.port, false, 5000), h2_frames_until_goaway(proxy.port));
+        results.push(format!("HTTP/1.1 {h1}; HTTP/2 {h2}"));
+    }
+    assert_eq!(results[0], results[1], "Envoy (left), weft-proxy (right)");
+    assert_eq!(results[1], "HTTP/1.1 closed after about 2s; HTTP/2 GOAWAY after about 1s");
+}
+
 /// Opens an HTTP/2 connection (prior knowledge) that sends nothing but
 /// the acknowledgements a client owes; says when a GOAWAY came, or that
 /// the connection closed (or stayed open 5 s) without one.

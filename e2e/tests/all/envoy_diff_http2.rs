@@ -97,8 +97,9 @@ async fn trailers_pass_from_http2_upstreams_like_envoy() {
 
 /// A cluster's `common_http_protocol_options`: `max_requests_per_connection`
 /// lets a connection go after that many requests (HTTP/1.1 and HTTP/2
-/// upstreams), and `idle_timeout` lets one go that was idle that long —
-/// counted in new upstream connections, as from Envoy.
+/// upstreams), `idle_timeout` one that was idle that long, and
+/// `max_connection_duration` one that has lived that long — counted in new
+/// upstream connections, as from Envoy.
 #[tokio::test]
 async fn upstream_connection_reuse_limits_match_envoy() {
     let up = Upstream::start("up").await;
@@ -117,6 +118,8 @@ async fn upstream_connection_reuse_limits_match_envoy() {
         ("http_protocol_options", "idle_timeout: 0.5s", 800),
         ("http2_protocol_options", "idle_timeout: 0.5s", 800),
         ("http_protocol_options", "idle_timeout: 30s", 800),
+        ("http_protocol_options", "max_connection_duration: 0.5s", 800),
+        ("http2_protocol_options", "max_connection_duration: 0.5s", 800),
     ];
     let mut seen = Vec::new();
     for kind in Kind::BOTH {
@@ -137,5 +140,5 @@ async fn upstream_connection_reuse_limits_match_envoy() {
     }
     assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
     let used: Vec<&str> = seen[1].iter().map(|c| c.rsplit(" on ").next().unwrap_or_default()).collect();
-    assert_eq!(used, ["2 upstream connections", "2 upstream connections", "2 upstream connections", "2 upstream connections", "1 upstream connections"]);
+    assert_eq!(used, ["2 upstream connections", "2 upstream connections", "2 upstream connections", "2 upstream connections", "1 upstream connections", "2 upstream connections", "2 upstream connections"]);
 }

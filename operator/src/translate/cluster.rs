@@ -12,7 +12,7 @@
 use std::time::Duration;
 
 use weft_crds::common::Labels;
-use weft_crds::networking::destination_rule::connection_pool::{ConnectionPoolSettings, H2UpgradePolicy, HttpSettings, OutlierDetection};
+use weft_crds::networking::destination_rule::connection_pool::{ConnectionPoolSettings, H2UpgradePolicy, OutlierDetection};
 use weft_crds::networking::destination_rule::load_balancer::SimpleLb;
 use weft_crds::networking::destination_rule::TrafficPolicy;
 use weft_crds::networking::service_entry::{Resolution, ServicePort};
@@ -178,8 +178,7 @@ fn build(service: &Service, port: &ServicePort, subset: &str, labels: &Labels, p
     if let Some(pool) = policy.and_then(|p| p.connection_pool.as_ref()) {
         apply_pool(&mut cluster, pool);
     }
-    let http = policy.and_then(|p| p.connection_pool.as_ref()).and_then(|p| p.http.as_ref());
-    set_protocol(&mut cluster, port, http);
+    set_protocol(&mut cluster, port, policy.and_then(|p| p.connection_pool.as_ref()));
     if let Some(od) = policy.and_then(|p| p.outlier_detection.as_ref()) {
         cluster.outlier_detection = Some(outlier(od));
     }
@@ -233,9 +232,10 @@ fn is_http2(port: &ServicePort) -> bool {
 
 /// An HTTP port's cluster protocol options, as istiod sets them: HTTP/2
 /// for HTTP/2 and gRPC ports (and HTTP ones a DestinationRule upgrades),
-/// and the connection pool's idle timeout and requests per connection.
-/// Nothing for other ports, or an HTTP/1.1 port without such settings.
-pub fn set_protocol(cluster: &mut xds_cluster::Cluster, port: &ServicePort, http: Option<&HttpSettings>) {
+/// and the connection pool's idle timeout, requests per connection and
+/// connection lifetime. Nothing for other ports, or an HTTP/1.1 port
+/// without such settings.
+pub fn set_protocol(cluster: &mut xds_cluster::Cluster, port: &ServicePort, pool: Option<&ConnectionPoolSettings>) {
     use weft_envoy_api::pb::envoy::config::core::v3::{Http1ProtocolOptions, Http2ProtocolOptions, HttpProtocolOptions as Common};
     use weft_envoy_api::pb::envoy::extensions::upstreams::http::v3::http_protocol_options::{
         explicit_http_config::ProtocolConfig, ExplicitHttpConfig, UpstreamProtocolOptions,
@@ -244,15 +244,19 @@ pub fn set_protocol(cluster: &mut xds_cluster::Cluster, port: &ServicePort, http
     if !Service::is_http(port) {
         return;
     }
+    let http = pool.and_then(|p| p.http.as_ref());
     let upgrade = http.and_then(|h| h.h2_upgrade_policy) == Some(H2UpgradePolicy::Upgrade);
     let http2 = is_http2(port) || upgrade;
-    let idle_timeout = http.and_then(|h| h.idle_timeout.as_ref()).map(|d| duration(d.0));
-    let max_requests = http.and_then(|h| h.max_requests_per_connection).filter(|m| *m > 0).map(|m| UInt32Value { value: m as u32 });
-    if !http2 && idle_timeout.is_none() && max_requests.is_none() {
+    let common = Common {
+        idle_timeout: http.and_then(|h| h.idle_timeout.as_ref()).map(|d| duration(d.0)),
+        max_requests_per_connection: http.and_then(|h| h.max_requests_per_connection).filter(|m| *m > 0).map(|m| UInt32Value { value: m as u32 }),
+        max_connection_duration: pool.and_then(|p| p.tcp.as_ref()).and_then(|t| t.max_connection_duration.as_ref()).map(|d| duration(d.0)),
+        ..Default::default()
+    };
+    let common = Some(common).filter(|c| *c != Common::default());
+    if !http2 && common.is_none() {
         return;
     }
-    let common = (idle_timeout.is_some() || max_requests.is_some())
-        .then(|| Common { idle_timeout, max_requests_per_connection: max_requests, ..Default::default() });
     let protocol = if http2 {
         ProtocolConfig::Http2ProtocolOptions(Http2ProtocolOptions::default())
     } else {

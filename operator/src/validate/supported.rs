@@ -14,6 +14,7 @@ const TRAFFIC_POLICY: &[&str] = &[
     "loadBalancer.consistentHash.maglev.tableSize",
     "connectionPool.tcp.maxConnections",
     "connectionPool.tcp.connectTimeout",
+    "connectionPool.tcp.maxConnectionDuration",
     "connectionPool.http.http1MaxPendingRequests",
     "connectionPool.http.http2MaxRequests",
     "connectionPool.http.maxRetries",

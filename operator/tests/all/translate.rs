@@ -112,8 +112,9 @@ spec:
 
 /// As istiod: gRPC and HTTP/2 ports get HTTP/2 clusters (outbound, and
 /// inbound to the app), an HTTP port whose DestinationRule upgrades it
-/// too, and the connection pool's idle timeout and requests per
-/// connection become the cluster's common HTTP protocol options.
+/// too, and the connection pool's idle timeout, requests per connection
+/// and connection lifetime become the cluster's common HTTP protocol
+/// options.
 #[test]
 fn grpc_ports_and_http_connection_pools() {
     let yaml = r#"
@@ -133,7 +134,7 @@ metadata: { name: echo }
 spec:
   host: echo
   trafficPolicy:
-    connectionPool: { http: { maxRequestsPerConnection: 1, idleTimeout: 30s } }
+    connectionPool: { http: { maxRequestsPerConnection: 1, idleTimeout: 30s }, tcp: { maxConnectionDuration: 10m } }
   subsets:
   - name: v1
     labels: { version: v1 }
@@ -156,7 +157,7 @@ spec:
     assert_eq!(protocol("inbound|90||"), "h2", "to the gRPC app");
     assert_eq!(protocol("inbound|80||"), "unset");
     let common = options("outbound|80||echo.default.svc.cluster.local")["common_http_protocol_options"].clone();
-    assert_eq!(common, serde_json::json!({ "idle_timeout": "30s", "max_requests_per_connection": 1 }));
+    assert_eq!(common, serde_json::json!({ "idle_timeout": "30s", "max_requests_per_connection": 1, "max_connection_duration": "600s" }));
 }
 
 #[test]

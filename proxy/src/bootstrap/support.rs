@@ -103,7 +103,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
         ],
     ),
     ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig", &["upgrade_type", "enabled"]),
-    ("envoy.config.core.v3.HttpProtocolOptions", &["idle_timeout", "max_requests_per_connection"]),
+    ("envoy.config.core.v3.HttpProtocolOptions", &["idle_timeout", "max_requests_per_connection", "max_connection_duration"]),
     (
         "envoy.extensions.filters.network.http_connection_manager.v3.Rds",
         &["config_source", "route_config_name"],

@@ -7,7 +7,8 @@
 //!  shutdown ─────────────┐
 //!  listener replaced ────┤
 //!  idle timeout, no stream open ─┼─► closing ─► Pingora: GOAWAY, streams finish, close
-//!  max_requests_per_connection ──┘
+//!  max_requests_per_connection ──┤
+//!  max_connection_duration ──────┘
 //! ```
 
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -30,7 +31,10 @@ pub async fn serve(proxy: Arc<HttpProxy>, stream: Stream, state: ConnectionState
     let streams = watch::Sender::new(0);
     let (closing, watch) = watch::channel(false);
     let (mut shutdown, mut drained) = (shutdown.clone(), proxy.drained.subscribe());
-    let idle = proxy.manager.load().idle_timeout;
+    let (idle, max_duration) = {
+        let manager = proxy.manager.load();
+        (manager.idle_timeout, manager.max_connection_duration)
+    };
     let connection = Arc::new(Connection { proxy, state, streams: streams.clone(), opened: AtomicU32::new(0), closing: closing.clone() });
     let served = connection.process_new(stream, &watch);
     tokio::pin!(served);
@@ -41,6 +45,7 @@ pub async fn serve(proxy: Arc<HttpProxy>, stream: Stream, state: ConnectionState
         // Envoy's GOAWAY at the idle timeout: a client does not start a
         // request on a connection being closed.
         () = idle_for(streams.subscribe(), idle.unwrap_or_default()), if idle.is_some() => {}
+        () = tokio::time::sleep(max_duration.unwrap_or_default()), if max_duration.is_some() => {}
     }
     closing.send_replace(true);
     let _ = served.await;

@@ -697,6 +697,7 @@ fn protocol(c: &xds_cluster::Cluster, path: &str) -> Result<(bool, crate::upstre
                 reuse.idle_timeout = Some(duration(idle)).filter(|d| !d.is_zero());
             }
             reuse.max_requests = common.max_requests_per_connection.as_ref().map(|m| m.value).filter(|m| *m > 0);
+            reuse.max_duration = common.max_connection_duration.as_ref().map(duration).filter(|d| !d.is_zero());
         }
         use xds_http::http_protocol_options::explicit_http_config::ProtocolConfig;
         use xds_http::http_protocol_options::UpstreamProtocolOptions;

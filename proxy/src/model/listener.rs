@@ -65,6 +65,9 @@ pub struct HttpManager {
     /// HTTP/1.1 connection closes after that many requests, an HTTP/2 one
     /// gets GOAWAY once it has opened that many streams (`None`: no limit).
     pub max_requests_per_connection: Option<u32>,
+    /// `common_http_protocol_options.max_connection_duration`: a connection
+    /// drains once it has lived that long (`None`: no limit).
+    pub max_connection_duration: Option<Duration>,
     /// `drain_timeout`: how long a connection drains before it closes
     /// (Envoy: 5 s).
     pub drain_timeout: Duration,
@@ -235,6 +238,12 @@ impl HttpManager {
                 .and_then(|o| o.max_requests_per_connection.as_ref())
                 .map(|m| m.value)
                 .filter(|m| *m > 0),
+            max_connection_duration: hcm
+                .common_http_protocol_options
+                .as_ref()
+                .and_then(|o| o.max_connection_duration.as_ref())
+                .map(super::duration)
+                .filter(|d| !d.is_zero()),
             drain_timeout: hcm.drain_timeout.as_ref().map_or(Duration::from_secs(5), super::duration),
             delayed_close_timeout: hcm.delayed_close_timeout.as_ref().map_or(Duration::from_secs(1), super::duration),
             upgrades: super::upgrade::Upgrades::compile_manager(&hcm.upgrade_configs, &format!("{path}.upgrade_configs"))?,

@@ -49,10 +49,13 @@ pub struct Connection {
     /// Requests it may carry before it is let go (its cluster's
     /// max_requests_per_connection), counting down.
     requests_left: Option<u32>,
+    /// When it stops taking new requests (its cluster's
+    /// max_connection_duration from when it was made).
+    end_of_life: Option<std::time::Instant>,
 }
 
 impl Connection {
-    pub fn new(stream: Stream, max_requests: Option<u32>) -> Self {
+    pub fn new(stream: Stream, max_requests: Option<u32>, max_duration: Option<std::time::Duration>) -> Self {
         Connection {
             stream,
             read: BytesMut::new(),
@@ -62,7 +65,13 @@ impl Connection {
             head: false,
             unfinished: false,
             requests_left: max_requests,
+            end_of_life: max_duration.map(|d| std::time::Instant::now() + d),
         }
+    }
+
+    /// It has lived its max_connection_duration: no new request on it.
+    pub fn past_its_time(&self) -> bool {
+        self.end_of_life.is_some_and(|end| std::time::Instant::now() >= end)
     }
 
     pub fn stream(&self) -> &Stream {
@@ -185,9 +194,9 @@ impl Connection {
 
     /// Whether the connection can carry another request: the response was
     /// read to its end, nothing followed it, neither side asked to close,
-    /// and it has requests left.
+    /// and it has requests and time left.
     pub fn reusable(&self) -> bool {
-        self.keep_alive && !self.unfinished && self.done() && self.read.is_empty() && self.requests_left != Some(0)
+        self.keep_alive && !self.unfinished && self.done() && self.read.is_empty() && self.requests_left != Some(0) && !self.past_its_time()
     }
 
     /// After a 101: the connection and what the upstream sent after the
@@ -339,7 +348,7 @@ mod tests {
                 tokio::task::yield_now().await;
             }
         });
-        let mut conn = Connection::new(Box::new(client), None);
+        let mut conn = Connection::new(Box::new(client), None, None);
         conn.head = head;
         let resp = conn.read_response().await;
         (resp, conn)

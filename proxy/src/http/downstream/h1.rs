@@ -74,6 +74,9 @@ pub struct Server {
     idle_timeout: Option<Duration>,
     /// After the idle timeout, how long it drains before it closes.
     idle_drain: Duration,
+    /// When the connection has lived its max_connection_duration: it
+    /// drains from then on.
+    end_of_life: Option<tokio::time::Instant>,
     /// The idle timeout passed: the connection closes at this instant.
     drain_deadline: Option<tokio::time::Instant>,
     framing: Framing,
@@ -103,6 +106,7 @@ impl Server {
             keepalive: true,
             idle_timeout: None,
             idle_drain: Duration::ZERO,
+            end_of_life: None,
             drain_deadline: None,
             framing: Framing::NotStarted,
             response: None,
@@ -117,6 +121,13 @@ impl Server {
     pub fn with_idle_timeout(mut self, idle: Option<Duration>, drain: Duration) -> Self {
         self.idle_timeout = idle;
         self.idle_drain = drain;
+        self
+    }
+
+    /// Drains the connection once it has lived `max` (Envoy's
+    /// `max_connection_duration`), as at the idle timeout.
+    pub fn with_max_duration(mut self, max: Option<Duration>) -> Self {
+        self.end_of_life = max.map(|d| tokio::time::Instant::now() + d);
         self
     }
 
@@ -142,6 +153,10 @@ impl Server {
         self.framing = Framing::NotStarted;
         self.keepalive = true;
         loop {
+            let now = tokio::time::Instant::now();
+            if self.drain_deadline.is_none() && self.end_of_life.is_some_and(|end| now >= end) {
+                self.drain_deadline = Some(now + self.idle_drain);
+            }
             match parse_request(&mut self.read)? {
                 Some(parsed) => {
                     self.head = parsed.req.method == http::Method::HEAD;
@@ -162,19 +177,22 @@ impl Server {
                 None if self.read.len() > MAX_HEADER_BYTES => return Err(BadRequest(431)),
                 None => {}
             }
-            // Idle between requests: bounded by the idle timeout, then by
-            // the drain.
+            // Idle between requests: bounded by the idle timeout and the
+            // connection's end of life, then by the drain.
             let wait = match self.drain_deadline {
-                Some(deadline) => Some(deadline.saturating_duration_since(tokio::time::Instant::now())),
-                None => self.idle_timeout,
+                Some(deadline) => Some(deadline.saturating_duration_since(now)),
+                None => {
+                    let life_left = self.end_of_life.map(|end| end.saturating_duration_since(now));
+                    [self.idle_timeout, life_left].into_iter().flatten().min()
+                }
             }
             .filter(|_| self.read.is_empty());
             let read = crate::h1::fill(&mut self.stream, &mut self.read);
             let n = match wait {
                 Some(t) => match tokio::time::timeout(t, read).await {
                     Ok(n) => n,
-                    // Idle too long: drain, then close (as Envoy's HTTP/1.1
-                    // connections do).
+                    // Idle too long, or lived long enough: drain, then
+                    // close (as Envoy's HTTP/1.1 connections do).
                     Err(_) if self.drain_deadline.is_none() => {
                         self.drain_deadline = Some(tokio::time::Instant::now() + self.idle_drain);
                         continue;
