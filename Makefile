@@ -6,7 +6,7 @@ CARGO ?= cargo
 VENV := .venv
 ENVOY := $(VENV)/bin/envoy
 ENVOY_VERSION := 1.40.0
-APT_PACKAGES := cmake clang libclang-dev python3-venv openssl
+APT_PACKAGES := cmake clang libclang-dev python3-venv openssl iproute2
 BENCH_PACKAGES := wrk nginx-light
 # The wasm32 toolchain when rustup has no wasm32 targets (see `wasm`).
 WASM_PACKAGES := rustc-web cargo-web rust-web-src lld wasi-libc

@@ -134,6 +134,8 @@ pub struct Target<'a> {
     /// `None` for connections outside it (health checks, tcp_proxy).
     pub budget: Option<&'a Arc<ConnectionBudget>>,
     pub reuse: Reuse,
+    /// The cluster's `upstream_connection_options.tcp_keepalive`.
+    pub keepalive: Option<&'a socket2::TcpKeepalive>,
 }
 
 impl Target<'_> {
@@ -217,6 +219,11 @@ pub async fn connect(target: &Target<'_>) -> Result<Stream, ConnectError> {
     let connecting = async {
         let tcp = TcpStream::connect(target.addr).await.map_err(|e| ConnectError::Tcp(connect_error(&e)))?;
         let _ = tcp.set_nodelay(true);
+        if let Some(keepalive) = target.keepalive {
+            if let Err(e) = socket2::SockRef::from(&tcp).set_tcp_keepalive(keepalive) {
+                tracing::debug!(error = %e, "cannot set TCP keep-alive on an upstream connection");
+            }
+        }
         let fd = tcp.as_raw_fd();
         let mut l4 = L4Stream::from(tcp);
         l4.set_socket_digest(SocketDigest::from_raw_fd(fd));

@@ -142,3 +142,35 @@ async fn upstream_connection_reuse_limits_match_envoy() {
     let used: Vec<&str> = seen[1].iter().map(|c| c.rsplit(" on ").next().unwrap_or_default()).collect();
     assert_eq!(used, ["2 upstream connections", "2 upstream connections", "2 upstream connections", "2 upstream connections", "1 upstream connections", "2 upstream connections", "2 upstream connections"]);
 }
+
+/// A cluster's `upstream_connection_options.tcp_keepalive`: the proxy's
+/// connection to the upstream runs the kernel's keep-alive timer from the
+/// configured idle time (`ss` shows it), as Envoy's does; without it, no
+/// timer.
+#[tokio::test]
+async fn upstream_tcp_keepalive_matches_envoy() {
+    let up = Upstream::start("up").await;
+    let keepalive = "upstream_connection_options: { tcp_keepalive: { keepalive_time: 300, keepalive_interval: 5, keepalive_probes: 3 } }";
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let mut outcome = Vec::new();
+        for fields in [keepalive, ""] {
+            let proxy = Proxy::start(kind, &bootstrap(fields), &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(proxy.send(&Request::get("/")).await.status, 200);
+            // The pooled connection to the upstream, as the kernel sees it.
+            let out = std::process::Command::new("ss")
+                .args(["-tnoH", "state", "established", "dst", &format!("127.0.0.1:{}", up.port())])
+                .output()
+                .expect("ss (iproute2)");
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            // `timer:(keepalive,4min59sec,0)`: the minutes are stable.
+            let timers: Vec<String> = text.split("timer:(").skip(1).map(|t| t.split(',').take(2).collect::<Vec<_>>().join(" ")).map(|t| t.split("min").next().unwrap_or_default().to_string()).collect();
+            outcome.push(format!("{}: {timers:?}", if fields.is_empty() { "unset" } else { "set" }));
+            drop(proxy);
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        seen.push(outcome);
+    }
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    assert_eq!(seen[1], ["set: [\"keepalive 4\"]", "unset: []"]);
+}

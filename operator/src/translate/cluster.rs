@@ -221,6 +221,17 @@ fn apply_pool(cluster: &mut xds_cluster::Cluster, pool: &ConnectionPoolSettings)
     if let Some(timeout) = tcp.and_then(|t| t.connect_timeout.as_ref()) {
         cluster.connect_timeout = Some(duration(timeout.0));
     }
+    if let Some(k) = tcp.and_then(|t| t.tcp_keepalive.as_ref()) {
+        use weft_envoy_api::pb::envoy::config::core::v3::TcpKeepalive;
+        // Envoy counts the times in whole seconds.
+        let seconds = |d: Option<&weft_crds::common::Duration>| d.map(|d| UInt32Value { value: d.0.as_secs().min(u32::MAX as u64) as u32 });
+        let keepalive = TcpKeepalive {
+            keepalive_probes: k.probes.map(|value| UInt32Value { value }),
+            keepalive_time: seconds(k.time.as_ref()),
+            keepalive_interval: seconds(k.interval.as_ref()),
+        };
+        cluster.upstream_connection_options = Some(xds_cluster::UpstreamConnectionOptions { tcp_keepalive: Some(keepalive), ..Default::default() });
+    }
 }
 
 /// The ports whose clusters speak HTTP/2 upstream, as istiod's

@@ -134,7 +134,7 @@ metadata: { name: echo }
 spec:
   host: echo
   trafficPolicy:
-    connectionPool: { http: { maxRequestsPerConnection: 1, idleTimeout: 30s }, tcp: { maxConnectionDuration: 10m } }
+    connectionPool: { http: { maxRequestsPerConnection: 1, idleTimeout: 30s }, tcp: { maxConnectionDuration: 10m, tcpKeepalive: { time: 300s, interval: 5s, probes: 3 } } }
   subsets:
   - name: v1
     labels: { version: v1 }
@@ -158,6 +158,8 @@ spec:
     assert_eq!(protocol("inbound|80||"), "unset");
     let common = options("outbound|80||echo.default.svc.cluster.local")["common_http_protocol_options"].clone();
     assert_eq!(common, serde_json::json!({ "idle_timeout": "30s", "max_requests_per_connection": 1, "max_connection_duration": "600s" }));
+    let keepalive = json["Cluster"]["outbound|80||echo.default.svc.cluster.local"]["upstream_connection_options"]["tcp_keepalive"].clone();
+    assert_eq!(keepalive, serde_json::json!({ "keepalive_probes": 3, "keepalive_time": 300, "keepalive_interval": 5 }));
 }
 
 #[test]

@@ -538,7 +538,7 @@ pub async fn open_stream(cluster: &Cluster, mut req: RequestHeader) -> Result<Op
     let _ = req.insert_header("x-envoy-internal", HeaderValue::from_static("true"));
     cluster.stats.rq_total.inc();
     let Some(host) = cluster.pick(None) else { return Err(synthesized(Failure::NoHost)) };
-    let target = upstream::Target { addr: host.addr(), connect_timeout: cluster.connect_timeout, tls: cluster.tls.as_deref(), budget: None, reuse: cluster.reuse };
+    let target = upstream::Target { addr: host.addr(), connect_timeout: cluster.connect_timeout, tls: cluster.tls.as_deref(), budget: None, reuse: cluster.reuse, keepalive: cluster.tcp_keepalive.as_ref() };
     let mut session = match upstream::checkout(&target, true).await {
         Ok((upstream::Session::H2(session), _)) => session,
         Ok(_) => return Err(synthesized(Failure::Protocol)),
@@ -699,6 +699,7 @@ async fn try_once<'c>(
         tls: cluster.tls.as_deref(),
         budget: Some(budget),
         reuse: cluster.reuse,
+        keepalive: cluster.tcp_keepalive.as_ref(),
     };
     log.upstream_host = Some(target.addr);
     // A pooled connection the upstream closed meanwhile is replaced once,

@@ -247,6 +247,9 @@ pub struct Cluster {
     pub http2: bool,
     /// How connections are reused (`HttpProtocolOptions.common_http_protocol_options`).
     pub reuse: crate::upstream::Reuse,
+    /// `upstream_connection_options.tcp_keepalive`: SO_KEEPALIVE, and the
+    /// probes' timing where set (else the system's).
+    pub tcp_keepalive: Option<socket2::TcpKeepalive>,
     pub stats: ClusterStats,
     /// A name routes use that no cluster has (RDS routes are not checked
     /// against the clusters, as in Envoy): requests get 503, flag NC.
@@ -453,6 +456,7 @@ impl Cluster {
             tls: upstream_tls(c.transport_socket.as_ref(), &format!("{path}.transport_socket"), http2)?,
             http2,
             reuse,
+            tcp_keepalive: c.upstream_connection_options.as_ref().and_then(|o| o.tcp_keepalive.as_ref()).map(keepalive),
             stats: stats(&c.name),
             not_found: false,
             rr_next: AtomicUsize::new(rand::random::<u32>() as usize),
@@ -678,6 +682,21 @@ fn host_port(addr: &xds_core::Address, path: &str) -> Result<(String, u16)> {
 }
 
 const HTTP_PROTOCOL_OPTIONS: &str = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions";
+
+/// Envoy's `TcpKeepalive`: each field set overrides the system's value.
+fn keepalive(k: &weft_envoy_api::pb::envoy::config::core::v3::TcpKeepalive) -> socket2::TcpKeepalive {
+    let mut out = socket2::TcpKeepalive::new();
+    if let Some(time) = &k.keepalive_time {
+        out = out.with_time(Duration::from_secs(time.value.into()));
+    }
+    if let Some(interval) = &k.keepalive_interval {
+        out = out.with_interval(Duration::from_secs(interval.value.into()));
+    }
+    if let Some(probes) = &k.keepalive_probes {
+        out = out.with_retries(probes.value);
+    }
+    out
+}
 
 /// Whether the cluster speaks HTTP/2 upstream, and how it reuses its
 /// connections.
