@@ -99,11 +99,15 @@ impl HttpProxy {
         if http2 {
             return h2_connection::serve(self.clone(), stream, state, shutdown).await;
         }
-        let (idle, drain, max_requests, max_duration) = {
+        let (idle, drain, max_requests, max_duration, max_header) = {
             let manager = self.manager.load();
-            (manager.idle_timeout, manager.idle_drain(), manager.max_requests_per_connection, manager.max_connection_duration)
+            let m = &*manager;
+            (m.idle_timeout, m.idle_drain(), m.max_requests_per_connection, m.max_connection_duration, m.max_request_header_bytes)
         };
-        let server = downstream::h1::Server::new(stream).with_idle_timeout(idle, drain).with_max_duration(max_duration);
+        let server = downstream::h1::Server::new(stream)
+            .with_idle_timeout(idle, drain)
+            .with_max_duration(max_duration)
+            .with_max_header_bytes(max_header);
         let mut session = Downstream::H1(server);
         let mut requests = 0u32;
         loop {
@@ -146,9 +150,9 @@ impl HttpProxy {
         // HTTP/1.1's codec refuses these while it reads the header (431 past
         // Envoy's header size limit, 400 for both framings at once or
         // conflicting lengths); Pingora's HTTP/2 session is checked here.
-        if session.is_http2() && h2_header_bytes(session.req_header()) > downstream::h1::MAX_HEADER_BYTES {
-            session.disable_keepalive();
-            session.respond_error(431).await;
+        // Past the header size limit Envoy's HTTP/2 codec resets the
+        // stream: so does ours, by leaving it unanswered.
+        if session.is_http2() && h2_header_bytes(session.req_header()) > self.manager.load().max_request_header_bytes {
             return false;
         }
         if session.is_http2() && has_conflicting_lengths(session.req_header()) {

@@ -214,6 +214,30 @@ async fn connections_drain_at_their_max_duration_like_envoy() {
     assert_eq!(results[1], "HTTP/1.1 closed after about 2s; HTTP/2 GOAWAY after about 1s");
 }
 
+/// `max_request_headers_kb` replaces the 60 KiB request header limit:
+/// past it an HTTP/1.1 request gets 431 and an HTTP/2 stream is reset, as
+/// on Envoy.
+#[tokio::test]
+async fn the_request_header_limit_follows_the_manager_like_envoy() {
+    let up = Upstream::start("up").await;
+    let small = SIMPLE.replace("stat_prefix: main", "stat_prefix: main\n          max_request_headers_kb: 2");
+    let mut results = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &small, &[&up]).await.expect("start");
+        let mut outcome = Vec::new();
+        for size in [1000, 3000] {
+            let req = weft_e2e::Request::get("/").header("x-big", &"a".repeat(size));
+            let h1 = weft_e2e::client::send(proxy.port, &req).await.map(|r| r.status).map_err(|e| e.kind());
+            let h2 = weft_e2e::client::send_h2c(proxy.port, &req).await.map(|r| r.status).map_err(|_| "reset");
+            outcome.push(format!("{size} bytes: HTTP/1.1 {h1:?}, HTTP/2 {h2:?}"));
+        }
+        results.push(outcome);
+    }
+    assert_eq!(results[0], results[1], "Envoy (left), weft-proxy (right)");
+    assert_eq!(results[1][0], "1000 bytes: HTTP/1.1 Ok(200), HTTP/2 Ok(200)");
+    assert_eq!(results[1][1], "3000 bytes: HTTP/1.1 Ok(431), HTTP/2 Err(\"reset\")");
+}
+
 /// Opens an HTTP/2 connection (prior knowledge) that sends nothing but
 /// the acknowledgements a client owes; says when a GOAWAY came, or that
 /// the connection closed (or stayed open 5 s) without one.

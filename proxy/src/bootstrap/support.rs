@@ -98,6 +98,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "common_http_protocol_options",
             "drain_timeout",
             "delayed_close_timeout",
+            "max_request_headers_kb",
             "rds",
             "upgrade_configs",
         ],

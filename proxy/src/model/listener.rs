@@ -65,6 +65,10 @@ pub struct HttpManager {
     /// HTTP/1.1 connection closes after that many requests, an HTTP/2 one
     /// gets GOAWAY once it has opened that many streams (`None`: no limit).
     pub max_requests_per_connection: Option<u32>,
+    /// `max_request_headers_kb`, in bytes: a larger request header is
+    /// answered 431 (HTTP/1.1) or its stream reset (HTTP/2), as Envoy
+    /// (default 60 KiB).
+    pub max_request_header_bytes: usize,
     /// `common_http_protocol_options.max_connection_duration`: a connection
     /// drains once it has lived that long (`None`: no limit).
     pub max_connection_duration: Option<Duration>,
@@ -238,6 +242,14 @@ impl HttpManager {
                 .and_then(|o| o.max_requests_per_connection.as_ref())
                 .map(|m| m.value)
                 .filter(|m| *m > 0),
+            max_request_header_bytes: match &hcm.max_request_headers_kb {
+                // Envoy's validation: 1 to 8192 KiB.
+                Some(kb) if !(1..=8192).contains(&kb.value) => {
+                    return Err(ConfigError::new(format!("{path}.max_request_headers_kb"), "value must be between 1 and 8192"))
+                }
+                Some(kb) => kb.value as usize * 1024,
+                None => crate::http::downstream::h1::MAX_HEADER_BYTES,
+            },
             max_connection_duration: hcm
                 .common_http_protocol_options
                 .as_ref()

@@ -29,6 +29,7 @@ use crate::http::header_map;
 
 /// Envoy's default `max_request_headers_kb` (60 KiB): a larger request
 /// header is answered 431 (HTTP/2's is checked by the connection manager).
+/// The connection manager's own limit replaces it (`with_max_header_bytes`).
 pub const MAX_HEADER_BYTES: usize = 60 * 1024;
 
 /// How the response body goes out.
@@ -74,6 +75,8 @@ pub struct Server {
     idle_timeout: Option<Duration>,
     /// After the idle timeout, how long it drains before it closes.
     idle_drain: Duration,
+    /// A request header larger than this is answered 431.
+    max_header_bytes: usize,
     /// When the connection has lived its max_connection_duration: it
     /// drains from then on.
     end_of_life: Option<tokio::time::Instant>,
@@ -106,6 +109,7 @@ impl Server {
             keepalive: true,
             idle_timeout: None,
             idle_drain: Duration::ZERO,
+            max_header_bytes: MAX_HEADER_BYTES,
             end_of_life: None,
             drain_deadline: None,
             framing: Framing::NotStarted,
@@ -121,6 +125,13 @@ impl Server {
     pub fn with_idle_timeout(mut self, idle: Option<Duration>, drain: Duration) -> Self {
         self.idle_timeout = idle;
         self.idle_drain = drain;
+        self
+    }
+
+    /// Answers a request header larger than `max` bytes with 431 (Envoy's
+    /// `max_request_headers_kb`).
+    pub fn with_max_header_bytes(mut self, max: usize) -> Self {
+        self.max_header_bytes = max;
         self
     }
 
@@ -157,7 +168,7 @@ impl Server {
             if self.drain_deadline.is_none() && self.end_of_life.is_some_and(|end| now >= end) {
                 self.drain_deadline = Some(now + self.idle_drain);
             }
-            match parse_request(&mut self.read)? {
+            match parse_request(&mut self.read, self.max_header_bytes)? {
                 Some(parsed) => {
                     self.head = parsed.req.method == http::Method::HEAD;
                     self.http10 = parsed.req.version == http::Version::HTTP_10;
@@ -174,7 +185,7 @@ impl Server {
                     }
                     return Ok(true);
                 }
-                None if self.read.len() > MAX_HEADER_BYTES => return Err(BadRequest(431)),
+                None if self.read.len() > self.max_header_bytes => return Err(BadRequest(431)),
                 None => {}
             }
             // Idle between requests: bounded by the idle timeout and the
@@ -379,15 +390,15 @@ struct Parsed {
 /// is not complete yet. A plain function: httparse's header array lives on
 /// the stack, not in the connection's future. A small header array is
 /// tried first (`FEW_HEADERS`), the full one when it is too small.
-fn parse_request(buf: &mut BytesMut) -> Result<Option<Parsed>, BadRequest> {
+fn parse_request(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Parsed>, BadRequest> {
     // A 431 leaves the buffer as it was.
-    match parse_request_with::<FEW_HEADERS>(buf) {
-        Err(BadRequest(431)) => parse_request_with::<MAX_HEADERS>(buf),
+    match parse_request_with::<FEW_HEADERS>(buf, max_bytes) {
+        Err(BadRequest(431)) => parse_request_with::<MAX_HEADERS>(buf, max_bytes),
         parsed => parsed,
     }
 }
 
-fn parse_request_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Parsed>, BadRequest> {
+fn parse_request_with<const N: usize>(buf: &mut BytesMut, max_bytes: usize) -> Result<Option<Parsed>, BadRequest> {
     // Blank lines before a request are allowed (RFC 9112 §2.2).
     while buf.starts_with(b"\r\n") || buf.starts_with(b"\n") {
         let skip = if buf[0] == b'\r' { 2 } else { 1 };
@@ -404,7 +415,7 @@ fn parse_request_with<const N: usize>(buf: &mut BytesMut) -> Result<Option<Parse
         Err(httparse::Error::TooManyHeaders) => return Err(BadRequest(431)),
         Err(_) => return Err(BadRequest(400)),
     };
-    if len > MAX_HEADER_BYTES {
+    if len > max_bytes {
         return Err(BadRequest(431));
     }
     let count = parsed.headers.len();
