@@ -189,6 +189,28 @@ pub fn duration(d: &weft_envoy_api::pb::google::protobuf::Duration) -> std::time
     std::time::Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32)
 }
 
+/// Envoy's `HttpProtocolOptions` limits, read the same way for a
+/// connection manager (downstream) and a cluster (upstream): 0 (or unset)
+/// means no limit, except that an unset idle timeout takes the caller's
+/// default.
+pub struct ConnectionLimits {
+    /// `idle_timeout`: `None` when unset, `Some(None)` when disabled (`0s`).
+    pub idle_timeout: Option<Option<std::time::Duration>>,
+    pub max_requests: Option<u32>,
+    pub max_duration: Option<std::time::Duration>,
+}
+
+impl ConnectionLimits {
+    pub fn compile(o: Option<&weft_envoy_api::pb::envoy::config::core::v3::HttpProtocolOptions>) -> Self {
+        let positive = |d: &weft_envoy_api::pb::google::protobuf::Duration| Some(duration(d)).filter(|d| !d.is_zero());
+        ConnectionLimits {
+            idle_timeout: o.and_then(|o| o.idle_timeout.as_ref()).map(positive),
+            max_requests: o.and_then(|o| o.max_requests_per_connection.as_ref()).map(|m| m.value).filter(|m| *m > 0),
+            max_duration: o.and_then(|o| o.max_connection_duration.as_ref()).and_then(positive),
+        }
+    }
+}
+
 /// A `FractionalPercent`: numerator over 100, 10 000 or 1 000 000.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Fraction {

@@ -31,11 +31,13 @@ pub async fn serve(proxy: Arc<HttpProxy>, stream: Stream, state: ConnectionState
     let streams = watch::Sender::new(0);
     let (closing, watch) = watch::channel(false);
     let (mut shutdown, mut drained) = (shutdown.clone(), proxy.drained.subscribe());
-    let (idle, max_duration) = {
+    // Read once, as an HTTP/1.1 connection reads its limits.
+    let (idle, max_duration, max_requests) = {
         let manager = proxy.manager.load();
-        (manager.idle_timeout, manager.max_connection_duration)
+        (manager.idle_timeout, manager.max_connection_duration, manager.max_requests_per_connection)
     };
-    let connection = Arc::new(Connection { proxy, state, streams: streams.clone(), opened: AtomicU32::new(0), closing: closing.clone() });
+    let opened = AtomicU32::new(0);
+    let connection = Arc::new(Connection { proxy, state, streams: streams.clone(), opened, max_requests, closing: closing.clone() });
     let served = connection.process_new(stream, &watch);
     tokio::pin!(served);
     tokio::select! {
@@ -76,6 +78,7 @@ struct Connection {
     streams: watch::Sender<usize>,
     /// Streams opened so far, for max_requests_per_connection.
     opened: AtomicU32,
+    max_requests: Option<u32>,
     /// Makes Pingora drain the connection (GOAWAY).
     closing: watch::Sender<bool>,
 }
@@ -105,7 +108,7 @@ impl HttpServerApp for Connection {
     ) -> Option<ReusedHttpStream> {
         let _open = OpenStream::new(&self.streams);
         let opened = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
-        if self.proxy.manager.load().max_requests_per_connection.is_some_and(|max| opened >= max) {
+        if self.max_requests.is_some_and(|max| opened >= max) {
             self.closing.send_replace(true);
         }
         let mut session = Downstream::H2(session);

@@ -710,14 +710,10 @@ fn protocol(c: &xds_cluster::Cluster, path: &str) -> Result<(bool, crate::upstre
             return Err(ConfigError::new(opath, "only envoy.extensions.upstreams.http.v3.HttpProtocolOptions is supported by weft-proxy"));
         }
         let options: xds_http::HttpProtocolOptions = unpack(any, HTTP_PROTOCOL_OPTIONS, &opath)?;
-        if let Some(common) = &options.common_http_protocol_options {
-            if let Some(idle) = &common.idle_timeout {
-                // 0 disables it, as in Envoy.
-                reuse.idle_timeout = Some(duration(idle)).filter(|d| !d.is_zero());
-            }
-            reuse.max_requests = common.max_requests_per_connection.as_ref().map(|m| m.value).filter(|m| *m > 0);
-            reuse.max_duration = common.max_connection_duration.as_ref().map(duration).filter(|d| !d.is_zero());
-        }
+        let limits = super::ConnectionLimits::compile(options.common_http_protocol_options.as_ref());
+        reuse.idle_timeout = limits.idle_timeout.unwrap_or(reuse.idle_timeout);
+        reuse.max_requests = limits.max_requests;
+        reuse.max_duration = limits.max_duration;
         use xds_http::http_protocol_options::explicit_http_config::ProtocolConfig;
         use xds_http::http_protocol_options::UpstreamProtocolOptions;
         match options.upstream_protocol_options {

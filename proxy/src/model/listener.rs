@@ -207,6 +207,7 @@ impl HttpManager {
             }
             Err(_) => return Err(ConfigError::new(format!("{path}.codec_type"), format!("unknown codec_type {}", hcm.codec_type))),
         };
+        let limits = super::ConnectionLimits::compile(hcm.common_http_protocol_options.as_ref());
         Ok(HttpManager {
             h2c,
             server_name: http::HeaderValue::from_str(server_name).map_err(|_| {
@@ -232,16 +233,8 @@ impl HttpManager {
                 Some(d) => Some(super::duration(d)).filter(|d| !d.is_zero()),
                 None => Some(Duration::from_secs(300)),
             },
-            idle_timeout: match hcm.common_http_protocol_options.as_ref().and_then(|o| o.idle_timeout.as_ref()) {
-                Some(d) => Some(super::duration(d)).filter(|d| !d.is_zero()),
-                None => Some(Duration::from_secs(3600)),
-            },
-            max_requests_per_connection: hcm
-                .common_http_protocol_options
-                .as_ref()
-                .and_then(|o| o.max_requests_per_connection.as_ref())
-                .map(|m| m.value)
-                .filter(|m| *m > 0),
+            idle_timeout: limits.idle_timeout.unwrap_or(Some(Duration::from_secs(3600))),
+            max_requests_per_connection: limits.max_requests,
             max_request_header_bytes: match &hcm.max_request_headers_kb {
                 // Envoy's validation: 1 to 8192 KiB.
                 Some(kb) if !(1..=8192).contains(&kb.value) => {
@@ -250,12 +243,7 @@ impl HttpManager {
                 Some(kb) => kb.value as usize * 1024,
                 None => crate::http::downstream::h1::MAX_HEADER_BYTES,
             },
-            max_connection_duration: hcm
-                .common_http_protocol_options
-                .as_ref()
-                .and_then(|o| o.max_connection_duration.as_ref())
-                .map(super::duration)
-                .filter(|d| !d.is_zero()),
+            max_connection_duration: limits.max_duration,
             drain_timeout: hcm.drain_timeout.as_ref().map_or(Duration::from_secs(5), super::duration),
             delayed_close_timeout: hcm.delayed_close_timeout.as_ref().map_or(Duration::from_secs(1), super::duration),
             upgrades: super::upgrade::Upgrades::compile_manager(&hcm.upgrade_configs, &format!("{path}.upgrade_configs"))?,
