@@ -209,6 +209,9 @@ impl HttpProxy {
         let ssl = session.ssl_digest().cloned();
         let client = session.client_addr().map(|a| a.ip());
         prepare_request(manager, &mut req, ssl.as_deref(), client);
+        if let Some(reply) = normalize_path(manager, &mut req, log) {
+            return reply.send(manager, session, Finish::new(&[], &ResponseEdits::default(), &log.conn.clone())).await;
+        }
         if manager.access_logs.iter().any(AccessLog::reads_request_headers) {
             log.keep_request(&req);
         } else if !manager.access_logs.is_empty() {
@@ -415,6 +418,38 @@ fn prepare_request(manager: &HttpManager, req: &mut RequestHeader, ssl: Option<&
     }
 }
 
+/// Applies the connection manager's path normalization; the reply when
+/// the request ends there (400, or Envoy's 307 to the unescaped path).
+fn normalize_path(manager: &HttpManager, req: &mut RequestHeader, log: &mut Entry) -> Option<LocalReply> {
+    use crate::model::path_normalization::Outcome;
+    // A fragment is refused whatever the policy, as by Envoy: it means
+    // nothing to a server, and `/a#/../b` must not mean two things.
+    let outcome = match req.extensions.get::<downstream::Fragment>() {
+        Some(_) => Outcome::Reject,
+        None => manager.path_normalization.apply(req.raw_path()),
+    };
+    let path = match outcome {
+        Outcome::Continue(None) => return None,
+        Outcome::Continue(Some(path)) => {
+            let _ = req.set_raw_path(&path);
+            return None;
+        }
+        Outcome::Redirect(path) if !is_grpc(req) => path,
+        Outcome::Redirect(_) | Outcome::Reject => {
+            manager.stats.failed_path_normalization.inc();
+            log.reply_details = Some("path_normalization_failed".into());
+            return Some(LocalReply::new(400, ""));
+        }
+    };
+    manager.stats.redirected_with_normalized_path.inc();
+    log.reply_details = Some("path_normalization_failed".into());
+    let mut reply = LocalReply::new(307, "");
+    if let Ok(location) = HeaderValue::from_bytes(&path) {
+        reply.extra_headers.push((header::LOCATION, location));
+    }
+    Some(reply)
+}
+
 /// The downstream request as the router edits it: a copy without Pingora's
 /// header-case map. Envoy's HTTP/1 codec sends header names lowercased
 /// anyway (its default `header_key_format`), and without the second map
@@ -471,6 +506,15 @@ fn has_conflicting_lengths(req: &RequestHeader) -> bool {
     let mut lengths = req.headers.get_all(header::CONTENT_LENGTH).iter();
     let first = lengths.next();
     lengths.any(|l| Some(l) != first)
+}
+
+/// A gRPC request: `content-type` is `application/grpc`, alone or followed
+/// by `+` or `;` (Envoy's test).
+fn is_grpc(req: &RequestHeader) -> bool {
+    let Some(ct) = req.headers.get(header::CONTENT_TYPE) else { return false };
+    ct.as_bytes()
+        .strip_prefix(b"application/grpc")
+        .is_some_and(|rest| matches!(rest.first(), None | Some(b'+' | b';')))
 }
 
 /// The request's authority: `:authority` (HTTP/2) or `Host` (HTTP/1.1).

@@ -13,6 +13,7 @@ pub mod hash_policy;
 pub mod header;
 pub mod listener;
 pub mod matcher;
+pub mod path_normalization;
 pub mod route;
 pub mod upgrade;
 

@@ -34,6 +34,8 @@ struct Families {
     ejections_active: IntGaugeVec,
     health_check_success: IntCounterVec,
     health_check_failure: IntCounterVec,
+    downstream_rq_failed_path_normalization: IntCounterVec,
+    downstream_rq_redirected_with_normalized_path: IntCounterVec,
     cors_origin_valid: IntCounterVec,
     cors_origin_invalid: IntCounterVec,
     local_rate_limit: [IntCounterVec; 5],
@@ -150,6 +152,16 @@ fn new_families() -> Families {
         },
         health_check_success: counter("envoy_cluster_health_check_success", "passed health checks", cl),
         health_check_failure: counter("envoy_cluster_health_check_failure", "failed health checks", cl),
+        downstream_rq_failed_path_normalization: counter(
+            "envoy_http_downstream_rq_failed_path_normalization",
+            "requests refused by path normalization",
+            hcm,
+        ),
+        downstream_rq_redirected_with_normalized_path: counter(
+            "envoy_http_downstream_rq_redirected_with_normalized_path",
+            "requests redirected to their path with escaped slashes decoded",
+            hcm,
+        ),
         cors_origin_valid: counter("envoy_http_cors_origin_valid", "requests with an allowed Origin", hcm),
         cors_origin_invalid: counter("envoy_http_cors_origin_invalid", "requests with an Origin not allowed", hcm),
         local_rate_limit: LOCAL_RATE_LIMIT.map(|(name, help)| counter(name, help, &["envoy_local_http_ratelimit_prefix"])),
@@ -240,6 +252,8 @@ impl ClusterStats {
 pub struct HttpStats {
     pub rq_total: IntCounter,
     rq_xx: [IntCounter; 5],
+    pub failed_path_normalization: IntCounter,
+    pub redirected_with_normalized_path: IntCounter,
 }
 
 impl HttpStats {
@@ -248,6 +262,8 @@ impl HttpStats {
         HttpStats {
             rq_total: f.downstream_rq_total.with_label_values(&[prefix]),
             rq_xx: class_counters(&f.downstream_rq_xx, prefix),
+            failed_path_normalization: f.downstream_rq_failed_path_normalization.with_label_values(&[prefix]),
+            redirected_with_normalized_path: f.downstream_rq_redirected_with_normalized_path.with_label_values(&[prefix]),
         }
     }
 

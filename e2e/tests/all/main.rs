@@ -13,6 +13,7 @@ mod envoy_diff_dynamic;
 mod envoy_diff_fault;
 mod envoy_diff_health;
 mod envoy_diff_http2;
+mod envoy_diff_path_normalization;
 mod envoy_diff_ratelimit;
 mod envoy_diff_retries;
 mod envoy_diff_routing;

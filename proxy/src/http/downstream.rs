@@ -16,6 +16,12 @@ use pingora_http::{RequestHeader, ResponseHeader};
 /// A failed read or write: the stream is aborted.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
 
+/// Marks a request whose target carried a `#fragment`. The request's URI no
+/// longer shows it (Pingora drops it), but Envoy refuses such a request
+/// with 400, so the connection manager must know.
+#[derive(Debug, Clone, Copy)]
+pub struct Fragment;
+
 pub enum Downstream {
     H1(h1::Server),
     H2(ServerSession),

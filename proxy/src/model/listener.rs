@@ -81,6 +81,8 @@ pub struct HttpManager {
     /// `upgrade_configs`: the HTTP/1.1 upgrades let through (a route may
     /// override them).
     pub upgrades: super::upgrade::Upgrades,
+    /// `normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`.
+    pub path_normalization: super::path_normalization::PathNormalization,
 }
 
 impl Listener {
@@ -247,6 +249,7 @@ impl HttpManager {
             drain_timeout: hcm.drain_timeout.as_ref().map_or(Duration::from_secs(5), super::duration),
             delayed_close_timeout: hcm.delayed_close_timeout.as_ref().map_or(Duration::from_secs(1), super::duration),
             upgrades: super::upgrade::Upgrades::compile_manager(&hcm.upgrade_configs, &format!("{path}.upgrade_configs"))?,
+            path_normalization: super::path_normalization::PathNormalization::compile(hcm, path)?,
         })
     }
 

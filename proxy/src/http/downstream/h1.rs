@@ -424,8 +424,15 @@ fn parse_request_with<const N: usize>(buf: &mut BytesMut, max_bytes: usize) -> R
     let method = http::Method::from_bytes(parsed.method.unwrap_or_default().as_bytes()).map_err(|_| BadRequest(400))?;
     let version = if parsed.version == Some(0) { http::Version::HTTP_10 } else { http::Version::HTTP_11 };
     let target = parsed.path.unwrap_or_default().as_bytes();
+    // Envoy's codec refuses a target that is not ASCII, UTF-8 or not.
+    if !target.is_ascii() {
+        return Err(BadRequest(400));
+    }
     // Room for what the connection manager adds.
     let mut req = RequestHeader::build_no_case(method, target, Some(count + 8)).map_err(|_| BadRequest(400))?;
+    if target.contains(&b'#') {
+        req.extensions_mut().insert(super::Fragment);
+    }
     req.set_version(version);
     let raw = buf.split_to(len).freeze();
     let mut keep_alive = version == http::Version::HTTP_11;
