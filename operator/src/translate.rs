@@ -380,6 +380,9 @@ fn listener(name: &str, ip: &str, port: u32, stat_prefix: &str, routes: Routes, 
         http_filters,
         // WebSocket upgrades pass, as through Istio's sidecars and gateways.
         upgrade_configs: vec![hcm::http_connection_manager::UpgradeConfig { upgrade_type: "websocket".into(), ..Default::default() }],
+        // Istio's default path normalization (`BASE`): routes and policies
+        // see `/a/../b` as `/b`, and so does the app.
+        normalize_path: Some(weft_envoy_api::pb::google::protobuf::BoolValue { value: true }),
         ..Default::default()
     };
     xds_listener::Listener {
