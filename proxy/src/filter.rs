@@ -105,6 +105,9 @@ pub struct ResponseEdits {
     /// The plugin contexts of the wasm filters the request went through:
     /// they see the response too, and end with it.
     pub wasm: Vec<crate::wasm::Stream>,
+    /// The request is gRPC: a local reply goes as a gRPC trailers-only
+    /// response, as Envoy sends it.
+    pub grpc: bool,
 }
 
 #[derive(Debug)]
@@ -114,6 +117,11 @@ enum Edit {
 }
 
 impl ResponseEdits {
+    /// No edits yet, for `req`'s response.
+    pub fn for_request(req: &RequestHeader) -> Self {
+        ResponseEdits { grpc: crate::http::is_grpc(req), ..Default::default() }
+    }
+
     /// The request headers as they left the proxy, or as they were when a
     /// local reply ended the request: the request's plugins keep them for
     /// their later callbacks.

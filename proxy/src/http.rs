@@ -210,7 +210,11 @@ impl HttpProxy {
         let client = session.client_addr().map(|a| a.ip());
         prepare_request(manager, &mut req, ssl.as_deref(), client);
         if let Some(reply) = normalize_path(manager, &mut req, log) {
-            return reply.send(manager, session, Finish::new(&[], &ResponseEdits::default(), &log.conn.clone())).await;
+            // Envoy closes the connection after refusing a path.
+            if reply.status == 400 {
+                session.disable_keepalive();
+            }
+            return reply.send_before_body(manager, session, Finish::new(&[], &ResponseEdits::for_request(&req), &log.conn.clone())).await;
         }
         if manager.access_logs.iter().any(AccessLog::reads_request_headers) {
             log.keep_request(&req);
@@ -225,7 +229,7 @@ impl HttpProxy {
         // Filters before the router see the route (for their per-route
         // config) even when there is none; the router answers 404 after.
         let forwards = route.is_some_and(|r| matches!(r.action, Action::Forward(_)));
-        let mut edits = ResponseEdits::default();
+        let mut edits = ResponseEdits::for_request(&req);
         // A copy: filters get the connection beside the log they write to.
         let conn = log.conn.clone();
         // An HTTP/1.1 upgrade goes through only where `upgrade_configs`
@@ -294,12 +298,12 @@ impl HttpProxy {
                         }
                         _ => &[],
                     };
-                    return reply.send(manager, session, Finish::new(levels, &edits, &conn)).await;
+                    return reply.send_before_body(manager, session, Finish::new(levels, &edits, &conn)).await;
                 }
                 Verdict::Encode(mut reply) => {
                     log.reply_details = reply.details.take();
                     edits.request_done(req);
-                    return reply.send(manager, session, Finish::new(&[], &edits, &conn)).await;
+                    return reply.send_before_body(manager, session, Finish::new(&[], &edits, &conn)).await;
                 }
                 Verdict::Reset => {
                     edits.request_done(req);
@@ -311,7 +315,7 @@ impl HttpProxy {
             tracing::debug!(%host, %path, vhost = vhost.map(|v| v.name.as_str()), "no route");
             log.flag("NR");
             edits.request_done(req);
-            return LocalReply::new(404, "").send(manager, session, Finish::new(&[], &edits, &conn)).await;
+            return LocalReply::new(404, "").send_before_body(manager, session, Finish::new(&[], &edits, &conn)).await;
         };
         tracing::debug!(route_config = %table.name, vhost = %vhost.name, route = %route.name, %path, "routed");
         if log.logging && !route.name.is_empty() {
@@ -339,7 +343,7 @@ impl HttpProxy {
                     }
                 }
                 edits.request_done(req);
-                reply.send(manager, session, Finish::new(&levels, &edits, &conn)).await
+                reply.send_before_body(manager, session, Finish::new(&levels, &edits, &conn)).await
             }
             Action::Redirect(r) => {
                 let path = match &r.prefix_rewrite {
@@ -348,7 +352,7 @@ impl HttpProxy {
                 };
                 let reply = local::redirect(r, &req, &host, &path);
                 edits.request_done(req);
-                reply.send(manager, session, Finish::new(&levels, &edits, &conn)).await
+                reply.send_before_body(manager, session, Finish::new(&levels, &edits, &conn)).await
             }
             Action::Forward(fwd) => {
                 if let Some(new) = &fwd.prefix_rewrite {
@@ -509,12 +513,13 @@ fn has_conflicting_lengths(req: &RequestHeader) -> bool {
 }
 
 /// A gRPC request: `content-type` is `application/grpc`, alone or followed
-/// by `+` or `;` (Envoy's test).
-fn is_grpc(req: &RequestHeader) -> bool {
+/// by `+` (Envoy's test: `application/grpc-web` and even
+/// `application/grpc;charset=...` are not).
+pub fn is_grpc(req: &RequestHeader) -> bool {
     let Some(ct) = req.headers.get(header::CONTENT_TYPE) else { return false };
     ct.as_bytes()
         .strip_prefix(b"application/grpc")
-        .is_some_and(|rest| matches!(rest.first(), None | Some(b'+' | b';')))
+        .is_some_and(|rest| matches!(rest.first(), None | Some(b'+')))
 }
 
 /// The request's authority: `:authority` (HTTP/2) or `Host` (HTTP/1.1).

@@ -11,6 +11,7 @@ mod envoy_diff_dns;
 mod envoy_diff_downstream_http1;
 mod envoy_diff_dynamic;
 mod envoy_diff_fault;
+mod envoy_diff_grpc_local_reply;
 mod envoy_diff_health;
 mod envoy_diff_http2;
 mod envoy_diff_path_normalization;

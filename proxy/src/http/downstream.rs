@@ -143,6 +143,14 @@ impl Downstream {
 
     /// The connection closes after this response (HTTP/1.1; an HTTP/2
     /// connection's streams end on their own).
+    /// An HTTP/1.1 request with a body none of which has been read yet.
+    pub fn body_unread(&self) -> bool {
+        match self {
+            Downstream::H1(s) => s.body_unread(),
+            Downstream::H2(_) => false,
+        }
+    }
+
     pub fn disable_keepalive(&mut self) {
         match self {
             Downstream::H1(s) => s.disable_keepalive(),

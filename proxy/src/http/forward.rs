@@ -130,7 +130,7 @@ pub async fn forward(
         tracing::debug!(cluster = %target.cluster.name, "route names an unknown cluster");
         log.flag("NC");
         edits.request_done(req);
-        return LocalReply::new(503, "").send(manager, session, finish).await;
+        return LocalReply::new(503, "").send_before_body(manager, session, finish).await;
     }
     let start = Instant::now();
     let no_body = session.is_body_empty();
@@ -343,10 +343,10 @@ pub async fn forward(
                     .await;
             }
             if f == Failure::NoHost {
-                return LocalReply::new(503, "no healthy upstream").send(manager, session, finish).await;
+                return LocalReply::new(503, "no healthy upstream").send_before_body(manager, session, finish).await;
             }
             if f == Failure::Overflow {
-                return overflow().send(manager, session, finish).await;
+                return overflow().send_before_body(manager, session, finish).await;
             }
             // Envoy's wording, so clients that match on it keep working.
             // Envoy 1.40 keeps TLS failure details out of the body.

@@ -29,6 +29,9 @@ pub struct LocalReply {
     /// them (`%RESPONSE_CODE_DETAILS%`): a plugin's own words, CORS's
     /// `cors_response`; `None` where the log's flags say it.
     pub details: Option<Box<str>>,
+    /// The status a gRPC client gets (a plugin's choice); `None`: the
+    /// HTTP status's, as Envoy maps it.
+    pub grpc_status: Option<u32>,
 }
 
 impl LocalReply {
@@ -39,6 +42,7 @@ impl LocalReply {
             extra_headers: Vec::new(),
             mutations: None,
             details: None,
+            grpc_status: None,
         }
     }
 
@@ -51,6 +55,18 @@ impl LocalReply {
     /// exception, worth the allocation when it happens.
     pub fn send<'a>(self, manager: &'a HttpManager, session: &'a mut Downstream, finish: Finish<'a>) -> Sending<'a> {
         Box::pin(self.write(manager, session, finish))
+    }
+
+    /// [`send`](Self::send) for a reply made while the request's headers
+    /// are handled, before any of its body is read (Envoy's decoder filters
+    /// and router reply there). Envoy's HTTP/1.1 codec has not decoded the
+    /// body by then, so the request is incomplete and the connection closes
+    /// after the reply, even when the body was already on its way.
+    pub fn send_before_body<'a>(self, manager: &'a HttpManager, session: &'a mut Downstream, finish: Finish<'a>) -> Sending<'a> {
+        if session.body_unread() {
+            session.disable_keepalive();
+        }
+        self.send(manager, session, finish)
     }
 
     async fn write(self, manager: &HttpManager, session: &mut Downstream, finish: Finish<'_>) -> Option<u16> {
@@ -70,8 +86,14 @@ impl LocalReply {
         for m in finish.levels.iter().copied().chain(self.mutations.as_deref()) {
             m.apply(&mut resp, finish.conn);
         }
-        edit_response_headers(&mut resp, Finish { levels: &[], ..finish });
         let mut body = self.body;
+        if finish.edits.grpc {
+            grpc_trailers_only(&mut resp, std::mem::take(&mut body), self.grpc_status);
+            if !session.is_http2() {
+                resp.insert_header(header::CONTENT_LENGTH, "0").ok()?;
+            }
+        }
+        edit_response_headers(&mut resp, Finish { levels: &[], ..finish });
         let mut plugins = crate::wasm::Encoder::new(&finish.edits.wasm);
         if !plugins.is_empty() {
             // A reply has nothing to replace it with: a failed plugin
@@ -94,6 +116,54 @@ impl LocalReply {
         session.respond(Some(Box::new(resp)), Some(body), true, None).await.ok()?;
         Some(status)
     }
+}
+
+/// Turns a local reply to a gRPC request into what a gRPC client reads, as
+/// Envoy does: 200, `application/grpc`, the status in `grpc-status` (unless
+/// a header mutation put one there), the body as `grpc-message`, and
+/// nothing after the headers.
+fn grpc_trailers_only(resp: &mut ResponseHeader, body: Bytes, status: Option<u32>) {
+    let http = resp.status.as_u16();
+    let _ = resp.set_status(200);
+    let _ = resp.insert_header(header::CONTENT_TYPE, "application/grpc");
+    resp.remove_header(&header::CONTENT_LENGTH);
+    if !resp.headers.contains_key(GRPC_STATUS) {
+        let code = status.unwrap_or_else(|| grpc_status_of(http));
+        let _ = resp.insert_header(GRPC_STATUS, code.to_string());
+    }
+    if !body.is_empty() {
+        if let Ok(v) = HeaderValue::from_bytes(&grpc_percent_encode(&body)) {
+            let _ = resp.insert_header(GRPC_MESSAGE, v);
+        }
+    }
+}
+
+const GRPC_STATUS: http::HeaderName = http::HeaderName::from_static("grpc-status");
+const GRPC_MESSAGE: http::HeaderName = http::HeaderName::from_static("grpc-message");
+
+/// The gRPC status for an HTTP status (the gRPC spec's mapping, as Envoy's).
+fn grpc_status_of(http: u16) -> u32 {
+    match http {
+        400 => 13,                   // INTERNAL
+        401 => 16,                   // UNAUTHENTICATED
+        403 => 7,                    // PERMISSION_DENIED
+        404 => 12,                   // UNIMPLEMENTED
+        429 | 502 | 503 | 504 => 14, // UNAVAILABLE
+        _ => 2,                      // UNKNOWN
+    }
+}
+
+/// `grpc-message` escaping: controls, `~` and above, and `%` as `%XX`.
+fn grpc_percent_encode(message: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(message.len());
+    for &b in message {
+        if !(b' '..b'~').contains(&b) || b == b'%' {
+            out.extend_from_slice(format!("%{b:02X}").as_bytes());
+        } else {
+            out.push(b);
+        }
+    }
+    out
 }
 
 /// The header changes a request's response gets on its way out, whoever

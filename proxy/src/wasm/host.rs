@@ -204,6 +204,8 @@ pub struct LocalResponse {
     pub body: Bytes,
     pub headers: Vec<(String, Bytes)>,
     pub details: String,
+    /// What a gRPC client gets as `grpc-status` (`None`: the HTTP status's).
+    pub grpc_status: Option<u32>,
 }
 
 /// What a stream waits for while it is paused.
@@ -546,7 +548,7 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
     linker.func_wrap(
         "env",
         "proxy_send_local_response",
-        |mut caller: C<'_>, status: i32, dptr: i32, dlen: i32, bptr: i32, blen: i32, hptr: i32, hlen: i32, _grpc: i32| -> R {
+        |mut caller: C<'_>, status: i32, dptr: i32, dlen: i32, bptr: i32, blen: i32, hptr: i32, hlen: i32, grpc_status: i32| -> R {
             let details = String::from_utf8_lossy(&status!(read(&caller, dptr, dlen))).into_owned();
             let body = Bytes::from(status!(read(&caller, bptr, blen)));
             let raw = status!(read(&caller, hptr, hlen));
@@ -554,7 +556,9 @@ pub fn define(linker: &mut Linker<Host>) -> wasmtime::Result<()> {
             if !(100..=999).contains(&status) {
                 return Ok(Status::BadArgument as i32);
             }
-            caller.data_mut().reply(LocalResponse { status: status as u16, body, headers, details });
+            // -1: no gRPC status of its own.
+            let grpc_status = u32::try_from(grpc_status).ok();
+            caller.data_mut().reply(LocalResponse { status: status as u16, body, headers, details, grpc_status });
             Ok(Status::Ok as i32)
         },
     )?;

@@ -379,6 +379,7 @@ impl Drop for Stream {
 fn local_reply(r: LocalResponse) -> LocalReply {
     let mut reply = LocalReply::new(r.status, "");
     reply.body = r.body;
+    reply.grpc_status = r.grpc_status;
     // Envoy keeps the plugin's words with whitespace made `_` (empty stays
     // empty).
     reply.details = Some(r.details.split(char::is_whitespace).collect::<Vec<_>>().join("_").into());

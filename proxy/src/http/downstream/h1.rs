@@ -233,6 +233,10 @@ impl Server {
         self.body_read == 0 && self.body.is_done()
     }
 
+    pub fn body_unread(&self) -> bool {
+        self.body_read == 0 && !self.body.is_done()
+    }
+
     /// The next piece of the request body; `None` at its end.
     pub async fn read_body(&mut self) -> Result<Option<Bytes>, Error> {
         let data = crate::h1::read_body(&mut self.stream, &mut self.read, &mut self.body).await?;
