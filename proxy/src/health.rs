@@ -85,7 +85,7 @@ async fn check_all(cluster: &Arc<Cluster>, hc: &HealthCheck, first: bool) {
 /// One check: `GET path` with Envoy's health checker headers, passed when
 /// the status is expected and it came within the timeout.
 async fn check(cluster: &Cluster, hc: &HealthCheck, addr: std::net::SocketAddr) -> bool {
-    let target = Target { addr, connect_timeout: hc.timeout.min(cluster.connect_timeout), tls: cluster.tls.as_deref(), budget: None, reuse: cluster.reuse, keepalive: cluster.tcp_keepalive.as_ref() };
+    let target = Target { connect_timeout: hc.timeout.min(cluster.connect_timeout), ..cluster.target(addr) };
     let exchange = async {
         let stream = upstream::connect(&target).await.ok()?;
         let mut session = HttpSession::new(stream);

@@ -80,7 +80,9 @@ impl TcpProxy {
         let Some(host) = cluster.pick(None) else {
             return; // no healthy upstream
         };
-        let target = Target { addr: host.addr(), connect_timeout: cluster.connect_timeout, tls: cluster.tls.as_deref(), budget: None, reuse: crate::upstream::Reuse::DEFAULT, keepalive: cluster.tcp_keepalive.as_ref() };
+        // The HTTP reuse limits (idle timeout, max requests) are not a
+        // TCP tunnel's.
+        let target = Target { reuse: crate::upstream::Reuse::DEFAULT, ..cluster.target(host.addr()) };
         let Ok(mut upstream) = crate::upstream::connect(&target).await else {
             cluster.stats.cx_connect_fail.inc();
             return;

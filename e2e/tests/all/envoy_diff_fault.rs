@@ -23,12 +23,28 @@ async fn aborts_match_envoy() {
         Request::get("/").header("x-envoy-fault-abort-request", "999"),
         Request::get("/").header("x-envoy-fault-abort-request", "nonsense"),
         Request::get("/none").header("x-envoy-fault-abort-request", "429"),
+        // gRPC statuses: a 200 a gRPC client reads as the status.
+        grpc("/abort-grpc"),
+        Request::get("/abort-grpc"),
+        grpc("/").header("x-envoy-fault-abort-grpc-request", "14"),
+        grpc("/").header("x-envoy-fault-abort-grpc-request", "14").header("x-envoy-fault-abort-request", "429"),
+        Request::get("/").header("x-envoy-fault-abort-grpc-request", "14"),
+        grpc("/").header("x-envoy-fault-abort-grpc-request", "x"),
+        grpc("/").header("x-envoy-fault-abort-grpc-request", "3").header("x-envoy-fault-abort-request", "999"),
     ];
     let outcomes = assert_same_on_both(FAULT, &[&up], &requests).await;
     assert_eq!(outcomes[0].response.status, 503);
     assert!(outcomes[0].upstream.is_empty(), "an aborted request must not reach the upstream");
     assert_eq!(outcomes[5].response.status, 429);
     assert_eq!(outcomes[9].response.status, 200);
+    let grpc_abort = &outcomes[10].response;
+    assert_eq!((grpc_abort.status, grpc_abort.header("grpc-status")), (200, Some("8")), "{grpc_abort:?}");
+    assert_eq!(outcomes[12].response.header("grpc-status"), Some("14"));
+    assert_eq!(outcomes[13].response.header("grpc-status"), Some("14"), "429 maps to UNAVAILABLE");
+}
+
+fn grpc(path: &str) -> Request {
+    Request::get(path).method("POST").header("content-type", "application/grpc").body("\0\0\0\0\0")
 }
 
 #[tokio::test]

@@ -136,7 +136,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ),
     ("envoy.extensions.filters.common.fault.v3.FaultDelay", &["fixed_delay", "header_delay", "percentage"]),
     ("envoy.extensions.filters.common.fault.v3.FaultDelay.HeaderDelay", &[]),
-    ("envoy.extensions.filters.http.fault.v3.FaultAbort", &["http_status", "header_abort", "percentage", "response_body"]),
+    ("envoy.extensions.filters.http.fault.v3.FaultAbort", &["http_status", "grpc_status", "header_abort", "percentage", "response_body"]),
     ("envoy.extensions.filters.http.fault.v3.FaultAbort.HeaderAbort", &[]),
     ("envoy.type.v3.FractionalPercent", &["numerator", "denominator"]),
     ("envoy.extensions.filters.http.cors.v3.Cors", &[]),

@@ -22,6 +22,7 @@ const DELAY_HEADER: &str = "x-envoy-fault-delay-request";
 const DELAY_PERCENT_HEADER: &str = "x-envoy-fault-delay-request-percentage";
 const ABORT_HEADER: &str = "x-envoy-fault-abort-request";
 const ABORT_PERCENT_HEADER: &str = "x-envoy-fault-abort-request-percentage";
+const ABORT_GRPC_HEADER: &str = "x-envoy-fault-abort-grpc-request";
 
 /// Header-provided numerator over the configured denominator, capped by
 /// the configured percentage (Envoy never exceeds the config).
@@ -40,7 +41,10 @@ enum Delay {
 
 #[derive(Debug, Clone)]
 enum AbortStatus {
-    Fixed(u16),
+    Http(u16),
+    /// A gRPC status: the reply is a 200 that a gRPC client reads as it.
+    Grpc(u32),
+    /// `x-envoy-fault-abort-request`, else `x-envoy-fault-abort-grpc-request`.
     FromHeader,
 }
 
@@ -73,15 +77,13 @@ impl Fault {
             Some(a) => {
                 let apath = format!("{path}.abort");
                 let status = match &a.error_type {
-                    Some(A::HttpStatus(s)) if (200..600).contains(s) => AbortStatus::Fixed(*s as u16),
+                    Some(A::HttpStatus(s)) if (200..600).contains(s) => AbortStatus::Http(*s as u16),
                     Some(A::HttpStatus(s)) => {
                         return Err(ConfigError::new(format!("{apath}.http_status"), format!("{s} is not in [200, 600)")))
                     }
                     Some(A::HeaderAbort(_)) => AbortStatus::FromHeader,
-                    Some(A::GrpcStatus(_)) => {
-                        return Err(ConfigError::new(format!("{apath}.grpc_status"), "grpc_status is not supported by weft-proxy yet"))
-                    }
-                    None => return Err(ConfigError::new(apath, "http_status or header_abort is required")),
+                    Some(A::GrpcStatus(s)) => AbortStatus::Grpc(*s),
+                    None => return Err(ConfigError::new(apath, "http_status, grpc_status or header_abort is required")),
                 };
                 let body = if a.response_body.is_empty() {
                     Bytes::from_static(b"fault filter abort")
@@ -143,14 +145,19 @@ impl Fault {
 
     fn abort_with(&self, headers: &http::HeaderMap) -> Option<LocalReply> {
         let (kind, fraction, body) = self.abort.as_ref()?;
-        let (status, fraction) = match kind {
-            AbortStatus::Fixed(s) => (*s, *fraction),
+        // A gRPC status goes with a 200, as in Envoy: a gRPC client reads
+        // the status, anyone else gets the 200.
+        let (status, grpc_status, fraction) = match kind {
+            AbortStatus::Http(s) => (*s, None, *fraction),
+            AbortStatus::Grpc(g) => (200, Some(*g), *fraction),
             AbortStatus::FromHeader => {
-                let s = headers.get(ABORT_HEADER)?.to_str().ok()?.trim().parse::<u16>().ok()?;
-                if !(200..600).contains(&s) {
-                    return None; // Envoy ignores an out-of-range header value
-                }
-                (s, with_header_numerator(*fraction, headers, ABORT_PERCENT_HEADER))
+                let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u32>().ok();
+                // An HTTP status out of range counts as none, as in Envoy.
+                let (status, grpc_status) = match number(ABORT_HEADER).filter(|s| (200..600).contains(s)) {
+                    Some(s) => (s as u16, None),
+                    None => (200, Some(number(ABORT_GRPC_HEADER)?)),
+                };
+                (status, grpc_status, with_header_numerator(*fraction, headers, ABORT_PERCENT_HEADER))
             }
         };
         if !fraction.roll() {
@@ -158,6 +165,7 @@ impl Fault {
         }
         let mut reply = LocalReply::new(status, "");
         reply.body = body.clone();
+        reply.grpc_status = grpc_status;
         Some(reply)
     }
 }

@@ -538,7 +538,7 @@ pub async fn open_stream(cluster: &Cluster, mut req: RequestHeader) -> Result<Op
     let _ = req.insert_header("x-envoy-internal", HeaderValue::from_static("true"));
     cluster.stats.rq_total.inc();
     let Some(host) = cluster.pick(None) else { return Err(synthesized(Failure::NoHost)) };
-    let target = upstream::Target { addr: host.addr(), connect_timeout: cluster.connect_timeout, tls: cluster.tls.as_deref(), budget: None, reuse: cluster.reuse, keepalive: cluster.tcp_keepalive.as_ref() };
+    let target = cluster.target(host.addr());
     let mut session = match upstream::checkout(&target, true).await {
         Ok((upstream::Session::H2(session), _)) => session,
         Ok(_) => return Err(synthesized(Failure::Protocol)),
@@ -693,14 +693,7 @@ async fn try_once<'c>(
         return Outcome::Failed(Failure::NoHost);
     };
     let budget = &cluster.breakers.connections;
-    let target = upstream::Target {
-        addr: host.addr(),
-        connect_timeout: cluster.connect_timeout,
-        tls: cluster.tls.as_deref(),
-        budget: Some(budget),
-        reuse: cluster.reuse,
-        keepalive: cluster.tcp_keepalive.as_ref(),
-    };
+    let target = upstream::Target { budget: Some(budget), ..cluster.target(host.addr()) };
     log.upstream_host = Some(target.addr);
     // A pooled connection the upstream closed meanwhile is replaced once,
     // without counting as a retry.

@@ -266,6 +266,20 @@ impl Cluster {
         Self::compile_with(c, path, None)
     }
 
+    /// How to reach `addr`, one of this cluster's hosts: its connect
+    /// timeout, TLS, reuse limits and keep-alive, outside its connection
+    /// budget (the router opts in).
+    pub fn target(&self, addr: SocketAddr) -> crate::upstream::Target<'_> {
+        crate::upstream::Target {
+            addr,
+            connect_timeout: self.connect_timeout,
+            tls: self.tls.as_deref(),
+            budget: None,
+            reuse: self.reuse,
+            keepalive: self.tcp_keepalive.as_ref(),
+        }
+    }
+
     /// The placeholder a route gets for a cluster that does not exist.
     /// Its counters are detached: Envoy shows no stats for such a name.
     pub fn not_found(name: &str) -> Self {
