@@ -101,14 +101,18 @@ impl PathNormalization {
         if self.normalize {
             let current = changed.as_deref().unwrap_or(target);
             let (path, query) = split_query(current);
-            match canonicalize(path) {
-                None => return Outcome::Reject,
-                Some(canonical) if canonical != path => {
-                    let mut new = canonical;
-                    new.extend_from_slice(query);
-                    changed = Some(new);
+            // Most paths hold nothing the canonicalizer would change.
+            let canonical_already = path.first() == Some(&b'/') && path.iter().all(|&b| matches!(class(b), Class::Pass | Class::Unescape));
+            if !canonical_already {
+                match canonicalize(path) {
+                    None => return Outcome::Reject,
+                    Some(canonical) if canonical != path => {
+                        let mut new = canonical;
+                        new.extend_from_slice(query);
+                        changed = Some(new);
+                    }
+                    Some(_) => {}
                 }
-                Some(_) => {}
             }
         }
         if self.merge_slashes {
