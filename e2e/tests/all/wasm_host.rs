@@ -98,6 +98,9 @@ async fn header_edits_and_local_replies_match_envoy() {
         Request::get("/direct"),
         Request::get("/").header("x-deny", "1"),
         Request::get("/x").method("POST").body("some body"),
+        // To gRPC clients: the plugin's own gRPC status, and the mapped one.
+        grpc().header("x-deny-grpc", "1"),
+        grpc().header("x-deny", "1"),
     ];
     let outcomes = assert_same_on_both(&bootstrap(&probe(), CONFIGURED), &[&up], &requests).await;
     // What the plugin did, so the comparison cannot pass on two proxies
@@ -115,6 +118,13 @@ async fn header_edits_and_local_replies_match_envoy() {
     assert_eq!(outcomes[2].response.status, 403);
     assert_eq!(outcomes[2].response.body_str(), "denied by probe");
     assert!(outcomes[2].upstream.is_empty());
+    let grpc_status = |i: usize| (outcomes[i].response.status, outcomes[i].response.header("grpc-status"));
+    assert_eq!(grpc_status(4), (200, Some("16")));
+    assert_eq!(grpc_status(5), (200, Some("7")));
+}
+
+fn grpc() -> Request {
+    Request::get("/").method("POST").header("content-type", "application/grpc").body("\0\0\0\0\0")
 }
 
 #[tokio::test]

@@ -39,6 +39,7 @@
   (data (i32.const 256) "x-envoy-expected-rq-timeout-ms")
   (data (i32.const 288) "probe_routed_total")
   (data (i32.const 320) "probe said no")
+  (data (i32.const 352) "x-deny-grpc")
   ;; 192, 200..208: out-pointers; heap from 4096.
   (global $heap (mut i32) (i32.const 4096))
   (global $config_ptr (mut i32) (i32.const 0))
@@ -71,6 +72,12 @@
       (then
         (drop (call $close (i32.const 0)))
         (return (i32.const 0))))
+    ;; A gRPC status of its own: UNAUTHENTICATED where the 403 would say
+    ;; PERMISSION_DENIED.
+    (if (call $has (i32.const 352) (i32.const 11))
+      (then
+        (drop (call $reply (i32.const 403) (i32.const 320) (i32.const 13) (i32.const 96) (i32.const 15) (i32.const 0) (i32.const 0) (i32.const 16)))
+        (return (i32.const 1))))
     (if (call $has (i32.const 80) (i32.const 6))
       (then
         (drop (call $reply (i32.const 403) (i32.const 320) (i32.const 13) (i32.const 96) (i32.const 15) (i32.const 0) (i32.const 0) (i32.const -1)))
