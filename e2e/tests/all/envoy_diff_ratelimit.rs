@@ -87,6 +87,17 @@ async fn limits_and_stats_match_envoy() {
 }
 
 #[tokio::test]
+async fn grpc_clients_read_the_limit_like_envoy() {
+    let up = Upstream::start("up").await;
+    let grpc = |path: &str| Request::get(path).method("POST").header("content-type", "application/grpc").body("\0\0\0\0\0");
+    // RESOURCE_EXHAUSTED where asked for, else the 429's UNAVAILABLE.
+    let outcomes = assert_same_on_both(RATELIMIT, &[&up], &[grpc("/exhausted"), grpc("/low-status")]).await;
+    let grpc_status = |o: &Outcome| (o.response.status, o.response.header("grpc-status").map(str::to_string));
+    assert_eq!(grpc_status(&outcomes[0]), (200, Some("8".into())));
+    assert_eq!(grpc_status(&outcomes[1]), (200, Some("14".into())));
+}
+
+#[tokio::test]
 async fn filter_enabled_defaults_to_off() {
     let up = Upstream::start("up").await;
     let unset = RATELIMIT.replacen(

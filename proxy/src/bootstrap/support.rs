@@ -167,6 +167,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "response_headers_to_add",
             "local_rate_limit_per_downstream_connection",
             "enable_x_ratelimit_headers",
+            "rate_limited_as_resource_exhausted",
         ],
     ),
     ("envoy.type.v3.TokenBucket", &["max_tokens", "tokens_per_fill", "fill_interval"]),

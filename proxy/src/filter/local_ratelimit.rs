@@ -75,6 +75,9 @@ pub struct LocalRateLimit {
     response_headers: Arc<HeaderMutations>,
     request_headers_when_not_enforced: HeaderMutations,
     x_ratelimit_headers: bool,
+    /// `rate_limited_as_resource_exhausted`: gRPC clients get
+    /// RESOURCE_EXHAUSTED rather than the 429's UNAVAILABLE.
+    resource_exhausted: bool,
 }
 
 /// The draft-03 `x-ratelimit-*` headers for a response.
@@ -180,6 +183,7 @@ impl LocalRateLimit {
             response_headers: Arc::new(HeaderMutations::compile(&c.response_headers_to_add, &[], path, "response")?),
             request_headers_when_not_enforced: compile_request_headers(c, path)?,
             x_ratelimit_headers,
+            resource_exhausted: c.rate_limited_as_resource_exhausted,
         })
     }
 
@@ -222,6 +226,7 @@ impl LocalRateLimit {
         cx.log.flag("RL");
         let mut reply = LocalReply::new(self.status, "local_rate_limited");
         reply.mutations = Some(self.response_headers.clone());
+        reply.grpc_status = self.resource_exhausted.then_some(8);
         Verdict::Respond(reply)
     }
 
