@@ -102,8 +102,12 @@ bench-deps:
 # weft-proxy vs Envoy (and nginx, and no proxy) side by side; see
 # e2e/src/bin/weft-bench.rs for what is measured. BENCH_SECONDS, BENCH_RATE
 # and BENCH_ROUNDS tune it.
+# The proxy is built with the `dist` profile (whole-program optimization,
+# as shipped); the rest with `release`.
+bench: export WEFT_PROXY_BIN = $(CURDIR)/target/dist/weft-proxy
 bench: deps bench-deps $(ENVOY) wasm
-	$(CARGO) build --release -p weft-proxy -p weft-operator -p weft-e2e --bins
+	$(CARGO) build --profile dist -p weft-proxy --bin weft-proxy
+	$(CARGO) build --release -p weft-operator -p weft-e2e --bins
 	WEFT_PROFILE=release ./target/release/weft-bench
 	./target/release/weft-push-bench
 	PUSH_EDIT=dr ./target/release/weft-push-bench
