@@ -152,7 +152,8 @@ impl HttpProxy {
         // conflicting lengths); Pingora's HTTP/2 session is checked here.
         // Past the header size limit Envoy's HTTP/2 codec resets the
         // stream: so does ours, by leaving it unanswered.
-        if session.is_http2() && h2_header_bytes(session.req_header()) > self.manager.load().max_request_header_bytes {
+        let manager = self.manager.load_full();
+        if session.is_http2() && h2_header_bytes(session.req_header()) > manager.max_request_header_bytes {
             return false;
         }
         if session.is_http2() && has_conflicting_lengths(session.req_header()) {
@@ -160,7 +161,6 @@ impl HttpProxy {
             session.respond_error(400).await;
             return false;
         }
-        let manager = self.manager.load_full();
         manager.stats.rq_total.inc();
         // Clock reads only when an access log wants them.
         let logging = !manager.access_logs.is_empty();

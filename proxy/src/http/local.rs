@@ -71,12 +71,14 @@ impl LocalReply {
 
     async fn write(self, manager: &HttpManager, session: &mut Downstream, finish: Finish<'_>) -> Option<u16> {
         let mut resp = ResponseHeader::build_no_case(self.status, Some(4)).ok()?;
+        // A gRPC client gets the body as `grpc-message`, and no body.
+        let (mut body, grpc_message) = if finish.edits.grpc { (Bytes::new(), Some(self.body)) } else { (self.body, None) };
         // Envoy ends an empty HTTP/2 reply on its headers, with no length.
-        if !(self.body.is_empty() && session.is_http2()) {
-            resp.insert_header(header::CONTENT_LENGTH, self.body.len().to_string())
+        if !(body.is_empty() && session.is_http2()) {
+            resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())
                 .ok()?;
         }
-        if !self.body.is_empty() && !self.extra_headers.iter().any(|(k, _)| k == header::CONTENT_TYPE) {
+        if !body.is_empty() && !self.extra_headers.iter().any(|(k, _)| k == header::CONTENT_TYPE) {
             resp.insert_header(header::CONTENT_TYPE, "text/plain")
                 .ok()?;
         }
@@ -86,12 +88,8 @@ impl LocalReply {
         for m in finish.levels.iter().copied().chain(self.mutations.as_deref()) {
             m.apply(&mut resp, finish.conn);
         }
-        let mut body = self.body;
-        if finish.edits.grpc {
-            grpc_trailers_only(&mut resp, std::mem::take(&mut body), self.grpc_status);
-            if !session.is_http2() {
-                resp.insert_header(header::CONTENT_LENGTH, "0").ok()?;
-            }
+        if let Some(message) = grpc_message {
+            grpc_trailers_only(&mut resp, &message, self.grpc_status);
         }
         edit_response_headers(&mut resp, Finish { levels: &[], ..finish });
         let mut plugins = crate::wasm::Encoder::new(&finish.edits.wasm);
@@ -121,18 +119,17 @@ impl LocalReply {
 /// Turns a local reply to a gRPC request into what a gRPC client reads, as
 /// Envoy does: 200, `application/grpc`, the status in `grpc-status` (unless
 /// a header mutation put one there), the body as `grpc-message`, and
-/// nothing after the headers.
-fn grpc_trailers_only(resp: &mut ResponseHeader, body: Bytes, status: Option<u32>) {
+/// nothing after the headers (the caller sends no body).
+fn grpc_trailers_only(resp: &mut ResponseHeader, body: &[u8], status: Option<u32>) {
     let http = resp.status.as_u16();
     let _ = resp.set_status(200);
     let _ = resp.insert_header(header::CONTENT_TYPE, "application/grpc");
-    resp.remove_header(&header::CONTENT_LENGTH);
     if !resp.headers.contains_key(GRPC_STATUS) {
         let code = status.unwrap_or_else(|| grpc_status_of(http));
         let _ = resp.insert_header(GRPC_STATUS, code.to_string());
     }
     if !body.is_empty() {
-        if let Ok(v) = HeaderValue::from_bytes(&grpc_percent_encode(&body)) {
+        if let Ok(v) = HeaderValue::from_bytes(&grpc_percent_encode(body)) {
             let _ = resp.insert_header(GRPC_MESSAGE, v);
         }
     }
