@@ -168,16 +168,9 @@ async fn idle_connections_close_after_the_idle_timeout_like_envoy() {
 /// 1 s), as on Envoy.
 #[tokio::test]
 async fn the_drain_after_the_idle_timeout_follows_the_manager_like_envoy() {
-    let up = Upstream::start("up").await;
-    let fields = "stat_prefix: main\n          common_http_protocol_options: { idle_timeout: 1s }\n          drain_timeout: 1s\n          delayed_close_timeout: 0s";
-    let short = SIMPLE.replace("stat_prefix: main", fields);
-    let mut results = Vec::new();
-    for kind in Kind::BOTH {
-        let proxy = Proxy::start(kind, &short, &[&up]).await.expect("start");
-        results.push(idle_close(proxy.port, false, 5000).await);
-    }
-    assert_eq!(results[0], results[1], "Envoy (left), weft-proxy (right)");
-    assert_eq!(results[1], "closed after about 2s");
+    let fields = "common_http_protocol_options: { idle_timeout: 1s }\n          drain_timeout: 1s\n          delayed_close_timeout: 0s";
+    let seen = same_on_both(fields, async |proxy: &Proxy| idle_close(proxy.port, false, 5000).await).await;
+    assert_eq!(seen, "closed after about 2s");
 }
 
 /// An idle HTTP/2 connection gets a GOAWAY when its idle timeout passes,
@@ -185,15 +178,9 @@ async fn the_drain_after_the_idle_timeout_follows_the_manager_like_envoy() {
 /// start a request on it (instead of racing the close).
 #[tokio::test]
 async fn idle_http2_connections_get_a_goaway_like_envoy() {
-    let up = Upstream::start("up").await;
-    let one_second = SIMPLE.replace("stat_prefix: main", "stat_prefix: main\n          common_http_protocol_options: { idle_timeout: 1s }");
-    let mut results = Vec::new();
-    for kind in Kind::BOTH {
-        let proxy = Proxy::start(kind, &one_second, &[&up]).await.expect("start");
-        results.push(h2_frames_until_goaway(proxy.port).await);
-    }
-    assert_eq!(results[0], results[1], "Envoy (left), weft-proxy (right)");
-    assert_eq!(results[1], "GOAWAY after about 1s");
+    let fields = "common_http_protocol_options: { idle_timeout: 1s }";
+    let seen = same_on_both(fields, async |proxy: &Proxy| h2_frames_until_goaway(proxy.port).await).await;
+    assert_eq!(seen, "GOAWAY after about 1s");
 }
 
 /// The connection manager's `max_connection_duration`: a connection that
@@ -201,17 +188,13 @@ async fn idle_http2_connections_get_a_goaway_like_envoy() {
 /// HTTP/2: GOAWAY), as on Envoy.
 #[tokio::test]
 async fn connections_drain_at_their_max_duration_like_envoy() {
-    let up = Upstream::start("up").await;
-    let fields = "stat_prefix: main\n          common_http_protocol_options: { max_connection_duration: 1s }\n          drain_timeout: 1s\n          delayed_close_timeout: 0s";
-    let short = SIMPLE.replace("stat_prefix: main", fields);
-    let mut results = Vec::new();
-    for kind in Kind::BOTH {
-        let proxy = Proxy::start(kind, &short, &[&up]).await.expect("start");
+    let fields = "common_http_protocol_options: { max_connection_duration: 1s }\n          drain_timeout: 1s\n          delayed_close_timeout: 0s";
+    let seen = same_on_both(fields, async |proxy: &Proxy| {
         let (h1, h2) = tokio::join!(idle_close(proxy.port, false, 5000), h2_frames_until_goaway(proxy.port));
-        results.push(format!("HTTP/1.1 {h1}; HTTP/2 {h2}"));
-    }
-    assert_eq!(results[0], results[1], "Envoy (left), weft-proxy (right)");
-    assert_eq!(results[1], "HTTP/1.1 closed after about 2s; HTTP/2 GOAWAY after about 1s");
+        format!("HTTP/1.1 {h1}; HTTP/2 {h2}")
+    })
+    .await;
+    assert_eq!(seen, "HTTP/1.1 closed after about 2s; HTTP/2 GOAWAY after about 1s");
 }
 
 /// `max_request_headers_kb` replaces the 60 KiB request header limit:
@@ -219,11 +202,7 @@ async fn connections_drain_at_their_max_duration_like_envoy() {
 /// on Envoy.
 #[tokio::test]
 async fn the_request_header_limit_follows_the_manager_like_envoy() {
-    let up = Upstream::start("up").await;
-    let small = SIMPLE.replace("stat_prefix: main", "stat_prefix: main\n          max_request_headers_kb: 2");
-    let mut results = Vec::new();
-    for kind in Kind::BOTH {
-        let proxy = Proxy::start(kind, &small, &[&up]).await.expect("start");
+    let seen = same_on_both("max_request_headers_kb: 2", async |proxy: &Proxy| {
         let mut outcome = Vec::new();
         for size in [1000, 3000] {
             let req = weft_e2e::Request::get("/").header("x-big", &"a".repeat(size));
@@ -231,11 +210,11 @@ async fn the_request_header_limit_follows_the_manager_like_envoy() {
             let h2 = weft_e2e::client::send_h2c(proxy.port, &req).await.map(|r| r.status).map_err(|_| "reset");
             outcome.push(format!("{size} bytes: HTTP/1.1 {h1:?}, HTTP/2 {h2:?}"));
         }
-        results.push(outcome);
-    }
-    assert_eq!(results[0], results[1], "Envoy (left), weft-proxy (right)");
-    assert_eq!(results[1][0], "1000 bytes: HTTP/1.1 Ok(200), HTTP/2 Ok(200)");
-    assert_eq!(results[1][1], "3000 bytes: HTTP/1.1 Ok(431), HTTP/2 Err(\"reset\")");
+        outcome
+    })
+    .await;
+    assert_eq!(seen[0], "1000 bytes: HTTP/1.1 Ok(200), HTTP/2 Ok(200)");
+    assert_eq!(seen[1], "3000 bytes: HTTP/1.1 Ok(431), HTTP/2 Err(\"reset\")");
 }
 
 /// Opens an HTTP/2 connection (prior knowledge) that sends nothing but
@@ -283,11 +262,7 @@ async fn h2_frames_until_goaway(port: u16) -> String {
 /// an HTTP/2 client gets a GOAWAY after that many streams.
 #[tokio::test]
 async fn max_requests_per_connection_closes_downstream_connections_like_envoy() {
-    let up = Upstream::start("up").await;
-    let two = SIMPLE.replace("stat_prefix: main", "stat_prefix: main\n          common_http_protocol_options: { max_requests_per_connection: 2 }");
-    let mut results = Vec::new();
-    for kind in Kind::BOTH {
-        let proxy = Proxy::start(kind, &two, &[&up]).await.expect("start");
+    let seen = same_on_both("common_http_protocol_options: { max_requests_per_connection: 2 }", async |proxy: &Proxy| {
         let mut tcp = TcpStream::connect(("127.0.0.1", proxy.port)).await.expect("connect");
         let mut outcome = Vec::new();
         for path in ["/one", "/two", "/three"] {
@@ -309,11 +284,27 @@ async fn max_requests_per_connection_closes_downstream_connections_like_envoy() 
         }
         let closed = tokio::time::timeout(Duration::from_secs(3), conn).await.is_ok();
         outcome.push(format!("h2 connection closed by the proxy: {closed}"));
-        results.push(outcome);
+        outcome
+    })
+    .await;
+    assert!(seen[1].contains("connection=close") && seen[2] == "closed", "{seen:?}");
+    assert_eq!(seen[5], "h2 connection closed by the proxy: true");
+}
+
+/// Runs `observe` on Envoy and on weft-proxy, each started on `SIMPLE`
+/// with the connection manager `fields` (YAML lines) added; asserts they
+/// saw the same, and returns it.
+async fn same_on_both<T: PartialEq + std::fmt::Debug>(fields: &str, observe: impl AsyncFn(&Proxy) -> T) -> T {
+    let up = Upstream::start("up").await;
+    let template = SIMPLE.replace("stat_prefix: main", &format!("stat_prefix: main\n          {fields}"));
+    let mut results = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &template, &[&up]).await.expect("start");
+        results.push(observe(&proxy).await);
     }
-    assert_eq!(results[0], results[1], "Envoy (left), weft-proxy (right)");
-    assert!(results[1][1].contains("connection=close") && results[1][2] == "closed", "{:?}", results[1]);
-    assert_eq!(results[1][5], "h2 connection closed by the proxy: true");
+    let weft = results.pop().expect("weft-proxy's");
+    assert_eq!(results[0], weft, "Envoy (left), weft-proxy (right)");
+    weft
 }
 
 /// Serves one request on a new connection, then says when the proxy
