@@ -43,16 +43,18 @@ build: deps
 	$(CARGO) build --workspace --bins
 
 # Fuzz targets (fuzz/): the config loader, request routing, the TLS
-# ClientHello reader and our HTTP/1.1 codecs, bounded.
+# ClientHello reader, our HTTP/1.1 codecs and HTTP/2 server, bounded.
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
-	mkdir -p fuzz/corpus/config_load fuzz/corpus/request_routing fuzz/corpus/client_hello fuzz/corpus/http1_codec
+	mkdir -p fuzz/corpus/config_load fuzz/corpus/request_routing fuzz/corpus/client_hello fuzz/corpus/http1_codec fuzz/corpus/http2_server
 	cp config/samples/proxy/*.yaml e2e/tests/all/bootstraps/*.yaml fuzz/corpus/config_load/
 	cd fuzz && $(FUZZ) run --sanitizer none -O config_load corpus/config_load -- -max_total_time=$(FUZZ_SECONDS) -rss_limit_mb=4096
 	cd fuzz && $(FUZZ) run --sanitizer none -O request_routing corpus/request_routing -- -max_total_time=$(FUZZ_SECONDS)
 	cd fuzz && $(FUZZ) run --sanitizer none -O client_hello corpus/client_hello -- -max_total_time=$(FUZZ_SECONDS)
 	cp fuzz/seeds/http1_codec/* fuzz/corpus/http1_codec/
 	cd fuzz && $(FUZZ) run --sanitizer none -O http1_codec corpus/http1_codec -- -max_total_time=$(FUZZ_SECONDS)
+	cp fuzz/seeds/http2_server/* fuzz/corpus/http2_server/
+	cd fuzz && $(FUZZ) run --sanitizer none -O http2_server corpus/http2_server -- -max_total_time=$(FUZZ_SECONDS)
 
 # proxy-wasm plugins (wasm-sdk/) to target/wasm/*.wasm, for the e2e tests.
 # rustup's wasm32 targets when they are installed; otherwise Debian's

@@ -10,6 +10,7 @@
 pub mod bootstrap;
 pub mod client;
 pub mod demo;
+pub mod h2_raw;
 pub mod mesh;
 pub mod pki;
 pub mod proxy;

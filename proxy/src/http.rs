@@ -6,7 +6,7 @@
 //!                                                              └─ forward (retries, timeouts) ─► upstream
 //! ```
 //! HTTP/1.1 is read and written by our own codec (`downstream::h1`);
-//! HTTP/2 (h2c and ALPN) by Pingora, which hands us one `ServerSession` per
+//! HTTP/2 (h2c and ALPN) by our server on the `h2` crate, one session per
 //! stream (`h2_connection` decides when the connection drains). Both reach
 //! the code here as a `downstream::Downstream`.
 
@@ -28,7 +28,6 @@ use std::sync::Arc;
 
 use arc_swap::ArcSwap;
 use http::header::{self, HeaderValue};
-use pingora_core::apps::HttpServerOptions;
 use downstream::Downstream;
 use pingora_core::server::ShutdownWatch;
 use pingora_http::RequestHeader;
@@ -50,7 +49,9 @@ pub use local::LocalReply;
 /// config change; requests in flight keep the snapshot they started with.
 pub struct HttpProxy {
     pub manager: ArcSwap<HttpManager>,
-    options: HttpServerOptions,
+    /// Envoy's codec_type AUTO: HTTP/2 with prior knowledge on cleartext
+    /// too. Fixed per listener: a codec change replaces the listener.
+    h2c: bool,
     /// Set when the listener was replaced: connections close after their
     /// current request.
     draining: AtomicBool,
@@ -61,15 +62,11 @@ pub struct HttpProxy {
 
 impl HttpProxy {
     pub fn new(manager: Arc<HttpManager>) -> Self {
-        let mut options = HttpServerOptions::default();
-        // Envoy's codec_type AUTO accepts HTTP/2 prior knowledge on cleartext.
-        // Fixed per listener: a codec change replaces the listener.
-        options.h2c = manager.h2c;
         // The idle timeout: HTTP/1.1 connections read it per connection,
         // HTTP/2 ones count their streams (see `serve`).
         HttpProxy {
+            h2c: manager.h2c,
             manager: ArcSwap::new(manager),
-            options,
             draining: AtomicBool::new(false),
             drained: tokio::sync::watch::Sender::new(false),
         }
@@ -86,7 +83,7 @@ impl HttpProxy {
         let state = ConnectionState::default();
         let http2 = if stream.get_ssl_digest().is_some() {
             matches!(stream.selected_alpn_proto(), Some(ALPN::H2))
-        } else if self.options.h2c {
+        } else if self.h2c {
             // HTTP/2 with prior knowledge starts with its preface.
             let mut preface = [0u8; H2_PREFACE.len()];
             match stream.try_peek(&mut preface).await {
@@ -149,7 +146,7 @@ impl HttpProxy {
         }
         // HTTP/1.1's codec refuses these while it reads the header (431 past
         // Envoy's header size limit, 400 for both framings at once or
-        // conflicting lengths); Pingora's HTTP/2 session is checked here.
+        // conflicting lengths); an HTTP/2 stream's are checked here.
         // Past the header size limit Envoy's HTTP/2 codec resets the
         // stream: so does ours, by leaving it unanswered.
         let manager = self.manager.load_full();

@@ -57,3 +57,71 @@ async fn malformed_requests_are_refused_like_envoy() {
         assert_eq!(ok.status, 200, "{kind:?} after malformed input");
     }
 }
+
+/// Malformed HTTP/2 requests, written frame by frame: each stream is
+/// reset with PROTOCOL_ERROR, nothing reaches the upstream, and the proxy
+/// goes on serving.
+///
+/// Deliberate differences, asserted here: Envoy by default closes the
+/// whole connection at a malformed request; weft-proxy resets the stream,
+/// as Envoy does with `override_stream_error_on_invalid_http_message`
+/// (which Envoy runs with here). An uppercase header name or an unknown
+/// pseudo-header is a connection error in our codec (`h2`): GOAWAY with
+/// PROTOCOL_ERROR where Envoy resets the stream.
+#[tokio::test]
+async fn malformed_http2_requests_are_refused_like_envoy() {
+    let up = Upstream::start("up").await;
+    let base = [(":method", "GET"), (":scheme", "http"), (":authority", "a"), (":path", "/")];
+    let with = |edits: &[(&'static str, &'static str)]| -> Vec<(&'static str, &'static str)> {
+        let mut fields: Vec<_> = base.iter().filter(|(k, _)| !edits.iter().any(|(e, _)| e == k)).copied().collect();
+        fields.extend(edits.iter().filter(|(_, v)| !v.is_empty()));
+        fields
+    };
+    let cases: Vec<(&str, Vec<(&str, &str)>)> = vec![
+        ("space in :path", with(&[(":path", "/a b")])),
+        ("CR in :path", with(&[(":path", "/a\rb")])),
+        ("absolute-form :path", with(&[(":path", "http://a/x")])),
+        ("empty :path", with(&[(":path", "")])),
+        ("* for GET", with(&[(":path", "*")])),
+        ("no authority", vec![(":method", "GET"), (":scheme", "http"), (":path", "/")]),
+        ("user info", with(&[(":authority", "u@a")])),
+        ("two hosts", vec![(":method", "GET"), (":scheme", "http"), (":path", "/"), ("host", "a"), ("host", "b")]),
+        ("connection header", with(&[("connection", "close")])),
+        ("te other than trailers", with(&[("te", "gzip")])),
+        ("pseudo-header after a field", vec![(":method", "GET"), (":scheme", "http"), ("x-a", "1"), (":path", "/"), (":authority", "a")]),
+        ("no :method", vec![(":scheme", "http"), (":authority", "a"), (":path", "/")]),
+        ("content-length without a body", with(&[("content-length", "3")])),
+        ("two content-lengths", with(&[("content-length", "0"), ("content-length", "1")])),
+    ];
+    let codec_differs = [("uppercase name", with(&[("X-Up", "1")])), ("unknown pseudo-header", with(&[(":foo", "1")]))];
+    let stream_errors = SIMPLE.replacen(
+        "stat_prefix: ",
+        "http2_protocol_options: { override_stream_error_on_invalid_http_message: true }\n          stat_prefix: ",
+        1,
+    );
+    assert_ne!(stream_errors, SIMPLE);
+    let mut answers = Vec::new();
+    for kind in Kind::BOTH {
+        let template = if kind == Kind::Envoy { &stream_errors } else { SIMPLE };
+        let proxy = Proxy::start(kind, template, &[&up]).await.expect("start");
+        up.take();
+        let mut seen = Vec::new();
+        for (name, fields) in cases.iter().chain(&codec_differs) {
+            seen.push((*name, weft_e2e::h2_raw::send(proxy.port, fields).await));
+        }
+        assert_eq!(up.count(), 0, "{kind:?}: a malformed request reached the upstream");
+        // `host` beside `:authority` need not match it.
+        assert_eq!(weft_e2e::h2_raw::send(proxy.port, &with(&[("host", "b")])).await, "status 200", "{kind:?}");
+        let upstream = up.take();
+        answers.push((seen, upstream.iter().map(crate::describe).collect::<Vec<_>>()));
+    }
+    let (envoy, weft) = (&answers[0], &answers[1]);
+    assert_eq!(envoy.1, weft.1, "what the upstream saw: left Envoy, right weft-proxy");
+    for (i, ((name, e), (_, w))) in envoy.0.iter().zip(&weft.0).enumerate() {
+        if i < cases.len() {
+            assert_eq!((e.as_str(), w.as_str()), ("reset 1", "reset 1"), "{name}: left Envoy, right weft-proxy");
+        } else {
+            assert_eq!((e.as_str(), w.as_str()), ("reset 1", "goaway 1"), "{name}: left Envoy, right weft-proxy");
+        }
+    }
+}

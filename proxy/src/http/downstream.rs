@@ -1,15 +1,15 @@
 //! The downstream side of one request, whichever codec carries it: our own
-//! HTTP/1.1 codec (`h1`, plaintext and TLS) or Pingora's HTTP/2 session
-//! (h2c and ALPN `h2`). The connection manager and the router see only
-//! this.
+//! HTTP/1.1 codec (`h1`, plaintext and TLS) or our HTTP/2 session on the
+//! `h2` crate (`h2`: h2c and ALPN `h2`). The connection manager and the
+//! router see only this.
 
 pub mod h1;
+pub mod h2;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use pingora_core::protocols::http::{HttpTask, ServerSession};
 use pingora_core::protocols::tls::SslDigest;
 use pingora_http::{RequestHeader, ResponseHeader};
 
@@ -24,7 +24,7 @@ pub struct Fragment;
 
 pub enum Downstream {
     H1(h1::Server),
-    H2(ServerSession),
+    H2(h2::Server),
 }
 
 impl Downstream {
@@ -33,10 +33,8 @@ impl Downstream {
     pub async fn read_request(&mut self) -> Result<bool, u16> {
         match self {
             Downstream::H1(s) => s.read_request().await.map_err(|h1::BadRequest(status)| status),
-            Downstream::H2(s) => s.read_request().await.map_err(|e| {
-                tracing::debug!(error = %e, "bad downstream request");
-                400
-            }),
+            // The stream's header is read before the stream is served.
+            Downstream::H2(_) => Ok(true),
         }
     }
 
@@ -48,8 +46,8 @@ impl Downstream {
     }
 
     /// The request as the router edits it. HTTP/1.1: moved out of the
-    /// codec (ours already has no header-case map); HTTP/2: a copy without
-    /// Pingora's case map (`routable_copy`).
+    /// codec (ours already has no header-case map); HTTP/2: a copy sized
+    /// for the router's additions (`routable_copy`).
     pub fn take_request(&mut self) -> RequestHeader {
         match self {
             Downstream::H1(s) => s.take_request(),
@@ -65,7 +63,7 @@ impl Downstream {
     pub fn client_addr(&self) -> Option<SocketAddr> {
         match self {
             Downstream::H1(s) => s.peer(),
-            Downstream::H2(s) => s.client_addr().and_then(|a| a.as_inet()).copied(),
+            Downstream::H2(s) => s.peer().client,
         }
     }
 
@@ -73,7 +71,7 @@ impl Downstream {
     pub fn server_addr(&self) -> Option<SocketAddr> {
         match self {
             Downstream::H1(s) => s.local(),
-            Downstream::H2(s) => s.server_addr().and_then(|a| a.as_inet()).copied(),
+            Downstream::H2(s) => s.peer().server,
         }
     }
 
@@ -81,7 +79,7 @@ impl Downstream {
     pub fn ssl_digest(&self) -> Option<&Arc<SslDigest>> {
         match self {
             Downstream::H1(s) => s.ssl(),
-            Downstream::H2(s) => s.digest().and_then(|d| d.ssl_digest.as_ref()),
+            Downstream::H2(s) => s.peer().ssl.as_ref(),
         }
     }
 
@@ -96,7 +94,16 @@ impl Downstream {
     pub async fn read_request_body(&mut self) -> Result<Option<Bytes>, Error> {
         match self {
             Downstream::H1(s) => Ok(s.read_body().await?),
-            Downstream::H2(s) => Ok(s.read_request_body().await?),
+            Downstream::H2(s) => Ok(s.read_body().await?),
+        }
+    }
+
+    /// The request's trailers, once its body has been read to its end
+    /// (HTTP/2 only: Envoy's HTTP/1 codec drops them by default).
+    pub fn take_request_trailers(&mut self) -> Option<http::HeaderMap> {
+        match self {
+            Downstream::H1(_) => None,
+            Downstream::H2(s) => s.take_trailers(),
         }
     }
 
@@ -113,22 +120,7 @@ impl Downstream {
     ) -> Result<(), Error> {
         match self {
             Downstream::H1(s) => Ok(s.respond(header, body, end).await?),
-            Downstream::H2(s) => {
-                let mut tasks = Vec::with_capacity(3);
-                // The stream ends with the last of header, body and trailers.
-                let last = end && trailers.is_none();
-                if let Some(h) = header {
-                    tasks.push(HttpTask::Header(h, last && body.is_none()));
-                }
-                if body.is_some() || last {
-                    tasks.push(HttpTask::Body(body, last));
-                }
-                if let Some(t) = trailers.filter(|_| end) {
-                    tasks.push(HttpTask::Trailer(Some(Box::new(t))));
-                }
-                s.response_duplex_vec(tasks).await?;
-                Ok(())
-            }
+            Downstream::H2(s) => Ok(s.respond(header, body, end, trailers).await?),
         }
     }
 
@@ -154,7 +146,8 @@ impl Downstream {
     pub fn disable_keepalive(&mut self) {
         match self {
             Downstream::H1(s) => s.disable_keepalive(),
-            Downstream::H2(s) => s.set_keepalive(None),
+            // An HTTP/2 connection drains as a whole (`h2_connection`).
+            Downstream::H2(_) => {}
         }
     }
 
@@ -162,9 +155,7 @@ impl Downstream {
     pub async fn respond_error(&mut self, status: u16) {
         match self {
             Downstream::H1(s) => s.respond_error(status).await,
-            Downstream::H2(s) => {
-                let _ = s.respond_error(status).await;
-            }
+            Downstream::H2(s) => s.respond_error(status).await,
         }
     }
 

@@ -1,12 +1,13 @@
-//! An HTTP/2 downstream connection. Pingora's HTTP/2 server accepts its
-//! streams and hands each to `Connection`, which serves it like an
-//! HTTP/1.1 request; we decide when the connection drains (Pingora then
-//! sends GOAWAY, lets the open streams finish and closes):
+//! An HTTP/2 downstream connection. Our HTTP/2 server (`downstream::h2`)
+//! accepts its streams and hands each to `Connection`, which serves it
+//! like an HTTP/1.1 request in a task of its own; we decide when the
+//! connection drains (the server then sends GOAWAY, lets the open streams
+//! finish and closes):
 //!
 //! ```text
 //!  shutdown ─────────────┐
 //!  listener replaced ────┤
-//!  idle timeout, no stream open ─┼─► closing ─► Pingora: GOAWAY, streams finish, close
+//!  idle timeout, no stream open ─┼─► closing ─► GOAWAY, streams finish, close
 //!  max_requests_per_connection ──┤
 //!  max_connection_duration ──────┘
 //! ```
@@ -15,14 +16,11 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use async_trait::async_trait;
-use pingora_core::apps::{HttpServerApp, HttpServerOptions, ReusedHttpStream, ServerApp};
-use pingora_core::protocols::http::ServerSession;
 use pingora_core::protocols::Stream;
 use pingora_core::server::ShutdownWatch;
 use tokio::sync::watch;
 
-use super::downstream::Downstream;
+use super::downstream::{h2, Downstream};
 use super::HttpProxy;
 use crate::filter::ConnectionState;
 
@@ -32,13 +30,15 @@ pub async fn serve(proxy: Arc<HttpProxy>, stream: Stream, state: ConnectionState
     let (closing, watch) = watch::channel(false);
     let (mut shutdown, mut drained) = (shutdown.clone(), proxy.drained.subscribe());
     // Read once, as an HTTP/1.1 connection reads its limits.
-    let (idle, max_duration, max_requests) = {
+    let (idle, max_duration, max_requests, max_header_bytes) = {
         let manager = proxy.manager.load();
-        (manager.idle_timeout, manager.max_connection_duration, manager.max_requests_per_connection)
+        (manager.idle_timeout, manager.max_connection_duration, manager.max_requests_per_connection, manager.max_request_header_bytes)
     };
     let opened = AtomicU32::new(0);
-    let connection = Arc::new(Connection { proxy, state, streams: streams.clone(), opened, max_requests, closing: closing.clone() });
-    let served = connection.process_new(stream, &watch);
+    let connection = Arc::new(Connection { proxy, state, streams: streams.clone(), opened, max_requests, closing: closing.clone(), shutdown: shutdown.clone() });
+    let served = h2::accept(stream, max_header_bytes, watch, |server| {
+        tokio::spawn(connection.clone().serve_stream(server));
+    });
     tokio::pin!(served);
     tokio::select! {
         _ = &mut served => return,
@@ -50,7 +50,7 @@ pub async fn serve(proxy: Arc<HttpProxy>, stream: Stream, state: ConnectionState
         () = tokio::time::sleep(max_duration.unwrap_or_default()), if max_duration.is_some() => {}
     }
     closing.send_replace(true);
-    let _ = served.await;
+    served.await;
 }
 
 /// Returns once an HTTP/2 connection has had no stream open for `idle`
@@ -68,9 +68,8 @@ async fn idle_for(mut streams: watch::Receiver<usize>, idle: Duration) {
     }
 }
 
-/// One HTTP/2 downstream connection: Pingora calls it for each of its
-/// streams (concurrently), so the requests share the connection's filter
-/// state.
+/// One HTTP/2 downstream connection: each of its streams is served in a
+/// task of its own, and the requests share the connection's filter state.
 struct Connection {
     proxy: Arc<HttpProxy>,
     state: ConnectionState,
@@ -79,8 +78,9 @@ struct Connection {
     /// Streams opened so far, for max_requests_per_connection.
     opened: AtomicU32,
     max_requests: Option<u32>,
-    /// Makes Pingora drain the connection (GOAWAY).
+    /// Makes the server drain the connection (GOAWAY).
     closing: watch::Sender<bool>,
+    shutdown: ShutdownWatch,
 }
 
 /// Counts a stream as open for as long as it lives.
@@ -99,30 +99,19 @@ impl Drop for OpenStream<'_> {
     }
 }
 
-#[async_trait]
-impl HttpServerApp for Connection {
-    async fn process_new_http(
-        self: &Arc<Self>,
-        session: ServerSession,
-        shutdown: &ShutdownWatch,
-    ) -> Option<ReusedHttpStream> {
+impl Connection {
+    async fn serve_stream(self: Arc<Self>, server: h2::Server) {
         let _open = OpenStream::new(&self.streams);
         let opened = self.opened.fetch_add(1, Ordering::Relaxed) + 1;
         if self.max_requests.is_some_and(|max| opened >= max) {
             self.closing.send_replace(true);
         }
-        let mut session = Downstream::H2(session);
-        let served = self.proxy.process_request(&mut session, shutdown, &self.state, false).await;
-        let Downstream::H2(session) = session else { return None };
-        let settings = pingora_core::apps::HttpPersistentSettings::for_session(&session);
-        match served {
-            true => session.finish().await.ok()?.map(|s| ReusedHttpStream::from_reusable_stream(s, settings)),
-            false => None,
+        let mut session = Downstream::H2(server);
+        let served = self.proxy.process_request(&mut session, &self.shutdown, &self.state, false).await;
+        let Downstream::H2(mut server) = session else { return };
+        // An aborted stream is reset: dropped without its end.
+        if served {
+            server.finish();
         }
     }
-
-    fn server_options(&self) -> Option<&HttpServerOptions> {
-        Some(&self.proxy.options)
-    }
 }
-
