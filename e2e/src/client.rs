@@ -13,6 +13,8 @@ pub struct Request {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Bytes,
+    /// Trailers after the body (HTTP/2 only; `to_bytes` leaves them out).
+    pub trailers: Vec<(String, String)>,
 }
 
 impl Request {
@@ -22,6 +24,7 @@ impl Request {
             path: path.into(),
             headers: vec![("host".into(), "example.com".into())],
             body: Bytes::new(),
+            trailers: Vec::new(),
         }
     }
 
@@ -39,6 +42,12 @@ impl Request {
 
     pub fn body(mut self, body: &str) -> Self {
         self.body = Bytes::from(body.to_string());
+        self
+    }
+
+    /// Ends the body with this trailer too (HTTP/2).
+    pub fn trailer(mut self, name: &str, value: &str) -> Self {
+        self.trailers.push((name.into(), value.into()));
         self
     }
 
@@ -228,7 +237,8 @@ pub async fn exchange_h2<S>(tcp: S, req: &Request, scheme: &str) -> anyhow::Resu
 where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
-    use http_body_util::{BodyExt, Full};
+    use hyper::body::Frame;
+    use http_body_util::{BodyExt, Full, StreamBody};
     use hyper_util::rt::{TokioExecutor, TokioIo};
     let (mut sender, conn) = hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp)).await?;
     let driver = tokio::spawn(conn);
@@ -237,7 +247,21 @@ where
     for (k, v) in req.headers.iter().filter(|(k, _)| !k.eq_ignore_ascii_case("host")) {
         builder = builder.header(k, v);
     }
-    let resp = sender.send_request(builder.body(Full::new(req.body.clone()))?).await?;
+    let body = if req.trailers.is_empty() {
+        Full::new(req.body.clone()).boxed()
+    } else {
+        let mut trailers = http::HeaderMap::new();
+        for (k, v) in &req.trailers {
+            trailers.append(http::HeaderName::from_bytes(k.as_bytes())?, http::HeaderValue::from_str(v)?);
+        }
+        let mut frames = Vec::new();
+        if !req.body.is_empty() {
+            frames.push(Ok::<_, std::convert::Infallible>(Frame::data(req.body.clone())));
+        }
+        frames.push(Ok(Frame::trailers(trailers)));
+        StreamBody::new(tokio_stream::iter(frames)).boxed()
+    };
+    let resp = sender.send_request(builder.body(body)?).await?;
     let status = resp.status().as_u16();
     let headers = pairs(resp.headers());
     let collected = resp.into_body().collect().await?;

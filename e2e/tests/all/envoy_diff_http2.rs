@@ -95,6 +95,38 @@ async fn trailers_pass_from_http2_upstreams_like_envoy() {
     assert!(upstream[0].contains("te: trailers"), "{upstream:?}");
 }
 
+/// An HTTP/2 client's request trailers: an HTTP/2 upstream gets them
+/// after the body (or after the header, when there is no body), an
+/// HTTP/1.1 upstream gets the body without them (Envoy's default, no
+/// `enable_trailers`), as from Envoy.
+#[tokio::test]
+async fn request_trailers_reach_http2_upstreams_like_envoy() {
+    let up = Upstream::start("up").await;
+    let with_body = Request::get("/up").method("POST").header("te", "trailers").body("payload").trailer("x-one", "1").trailer("x-two", "2");
+    let without_body = Request::get("/up").method("POST").trailer("grpc-timeout", "1S");
+    for protocol in [EXPLICIT_H2, ""] {
+        let template = bootstrap(protocol);
+        let mut seen = Vec::new();
+        for kind in Kind::BOTH {
+            let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
+            up.take();
+            let mut outcome = Vec::new();
+            for req in [&with_body, &without_body] {
+                let response = weft_e2e::client::send_h2c(proxy.port, req).await.expect("h2c request").normalized();
+                let upstream: Vec<String> = up.take().iter().map(crate::describe).collect();
+                outcome.push((response.status, upstream));
+            }
+            seen.push(outcome);
+        }
+        assert_eq!(seen[0], seen[1], "{protocol:?}: left Envoy, right weft-proxy");
+        let upstream = &seen[1][0].1[0];
+        let http2 = !protocol.is_empty();
+        assert_eq!(upstream.contains("trailer:x-one: 1\ntrailer:x-two: 2"), http2, "{upstream}");
+        assert!(upstream.ends_with("payload"), "{upstream}");
+        assert_eq!(seen[1][1].1[0].contains("trailer:grpc-timeout: 1S"), http2, "{:?}", seen[1][1]);
+    }
+}
+
 /// A cluster's `common_http_protocol_options`: `max_requests_per_connection`
 /// lets a connection go after that many requests (HTTP/1.1 and HTTP/2
 /// upstreams), `idle_timeout` one that was idle that long, and

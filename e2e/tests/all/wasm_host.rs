@@ -277,6 +277,37 @@ async fn response_trailers_reach_plugins_like_envoy() {
     assert_eq!((h1.body_str().as_str(), h1.trailers.len()), ("up", 0));
 }
 
+/// An HTTP/2 client's request trailers pass `proxy_on_request_trailers`:
+/// the probe adds and removes trailers on their way to the HTTP/2
+/// upstream, and a local reply from the callback answers the request; the
+/// same on both proxies.
+#[tokio::test]
+async fn request_trailers_reach_plugins_like_envoy() {
+    let up = Upstream::start("up").await;
+    let template = over_http2(&bootstrap(&probe(), CONFIGURED));
+    let tagged = Request::get("/t").method("POST").body("payload").trailer("x-keep", "1").trailer("x-extra", "gone");
+    let denied = Request::get("/t").method("POST").body("payload").trailer("x-deny", "1");
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
+        let mut outcome = Vec::new();
+        for req in [&tagged, &denied] {
+            let response = weft_e2e::client::send_h2c(proxy.port, req).await.expect("h2c request").normalized();
+            let upstream: Vec<String> = up.take().iter().map(crate::describe).collect();
+            outcome.push((response, upstream));
+        }
+        seen.push(outcome);
+    }
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    let upstream = &seen[1][0].1[0];
+    assert!(upstream.contains("trailer:x-keep: 1\ntrailer:x-wasm: tagged") && !upstream.contains("x-extra"), "{upstream}");
+    let (denied, upstream) = &seen[1][1];
+    assert_eq!((denied.status, denied.body_str().as_str()), (403, "denied by probe"));
+    // Envoy has sent the request upstream before its trailers: the
+    // upstream saw a request without them, then it was reset.
+    assert!(upstream.iter().all(|u| !u.contains("trailer:")), "{upstream:?}");
+}
+
 /// Unary gRPC callouts (tests/all/wasm/grpc.wat): what the upstream gRPC
 /// service receives, and how the plugin learns the reply or the status,
 /// the same on both proxies.

@@ -787,7 +787,9 @@ async fn send(
             // next hop see a body of unknown length).
             let header = Box::new(to_http2_upstream(header, tls));
             let mut pump = None;
-            match whole {
+            // A body that ends with trailers goes through the pump, which
+            // sends them.
+            match whole.filter(|_| body.trailers().is_none()) {
                 Some(whole) => {
                     h2.write_request_header(header, whole.is_empty()).map_err(up)?;
                     if !whole.is_empty() {

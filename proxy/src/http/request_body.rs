@@ -18,6 +18,11 @@
 //! A mirrored request's body streams to each mirror too, as Envoy's shadows
 //! do: every piece that goes upstream is also handed to the mirror's
 //! [`Tee`], and the mirror's own `RequestBody` reads it from its [`Feed`].
+//!
+//! An HTTP/2 client's request may end with trailers: they go through the
+//! plugins after the body and end the stream to an HTTP/2 upstream; an
+//! HTTP/1.1 upstream does not get them (Envoy's default, no
+//! `enable_trailers`), nor does a mirror.
 
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -166,6 +171,8 @@ pub struct RequestBody<'p> {
     stop: Option<Stop>,
     /// The mirrors' copies, handed each piece that goes upstream.
     tees: Vec<Tee>,
+    /// The client's trailers, once its body has ended with them.
+    trailers: Option<http::HeaderMap>,
 }
 
 impl RequestBody<'static> {
@@ -173,7 +180,18 @@ impl RequestBody<'static> {
     pub fn whole(body: Bytes) -> Self {
         let kept_len = body.len();
         let kept = if body.is_empty() { Vec::new() } else { vec![body] };
-        RequestBody { kept, kept_len, ended: true, client_ended: true, overflowed: false, progress: None, plugins: None, stop: None, tees: Vec::new() }
+        RequestBody {
+            kept,
+            kept_len,
+            ended: true,
+            client_ended: true,
+            overflowed: false,
+            progress: None,
+            plugins: None,
+            stop: None,
+            tees: Vec::new(),
+            trailers: None,
+        }
     }
 }
 
@@ -192,6 +210,7 @@ impl<'p> RequestBody<'p> {
             plugins,
             stop: None,
             tees: Vec::new(),
+            trailers: None,
         }
     }
 
@@ -231,6 +250,12 @@ impl<'p> RequestBody<'p> {
         &self.kept
     }
 
+    /// The trailers the body ended with (after the plugins'), for an
+    /// HTTP/2 upstream.
+    pub fn trailers(&self) -> Option<&http::HeaderMap> {
+        self.trailers.as_ref()
+    }
+
     /// Takes the next piece off the source (`None`: its end).
     /// Cancel-safe.
     pub async fn read_raw(&mut self, source: &mut Source<'_>) -> Result<Option<Bytes>, Broken> {
@@ -239,6 +264,9 @@ impl<'p> RequestBody<'p> {
         }
         let raw = source.next().await?;
         self.client_ended = raw.is_none();
+        if let (true, Source::Client(session)) = (self.client_ended, source) {
+            self.trailers = session.take_request_trailers().filter(|t| !t.is_empty());
+        }
         if let Some(p) = self.progress {
             p.record(self.client_ended);
         }
@@ -249,13 +277,17 @@ impl<'p> RequestBody<'p> {
     /// what goes upstream now (`None` while they hold it, or at the end).
     pub async fn accept(&mut self, raw: Option<Bytes>) -> Result<Option<Bytes>, Broken> {
         let end = raw.is_none();
-        let out = match self.plugins.as_mut() {
-            Some(plugins) => plugins.body(raw, end).await.map_err(|stop| {
-                self.stop = Some(stop);
-                Broken::Plugin
-            })?,
-            None => raw,
-        };
+        let out = match (self.plugins.as_mut(), self.trailers.as_mut()) {
+            // The trailers end the body: what a plugin held goes on with
+            // them, after their callbacks.
+            (Some(plugins), Some(trailers)) if end => plugins.trailers(trailers).await.map(Some),
+            (Some(plugins), _) => plugins.body(raw, end).await,
+            (None, _) => Ok(raw),
+        }
+        .map_err(|stop| {
+            self.stop = Some(stop);
+            Broken::Plugin
+        })?;
         self.ended = end;
         let piece = out.filter(|p| !p.is_empty());
         if let Some(piece) = piece.as_ref().filter(|_| !self.tees.is_empty()) {
@@ -340,11 +372,21 @@ impl H2Pump {
         for piece in body.kept() {
             writer.send_data(piece.clone(), false).map_err(up)?;
         }
+        let mut pump = H2Pump { writer, pending: None, ending: false };
         if body.ended() {
-            writer.send_data(Bytes::new(), true).map_err(up)?;
+            pump.end(body)?;
             return Ok(None);
         }
-        Ok(Some(H2Pump { writer, pending: None, ending: false }))
+        Ok(Some(pump))
+    }
+
+    /// Ends the stream: with the body's trailers, or an empty DATA frame.
+    fn end(&mut self, body: &RequestBody) -> Result<(), Broken> {
+        let sent = match body.trailers() {
+            Some(trailers) => self.writer.send_trailers(trailers.clone()),
+            None => self.writer.send_data(Bytes::new(), true),
+        };
+        sent.map_err(|e| Broken::Upstream(e.into()))
     }
 
     /// Waits, cancel-safely, for what moves the body next: a piece from
@@ -376,7 +418,7 @@ impl H2Pump {
                 match body.accept(raw).await? {
                     Some(piece) => self.pending = Some(piece),
                     None if end => {
-                        self.writer.send_data(Bytes::new(), true).map_err(up)?;
+                        self.end(body)?;
                         return Ok(true);
                     }
                     None => {}
@@ -394,7 +436,10 @@ impl H2Pump {
                     self.pending = None;
                 }
                 let end = last && self.ending;
-                self.writer.send_data(piece, end).map_err(up)?;
+                self.writer.send_data(piece, end && body.trailers().is_none()).map_err(up)?;
+                if end && body.trailers().is_some() {
+                    self.end(body)?;
+                }
                 return Ok(end);
             }
         }

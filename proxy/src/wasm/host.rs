@@ -170,6 +170,8 @@ pub struct StreamData {
     pub request_body: Option<BytesMut>,
     pub response: Option<std::sync::Arc<ResponseHeader>>,
     pub response_body: Option<BytesMut>,
+    /// An HTTP/2 client's trailers, during `proxy_on_request_trailers`.
+    pub request_trailers: Option<http::HeaderMap>,
     /// An HTTP/2 upstream's trailers, during `proxy_on_response_trailers`.
     pub response_trailers: Option<http::HeaderMap>,
     pub info: std::sync::Arc<StreamInfo>,
@@ -189,6 +191,7 @@ impl StreamData {
             request_body: None,
             response: None,
             response_body: None,
+            request_trailers: None,
             response_trailers: None,
             info,
             local_reply: None,
@@ -855,9 +858,8 @@ fn headers_of(host: &mut Host, map: MapType) -> Option<Vec<(String, Bytes)>> {
         MapType::GrpcInitialMetadata | MapType::GrpcTrailingMetadata => {
             host.grpc_metadata.as_ref().filter(|(m, _)| *m == map).map(|(_, pairs)| pairs.clone())
         }
-        // Request trailers never reach the proxy (Pingora does not read
-        // them): an empty map.
-        MapType::RequestTrailers => Some(Vec::new()),
+        // Outside `proxy_on_request_trailers`: an empty map.
+        MapType::RequestTrailers => Some(host.stream()?.request_trailers.as_ref().map(pairs).unwrap_or_default()),
     }
 }
 
@@ -957,12 +959,13 @@ fn edit_headers(host: &mut Host, map: i32, op: Edit, key: &[u8], value: Option<&
             }
             Status::Ok
         }
-        Some(MapType::ResponseTrailers) => {
-            let Some(trailers) = stream.response_trailers.as_mut() else { return Status::NotFound };
+        Some(map @ (MapType::RequestTrailers | MapType::ResponseTrailers)) => {
+            let trailers = if map == MapType::RequestTrailers { &mut stream.request_trailers } else { &mut stream.response_trailers };
+            let Some(trailers) = trailers.as_mut() else { return Status::NotFound };
             edit_regular(trailers, op, name.as_ref(), value.as_ref());
             Status::Ok
         }
-        Some(_) => Status::Ok, // request trailers and callout maps: read-only here
+        Some(_) => Status::Ok, // callout maps: read-only here
         None => Status::BadArgument,
     }
 }

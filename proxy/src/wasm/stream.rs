@@ -218,6 +218,24 @@ impl Stream {
         }
     }
 
+    /// The request trailers (an HTTP/2 client's), as the plugin sees and
+    /// changes them; they end the request.
+    pub async fn request_trailers(&self, trailers: &mut http::HeaderMap) -> Outcome {
+        let mut data = Some(self.data_with(None, None));
+        let count = trailers.len();
+        if let Some(d) = data.as_mut() {
+            d.request_trailers = Some(std::mem::take(trailers));
+        }
+        let outcome = self.phase(&mut data, Phase::RequestTrailers, count, true).await;
+        *trailers = self.keep_request(data).request_trailers.unwrap_or_default();
+        match outcome {
+            Ok(Outcome::Buffer) => Outcome::Continue,
+            Ok(outcome) => outcome,
+            Err(()) if self.plugin.failure.failing_request_passes => Outcome::Continue,
+            Err(()) => Outcome::Reply(LocalReply::new(503, "")),
+        }
+    }
+
     /// The response headers, as the plugin sees and changes them.
     /// `Buffer`: the plugin holds them until it has seen the body.
     pub async fn response_headers(&self, resp: &mut ResponseHeader, end_of_stream: bool) -> Outcome {
@@ -393,15 +411,16 @@ fn local_reply(r: LocalResponse) -> LocalReply {
 
 /// Request body callbacks over the wasm streams of a request, in filter
 /// order (Envoy's decoder order). `buffered` is the body a plugin holds
-/// (StopIterationAndBuffer).
+/// (StopIterationAndBuffer); `holder` is that plugin.
 pub struct Decoder<'a> {
     streams: &'a [Stream],
     buffered: BytesMut,
+    holder: Option<usize>,
 }
 
 impl<'a> Decoder<'a> {
     pub fn new(streams: &'a [Stream]) -> Self {
-        Decoder { streams, buffered: BytesMut::new() }
+        Decoder { streams, buffered: BytesMut::new(), holder: None }
     }
 
     pub fn is_empty(&self) -> bool {
@@ -412,15 +431,42 @@ impl<'a> Decoder<'a> {
     /// what may go upstream now: nothing while a plugin buffers.
     pub async fn body(&mut self, chunk: Option<Bytes>, end_of_stream: bool) -> Result<Option<Bytes>, Stop> {
         append(&mut self.buffered, chunk);
-        for s in self.streams {
+        for (i, s) in self.streams.iter().enumerate() {
             match s.request_body(&mut self.buffered, end_of_stream).await {
                 Outcome::Continue => {}
-                Outcome::Buffer => return Ok(None),
+                Outcome::Buffer => {
+                    self.holder = Some(i);
+                    return Ok(None);
+                }
                 Outcome::Reply(r) => return Err(Stop::Reply(r)),
                 Outcome::Reset => return Err(Stop::Reset),
             }
         }
+        self.holder = None;
         Ok(Some(std::mem::take(&mut self.buffered).freeze()))
+    }
+
+    /// The request's trailers, which end it. As in Envoy, no body callback
+    /// says the body has ended: each plugin's trailers callback does, and
+    /// the plugins after one that held the body see it (not ending) first.
+    /// Returns the held body, to go upstream before the trailers.
+    pub async fn trailers(&mut self, trailers: &mut http::HeaderMap) -> Result<Bytes, Stop> {
+        let holder = self.holder.take();
+        for (i, s) in self.streams.iter().enumerate() {
+            if holder.is_some_and(|h| i > h) && !self.buffered.is_empty() {
+                match s.request_body(&mut self.buffered, false).await {
+                    Outcome::Continue | Outcome::Buffer => {}
+                    Outcome::Reply(r) => return Err(Stop::Reply(r)),
+                    Outcome::Reset => return Err(Stop::Reset),
+                }
+            }
+            match s.request_trailers(trailers).await {
+                Outcome::Continue | Outcome::Buffer => {}
+                Outcome::Reply(r) => return Err(Stop::Reply(r)),
+                Outcome::Reset => return Err(Stop::Reset),
+            }
+        }
+        Ok(std::mem::take(&mut self.buffered).freeze())
     }
 }
 

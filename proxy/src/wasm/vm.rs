@@ -83,6 +83,7 @@ struct Exports {
     response_headers: StreamFn,
     response_body: StreamFn,
     /// (context, number of trailers) → action.
+    request_trailers: F<(i32, i32), i32>,
     response_trailers: F<(i32, i32), i32>,
     http_call_response: F<(i32, i32, i32, i32, i32), ()>,
     /// (context, token, message size)
@@ -103,6 +104,7 @@ pub enum Phase {
     RequestHeaders,
     RequestBody,
     ResponseHeaders,
+    RequestTrailers,
     ResponseBody,
     ResponseTrailers,
 }
@@ -208,6 +210,7 @@ impl Vm {
             request_body: export!("proxy_on_request_body"),
             response_headers: export!("proxy_on_response_headers"),
             response_body: export!("proxy_on_response_body"),
+            request_trailers: export!("proxy_on_request_trailers"),
             response_trailers: export!("proxy_on_response_trailers"),
             http_call_response: export!("proxy_on_http_call_response"),
             grpc_receive: export!("proxy_on_grpc_receive"),
@@ -298,8 +301,12 @@ impl Vm {
             Phase::ResponseHeaders => |f| &f.response_headers,
             Phase::ResponseBody => |f| &f.response_body,
             // Trailers end the stream: no end_of_stream argument.
-            Phase::ResponseTrailers => {
-                let r = self.with_stream(data, context, |vm| vm.call(|f| &f.response_trailers, (context as i32, size as i32)));
+            Phase::RequestTrailers | Phase::ResponseTrailers => {
+                let pick: fn(&Exports) -> &F<(i32, i32), i32> = match phase {
+                    Phase::RequestTrailers => |f| &f.request_trailers,
+                    _ => |f| &f.response_trailers,
+                };
+                let r = self.with_stream(data, context, |vm| vm.call(pick, (context as i32, size as i32)));
                 return Ok(r?.map(Action::from_i32).unwrap_or(Action::Continue));
             }
         };

@@ -9,7 +9,8 @@
 ;; configuration as the stream property `probe_seen` and echoes it back as
 ;; `x-wasm-property` on the response; on the response trailers it adds
 ;; `x-wasm`, copies `grpc-status` to `x-wasm-grpc-status` and removes
-;; `x-extra`.
+;; `x-extra`; on the request trailers it adds `x-wasm`, removes `x-extra`
+;; and answers a trailer `x-deny` with the 403.
 (module
   (import "env" "proxy_add_header_map_value" (func $add (param i32 i32 i32 i32 i32) (result i32)))
   (import "env" "proxy_get_header_map_value" (func $get (param i32 i32 i32 i32 i32) (result i32)))
@@ -89,6 +90,16 @@
     (drop (call $add (i32.const 2) (i32.const 16) (i32.const 6) (global.get $config_ptr) (global.get $config_len)))
     (if (i32.eqz (call $get_property (i32.const 144) (i32.const 10) (i32.const 200) (i32.const 204)))
       (then (drop (call $add (i32.const 2) (i32.const 160) (i32.const 15) (i32.load (i32.const 200)) (i32.load (i32.const 204))))))
+    (i32.const 0))
+  ;; Request trailers (an HTTP/2 client's): tagged like the headers,
+  ;; `x-extra` removed, a trailer `x-deny` answered with the 403.
+  (func (export "proxy_on_request_trailers") (param i32 i32) (result i32)
+    (if (i32.eqz (call $get (i32.const 1) (i32.const 80) (i32.const 6) (i32.const 200) (i32.const 204)))
+      (then
+        (drop (call $reply (i32.const 403) (i32.const 320) (i32.const 13) (i32.const 96) (i32.const 15) (i32.const 0) (i32.const 0) (i32.const -1)))
+        (return (i32.const 1))))
+    (drop (call $add (i32.const 1) (i32.const 16) (i32.const 6) (global.get $config_ptr) (global.get $config_len)))
+    (drop (call $remove (i32.const 1) (i32.const 232) (i32.const 7)))
     (i32.const 0))
   (func (export "proxy_on_response_trailers") (param i32 i32) (result i32)
     (drop (call $add (i32.const 3) (i32.const 16) (i32.const 6) (global.get $config_ptr) (global.get $config_len)))
