@@ -108,6 +108,8 @@ pub struct ResponseEdits {
     /// The request is gRPC: a local reply goes as a gRPC trailers-only
     /// response, as Envoy sends it.
     pub grpc: bool,
+    /// The request is HEAD: that reply has no `grpc-message` (Envoy's).
+    pub head: bool,
 }
 
 #[derive(Debug)]
@@ -119,7 +121,7 @@ enum Edit {
 impl ResponseEdits {
     /// No edits yet, for `req`'s response.
     pub fn for_request(req: &RequestHeader) -> Self {
-        ResponseEdits { grpc: crate::http::is_grpc(req), ..Default::default() }
+        ResponseEdits { grpc: crate::http::is_grpc(req), head: req.method == http::Method::HEAD, ..Default::default() }
     }
 
     /// The request headers as they left the proxy, or as they were when a

@@ -36,6 +36,8 @@ fn requests() -> Vec<Request> {
     }
     // Not gRPC to Envoy: the plain local replies.
     out.extend(["application/grpc-web", "application/grpcx", "application/grpc;charset=utf-8", "text/plain"].map(|ct| grpc("/down", ct)));
+    // HEAD: the status without `grpc-message`.
+    out.push(Request::get("/down").method("HEAD").header("content-type", "application/grpc"));
     out
 }
 
@@ -50,6 +52,8 @@ async fn grpc_local_replies_match_envoy_over_http1() {
     assert_eq!(outcomes[1].response.header("grpc-message"), Some("a%25b%7E%C3%A9%09z"));
     assert_eq!(outcomes[2].response.header("grpc-status"), Some("9"));
     assert_eq!(outcomes[16].response.status, 503, "grpc-web is not gRPC");
+    let head = &outcomes[20].response;
+    assert_eq!((head.status, head.header("grpc-status"), head.header("grpc-message")), (200, Some("14"), None));
 }
 
 #[tokio::test]

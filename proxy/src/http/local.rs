@@ -71,10 +71,16 @@ impl LocalReply {
 
     async fn write(self, manager: &HttpManager, session: &mut Downstream, finish: Finish<'_>) -> Option<u16> {
         let mut resp = ResponseHeader::build_no_case(self.status, Some(4)).ok()?;
-        // A gRPC client gets the body as `grpc-message`, and no body.
-        let (mut body, grpc_message) = if finish.edits.grpc { (Bytes::new(), Some(self.body)) } else { (self.body, None) };
-        // Envoy ends an empty HTTP/2 reply on its headers, with no length.
-        if !(body.is_empty() && session.is_http2()) {
+        // A gRPC client gets the body as `grpc-message` (not for HEAD), and
+        // no body.
+        let (mut body, grpc_message) = match (finish.edits.grpc, finish.edits.head) {
+            (true, false) => (Bytes::new(), Some(self.body)),
+            (true, true) => (Bytes::new(), Some(Bytes::new())),
+            (false, _) => (self.body, None),
+        };
+        // Envoy ends an empty HTTP/2 reply on its headers, with no length;
+        // an empty reply to HEAD has none either (the codec frames it).
+        if !(body.is_empty() && (session.is_http2() || finish.edits.head)) {
             resp.insert_header(header::CONTENT_LENGTH, body.len().to_string())
                 .ok()?;
         }

@@ -350,8 +350,16 @@ impl Server {
             // Only the close tells the client where the body ends.
             self.keepalive = false;
         }
-        if self.framing == Framing::None && resp.headers.contains_key(header::TRANSFER_ENCODING) {
-            resp.remove_header(&header::TRANSFER_ENCODING);
+        if self.framing == Framing::None {
+            // As Envoy's codec frames it: a HEAD response without a length
+            // says `chunked` (what the GET would get, no body follows);
+            // 204 and 304 say neither.
+            let says_chunked = self.head && !http10 && status != http::StatusCode::NO_CONTENT && status != http::StatusCode::NOT_MODIFIED;
+            if says_chunked && !resp.headers.contains_key(header::CONTENT_LENGTH) {
+                header_map::insert(&mut *resp, header::TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+            } else {
+                resp.remove_header(&header::TRANSFER_ENCODING);
+            }
         }
         // Draining: the client is asked to close, and served until it does
         // or the drain ends.
