@@ -75,21 +75,14 @@ async fn trailers_pass_from_http2_upstreams_like_envoy() {
         .header("x-test-trailers", "grpc-status=0,grpc-message=fine,x-extra=1")
         .body("\0\0\0\0\0");
     let plain = Request::get("/t").header("x-test-trailers", "x-only=h2");
-    let mut seen = Vec::new();
-    for kind in Kind::BOTH {
-        let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
-        up.take();
-        let mut outcome = Vec::new();
-        for req in [&grpc, &plain] {
-            let h2 = weft_e2e::client::send_h2c(proxy.port, req).await.expect("h2c request").normalized();
-            let h1 = proxy.send(req).await.normalized();
-            let upstream: Vec<String> = up.take().iter().map(crate::describe).collect();
-            outcome.push((h2, h1, upstream));
-        }
-        seen.push(outcome);
-    }
+    let seen = on_both(&template, &up, &[&grpc, &plain], |port, req| async move {
+        let h2 = weft_e2e::client::send_h2c(port, req).await.expect("h2c request").normalized();
+        let h1 = weft_e2e::client::send(port, req).await.expect("request").normalized();
+        (h2, h1)
+    })
+    .await;
     assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
-    let (h2, h1, upstream) = &seen[1][0];
+    let ((h2, h1), upstream) = &seen[1][0];
     assert_eq!(h2.trailers, [("grpc-message", "fine"), ("grpc-status", "0"), ("x-extra", "1")].map(|(k, v)| (k.to_string(), v.to_string())));
     assert!(h1.trailers.is_empty() && h1.body_str() == "up", "{h1:?}");
     assert!(upstream[0].contains("te: trailers"), "{upstream:?}");
@@ -105,19 +98,10 @@ async fn request_trailers_reach_http2_upstreams_like_envoy() {
     let with_body = Request::get("/up").method("POST").header("te", "trailers").body("payload").trailer("x-one", "1").trailer("x-two", "2");
     let without_body = Request::get("/up").method("POST").trailer("grpc-timeout", "1S");
     for protocol in [EXPLICIT_H2, ""] {
-        let template = bootstrap(protocol);
-        let mut seen = Vec::new();
-        for kind in Kind::BOTH {
-            let proxy = Proxy::start(kind, &template, &[&up]).await.unwrap_or_else(|e| panic!("{e}"));
-            up.take();
-            let mut outcome = Vec::new();
-            for req in [&with_body, &without_body] {
-                let response = weft_e2e::client::send_h2c(proxy.port, req).await.expect("h2c request").normalized();
-                let upstream: Vec<String> = up.take().iter().map(crate::describe).collect();
-                outcome.push((response.status, upstream));
-            }
-            seen.push(outcome);
-        }
+        let seen = on_both(&bootstrap(protocol), &up, &[&with_body, &without_body], |port, req| async move {
+            weft_e2e::client::send_h2c(port, req).await.expect("h2c request").status
+        })
+        .await;
         assert_eq!(seen[0], seen[1], "{protocol:?}: left Envoy, right weft-proxy");
         let upstream = &seen[1][0].1[0];
         let http2 = !protocol.is_empty();
@@ -125,6 +109,27 @@ async fn request_trailers_reach_http2_upstreams_like_envoy() {
         assert!(upstream.ends_with("payload"), "{upstream}");
         assert_eq!(seen[1][1].1[0].contains("trailer:grpc-timeout: 1S"), http2, "{:?}", seen[1][1]);
     }
+}
+
+/// Sends each request through Envoy, then through weft-proxy: what `send`
+/// made of the response, and what the upstream saw of the request.
+async fn on_both<'r, T, F, Fut>(template: &str, up: &Upstream, requests: &[&'r Request], send: F) -> Vec<Vec<(T, Vec<String>)>>
+where
+    F: Fn(u16, &'r Request) -> Fut,
+    Fut: std::future::Future<Output = T>,
+{
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, template, &[up]).await.unwrap_or_else(|e| panic!("{e}"));
+        up.take();
+        let mut outcome = Vec::new();
+        for req in requests {
+            let observed = send(proxy.port, req).await;
+            outcome.push((observed, up.take().iter().map(crate::describe).collect()));
+        }
+        seen.push(outcome);
+    }
+    seen
 }
 
 /// A cluster's `common_http_protocol_options`: `max_requests_per_connection`
