@@ -14,6 +14,7 @@ const HEADERS: u8 = 0x1;
 const RST_STREAM: u8 = 0x3;
 const SETTINGS: u8 = 0x4;
 const GOAWAY: u8 = 0x7;
+const WINDOW_UPDATE: u8 = 0x8;
 const END_STREAM: u8 = 0x1;
 const END_HEADERS: u8 = 0x4;
 
@@ -113,4 +114,65 @@ fn string(block: &mut Vec<u8>, s: &[u8]) {
         block.push(len as u8);
     }
     block.extend_from_slice(s);
+}
+
+/// What a peer's side of an HTTP/2 connection announced in its first
+/// frames: SETTINGS values by identifier, and the connection window it
+/// opened (65 535 plus its first WINDOW_UPDATE on stream 0).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Announced {
+    pub settings: Vec<(u16, u32)>,
+    pub connection_window: u32,
+}
+
+impl Announced {
+    pub fn setting(&self, id: u16) -> Option<u32> {
+        self.settings.iter().find(|(i, _)| *i == id).map(|(_, v)| *v)
+    }
+}
+
+pub const MAX_CONCURRENT_STREAMS: u16 = 0x3;
+pub const INITIAL_WINDOW_SIZE: u16 = 0x4;
+
+/// Reads frames from `io` for up to `wait` (or until it closes): the
+/// first SETTINGS that is not an ACK, and the first stream-0
+/// WINDOW_UPDATE.
+pub async fn announced<S: tokio::io::AsyncRead + Unpin>(io: &mut S, wait: Duration) -> Announced {
+    let mut out = Announced { settings: Vec::new(), connection_window: 65_535 };
+    let (mut saw_settings, mut saw_window) = (false, false);
+    let deadline = tokio::time::Instant::now() + wait;
+    while !(saw_settings && saw_window) {
+        let mut head = [0u8; 9];
+        match tokio::time::timeout_at(deadline, io.read_exact(&mut head)).await {
+            Ok(Ok(_)) => {}
+            _ => break,
+        }
+        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+        let mut payload = vec![0u8; len];
+        if !matches!(tokio::time::timeout_at(deadline, io.read_exact(&mut payload)).await, Ok(Ok(_))) {
+            break;
+        }
+        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+        match head[3] {
+            SETTINGS if head[4] & 0x1 == 0 && !saw_settings => {
+                saw_settings = true;
+                out.settings = payload.chunks_exact(6).map(|c| (u16::from_be_bytes([c[0], c[1]]), u32::from_be_bytes([c[2], c[3], c[4], c[5]]))).collect();
+            }
+            WINDOW_UPDATE if stream == 0 && !saw_window && payload.len() >= 4 => {
+                saw_window = true;
+                out.connection_window += u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]) & 0x7fff_ffff;
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// What a server at `port` announces to a new h2c client.
+pub async fn server_announces(port: u16) -> Announced {
+    let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", port)).await else { return Announced { settings: Vec::new(), connection_window: 0 } };
+    let mut out = PREFACE.to_vec();
+    frame(&mut out, SETTINGS, 0, 0, &[]);
+    let _ = tcp.write_all(&out).await;
+    announced(&mut tcp, Duration::from_secs(1)).await
 }

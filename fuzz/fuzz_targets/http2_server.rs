@@ -11,7 +11,7 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use pingora_http::ResponseHeader;
 use tokio::io::AsyncWriteExt;
-use weft_proxy::http::downstream::h2::{accept, Server};
+use weft_proxy::http::downstream::h2::{accept, Limits, Server};
 
 fn runtime() -> &'static tokio::runtime::Runtime {
     static RT: OnceLock<tokio::runtime::Runtime> = OnceLock::new();
@@ -36,7 +36,8 @@ fuzz_target!(|data: &[u8]| {
         let _ = theirs.write_all(data).await;
         let _ = theirs.shutdown().await;
         let (_closing, watch) = tokio::sync::watch::channel(false);
-        let served = accept(Box::new(ours), 60 * 1024, watch, |server| {
+        let limits = Limits { max_header_bytes: 60 * 1024, options: Default::default() };
+        let served = accept(Box::new(ours), limits, watch, |server| {
             tokio::spawn(serve(server));
         });
         // The client's bytes end: the connection ends soon after (a

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod filter_chain;
 pub mod hash_policy;
 pub mod header;
+pub mod http2;
 pub mod listener;
 pub mod matcher;
 pub mod path_normalization;

@@ -136,6 +136,8 @@ pub struct Target<'a> {
     pub reuse: Reuse,
     /// The cluster's `upstream_connection_options.tcp_keepalive`.
     pub keepalive: Option<&'a socket2::TcpKeepalive>,
+    /// The cluster's HTTP/2 streams per connection and windows.
+    pub h2: crate::model::http2::Http2Options,
 }
 
 impl Target<'_> {
@@ -242,9 +244,17 @@ pub async fn connect(target: &Target<'_>) -> Result<Stream, ConnectError> {
 
 /// A stream on this worker's HTTP/2 connection to the target, opening the
 /// connection (and handshaking HTTP/2) when there is none or it is full.
+///
+/// Requests that find the connection full move on to the next one, made
+/// by the first of them: each round serves a connection's worth, so a
+/// burst of N requests takes N / max_concurrent_streams rounds (Envoy's
+/// pool likewise opens a connection per that many pending streams). The
+/// bound stops a server that takes no streams at all from making us
+/// open connections forever.
 async fn checkout_h2(target: &Target<'_>) -> Result<(Session, bool), ConnectError> {
+    const ROUNDS: usize = 64;
     let key = target.key();
-    for _ in 0..2 {
+    for _ in 0..ROUNDS {
         let pooled = H2.with(|h2| h2.borrow_mut().entry(key).or_default().clone());
         let mut made = false;
         let conn = pooled
@@ -253,7 +263,9 @@ async fn checkout_h2(target: &Target<'_>) -> Result<(Session, bool), ConnectErro
                 made = true;
                 let stream = connect(target).await?;
                 let mut settings = H2HandshakeSettings::new();
-                settings.max_streams = H2_MAX_STREAMS;
+                settings.max_streams = target.h2.max_concurrent_streams.map_or(H2_MAX_STREAMS, |n| n as usize);
+                settings.stream_window_size = target.h2.initial_stream_window_size;
+                settings.connection_window_size = target.h2.initial_connection_window_size;
                 let _ = pooled.made.set(Instant::now());
                 v2::handshake(stream, settings).await.map_err(|_| ConnectError::Tcp(String::new()))
             })

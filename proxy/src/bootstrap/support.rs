@@ -104,6 +104,7 @@ const SUPPORTED: &[(&str, &[&str])] = &[
             "path_with_escaped_slashes_action",
             "rds",
             "upgrade_configs",
+            "http2_protocol_options",
         ],
     ),
     ("envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager.UpgradeConfig", &["upgrade_type", "enabled"]),
@@ -386,7 +387,10 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.cluster.v3.UpstreamConnectionOptions", &["tcp_keepalive"]),
     ("envoy.config.core.v3.TcpKeepalive", &["keepalive_probes", "keepalive_time", "keepalive_interval"]),
     ("envoy.config.cluster.v3.Cluster.EdsClusterConfig", &["eds_config", "service_name"]),
-    ("envoy.config.core.v3.Http2ProtocolOptions", &[]),
+    (
+        "envoy.config.core.v3.Http2ProtocolOptions",
+        &["max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size"],
+    ),
     ("envoy.config.core.v3.Http1ProtocolOptions", &[]),
     ("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", &["explicit_http_config", "common_http_protocol_options"]),
     (

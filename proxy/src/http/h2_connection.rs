@@ -30,13 +30,14 @@ pub async fn serve(proxy: Arc<HttpProxy>, stream: Stream, state: ConnectionState
     let (closing, watch) = watch::channel(false);
     let (mut shutdown, mut drained) = (shutdown.clone(), proxy.drained.subscribe());
     // Read once, as an HTTP/1.1 connection reads its limits.
-    let (idle, max_duration, max_requests, max_header_bytes) = {
+    let (idle, max_duration, max_requests, limits) = {
         let manager = proxy.manager.load();
-        (manager.idle_timeout, manager.max_connection_duration, manager.max_requests_per_connection, manager.max_request_header_bytes)
+        let limits = h2::Limits { max_header_bytes: manager.max_request_header_bytes, options: manager.http2 };
+        (manager.idle_timeout, manager.max_connection_duration, manager.max_requests_per_connection, limits)
     };
     let opened = AtomicU32::new(0);
     let connection = Arc::new(Connection { proxy, state, streams: streams.clone(), opened, max_requests, closing: closing.clone(), shutdown: shutdown.clone() });
-    let served = h2::accept(stream, max_header_bytes, watch, |server| {
+    let served = h2::accept(stream, limits, watch, |server| {
         tokio::spawn(connection.clone().serve_stream(server));
     });
     tokio::pin!(served);

@@ -245,6 +245,8 @@ pub struct Cluster {
     /// Speak HTTP/2 to the hosts (`http2_protocol_options`, or
     /// `HttpProtocolOptions.explicit_http_config`): h2c, or ALPN h2 on TLS.
     pub http2: bool,
+    /// That HTTP/2's streams per connection and windows.
+    pub http2_options: super::http2::Http2Options,
     /// How connections are reused (`HttpProtocolOptions.common_http_protocol_options`).
     pub reuse: crate::upstream::Reuse,
     /// `upstream_connection_options.tcp_keepalive`: SO_KEEPALIVE, and the
@@ -276,6 +278,7 @@ impl Cluster {
             tls: self.tls.as_deref(),
             budget: None,
             reuse: self.reuse,
+            h2: self.http2_options,
             keepalive: self.tcp_keepalive.as_ref(),
         }
     }
@@ -454,7 +457,7 @@ impl Cluster {
             return Err(ConfigError::new(format!("{path}.connect_timeout"), "Invalid duration: Expected positive duration"));
         }
         let connect_timeout = c.connect_timeout.as_ref().map(duration).unwrap_or(Duration::from_secs(5));
-        let (http2, reuse) = protocol(c, path)?;
+        let (http2, http2_options, reuse) = protocol(c, path)?;
         Ok(Cluster {
             breakers: Breakers::compile(c.circuit_breakers.as_ref(), path)?,
             name: c.name.clone(),
@@ -469,6 +472,7 @@ impl Cluster {
             connect_timeout,
             tls: upstream_tls(c.transport_socket.as_ref(), &format!("{path}.transport_socket"), http2)?,
             http2,
+            http2_options,
             reuse,
             tcp_keepalive: c.upstream_connection_options.as_ref().and_then(|o| o.tcp_keepalive.as_ref()).map(keepalive),
             stats: stats(&c.name),
@@ -712,11 +716,14 @@ fn keepalive(k: &weft_envoy_api::pb::envoy::config::core::v3::TcpKeepalive) -> s
     out
 }
 
-/// Whether the cluster speaks HTTP/2 upstream, and how it reuses its
-/// connections.
-fn protocol(c: &xds_cluster::Cluster, path: &str) -> Result<(bool, crate::upstream::Reuse)> {
+/// Whether the cluster speaks HTTP/2 upstream (and with which options),
+/// and how it reuses its connections.
+fn protocol(c: &xds_cluster::Cluster, path: &str) -> Result<(bool, super::http2::Http2Options, crate::upstream::Reuse)> {
+    use super::http2::Http2Options;
     #[allow(deprecated)] // Envoy still honours the cluster-level field
-    let mut http2 = c.http2_protocol_options.is_some();
+    let cluster_level = c.http2_protocol_options.as_ref();
+    let mut http2 = cluster_level.is_some();
+    let mut h2_options = Http2Options::compile(cluster_level, &format!("{path}.http2_protocol_options"))?;
     let mut reuse = crate::upstream::Reuse::DEFAULT;
     for (name, any) in &c.typed_extension_protocol_options {
         let opath = format!("{path}.typed_extension_protocol_options[\"{name}\"]");
@@ -732,7 +739,10 @@ fn protocol(c: &xds_cluster::Cluster, path: &str) -> Result<(bool, crate::upstre
         use xds_http::http_protocol_options::UpstreamProtocolOptions;
         match options.upstream_protocol_options {
             Some(UpstreamProtocolOptions::ExplicitHttpConfig(e)) => match e.protocol_config {
-                Some(ProtocolConfig::Http2ProtocolOptions(_)) => http2 = true,
+                Some(ProtocolConfig::Http2ProtocolOptions(o)) => {
+                    http2 = true;
+                    h2_options = Http2Options::compile(Some(&o), &format!("{opath}.explicit_http_config.http2_protocol_options"))?;
+                }
                 Some(ProtocolConfig::HttpProtocolOptions(_)) => http2 = false,
                 _ => return Err(ConfigError::new(format!("{opath}.explicit_http_config"), "HTTP/1 or HTTP/2 is required (HTTP/3 is not supported by weft-proxy)")),
             },
@@ -744,7 +754,7 @@ fn protocol(c: &xds_cluster::Cluster, path: &str) -> Result<(bool, crate::upstre
             }
         }
     }
-    Ok((http2, reuse))
+    Ok((http2, h2_options, reuse))
 }
 
 /// A cluster's `transport_socket`: TLS, or plaintext (`raw_buffer`).

@@ -83,6 +83,8 @@ pub struct HttpManager {
     pub upgrades: super::upgrade::Upgrades,
     /// `normalize_path`, `merge_slashes`, `path_with_escaped_slashes_action`.
     pub path_normalization: super::path_normalization::PathNormalization,
+    /// `http2_protocol_options`: the downstream HTTP/2 connections' limits.
+    pub http2: super::http2::Http2Options,
 }
 
 impl Listener {
@@ -250,6 +252,7 @@ impl HttpManager {
             delayed_close_timeout: hcm.delayed_close_timeout.as_ref().map_or(Duration::from_secs(1), super::duration),
             upgrades: super::upgrade::Upgrades::compile_manager(&hcm.upgrade_configs, &format!("{path}.upgrade_configs"))?,
             path_normalization: super::path_normalization::PathNormalization::compile(hcm, path)?,
+            http2: super::http2::Http2Options::compile(hcm.http2_protocol_options.as_ref(), &format!("{path}.http2_protocol_options"))?,
         })
     }
 

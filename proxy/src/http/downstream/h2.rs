@@ -32,10 +32,11 @@ use pingora_core::protocols::Stream;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use crate::http::header_map;
+use crate::model::http2::Http2Options;
 
-/// Streams open at once on one connection (Pingora's bound; Envoy's
-/// default is unbounded).
-const MAX_CONCURRENT_STREAMS: u32 = 100;
+/// Streams open at once on one connection, unless configured: what Envoy
+/// 1.40 announces (Pingora's server allowed 100).
+const MAX_CONCURRENT_STREAMS: u32 = 1024;
 
 /// The codec's bound on a request's header list (Pingora's): the
 /// connection manager resets a stream past its own, usually smaller,
@@ -66,19 +67,38 @@ impl Peer {
     }
 }
 
+/// What the connection manager configures of its HTTP/2 connections.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// The connection manager's header limit (the codec decodes at least
+    /// that much).
+    pub max_header_bytes: usize,
+    /// `http2_protocol_options`: streams at once, windows (unset: the
+    /// `h2` crate's 65 535 bytes, HTTP/2's initial windows; Envoy's are
+    /// 16 and 24 MiB, buffered behind its watermarks, which we do not
+    /// have).
+    pub options: Http2Options,
+}
+
 /// Takes a connection's streams, each to `serve`, until the client closes
 /// it, it fails, or `closing` turns true: then GOAWAY, the open streams
-/// finish, and it closes. `max_header_bytes`: the connection manager's
-/// header limit (the codec decodes at least that much).
-pub async fn accept<F>(stream: Stream, max_header_bytes: usize, mut closing: tokio::sync::watch::Receiver<bool>, mut serve: F)
+/// finish, and it closes.
+pub async fn accept<F>(stream: Stream, limits: Limits, mut closing: tokio::sync::watch::Receiver<bool>, mut serve: F)
 where
     F: FnMut(Server),
 {
     let peer = Arc::new(Peer::of(&stream));
-    let handshake = h2::server::Builder::new()
-        .max_concurrent_streams(MAX_CONCURRENT_STREAMS)
-        .max_header_list_size(u32::try_from(max_header_bytes.max(MIN_HEADER_LIST_BYTES)).unwrap_or(u32::MAX))
-        .handshake::<_, Bytes>(stream);
+    let mut builder = h2::server::Builder::new();
+    builder
+        .max_concurrent_streams(limits.options.max_concurrent_streams.unwrap_or(MAX_CONCURRENT_STREAMS))
+        .max_header_list_size(u32::try_from(limits.max_header_bytes.max(MIN_HEADER_LIST_BYTES)).unwrap_or(u32::MAX));
+    if let Some(window) = limits.options.initial_stream_window_size {
+        builder.initial_window_size(window);
+    }
+    if let Some(window) = limits.options.initial_connection_window_size {
+        builder.initial_connection_window_size(window);
+    }
+    let handshake = builder.handshake::<_, Bytes>(stream);
     let mut conn = match handshake.await {
         Ok(conn) => conn,
         Err(e) => {
@@ -385,7 +405,8 @@ mod serve_tests {
         let (ours, theirs) = tokio::io::duplex(1 << 16);
         let (_closing, watch) = tokio::sync::watch::channel(false);
         let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel();
-        let server = tokio::spawn(accept(Box::new(ours), 60 * 1024, watch, move |mut server| {
+        let limits = Limits { max_header_bytes: 60 * 1024, options: Http2Options::default() };
+        let server = tokio::spawn(accept(Box::new(ours), limits, watch, move |mut server| {
             let seen = seen_tx.clone();
             tokio::spawn(async move {
                 let mut body = Vec::new();
