@@ -464,3 +464,25 @@ async fn a_stuck_mirror_holds_up_the_request_like_envoy() {
     assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
     assert_eq!(seen[1], "no answer within 3s");
 }
+
+/// An HTTP/2 client's request trailers on a mirrored route: the primary
+/// and the mirror (both HTTP/2) get them after the body, as from Envoy's
+/// shadow streams.
+#[tokio::test]
+async fn request_trailers_reach_the_mirror_like_envoy() {
+    let (up, shadow) = (Upstream::start("up").await, Upstream::start("shadow").await);
+    let template = mirrored(EXPLICIT_H2);
+    let req = weft_e2e::Request::get("/t").method("POST").body("payload").trailer("x-one", "1");
+    let mut seen = Vec::new();
+    for kind in Kind::BOTH {
+        let proxy = Proxy::start(kind, &template, &[&up, &shadow]).await.unwrap_or_else(|e| panic!("{e}"));
+        up.take();
+        shadow.take();
+        let status = weft_e2e::client::send_h2c(proxy.port, &req).await.expect("h2c request").status;
+        upstream_sees(&shadow, 1).await;
+        let trailers = |u: &Upstream| u.take().iter().map(|s| s.headers.iter().filter(|(k, _)| k.starts_with("trailer:")).map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>()).collect::<Vec<_>>();
+        seen.push((status, trailers(&up), trailers(&shadow)));
+    }
+    assert_eq!(seen[0], seen[1], "left Envoy, right weft-proxy");
+    assert_eq!(seen[1].1, [["trailer:x-one=1"]], "the primary");
+}

@@ -20,9 +20,9 @@
 //! [`Tee`], and the mirror's own `RequestBody` reads it from its [`Feed`].
 //!
 //! An HTTP/2 client's request may end with trailers: they go through the
-//! plugins after the body and end the stream to an HTTP/2 upstream; an
-//! HTTP/1.1 upstream does not get them (Envoy's default, no
-//! `enable_trailers`), nor does a mirror.
+//! plugins after the body and end the stream to an HTTP/2 upstream (a
+//! mirror's too); an HTTP/1.1 upstream does not get them (Envoy's
+//! default, no `enable_trailers`).
 
 use std::future::poll_fn;
 use std::sync::Arc;
@@ -81,24 +81,33 @@ impl Source<'_> {
 
 /// The router's end of a mirror's copy of the body.
 pub struct Tee {
-    pieces: mpsc::UnboundedSender<Bytes>,
+    pieces: mpsc::UnboundedSender<Piece>,
     /// Bytes the mirror may still fall behind by; closed when it is gone.
     room: Arc<Semaphore>,
 }
 
-/// The mirror's end: the pieces, then an empty one for the end. A feed
-/// whose tee went away without the end was abandoned (the client broke
-/// off, or a plugin ended the request).
+/// What goes down a mirror's copy: the body's pieces, then its end (with
+/// the request's trailers, if it had any).
+enum Piece {
+    Data(Bytes),
+    End(Option<http::HeaderMap>),
+}
+
+/// The mirror's end: the pieces, then the end. A feed whose tee went away
+/// without the end was abandoned (the client broke off, or a plugin ended
+/// the request).
 pub struct Feed {
-    pieces: mpsc::UnboundedReceiver<Bytes>,
+    pieces: mpsc::UnboundedReceiver<Piece>,
     room: Arc<Semaphore>,
+    /// The trailers the copy ended with.
+    trailers: Option<http::HeaderMap>,
 }
 
 /// A copy of a body on its way to a mirror.
 pub fn tee() -> (Tee, Feed) {
     let (tx, rx) = mpsc::unbounded_channel();
     let room = Arc::new(Semaphore::new(MIRROR_BUFFER_LIMIT));
-    (Tee { pieces: tx, room: room.clone() }, Feed { pieces: rx, room })
+    (Tee { pieces: tx, room: room.clone() }, Feed { pieces: rx, room, trailers: None })
 }
 
 /// The room a piece takes (one larger than the limit takes it all).
@@ -107,23 +116,31 @@ fn room_for(piece: &Bytes) -> u32 {
 }
 
 impl Tee {
-    /// Hands a piece (empty: the end) to the mirror once it has room for
-    /// it; `false` when the mirror has gone.
+    /// Hands a piece to the mirror once it has room for it; `false` when
+    /// the mirror has gone.
     async fn send(&self, piece: &Bytes) -> bool {
         match self.room.acquire_many(room_for(piece)).await {
             // Given back by the feed when the mirror takes the piece.
             Ok(taken) => taken.forget(),
             Err(_closed) => return false,
         }
-        self.pieces.send(piece.clone()).is_ok()
+        self.pieces.send(Piece::Data(piece.clone())).is_ok()
+    }
+
+    /// Ends the mirror's copy, with the request's trailers.
+    fn end(self, trailers: Option<http::HeaderMap>) {
+        let _ = self.pieces.send(Piece::End(trailers));
     }
 }
 
 impl Feed {
     async fn next(&mut self) -> Result<Option<Bytes>, Broken> {
         match self.pieces.recv().await {
-            Some(end) if end.is_empty() => Ok(None),
-            Some(piece) => {
+            Some(Piece::End(trailers)) => {
+                self.trailers = trailers;
+                Ok(None)
+            }
+            Some(Piece::Data(piece)) => {
                 self.room.add_permits(room_for(&piece) as usize);
                 Ok(Some(piece))
             }
@@ -264,8 +281,13 @@ impl<'p> RequestBody<'p> {
         }
         let raw = source.next().await?;
         self.client_ended = raw.is_none();
-        if let (true, Source::Client(session)) = (self.client_ended, source) {
-            self.trailers = session.take_request_trailers().filter(|t| !t.is_empty());
+        if self.client_ended {
+            self.trailers = match source {
+                Source::Client(session) => session.take_request_trailers(),
+                Source::Mirror(feed) => feed.trailers.take(),
+                Source::Whole => None,
+            }
+            .filter(|t| !t.is_empty());
         }
         if let Some(p) = self.progress {
             p.record(self.client_ended);
@@ -302,7 +324,7 @@ impl<'p> RequestBody<'p> {
         }
         if end {
             for tee in self.tees.drain(..) {
-                tee.send(&Bytes::new()).await;
+                tee.end(self.trailers.clone());
             }
         }
         let Some(piece) = piece else { return Ok(None) };
@@ -469,9 +491,12 @@ mod tests {
     async fn a_mirror_gets_every_piece_then_the_end() {
         let (tee, mut feed) = tee();
         assert!(tee.send(&piece(3)).await);
-        assert!(tee.send(&Bytes::new()).await);
+        let mut trailers = http::HeaderMap::new();
+        trailers.insert("x-t", http::HeaderValue::from_static("1"));
+        tee.end(Some(trailers.clone()));
         assert_eq!(feed.next().await.ok(), Some(Some(piece(3))));
         assert_eq!(feed.next().await.ok(), Some(None));
+        assert_eq!(feed.trailers, Some(trailers));
     }
 
     #[tokio::test]
