@@ -389,7 +389,12 @@ const SUPPORTED: &[(&str, &[&str])] = &[
     ("envoy.config.cluster.v3.Cluster.EdsClusterConfig", &["eds_config", "service_name"]),
     (
         "envoy.config.core.v3.Http2ProtocolOptions",
-        &["max_concurrent_streams", "initial_stream_window_size", "initial_connection_window_size"],
+        &[
+            "max_concurrent_streams",
+            "initial_stream_window_size",
+            "initial_connection_window_size",
+            "override_stream_error_on_invalid_http_message",
+        ],
     ),
     ("envoy.config.core.v3.Http1ProtocolOptions", &[]),
     ("envoy.extensions.upstreams.http.v3.HttpProtocolOptions", &["explicit_http_config", "common_http_protocol_options"]),

@@ -1,7 +1,10 @@
 //! `Http2ProtocolOptions`: the fields weft-proxy honours, on a connection
 //! manager (its downstream connections) and on a cluster (its upstream
 //! ones): how many streams a connection carries at once, and the
-//! flow-control windows we advertise.
+//! flow-control windows we advertise. A malformed message resets its
+//! stream, whatever the config: `override_stream_error_on_invalid_http_message`
+//! is taken when it says so (true) and refused when it asks for the
+//! whole connection to close (false).
 
 use weft_envoy_api::pb::envoy::config::core::v3 as xds_core;
 
@@ -24,6 +27,12 @@ const MIN_WINDOW: u32 = 65_535;
 impl Http2Options {
     pub fn compile(options: Option<&xds_core::Http2ProtocolOptions>, path: &str) -> Result<Http2Options> {
         let Some(o) = options else { return Ok(Http2Options::default()) };
+        if o.override_stream_error_on_invalid_http_message.as_ref().is_some_and(|v| !v.value) {
+            return Err(ConfigError::new(
+                format!("{path}.override_stream_error_on_invalid_http_message"),
+                "weft-proxy resets only the malformed stream; closing the connection (false) is not supported",
+            ));
+        }
         let within = |value: Option<&u32>, field: &str, min: u32| match value.copied() {
             Some(v) if !(min..=MAX).contains(&v) => Err(ConfigError::new(format!("{path}.{field}"), format!("value must be between {min} and {MAX}"))),
             v => Ok(v),
@@ -50,5 +59,11 @@ mod tests {
         o.max_concurrent_streams = Some(UInt32Value { value: 7 });
         let ok = Http2Options::compile(Some(&o), "c").expect("valid");
         assert_eq!((ok.max_concurrent_streams, ok.initial_stream_window_size, ok.initial_connection_window_size), (Some(7), Some(1 << 20), None));
+        use weft_envoy_api::pb::google::protobuf::BoolValue;
+        o.override_stream_error_on_invalid_http_message = Some(BoolValue { value: true });
+        assert!(Http2Options::compile(Some(&o), "c").is_ok(), "what we do");
+        o.override_stream_error_on_invalid_http_message = Some(BoolValue { value: false });
+        let e = Http2Options::compile(Some(&o), "c").expect_err("closing the connection");
+        assert!(e.to_string().starts_with("c.override_stream_error_on_invalid_http_message: "), "{e}");
     }
 }
