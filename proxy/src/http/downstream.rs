@@ -10,8 +10,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::header::{self, HeaderValue};
 use pingora_core::protocols::tls::SslDigest;
+use pingora_core::protocols::Stream;
 use pingora_http::{RequestHeader, ResponseHeader};
+
+use super::header_map;
 
 /// A failed read or write: the stream is aborted.
 pub type Error = Box<dyn std::error::Error + Send + Sync>;
@@ -21,6 +25,37 @@ pub type Error = Box<dyn std::error::Error + Send + Sync>;
 /// with 400, so the connection manager must know.
 #[derive(Debug, Clone, Copy)]
 pub struct Fragment;
+
+/// The client connection's facts, taken once when it is accepted (every
+/// request on it, or stream, reads them).
+#[derive(Default)]
+pub struct Peer {
+    /// The client's address (the socket's peer).
+    pub client: Option<SocketAddr>,
+    /// The address the client connected to.
+    pub server: Option<SocketAddr>,
+    /// The TLS connection's facts (peer certificate, SNI), if TLS.
+    pub ssl: Option<Arc<SslDigest>>,
+}
+
+impl Peer {
+    pub fn of(stream: &Stream) -> Peer {
+        let socket = stream.get_socket_digest();
+        Peer {
+            client: socket.as_ref().and_then(|s| s.peer_addr()).and_then(|a| a.as_inet()).copied(),
+            server: socket.as_ref().and_then(|s| s.local_addr()).and_then(|a| a.as_inet()).copied(),
+            ssl: stream.get_ssl_digest(),
+        }
+    }
+}
+
+/// The reply to a request that could not be served at all: its status,
+/// no body.
+fn error_response(status: u16) -> Option<Box<ResponseHeader>> {
+    let mut resp = ResponseHeader::build_no_case(status, Some(2)).ok()?;
+    header_map::insert(&mut resp, header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    Some(Box::new(resp))
+}
 
 pub enum Downstream {
     H1(h1::Server),
@@ -59,28 +94,23 @@ impl Downstream {
         matches!(self, Downstream::H2(_))
     }
 
-    /// The client's address (the socket's peer).
-    pub fn client_addr(&self) -> Option<SocketAddr> {
+    pub fn peer(&self) -> &Peer {
         match self {
             Downstream::H1(s) => s.peer(),
-            Downstream::H2(s) => s.peer().client,
+            Downstream::H2(s) => s.peer(),
         }
     }
 
-    /// The address the client connected to.
+    pub fn client_addr(&self) -> Option<SocketAddr> {
+        self.peer().client
+    }
+
     pub fn server_addr(&self) -> Option<SocketAddr> {
-        match self {
-            Downstream::H1(s) => s.local(),
-            Downstream::H2(s) => s.peer().server,
-        }
+        self.peer().server
     }
 
-    /// The TLS connection's facts (peer certificate, SNI), if TLS.
     pub fn ssl_digest(&self) -> Option<&Arc<SslDigest>> {
-        match self {
-            Downstream::H1(s) => s.ssl(),
-            Downstream::H2(s) => s.peer().ssl.as_ref(),
-        }
+        self.peer().ssl.as_ref()
     }
 
     pub fn is_body_empty(&mut self) -> bool {
@@ -155,7 +185,11 @@ impl Downstream {
     pub async fn respond_error(&mut self, status: u16) {
         match self {
             Downstream::H1(s) => s.respond_error(status).await,
-            Downstream::H2(s) => s.respond_error(status).await,
+            Downstream::H2(s) => {
+                if let Some(resp) = error_response(status) {
+                    let _ = s.respond(Some(resp), None, true, None).await;
+                }
+            }
         }
     }
 

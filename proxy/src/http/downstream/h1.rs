@@ -13,17 +13,15 @@
 //! pipelined requests answered in order, `expect: 100-continue` answered
 //! at once and not passed on.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use http::header::{self, HeaderValue};
-use pingora_core::protocols::tls::SslDigest;
 use pingora_core::protocols::Stream;
 use pingora_http::{RequestHeader, ResponseHeader};
 use tokio::io::AsyncWriteExt;
 
+use super::Peer;
 use crate::h1::{BodyDecoder, Error, FEW_HEADERS, MAX_HEADERS};
 use crate::http::header_map;
 
@@ -55,9 +53,7 @@ pub struct Server {
     stream: Stream,
     read: BytesMut,
     write: Vec<u8>,
-    peer: Option<SocketAddr>,
-    local: Option<SocketAddr>,
-    ssl: Option<Arc<SslDigest>>,
+    peer: Peer,
     /// The request's header, until the router takes it (`take_request`).
     req: RequestHeader,
     /// What the codec needs of the request for the response's framing.
@@ -89,17 +85,12 @@ pub struct Server {
 
 impl Server {
     pub fn new(stream: Stream) -> Self {
-        let socket = stream.get_socket_digest();
-        let peer = socket.as_ref().and_then(|s| s.peer_addr()).and_then(|a| a.as_inet()).copied();
-        let local = socket.as_ref().and_then(|s| s.local_addr()).and_then(|a| a.as_inet()).copied();
-        let ssl = stream.get_ssl_digest();
+        let peer = Peer::of(&stream);
         Server {
             stream,
             read: BytesMut::new(),
             write: Vec::new(),
             peer,
-            local,
-            ssl,
             req: placeholder(),
             head: false,
             http10: false,
@@ -142,16 +133,8 @@ impl Server {
         self
     }
 
-    pub fn peer(&self) -> Option<SocketAddr> {
-        self.peer
-    }
-
-    pub fn local(&self) -> Option<SocketAddr> {
-        self.local
-    }
-
-    pub fn ssl(&self) -> Option<&Arc<SslDigest>> {
-        self.ssl.as_ref()
+    pub fn peer(&self) -> &Peer {
+        &self.peer
     }
 
     /// Reads the next request's header: `Ok(false)` when the client closed
@@ -283,9 +266,8 @@ impl Server {
     pub async fn respond_error(&mut self, status: u16) {
         self.keepalive = false;
         self.client_keepalive = false;
-        let Ok(mut resp) = ResponseHeader::build_no_case(status, Some(2)) else { return };
-        header_map::insert(&mut resp, header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        let _ = self.respond(Some(Box::new(resp)), None, true).await;
+        let Some(resp) = super::error_response(status) else { return };
+        let _ = self.respond(Some(resp), None, true).await;
     }
 
     /// Ends the connection (TLS close_notify, TCP FIN).

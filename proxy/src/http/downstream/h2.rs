@@ -19,19 +19,17 @@
 //! closed.
 
 use std::future::poll_fn;
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{RecvStream, SendStream};
-use http::header::{self, HeaderMap, HeaderValue};
-use pingora_core::protocols::tls::SslDigest;
+use http::header::{self, HeaderMap};
 use pingora_core::protocols::Stream;
 use pingora_http::{RequestHeader, ResponseHeader};
 
-use crate::http::header_map;
+use super::Peer;
 use crate::model::http2::Http2Options;
 
 /// Streams open at once on one connection, unless configured: what Envoy
@@ -47,25 +45,6 @@ const MIN_HEADER_LIST_BYTES: usize = 64 * 1024;
 /// Requests refused on one connection before it is closed: a client that
 /// keeps sending malformed requests costs at most this much work.
 const MAX_REFUSED_STREAMS: usize = 32;
-
-/// The connection's facts every stream shares.
-#[derive(Default)]
-pub struct Peer {
-    pub client: Option<SocketAddr>,
-    pub server: Option<SocketAddr>,
-    pub ssl: Option<Arc<SslDigest>>,
-}
-
-impl Peer {
-    pub fn of(stream: &Stream) -> Peer {
-        let socket = stream.get_socket_digest();
-        Peer {
-            client: socket.as_ref().and_then(|s| s.peer_addr()).and_then(|a| a.as_inet()).copied(),
-            server: socket.as_ref().and_then(|s| s.local_addr()).and_then(|a| a.as_inet()).copied(),
-            ssl: stream.get_ssl_digest(),
-        }
-    }
-}
 
 /// What the connection manager configures of its HTTP/2 connections.
 #[derive(Debug, Clone, Copy)]
@@ -300,13 +279,6 @@ impl Server {
         Ok(())
     }
 
-    /// Answers a request that could not be served at all.
-    pub async fn respond_error(&mut self, status: u16) {
-        let Ok(mut resp) = ResponseHeader::build_no_case(status, Some(1)) else { return };
-        header_map::insert(&mut resp, header::CONTENT_LENGTH, HeaderValue::from_static("0"));
-        let _ = self.respond(Some(Box::new(resp)), None, true, None).await;
-    }
-
     /// After the connection manager: a response it did not end is ended
     /// here; one it never started resets the stream (when the session is
     /// dropped).
@@ -396,6 +368,7 @@ mod tests {
 #[cfg(test)]
 mod serve_tests {
     use super::*;
+    use http::HeaderValue;
 
     /// A client's request with a body and trailers, over an in-memory
     /// connection: the server reads both, and its response's body and
