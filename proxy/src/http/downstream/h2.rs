@@ -219,7 +219,7 @@ impl Server {
     /// Sends what the response has ready: the header (the first time), a
     /// piece of body as the client's window takes it, and the end of the
     /// stream (with `end`), or the trailers (which end it).
-    pub async fn respond(&mut self, header: Option<Box<ResponseHeader>>, body: Option<Bytes>, end: bool, trailers: Option<HeaderMap>) -> Result<(), h2::Error> {
+    pub async fn respond(&mut self, header: Option<Box<ResponseHeader>>, body: Option<Bytes>, end: bool, trailers: Option<HeaderMap>) -> Result<(), super::Error> {
         if self.ended {
             return Ok(());
         }
@@ -238,20 +238,10 @@ impl Server {
         }
         let Some(writer) = self.writer.as_mut() else { return Ok(()) };
         let body_ends = end && trailers.is_none();
-        if let Some(mut data) = body {
+        if let Some(data) = body {
             self.body_sent += data.len();
-            while !data.is_empty() {
-                writer.reserve_capacity(data.len());
-                let window = match writer.capacity() {
-                    0 => match poll_fn(|cx| writer.poll_capacity(cx)).await {
-                        Some(window) => window?,
-                        None => return Err(h2::Reason::CANCEL.into()),
-                    },
-                    window => window,
-                };
-                let piece = data.split_to(window.min(data.len()));
-                writer.send_data(piece, body_ends && data.is_empty())?;
-            }
+            // Pingora's writer sends it as the client's window opens.
+            pingora_core::protocols::http::v2::write_body(writer, data, body_ends, None).await?;
         } else if body_ends {
             writer.send_data(Bytes::new(), true)?;
         }
