@@ -71,6 +71,19 @@ pub enum Outcome {
     Reset,
 }
 
+impl Outcome {
+    /// On with the stream (`Ok(true)`: a plugin holds the body), or how
+    /// the plugin stopped it.
+    fn go_on(self) -> Result<bool, Stop> {
+        match self {
+            Outcome::Continue => Ok(false),
+            Outcome::Buffer => Ok(true),
+            Outcome::Reply(r) => Err(Stop::Reply(r)),
+            Outcome::Reset => Err(Stop::Reset),
+        }
+    }
+}
+
 /// How a plugin ended a request early: a reply, or a reset stream.
 pub enum Stop {
     Reply(LocalReply),
@@ -210,12 +223,7 @@ impl Stream {
         let size = data.as_ref().and_then(|d| d.request_body.as_ref()).map_or(0, |b| b.len());
         let outcome = self.phase(&mut data, Phase::RequestBody, size, end_of_stream).await;
         *body = self.keep_request(data).request_body.unwrap_or_default();
-        match outcome {
-            Ok(Outcome::Buffer) if end_of_stream => Outcome::Continue,
-            Ok(outcome) => outcome,
-            Err(()) if self.plugin.failure.failing_request_passes => Outcome::Continue,
-            Err(()) => Outcome::Reply(LocalReply::new(503, "")),
-        }
+        self.request_outcome(outcome, end_of_stream)
     }
 
     /// The request trailers (an HTTP/2 client's), as the plugin sees and
@@ -228,8 +236,15 @@ impl Stream {
         }
         let outcome = self.phase(&mut data, Phase::RequestTrailers, count, true).await;
         *trailers = self.keep_request(data).request_trailers.unwrap_or_default();
+        self.request_outcome(outcome, true)
+    }
+
+    /// A request callback's outcome: a body pause buffers until the end of
+    /// the stream; a failed VM fails the request or lets it pass, by the
+    /// plugin's policy.
+    fn request_outcome(&self, outcome: Result<Outcome, ()>, end_of_stream: bool) -> Outcome {
         match outcome {
-            Ok(Outcome::Buffer) => Outcome::Continue,
+            Ok(Outcome::Buffer) if end_of_stream => Outcome::Continue,
             Ok(outcome) => outcome,
             Err(()) if self.plugin.failure.failing_request_passes => Outcome::Continue,
             Err(()) => Outcome::Reply(LocalReply::new(503, "")),
@@ -432,14 +447,9 @@ impl<'a> Decoder<'a> {
     pub async fn body(&mut self, chunk: Option<Bytes>, end_of_stream: bool) -> Result<Option<Bytes>, Stop> {
         append(&mut self.buffered, chunk);
         for (i, s) in self.streams.iter().enumerate() {
-            match s.request_body(&mut self.buffered, end_of_stream).await {
-                Outcome::Continue => {}
-                Outcome::Buffer => {
-                    self.holder = Some(i);
-                    return Ok(None);
-                }
-                Outcome::Reply(r) => return Err(Stop::Reply(r)),
-                Outcome::Reset => return Err(Stop::Reset),
+            if s.request_body(&mut self.buffered, end_of_stream).await.go_on()? {
+                self.holder = Some(i);
+                return Ok(None);
             }
         }
         self.holder = None;
@@ -453,18 +463,11 @@ impl<'a> Decoder<'a> {
     pub async fn trailers(&mut self, trailers: &mut http::HeaderMap) -> Result<Bytes, Stop> {
         let holder = self.holder.take();
         for (i, s) in self.streams.iter().enumerate() {
+            // Holding the body now is moot: the trailers end it.
             if holder.is_some_and(|h| i > h) && !self.buffered.is_empty() {
-                match s.request_body(&mut self.buffered, false).await {
-                    Outcome::Continue | Outcome::Buffer => {}
-                    Outcome::Reply(r) => return Err(Stop::Reply(r)),
-                    Outcome::Reset => return Err(Stop::Reset),
-                }
+                s.request_body(&mut self.buffered, false).await.go_on()?;
             }
-            match s.request_trailers(trailers).await {
-                Outcome::Continue | Outcome::Buffer => {}
-                Outcome::Reply(r) => return Err(Stop::Reply(r)),
-                Outcome::Reset => return Err(Stop::Reset),
-            }
+            s.request_trailers(trailers).await.go_on()?;
         }
         Ok(std::mem::take(&mut self.buffered).freeze())
     }
@@ -508,12 +511,8 @@ impl<'a> Encoder<'a> {
     /// replaces the response (a failed VM), or the stream is reset.
     pub async fn headers(&mut self, resp: &mut ResponseHeader, end_of_stream: bool) -> Result<(), Stop> {
         for s in self.streams.iter().rev() {
-            match s.response_headers(resp, end_of_stream).await {
-                // A header pause waited in `phase`: only bodies buffer.
-                Outcome::Continue | Outcome::Buffer => {}
-                Outcome::Reply(r) => return Err(Stop::Reply(r)),
-                Outcome::Reset => return Err(Stop::Reset),
-            }
+            // A header pause waited in `phase`: only bodies buffer.
+            s.response_headers(resp, end_of_stream).await.go_on()?;
         }
         Ok(())
     }
@@ -523,11 +522,8 @@ impl<'a> Encoder<'a> {
     pub async fn body(&mut self, mut resp: Option<&mut ResponseHeader>, chunk: Option<Bytes>, end_of_stream: bool) -> Result<Option<Bytes>, Stop> {
         append(&mut self.buffered, chunk);
         for s in self.streams.iter().rev() {
-            match s.response_body(resp.as_deref_mut(), &mut self.buffered, end_of_stream).await {
-                Outcome::Continue => {}
-                Outcome::Buffer => return Ok(None),
-                Outcome::Reply(r) => return Err(Stop::Reply(r)),
-                Outcome::Reset => return Err(Stop::Reset),
+            if s.response_body(resp.as_deref_mut(), &mut self.buffered, end_of_stream).await.go_on()? {
+                return Ok(None);
             }
         }
         Ok(Some(std::mem::take(&mut self.buffered).freeze()))
