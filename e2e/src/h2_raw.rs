@@ -25,8 +25,7 @@ const END_HEADERS: u8 = 0x4;
 /// after a GOAWAY with that code), or `closed`.
 pub async fn send(port: u16, fields: &[(&str, &str)]) -> String {
     let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", port)).await else { return "no connection".into() };
-    let mut out = PREFACE.to_vec();
-    frame(&mut out, SETTINGS, 0, 0, &[]);
+    let mut out = client_start();
     let mut block = Vec::new();
     for (name, value) in fields {
         literal(&mut block, name.as_bytes(), value.as_bytes());
@@ -46,16 +45,7 @@ async fn answer(tcp: &mut TcpStream) -> String {
     let mut goaway = None;
     let closed = |goaway: Option<u32>| goaway.map_or_else(|| "closed".to_string(), |code| format!("goaway {code}"));
     loop {
-        let mut head = [0u8; 9];
-        if tcp.read_exact(&mut head).await.is_err() {
-            return closed(goaway);
-        }
-        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
-        let (kind, stream) = (head[3], u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff);
-        let mut payload = vec![0u8; len];
-        if tcp.read_exact(&mut payload).await.is_err() {
-            return closed(goaway);
-        }
+        let Some(Frame { kind, stream, payload, .. }) = read_frame(tcp).await else { return closed(goaway) };
         match (kind, stream) {
             (HEADERS, 1) => return format!("status {}", status(&payload)),
             (RST_STREAM, 1) if payload.len() >= 4 => return format!("reset {}", u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]])),
@@ -82,6 +72,31 @@ fn status(block: &[u8]) -> String {
         (Some(&len), Some(value)) if len & 0x80 == 0 && len == 3 => String::from_utf8_lossy(value).into_owned(),
         _ => "?".into(),
     }
+}
+
+/// What a client sends first: the preface and empty SETTINGS.
+fn client_start() -> Vec<u8> {
+    let mut out = PREFACE.to_vec();
+    frame(&mut out, SETTINGS, 0, 0, &[]);
+    out
+}
+
+struct Frame {
+    kind: u8,
+    flags: u8,
+    stream: u32,
+    payload: Vec<u8>,
+}
+
+/// The next frame; `None` when the connection ends first.
+async fn read_frame<S: tokio::io::AsyncRead + Unpin>(io: &mut S) -> Option<Frame> {
+    let mut head = [0u8; 9];
+    io.read_exact(&mut head).await.ok()?;
+    let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
+    let mut payload = vec![0u8; len];
+    io.read_exact(&mut payload).await.ok()?;
+    let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
+    Some(Frame { kind: head[3], flags: head[4], stream, payload })
 }
 
 fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
@@ -142,19 +157,9 @@ pub async fn announced<S: tokio::io::AsyncRead + Unpin>(io: &mut S, wait: Durati
     let (mut saw_settings, mut saw_window) = (false, false);
     let deadline = tokio::time::Instant::now() + wait;
     while !(saw_settings && saw_window) {
-        let mut head = [0u8; 9];
-        match tokio::time::timeout_at(deadline, io.read_exact(&mut head)).await {
-            Ok(Ok(_)) => {}
-            _ => break,
-        }
-        let len = usize::from(head[0]) << 16 | usize::from(head[1]) << 8 | usize::from(head[2]);
-        let mut payload = vec![0u8; len];
-        if !matches!(tokio::time::timeout_at(deadline, io.read_exact(&mut payload)).await, Ok(Ok(_))) {
-            break;
-        }
-        let stream = u32::from_be_bytes([head[5], head[6], head[7], head[8]]) & 0x7fff_ffff;
-        match head[3] {
-            SETTINGS if head[4] & 0x1 == 0 && !saw_settings => {
+        let Ok(Some(Frame { kind, flags, stream, payload })) = tokio::time::timeout_at(deadline, read_frame(io)).await else { break };
+        match kind {
+            SETTINGS if flags & 0x1 == 0 && !saw_settings => {
                 saw_settings = true;
                 out.settings = payload.chunks_exact(6).map(|c| (u16::from_be_bytes([c[0], c[1]]), u32::from_be_bytes([c[2], c[3], c[4], c[5]]))).collect();
             }
@@ -171,8 +176,6 @@ pub async fn announced<S: tokio::io::AsyncRead + Unpin>(io: &mut S, wait: Durati
 /// What a server at `port` announces to a new h2c client.
 pub async fn server_announces(port: u16) -> Announced {
     let Ok(mut tcp) = TcpStream::connect(("127.0.0.1", port)).await else { return Announced { settings: Vec::new(), connection_window: 0 } };
-    let mut out = PREFACE.to_vec();
-    frame(&mut out, SETTINGS, 0, 0, &[]);
-    let _ = tcp.write_all(&out).await;
+    let _ = tcp.write_all(&client_start()).await;
     announced(&mut tcp, Duration::from_secs(1)).await
 }
